@@ -61,11 +61,36 @@ def _configs_yaml(configs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+EMPTY_TITLE = "# Agent trajectories (nothing collected yet)"
+
+
 def progress_body(s: F.Scan) -> str:
+    if not s.raw_rows():
+        return (
+            f"{EMPTY_TITLE}\n\n"
+            "No episode has been sealed in this folder yet, so it has no data files: `load_dataset` has nothing "
+            "to load until the first episodes are sealed, and `agent_sft.load` returns empty `train` and "
+            "`validation` splits. Run `agent-sft collect` with this folder as `output.dir` to fill it.\n"
+        )
     return (
         "# Agent trajectories (collection in progress)\n\n"
         f"{s.raw_rows()} episodes sealed so far ({s.sft_rows()} sft rows). This card is completed when the run ends.\n"
     )
+
+
+def current_body(folder: str) -> str | None:
+    """The body (after the YAML front matter) of the folder's README, or None when there is none."""
+    try:
+        with open(os.path.join(folder, "README.md")) as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    if text.startswith("---"):
+        parts = text.split("\n---\n", 1)
+        if len(parts) < 2:
+            return None
+        text = parts[1].lstrip("\n")
+    return text or None
 
 
 def public(value: Any) -> Any:

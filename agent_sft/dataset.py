@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections import Counter, defaultdict
@@ -11,20 +12,23 @@ from typing import Any
 import pyarrow.dataset as pads
 
 from agent_sft import folder as F
-from agent_sft.records import CONFIGS, SPLITS
+from agent_sft.records import CONFIGS, SCHEMAS, SPLITS
+
+log = logging.getLogger(__name__)
 
 STAT_COLUMNS = ["split", "task_type", "success", "episode_length", "final_reward", "end_reason", "num_invalid",
                 "prompt_tokens", "completion_tokens", "duration_s", "game_split"]
 
 
-def _paths(folder: str, s: F.Scan, config: str = "raw") -> list[str]:
+def _paths(folder: str, s: F.Scan, config: str = "raw", exclude: frozenset[str] = frozenset()) -> list[str]:
     out = []
     for sp in SPLITS:
         items = s.raw[sp] if config == "raw" else s.sft[sp]
         for name, m in sorted(items.items()):
             if m["rows"]:
                 fname = name if config == "raw" else F.sft_name(name, s.generation)
-                out.append(os.path.join(F.shard_dir(folder, config, sp), fname))
+                if f"data/{config}/{sp}/{fname}" not in exclude:
+                    out.append(os.path.join(F.shard_dir(folder, config, sp), fname))
     return out
 
 
@@ -41,12 +45,13 @@ def _hist(counts: Counter, bins: int = 20) -> dict:
     return {"edges": edges, "counts": out}
 
 
-def compute_stats(folder: str, s: F.Scan) -> dict[str, Any]:
+def compute_stats(folder: str, s: F.Scan, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Counts, success by task type, lengths, rewards, tokens, end reasons and filter drops.
 
-    Reads only the columns it needs, batch by batch, so memory does not grow with the folder.
+    Reads only the columns it needs, batch by batch, so memory does not grow with the folder. Shards
+    in `exclude` (relative paths of damaged shards) are left out.
     """
-    paths = _paths(folder, s, "raw")
+    paths = _paths(folder, s, "raw", exclude)
     n = successes = invalid = 0
     reward = seconds = 0.0
     pt = ct = with_counts = 0
@@ -135,12 +140,18 @@ def finalize_folder(folder: str, s: F.Scan, summary: dict | None = None) -> dict
     plots = card.write_plots(folder, stats)
     body = card.render_body(info, stats, sample_episode(folder, s), plots)
     files = F.listing(folder, s)
+    F.record_checksums(folder, [p for c in files.values() for ps in c.values() for p in ps])
     F.write_text_atomic(os.path.join(folder, "README.md"),
                         card.front_matter(F.configs_front_matter(files), info, stats) + body)
     return stats
 
 
 def folder_status(folder: str) -> tuple[dict, F.Scan]:
+    """The folder's info and scan; a lost meta/info.json is read back from the shards (not written)."""
+    if os.path.isdir(folder) and not os.path.exists(os.path.join(folder, F.INFO)):
+        info = F.recover_info(folder, write=False)
+        if info is not None:
+            return info, F.scan(folder, int(info["build"].get("generation", 0)))
     info = F.require_dataset(folder)
     return info, F.scan(folder, int(info["build"].get("generation", 0)))
 
@@ -162,31 +173,51 @@ def load(folder: str, config: str = "sft", split: str | None = None, streaming: 
         streaming: return an IterableDataset(Dict) instead of preparing Arrow.
 
     Returns:
-        `datasets.Dataset`, `DatasetDict`, or their iterable counterparts.
+        `datasets.Dataset`, `DatasetDict`, or their iterable counterparts. A split with no rows (nothing
+        collected yet, or every episode dropped by the filters) is an empty dataset with the config's
+        features; `load_dataset` cannot load such a split, this function can.
 
     Raises:
-        DatasetError: not a dataset folder, unknown config or split, or a config with no rows.
+        DatasetError: not a dataset folder, unknown config or split.
     """
     if config not in CONFIGS:
         raise F.DatasetError(f"unknown config {config!r}; choose one of {', '.join(CONFIGS)}")
     if split is not None and split not in SPLITS:
         raise F.DatasetError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    info, s = folder_status(folder)
-    files = F.listing(folder, s)[config]
-    if not files:
+    _, s = folder_status(folder)
+    from agent_sft_builder import AgentSFT, readme_data_files
+
+    import datasets
+
+    # what the README lists is what load_dataset reads: the same files here
+    try:
+        listed = readme_data_files(os.path.abspath(folder), config)
+    except ValueError:
+        listed = {}
+    features = datasets.Features.from_arrow_schema(SCHEMAS[config])
+    wanted = [split] if split is not None else list(SPLITS)
+    if not any(sp in listed for sp in wanted):
         total = s.raw_rows()
         why = f"all {total} episodes were dropped by the filters" if total and config == "sft" else "no episodes yet"
-        raise F.DatasetError(f"{folder}: config {config!r} has no rows ({why}); see `agent-sft info {folder}`")
-    if split is not None and split not in files:
-        raise F.DatasetError(f"{folder}: config {config!r} has no rows in split {split!r} (splits with rows: {', '.join(files)})")
-    from agent_sft_builder import AgentSFT
-
+        log.warning("%s: config %r has no rows in %s (%s); see `agent-sft info %s`", folder, config,
+                    split or "either split", why, folder)
+        parts = {sp: datasets.Dataset.from_dict({k: [] for k in features}, features=features) for sp in wanted}
+        if streaming:
+            parts = {sp: d.to_iterable_dataset() for sp, d in parts.items()}
+            return parts[split] if split is not None else datasets.IterableDatasetDict(parts)
+        return parts[split] if split is not None else datasets.DatasetDict(parts)
     builder = AgentSFT(config_name=config, data_dir=os.path.abspath(folder), **kwargs)
     if streaming:
         ds = builder.as_streaming_dataset(split=split)
     else:
         builder.download_and_prepare()
         ds = builder.as_dataset(split=split)
+    if split is None:
+        # a split with no rows yet (or none left after the filters) is there, empty, as users index it
+        for sp in SPLITS:
+            if sp not in ds:
+                empty = datasets.Dataset.from_dict({k: [] for k in features}, features=features)
+                ds[sp] = empty.to_iterable_dataset() if streaming else empty
     return ds
 
 
@@ -198,12 +229,22 @@ def load_sft(folder: str, split: str | None = None, **kw: Any):
     return load(folder, "sft", split, **kw)
 
 
-def info_text(folder: str) -> str:
-    """What `agent-sft info DIR` prints (live: works on a folder still being written)."""
+def info_text(folder: str, check: bool = True) -> tuple[str, bool]:
+    """What `agent-sft info DIR` prints (live: works on a folder still being written), and whether the
+    folder is intact. With `check`, every listed shard is verified against its checksum; damaged shards
+    are reported and left out of the figures."""
     info, s = folder_status(folder)
-    st = compute_stats(folder, s)
+    damaged: dict[str, str] = {}
+    if check:
+        from agent_sft.maintain import check_folder
+
+        damaged = check_folder(folder)["damaged"]
+    st = compute_stats(folder, s, exclude=frozenset(damaged))
     b = info.get("build", {})
-    lines = [
+    lines = []
+    if info.get("recovered_from"):
+        lines.append(f"note: {F.INFO} is missing; identity read from the shards (`agent-sft repair {folder}` writes it back)")
+    lines += [
         f"dataset: {os.path.abspath(folder)}",
         f"schema version {info['schema_version']}; sft style {b.get('style')} (generation {b.get('generation')})",
         f"episodes: {st['total_episodes']} (train {st['episodes']['train']}, validation {st['episodes']['validation']}); "
@@ -222,7 +263,15 @@ def info_text(folder: str) -> str:
     if st["tokens"]["completion"] is not None:
         lines.append(f"tokens: prompt {st['tokens']['prompt']}, completion {st['tokens']['completion']}")
     lines.append(f"shards: raw {st['shards']['raw']}, sft {st['shards']['sft']}")
-    return "\n".join(lines)
+    if damaged:
+        lines.append(f"DAMAGED: {len(damaged)} shard(s) do not match their checksum or cannot be read "
+                     "(left out of the figures above):")
+        lines += [f"  {rel}: {why}" for rel, why in sorted(damaged.items())]
+        lines.append(f"run `agent-sft repair {folder}`: it derives damaged sft shards again and moves damaged raw "
+                     "shards aside, whose episodes the next collect plays again")
+    elif check:
+        lines.append("integrity: every shard matches its checksum")
+    return "\n".join(lines), not damaged
 
 
 def stats_json(folder: str) -> str:

@@ -5,21 +5,32 @@ DIR/README.md                       card; YAML `configs:` lists exactly the live
 DIR/data/raw/{train,validation}/*.arrow       one row per episode (Arrow IPC file, zstd)
 DIR/data/sft/{train,validation}/g<gen>-*.arrow  training rows derived from the raw shard of the same name
 DIR/meta/info.json                  schema version, config fingerprint, resolved config, sft build spec
+DIR/meta/checksums.json             size and sha256 of every shard the README lists
 DIR/meta/stats.json, meta/plots/    figures of the last finalize
+DIR/.quarantine/                    corrupt raw shards moved aside by `agent-sft repair` (never uploaded)
 ```
 A shard is written under a dot-name and renamed into place, so a sealed shard is always complete and
-never changes. A compacted shard names the shards it `replaces`; the scan ignores (and a repair
-deletes) replaced shards, so a crash during compaction never duplicates rows. sft shards are derived
-data: one per live raw shard and build generation, re-derived when missing.
+never changes. A shard that rewrites others names them in `replaces`; the scan ignores replaced shards,
+so one rename switches a folder from the old rows to the new ones. A shard written to take part of a
+rewrite names in `after` the shards that must be replaced first: it counts only once they are, so two
+files can appear together through one rename. sft shards are derived data: one per live raw shard and
+build generation, re-derived when missing.
+
+Readers see the README's listing. Every rewrite seals its new shards, then rewrites the README, and
+only then deletes what the README no longer names (`garbage`), so a process killed at any instant
+leaves a README whose every file exists, and the next command finishes the interrupted work.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -30,7 +41,9 @@ from agent_sft.records import CONFIGS, SCHEMA_VERSION, SCHEMAS, SPLITS
 META_KEY = b"agent_sft"
 INFO = "meta/info.json"
 STATS = "meta/stats.json"
+CHECKSUMS = "meta/checksums.json"
 LOCK = "meta/.lock"
+QUARANTINE = ".quarantine"
 SHARD_SUFFIX = ".arrow"
 TMP_PREFIX = ".tmp-"
 _GEN = re.compile(r"^g(\d+)-(.+)$")
@@ -52,6 +65,25 @@ class CorruptShardError(DatasetError):
     pass
 
 
+class DiskFullError(DatasetError):
+    """No space left on the folder's device; what was sealed before is intact."""
+
+
+def disk_full_error(folder: str, needed: int | None = None) -> DiskFullError:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    need = f"; about {_mb(needed)} more is needed for the next shard" if needed else ""
+    have = f" ({_mb(free)} free)" if free is not None else ""
+    return DiskFullError(f"no space left on the device of {folder}{have}{need}. Sealed episodes are kept: free "
+                         "some space and run the same command again to resume.")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
 def shard_dir(folder: str, config: str, split: str) -> str:
     return os.path.join(folder, "data", config, split)
 
@@ -62,19 +94,28 @@ def sft_name(raw_name: str, generation: int) -> str:
 
 def write_json_atomic(path: str, obj: Any) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(path), f"{TMP_PREFIX}{os.getpid()}-{os.path.basename(path)}")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    _write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str), fsync=True)
 
 
 def write_text_atomic(path: str, text: str) -> None:
     """Replace a small text file atomically (no fsync: it is rewritten often and can be regenerated)."""
+    _write_atomic(path, text, fsync=False)
+
+
+def _write_atomic(path: str, text: str, fsync: bool) -> None:
     tmp = os.path.join(os.path.dirname(path) or ".", f"{TMP_PREFIX}{os.getpid()}-{os.path.basename(path)}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if _is_enospc(e):
+            raise disk_full_error(os.path.dirname(path) or ".", len(text.encode())) from None
+        raise
     os.replace(tmp, path)
 
 
@@ -87,23 +128,71 @@ def _write_options() -> pa.ipc.IpcWriteOptions:
     return pa.ipc.IpcWriteOptions(compression="zstd")
 
 
+class _HashingFile:
+    """A binary file that hashes what is written through it (the shard's checksum, at no extra read)."""
+
+    def __init__(self, fh):
+        self.fh, self.sha, self.size, self.closed = fh, hashlib.sha256(), 0, False
+
+    def write(self, data) -> int:
+        data = memoryview(data)
+        self.sha.update(data)
+        self.size += len(data)
+        return self.fh.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+
+# absolute path -> {"size", "sha256"} of shards this process sealed, until a README write records them
+_SEALED: dict[str, dict] = {}
+
+
 @contextlib.contextmanager
 def sealing(path: str, config: str, meta: dict) -> Iterator[pa.ipc.RecordBatchFileWriter]:
-    """Write a shard batch by batch under a temporary name; rename it into place only when complete."""
+    """Write a shard batch by batch under a temporary name; rename it into place only when complete.
+
+    Raises:
+        DiskFullError: the device is full (the temporary file is removed; nothing else changed).
+    """
     d, name = os.path.split(path)
     os.makedirs(d, exist_ok=True)
     tmp = os.path.join(d, f"{TMP_PREFIX}{os.getpid()}-{name}")
     try:
         with open(tmp, "wb") as fh:
-            with pa.ipc.new_file(fh, _schema_with_meta(config, meta), options=_write_options()) as w:
+            hf = _HashingFile(fh)
+            with pa.ipc.new_file(hf, _schema_with_meta(config, meta), options=_write_options()) as w:
                 yield w
             fh.flush()
             os.fsync(fh.fileno())
-    except BaseException:
+    except BaseException as e:
+        size = hf.size if "hf" in locals() else 0
         with contextlib.suppress(OSError):
             os.remove(tmp)
+        if _is_enospc(e):
+            raise disk_full_error(os.path.dirname(os.path.dirname(os.path.dirname(d))), size or None) from None
         raise
     os.replace(tmp, path)
+    _SEALED[os.path.abspath(path)] = {"size": hf.size, "sha256": hf.sha.hexdigest()}
+
+
+def _is_enospc(e: BaseException) -> bool:
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(e, pa.ArrowException) and "No space left" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def write_shard(path: str, config: str, rows: list[dict] | pa.Table, meta: dict) -> int:
@@ -218,9 +307,11 @@ class Scan:
     generation: int
     raw: dict[str, dict[str, dict]] = field(default_factory=dict)  # split -> name -> meta (live)
     sft: dict[str, dict[str, dict]] = field(default_factory=dict)  # split -> raw name -> sft meta (live)
-    replaced_raw: dict[str, list[str]] = field(default_factory=dict)  # split -> names to delete
+    replaced_raw: dict[str, list[str]] = field(default_factory=dict)  # split -> names to delete, in order
     stale_sft: dict[str, list[str]] = field(default_factory=dict)  # split -> sft file names to delete
     missing_sft: dict[str, list[str]] = field(default_factory=dict)  # split -> raw names lacking sft
+    corrupt_raw: dict[str, dict[str, str]] = field(default_factory=dict)  # split -> name -> why unreadable
+    corrupt_sft: dict[str, dict[str, str]] = field(default_factory=dict)  # split -> sft file name -> why
 
     def raw_rows(self, split: str | None = None) -> int:
         return sum(m["rows"] for s in ([split] if split else SPLITS) for m in self.raw.get(s, {}).values())
@@ -232,25 +323,66 @@ class Scan:
     def complete(self) -> bool:
         return not any(self.missing_sft.values())
 
+    @property
+    def has_corrupt_raw(self) -> bool:
+        return any(self.corrupt_raw.values())
+
+
+def live_raw(metas: dict[str, dict]) -> tuple[dict[str, dict], list[str]]:
+    """The live shards among `metas` (name -> meta of the shards present) and the rest in deletion order.
+
+    A shard is live unless a present shard `replaces` it, or it names in `after` a shard that is present
+    and not replaced (the rewrite it belongs to was not completed). Shards are deleted so that a shard is
+    always gone before the shard that replaces it: a deletion cut short never brings a replaced shard back.
+    """
+    replaced = {r for m in metas.values() for r in m.get("replaces", [])}
+
+    def pending(m: dict) -> bool:
+        return any(a in metas and a not in replaced for a in m.get("after", []))
+
+    live = {n: m for n, m in metas.items() if n not in replaced and not pending(m)}
+    dead = [n for n in metas if n not in live]
+    order, left = [], set(dead)
+    while left:
+        # a dead shard may go once no other dead shard still present is replaced by it
+        ready = sorted(n for n in left if not any(r in left for r in metas[n].get("replaces", [])))
+        if not ready:  # a cycle cannot be written by agent-sft; delete the rest in name order
+            ready = sorted(left)
+        order += ready
+        left -= set(ready)
+    return live, order
+
 
 def scan(folder: str, generation: int) -> Scan:
     out = Scan(generation)
     for split in SPLITS:
         raw_dir = shard_dir(folder, "raw", split)
-        metas = {n: cached_meta(os.path.join(raw_dir, n)) for n in _shards(raw_dir)}
-        replaced = {r for m in metas.values() for r in m.get("replaces", [])}
-        out.raw[split] = {n: m for n, m in metas.items() if n not in replaced}
-        out.replaced_raw[split] = sorted(replaced & set(metas))
-        live_sft, stale = {}, []
+        metas, bad = {}, {}
+        for n in _shards(raw_dir):
+            try:
+                metas[n] = cached_meta(os.path.join(raw_dir, n))
+            except SchemaVersionError:
+                raise
+            except CorruptShardError as e:
+                bad[n] = str(e)
+        out.raw[split], out.replaced_raw[split] = live_raw(metas)
+        out.corrupt_raw[split] = bad
+        live_sft, stale, bad_sft = {}, [], {}
         sft_dir = shard_dir(folder, "sft", split)
         for n in _shards(sft_dir):
             m = _GEN.match(n)
             if m and int(m.group(1)) == generation and m.group(2) in out.raw[split]:
-                live_sft[m.group(2)] = cached_meta(os.path.join(sft_dir, n))
+                try:
+                    live_sft[m.group(2)] = cached_meta(os.path.join(sft_dir, n))
+                except SchemaVersionError:
+                    raise
+                except CorruptShardError as e:
+                    bad_sft[n] = str(e)
             else:
                 stale.append(n)
         out.sft[split] = live_sft
         out.stale_sft[split] = stale
+        out.corrupt_sft[split] = bad_sft
         out.missing_sft[split] = sorted(set(out.raw[split]) - set(live_sft))
     return out
 
@@ -280,6 +412,108 @@ def configs_front_matter(files: dict[str, dict[str, list[str]]]) -> list[dict]:
         entry["data_files"] = [{"split": sp, "path": files[config][sp]} for sp in SPLITS if sp in files[config]]
         out.append(entry)
     return out
+
+
+def read_checksums(folder: str) -> dict[str, dict]:
+    """Relative shard path -> {"size", "sha256"} as recorded when the README last listed it."""
+    try:
+        with open(os.path.join(folder, CHECKSUMS)) as fh:
+            out = json.load(fh)
+        return out if isinstance(out, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def file_checksum(path: str) -> dict:
+    sha, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            sha.update(chunk)
+            size += len(chunk)
+    return {"size": size, "sha256": sha.hexdigest()}
+
+
+def record_checksums(folder: str, rel_paths: list[str]) -> dict[str, dict]:
+    """Write meta/checksums.json for exactly `rel_paths` (call under the lock, before the README names them).
+
+    Sums of shards sealed by this process are known from writing them; a shard sealed by a process that
+    died before recording it is read once, and recorded only when it reads as a whole.
+    """
+    old = read_checksums(folder)
+    out = {}
+    for rel in rel_paths:
+        path = os.path.join(folder, rel)
+        known = _SEALED.pop(os.path.abspath(path), None) or old.get(rel)
+        if known is None:
+            try:
+                read_shard(path)
+            except CorruptShardError:
+                continue
+            known = file_checksum(path)
+        out[rel] = known
+    if out != old:
+        write_json_atomic(os.path.join(folder, CHECKSUMS), out)
+    return out
+
+
+def verify_shard(folder: str, rel: str, recorded: dict | None) -> str | None:
+    """Why the shard at `rel` is damaged, or None when it matches its checksum (or reads whole when none)."""
+    path = os.path.join(folder, rel)
+    try:
+        got = file_checksum(path)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if recorded is not None:
+        if got["size"] != recorded.get("size"):
+            return f"size {got['size']} bytes but {recorded.get('size')} were sealed"
+        if got["sha256"] != recorded.get("sha256"):
+            return "content differs from its checksum (flipped or overwritten bytes)"
+        return None
+    try:
+        read_shard(path).validate(full=True)
+    except (CorruptShardError, pa.ArrowInvalid) as e:
+        return str(e)
+    return None
+
+
+def recover_info(folder: str, write: bool = True) -> dict | None:
+    """Rebuild meta/info.json from the identity the raw shards carry (None when there are no shards).
+
+    Call under the lock when `write`. The fingerprint comes back as published (no local paths) with a hash of the
+    whole, so a later run with another configuration is still refused.
+    """
+    newest, gens = None, set()
+    for split in SPLITS:
+        d = shard_dir(folder, "raw", split)
+        for n in _shards(d):
+            try:
+                m = cached_meta(os.path.join(d, n))
+            except CorruptShardError:
+                continue
+            if m.get("identity") and (newest is None or n > newest[0]):
+                newest = (n, m["identity"])
+        for n in _shards(shard_dir(folder, "sft", split)):
+            g = _GEN.match(n)
+            if g:
+                gens.add(int(g.group(1)))
+    if newest is None:
+        return None
+    name, ident = newest
+    build = ident.get("build") or {"style": "auto", "filters": {}}
+    info = {
+        "schema_version": SCHEMA_VERSION,
+        "created_at": None,
+        "fingerprint": ident.get("fingerprint", {}),
+        "fingerprint_sha256": ident.get("fingerprint_sha256"),
+        "config": ident.get("config", {}),
+        "build": {**build, "generation": max(gens, default=0)},
+        "versions": {},
+        "writers": [],
+        "recovered_from": name,
+    }
+    if write:
+        write_json_atomic(os.path.join(folder, INFO), info)
+    return info
 
 
 def remove_dead_tmp(folder: str) -> int:

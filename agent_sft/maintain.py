@@ -1,8 +1,15 @@
-"""Work on a whole dataset folder after (or between) collections: re-derive `sft`, compact, merge."""
+"""Work on a whole dataset folder after (or between) collections: re-derive `sft`, compact, merge, repair.
+
+Each operation writes its new shards first, then the README, and deletes old files last, so a process
+killed at any instant leaves a folder that loads; running the same command again finishes the work.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import time
 
 from agent_sft import folder as F
 from agent_sft.records import SPLITS
@@ -11,11 +18,21 @@ from agent_sft.writer import (
     ConfigMismatchError,
     DatasetWriter,
     SftDeriver,
+    check_not_corrupt,
+    collect_garbage,
+    compact_shards,
     config_diff,
     new_writer_tag,
-    compact_shards,
     repair,
+    write_readme,
 )
+
+
+def _info_under_lock(folder: str) -> dict:
+    info = F.read_info(folder) or F.recover_info(folder)
+    if info is None:
+        raise F.NotADatasetError(f"{folder}: not an agent-sft dataset folder (no {F.INFO} and no shards)")
+    return info
 
 
 def rebuild(folder: str, build: BuildSpec) -> dict:
@@ -24,12 +41,13 @@ def rebuild(folder: str, build: BuildSpec) -> dict:
     The new generation is written beside the old one and switched to atomically (meta/info.json), so a
     crash mid-build leaves the old `sft` in place.
     """
-    F.require_dataset(folder)
+    require_folder(folder)
     deriver = SftDeriver(build)  # fails early on a bad filter
     with F.locked(folder):
-        info = F.require_dataset(folder)  # read under the lock: writers update it
+        info = _info_under_lock(folder)  # read under the lock: writers update it
         old = int(info["build"].get("generation", 0))
         s = F.scan(folder, old)
+        check_not_corrupt(folder, s)
         new = old + 1
         for split in SPLITS:
             for name in s.raw[split]:
@@ -44,12 +62,14 @@ def rebuild(folder: str, build: BuildSpec) -> dict:
 
 def compact(folder: str) -> dict:
     """Compact every live shard of a folder (all writers) into few large ones."""
-    F.require_dataset(folder)
+    require_folder(folder)
     with F.locked(folder):
-        info = F.require_dataset(folder)  # read under the lock: a writer or a build may change it
+        info = _info_under_lock(folder)  # read under the lock: a writer or a build may change it
         gen = int(info["build"].get("generation", 0))
         deriver = SftDeriver(BuildSpec(info["build"]["style"], info["build"]["filters"]))
-        s = repair(folder, F.scan(folder, gen), deriver)
+        s = F.scan(folder, gen)
+        check_not_corrupt(folder, s)
+        s = repair(folder, s, deriver)
         tag = new_writer_tag()
         for split in SPLITS:
             names = sorted(s.raw[split])
@@ -67,6 +87,8 @@ def merge(dest: str, sources: list[str], *, allow_config_change: bool = False) -
     Episodes are deduplicated by id (the same id means the same task, seed and sample). Returns counts.
     """
     infos = [F.require_dataset(src) for src in sources]
+    for src, info in zip(sources, infos):
+        check_not_corrupt(src, F.scan(src, int(info["build"].get("generation", 0))))
     first = infos[0]
     for src, info in zip(sources[1:], infos[1:]):
         diff = config_diff(first.get("fingerprint", {}), info.get("fingerprint", {}))
@@ -95,3 +117,110 @@ def merge(dest: str, sources: list[str], *, allow_config_change: bool = False) -
         w.close()
     stats = w.finalize()
     return {"added": added, "duplicates": dup, "stats": stats}
+
+
+def require_folder(folder: str) -> None:
+    if not os.path.isdir(folder):
+        raise F.NotADatasetError(f"{folder}: no such folder")
+    if not os.path.exists(os.path.join(folder, F.INFO)) and not os.path.isdir(os.path.join(folder, "data")):
+        raise F.NotADatasetError(f"{folder}: not an agent-sft dataset folder (no {F.INFO})")
+
+
+def check_folder(folder: str) -> dict:
+    """Verify every shard the folder lists against its checksum, without changing anything.
+
+    Returns {"checked": n, "damaged": {relative path: why}, "unlisted_rows": bool}.
+    """
+    require_folder(folder)
+    info = F.read_info(folder) or {}
+    s = F.scan(folder, int((info.get("build") or {}).get("generation", 0)))
+    sums = F.read_checksums(folder)
+    damaged: dict[str, str] = {}
+    checked = 0
+    for config in ("raw", "sft"):
+        for split in SPLITS:
+            bad = s.corrupt_raw[split] if config == "raw" else s.corrupt_sft[split]
+            for n, why in bad.items():
+                damaged[f"data/{config}/{split}/{n}"] = why
+            live = s.raw[split] if config == "raw" else {F.sft_name(n, s.generation): m for n, m in s.sft[split].items()}
+            for n in sorted(live):
+                rel = f"data/{config}/{split}/{n}"
+                checked += 1
+                why = F.verify_shard(folder, rel, sums.get(rel))
+                if why:
+                    damaged[rel] = why
+    return {"checked": checked + sum(len(s.corrupt_raw[sp]) + len(s.corrupt_sft[sp]) for sp in SPLITS),
+            "damaged": damaged, "missing_sft": sum(len(v) for v in s.missing_sft.values())}
+
+
+def repair_folder(folder: str) -> list[str]:
+    """Verify every shard; re-derive damaged or missing sft shards, move damaged raw shards aside.
+
+    A damaged raw shard goes to `.quarantine/` (not uploaded); the episodes it held are missing from the
+    folder, so the next `agent-sft collect` with the same config plays them again. Returns what was done,
+    one line per action.
+    """
+    require_folder(folder)
+    done: list[str] = []
+    with F.locked(folder):
+        had_info = os.path.exists(os.path.join(folder, F.INFO))
+        info = _info_under_lock(folder)
+        if not had_info:
+            done.append(f"rebuilt {F.INFO} from the identity recorded in shard {info.get('recovered_from')}")
+        gen = int(info["build"].get("generation", 0))
+        deriver = SftDeriver(BuildSpec(info["build"]["style"], info["build"]["filters"]))
+        sums = F.read_checksums(folder)
+        s = F.scan(folder, gen)
+        q_dir = os.path.join(folder, F.QUARANTINE, time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
+        raw_bad: dict[str, dict[str, str]] = {sp: dict(s.corrupt_raw[sp]) for sp in SPLITS}
+        sft_bad: dict[str, dict[str, str]] = {sp: dict(s.corrupt_sft[sp]) for sp in SPLITS}
+        for split in SPLITS:
+            for n in sorted(s.raw[split]):
+                rel = f"data/raw/{split}/{n}"
+                why = F.verify_shard(folder, rel, sums.get(rel))
+                if why:
+                    raw_bad[split][n] = why
+            for n in sorted(s.sft[split]):
+                rel = f"data/sft/{split}/{F.sft_name(n, gen)}"
+                why = F.verify_shard(folder, rel, sums.get(rel))
+                if why:
+                    sft_bad[split][F.sft_name(n, gen)] = why
+        # every step keeps the README's files in place: damaged raw shards are copied aside, then replaced
+        # by an empty shard, and deleted only once the README no longer names them
+        tag = new_writer_tag()
+        unreadable = []
+        for split in SPLITS:
+            for n, why in sorted(raw_bad[split].items()):
+                src = os.path.join(F.shard_dir(folder, "raw", split), n)
+                dest = os.path.join(q_dir, "raw", split)
+                os.makedirs(dest, exist_ok=True)
+                shutil.copy2(src, os.path.join(dest, n))
+                if n in s.raw[split]:
+                    F.write_shard(os.path.join(F.shard_dir(folder, "raw", split), f"{tag}-q{len(unreadable):03d}{F.SHARD_SUFFIX}"),
+                                  "raw", [], {"split": split, "writer": tag, "replaces": [n], "quarantined": n})
+                unreadable.append(src)
+                rows = (s.raw[split].get(n) or {}).get("rows")
+                held = f"its {rows} episodes" if rows is not None else "its episodes"
+                done.append(f"data/raw/{split}/{n}: {why}; moved to {os.path.relpath(os.path.join(dest, n), folder)} "
+                            f"({held} are played again by the next `agent-sft collect` with the same config)")
+            for n, why in sorted(sft_bad[split].items()):
+                raw_name = n.split("-", 1)[1]
+                if raw_name in s.raw[split] and raw_name not in raw_bad[split]:
+                    deriver.write_for(folder, split, raw_name, gen)  # replaces the damaged file in one rename
+                done.append(f"data/sft/{split}/{n}: {why}; derived again from its raw shard")
+        before = F.scan(folder, gen)
+        garbage = sum(len(before.replaced_raw[sp]) + len(before.stale_sft[sp]) for sp in SPLITS)
+        missing = sum(len(before.missing_sft[sp]) for sp in SPLITS)
+        s = repair(folder, before, deriver)
+        for path in unreadable:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        if missing:
+            done.append(f"derived {missing} missing sft shard(s)")
+        if garbage:
+            done.append(f"deleted {garbage} file(s) left by an interrupted rewrite")
+        from agent_sft import dataset
+
+        dataset.finalize_folder(folder, s)
+        done.append("rewrote README.md: it lists exactly the intact shards")
+    return done

@@ -6,10 +6,16 @@ shards at least every `flush_every_s` seconds (a background timer) or `flush_eve
 a run killed at any moment loses at most that much and leaves a folder that loads. Several writers may
 share a folder: each seals its own shards under the folder lock, and an episode already sealed by
 anyone is never written again.
+
+Episodes that ended in an error are played again when a folder is resumed. They stay in the folder until
+their replacements are sealed: a resume first moves them into shards of their own, and the shard that
+seals a replacement takes the error row out of its shard in the same rename (`folder.live_raw`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import secrets
@@ -32,6 +38,7 @@ log = logging.getLogger(__name__)
 
 COMPACT_MAX_BYTES = 512 * 1024 * 1024  # a compacted shard grows to about this size at most
 COMPACT_EVERY = 128  # a writer merges its small shards once it has sealed this many in a split
+COMPACT_SMALL_BYTES = 64 * 1024 * 1024  # at the end of a run, live shards below this size are merged
 
 
 class ConfigMismatchError(DatasetError):
@@ -65,18 +72,27 @@ def new_writer_tag() -> str:
 
 
 def read_episode_ids(folder: str, s: F.Scan) -> set[str]:
-    paths = [os.path.join(F.shard_dir(folder, "raw", sp), n) for sp in SPLITS for n, m in s.raw[sp].items() if m["rows"]]
-    return _ids(paths)
+    """Ids of every episode in the folder's live raw shards."""
+    done, errors = _ids_by_shard(folder, [(sp, n) for sp in SPLITS for n, m in s.raw[sp].items() if m["rows"]])
+    return done | set(errors)
 
 
-def _ids(paths: list[str]) -> set[str]:
-    if not paths:
-        return set()
-    try:
-        table = pads.dataset(paths, format="ipc").to_table(columns=["episode_id"])
-    except (pa.ArrowInvalid, OSError) as e:
-        raise F.CorruptShardError(f"cannot read episode ids from shards in {os.path.dirname(paths[0])}: {e}") from None
-    return set(table.column("episode_id").to_pylist())
+def _ids_by_shard(folder: str, shards: list[tuple[str, str]]) -> tuple[set[str], dict[str, tuple[str, str]]]:
+    """(ids of episodes that did not end in an error, error episode id -> (split, shard name))."""
+    done: set[str] = set()
+    errors: dict[str, tuple[str, str]] = {}
+    for split, name in shards:
+        path = os.path.join(F.shard_dir(folder, "raw", split), name)
+        try:
+            t = pads.dataset([path], format="ipc").to_table(columns=["episode_id", "end_reason"])
+        except (pa.ArrowInvalid, OSError) as e:
+            raise F.CorruptShardError(f"{path}: cannot read episode ids ({e}); run `agent-sft repair {folder}`") from None
+        for eid, reason in zip(t.column("episode_id").to_pylist(), t.column("end_reason").to_pylist()):
+            if reason == "error":
+                errors[eid] = (split, name)
+            else:
+                done.add(eid)
+    return done, errors
 
 
 class SftDeriver:
@@ -115,36 +131,58 @@ def _folder_build(folder: str) -> BuildSpec:
     return BuildSpec(b.get("style", "auto"), b.get("filters", {}))
 
 
-def drop_error_rows(folder: str, s: F.Scan, deriver: SftDeriver, tag: str) -> F.Scan:
-    """Rewrite the shards holding error episodes without them, so a resume plays them again (under the lock)."""
+def split_errors(folder: str, s: F.Scan, deriver: SftDeriver, tag: str) -> F.Scan:
+    """Move error episodes out of shards that also hold others, so a resume can replace them cheaply.
+
+    Per shard: the error rows go to a new shard that counts only `after` the shard is replaced, then the
+    other rows to a shard that `replaces` it; one rename switches the folder over. Call under the lock.
+    """
+    changed = False
     for split in SPLITS:
+        raw_dir = F.shard_dir(folder, "raw", split)
         for name in sorted(s.raw[split]):
-            path = os.path.join(F.shard_dir(folder, "raw", split), name)
             if not s.raw[split][name]["rows"]:
                 continue
-            reasons = pads.dataset([path], format="ipc").to_table(columns=["end_reason"]).column("end_reason")
-            if "error" not in reasons.to_pylist():
+            path = os.path.join(raw_dir, name)
+            reasons = pads.dataset([path], format="ipc").to_table(columns=["end_reason"]).column("end_reason").to_pylist()
+            n_err = reasons.count("error")
+            if not n_err or n_err == len(reasons):
                 continue
             table = F.read_shard(path)
-            keep = table.filter(pa.compute.not_equal(table.column("end_reason"), "error"))
-            new = f"{tag}-r{secrets.token_hex(2)}{F.SHARD_SUFFIX}"
-            F.write_shard(os.path.join(F.shard_dir(folder, "raw", split), new), "raw", keep,
-                          {"split": split, "writer": tag, "replaces": [name], "retried_errors": table.num_rows - keep.num_rows})
-            log.info("%s: %d error episodes will be played again", name, table.num_rows - keep.num_rows)
-    return repair(folder, F.scan(folder, s.generation), deriver)
+            is_err = pa.compute.equal(table.column("end_reason"), "error")
+            base = f"{tag}-e{secrets.token_hex(2)}"
+            F.write_shard(os.path.join(raw_dir, f"{base}-err{F.SHARD_SUFFIX}"), "raw", table.filter(is_err),
+                          {"split": split, "writer": tag, "after": [name], "errors_of": name})
+            F.write_shard(os.path.join(raw_dir, f"{base}{F.SHARD_SUFFIX}"), "raw", table.filter(pa.compute.invert(is_err)),
+                          {"split": split, "writer": tag, "replaces": [name]})
+            changed = True
+            log.info("%s: %d error episodes will be played again", name, n_err)
+    return repair(folder, F.scan(folder, s.generation), deriver) if changed else s
 
 
-def repair(folder: str, s: F.Scan, deriver: SftDeriver) -> F.Scan:
-    """Bring a folder to a consistent state after a crash (call under the folder lock)."""
+def repair(folder: str, s: F.Scan, deriver: SftDeriver, body: str | None = None) -> F.Scan:
+    """Bring a folder to a consistent state after a crash (call under the folder lock).
+
+    Derives missing sft shards, rewrites the README to list exactly the live shards, and only then
+    deletes the files it no longer names.
+    """
+    for split in SPLITS:
+        for n in s.missing_sft[split]:
+            deriver.write_for(folder, split, n, s.generation)
+    s = F.scan(folder, s.generation)
+    write_readme(folder, s, body)
+    collect_garbage(folder, s)
+    return s
+
+
+def collect_garbage(folder: str, s: F.Scan) -> None:
+    """Delete replaced raw shards (in a safe order), stale sft shards and dead temporary files."""
     for split in SPLITS:
         for n in s.replaced_raw[split]:
             _remove(os.path.join(F.shard_dir(folder, "raw", split), n))
         for n in s.stale_sft[split]:
             _remove(os.path.join(F.shard_dir(folder, "sft", split), n))
-        for n in s.missing_sft[split]:
-            deriver.write_for(folder, split, n, s.generation)
     F.remove_dead_tmp(folder)
-    return F.scan(folder, s.generation)
 
 
 def _remove(path: str) -> None:
@@ -155,14 +193,31 @@ def _remove(path: str) -> None:
 
 
 def write_readme(folder: str, s: F.Scan, body: str | None = None) -> None:
-    """Rewrite README.md atomically: front matter listing exactly the live shards, and a body."""
+    """Rewrite README.md atomically: front matter listing exactly the live shards, and a body.
+
+    With no `body`, the card's current body is kept (a progress note when there is none yet). The
+    checksums of the listed files are recorded first.
+    """
     from agent_sft import card
 
     files = F.listing(folder, s)
+    F.record_checksums(folder, [p for c in files.values() for ps in c.values() for p in ps])
     text = card.front_matter(F.configs_front_matter(files), F.read_info(folder) or {})
     if body is None:
-        body = card.progress_body(s)
+        body = card.current_body(folder)
+        if body is None or (s.raw_rows() and body.startswith(card.EMPTY_TITLE)):
+            body = card.progress_body(s)
     F.write_text_atomic(os.path.join(folder, "README.md"), text + body)
+
+
+def check_not_corrupt(folder: str, s: F.Scan) -> None:
+    """Refuse to go on when a raw shard cannot be read: its episodes would be played twice."""
+    bad = [f"data/raw/{sp}/{n}" for sp in SPLITS for n in s.corrupt_raw[sp]]
+    if bad:
+        raise F.CorruptShardError(
+            f"{folder}: {len(bad)} raw shard(s) cannot be read ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); "
+            f"run `agent-sft repair {folder}` to move them aside (their episodes are then played again by the next collect)"
+        )
 
 
 class DatasetWriter:
@@ -176,8 +231,9 @@ class DatasetWriter:
             keeps the folder's spec (e.g. one chosen later with `agent-sft build`).
         allow_config_change: continue a folder whose fingerprint differs instead of refusing.
         flush_every_s, flush_every_episodes: sealing cadence.
-        retry_errors: episodes that ended in an error (a crashed env, a failed request) are removed when
-            a folder is resumed, so they are played again.
+        retry_errors: episodes that ended in an error (a crashed env, a failed request) are not counted
+            as done when a folder is resumed, so they are played again; each stays in the folder until
+            its replacement is sealed.
 
     Raises:
         ConfigMismatchError, SchemaVersionError, CorruptShardError: naming the folder or file.
@@ -201,6 +257,7 @@ class DatasetWriter:
         self.flush_every_s = flush_every_s
         self.flush_every_episodes = max(1, flush_every_episodes)
         self.tag = new_writer_tag()
+        self.retry_errors = retry_errors
         self._seq = 0
         self._buf: list[dict] = []
         self._lock = threading.RLock()
@@ -208,6 +265,7 @@ class DatasetWriter:
         self._own_big: dict[str, list[str]] = {sp: [] for sp in SPLITS}  # compacted during the run
         self._known: set[tuple[str, str]] = set()
         self._foreign_ids: set[str] = set()
+        self._error_at: dict[str, tuple[str, str]] = {}  # error episode to replace -> (split, shard)
         self.duplicates_skipped = 0
         self.episodes_written = 0
         self._finalized = False
@@ -215,61 +273,80 @@ class DatasetWriter:
         self._error: BaseException | None = None
         os.makedirs(self.path, exist_ok=True)
         if not os.path.exists(os.path.join(self.path, F.INFO)) and any(
-            e.name not in ("meta", "data", "README.md") for e in os.scandir(self.path)
+            e.name not in ("meta", "data", "README.md", F.QUARANTINE) for e in os.scandir(self.path)
         ):
             raise F.NotADatasetError(
                 f"{self.path}: folder is not empty and is not an agent-sft dataset; choose another output.dir"
             )
+        self._identity = shard_identity(fingerprint, meta, build)
         with F.locked(self.path):
-            info = F.read_info(self.path)
+            info = F.read_info(self.path) or F.recover_info(self.path)
             if self.build is None:
                 b = (info or {}).get("build") or {}
                 self.build = BuildSpec(b.get("style", "auto"), b.get("filters", {}))
             self.deriver = SftDeriver(self.build)
+            self._identity = shard_identity(fingerprint, meta, self.build)
             if info is None:
                 info = {
                     "schema_version": SCHEMA_VERSION,
                     "created_at": time.time(),
                     "fingerprint": fingerprint or {},
+                    "fingerprint_sha256": fingerprint_hash(fingerprint or {}),
                     "config": meta or {},
                     "build": {**self.build.to_dict(), "generation": 0},
                     "versions": versions or {},
                     "writers": [],
                 }
             else:
-                diff = config_diff(info.get("fingerprint", {}), fingerprint or {})
-                if diff and fingerprint is not None and not allow_config_change:
-                    raise ConfigMismatchError(
-                        f"{self.path} was collected with a different configuration:\n  " + "\n  ".join(diff[:20])
-                        + "\nUse another output.dir, or set output.allow_config_change=true to continue this folder."
-                    )
-                if diff and fingerprint is not None:
-                    info.setdefault("config_changes", []).append({"at": time.time(), "diff": diff})
+                if fingerprint is not None:
+                    self._check_fingerprint(info, fingerprint, allow_config_change)
                 if meta:
                     info["config"] = meta
             info.setdefault("writers", []).append(self.tag)
             info["writers"] = info["writers"][-64:]
             generation = int(info["build"].get("generation", 0))
-            s = F.scan(self.path, generation)
             if {k: v for k, v in info["build"].items() if k != "generation"} != self.build.to_dict():
                 generation += 1
                 info["build"] = {**self.build.to_dict(), "generation": generation}
-                F.write_json_atomic(os.path.join(self.path, F.INFO), info)
-                s = F.scan(self.path, generation)
-            else:
-                F.write_json_atomic(os.path.join(self.path, F.INFO), info)
+            F.write_json_atomic(os.path.join(self.path, F.INFO), info)
             self.generation = generation
+            s = F.scan(self.path, generation)
+            check_not_corrupt(self.path, s)
             s = repair(self.path, s, self.deriver)
             if retry_errors:
-                s = drop_error_rows(self.path, s, self.deriver, new_writer_tag())
-            self.done_ids: set[str] = read_episode_ids(self.path, s)
+                s = split_errors(self.path, s, self.deriver, new_writer_tag())
+            done, errors = _ids_by_shard(self.path, [(sp, n) for sp in SPLITS for n, m in s.raw[sp].items() if m["rows"]])
+            if retry_errors:
+                self._error_at = errors
+            else:
+                done |= set(errors)
+            self.done_ids: set[str] = done
             self._known = {(sp, n) for sp in SPLITS for n in s.raw[sp]}
-            write_readme(self.path, s)
         self.resumed_episodes = len(self.done_ids)
+        self.errors_to_retry = len(self._error_at)
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._tick, name="agent-sft-flush", daemon=True)
         self._last_flush = time.monotonic()
         self._timer.start()
+
+    def _check_fingerprint(self, info: dict, fingerprint: dict, allow_config_change: bool) -> None:
+        if info.get("recovered_from") and "fingerprint_sha256" in info:
+            # identity rebuilt from the shards: compare the whole fingerprint by its hash
+            same = info["fingerprint_sha256"] == fingerprint_hash(fingerprint)
+            diff = [] if same else (config_diff(info.get("fingerprint", {}), public_fingerprint(fingerprint))
+                                    or ["(values that are not published, e.g. local paths)"])
+        else:
+            diff = config_diff(info.get("fingerprint", {}), fingerprint)
+        if diff and not allow_config_change:
+            raise ConfigMismatchError(
+                f"{self.path} was collected with a different configuration:\n  " + "\n  ".join(diff[:20])
+                + "\nUse another output.dir, or set output.allow_config_change=true to continue this folder."
+            )
+        if diff:
+            info.setdefault("config_changes", []).append({"at": time.time(), "diff": diff})
+        info.pop("recovered_from", None)
+        info["fingerprint"] = fingerprint
+        info["fingerprint_sha256"] = fingerprint_hash(fingerprint)
 
     # -- streaming ------------------------------------------------------------------------------
 
@@ -293,7 +370,7 @@ class DatasetWriter:
     def _tick(self) -> None:
         while not self._stop.wait(min(1.0, self.flush_every_s)):
             with self._lock:
-                if self._buf and time.monotonic() - self._last_flush >= self.flush_every_s:
+                if self._buf and self._error is None and time.monotonic() - self._last_flush >= self.flush_every_s:
                     try:
                         self.flush()
                     except BaseException as e:  # surfaced on the next add/finalize
@@ -319,6 +396,8 @@ class DatasetWriter:
 
     def _seal(self, by_split: dict[str, list[dict]]) -> int:
         """Seal each split's rows; a split is removed from `by_split` once sealed."""
+        from agent_sft import card
+
         sealed = 0
         with F.locked(self.path):
             self._follow_build()
@@ -331,23 +410,60 @@ class DatasetWriter:
                     continue
                 name = f"{self.tag}-{self._seq:05d}{F.SHARD_SUFFIX}"
                 self._seq += 1
+                replaces, moved = self._take_out_errors(split, name, srows)
                 F.write_shard(os.path.join(F.shard_dir(self.path, "raw", split), name), "raw", srows,
-                              {"split": split, "writer": self.tag})
+                              {"split": split, "writer": self.tag, "replaces": replaces, "identity": self._identity})
+                for r in srows:
+                    self._error_at.pop(r["episode_id"], None)
+                self._error_at.update(moved)
+                self._known.update((split, at[1]) for at in moved.values())
                 # sealed: from here on the rows are in the folder (a missing sft shard is re-derived)
                 del by_split[split]
                 self._own[split].append(name)
                 self._known.add((split, name))
                 sealed += len(srows)
-                self.deriver.write_for(self.path, split, name, self.generation, srows)
+                self.episodes_written += len(srows)
+                try:
+                    self.deriver.write_for(self.path, split, name, self.generation, srows)
+                except BaseException:
+                    # list the sealed raw rows before giving up: the folder loads, and a resume re-derives
+                    write_readme(self.path, F.scan(self.path, self.generation))
+                    raise
                 if len(self._own[split]) >= COMPACT_EVERY:
                     # keep the shard count (and the cost of each flush) bounded on long runs
                     merged = compact_shards(self.path, split, self._own[split], self.generation, self.tag, self.deriver)
                     self._known.update((split, n) for n in merged)
                     self._own_big[split] += merged
                     self._own[split] = []
-            self.episodes_written += sealed
-            write_readme(self.path, F.scan(self.path, self.generation))
+            s = F.scan(self.path, self.generation)
+            repair(self.path, s, self.deriver, body=card.progress_body(s))
         return sealed
+
+    def _take_out_errors(self, split: str, name: str, rows: list[dict]) -> tuple[list[str], dict[str, tuple[str, str]]]:
+        """Prepare the removal of the error episodes that `rows` replace.
+
+        The rest of each shard holding such an episode is sealed first under a name that counts only
+        once that shard is replaced, so the new shard `name` (which replaces it) switches both over with
+        its own rename. Returns the shards to replace and the new place of the error episodes left.
+        """
+        holders: dict[str, set[str]] = {}
+        for r in rows:
+            at = self._error_at.get(r["episode_id"])
+            if at is not None and at[0] == split:
+                holders.setdefault(at[1], set()).add(r["episode_id"])
+        raw_dir = F.shard_dir(self.path, "raw", split)
+        moved: dict[str, tuple[str, str]] = {}
+        for holder, ids in sorted(holders.items()):
+            table = F.read_shard(os.path.join(raw_dir, holder))
+            keep = table.filter(pa.compute.invert(pa.compute.is_in(table.column("episode_id"), pa.array(sorted(ids)))))
+            if keep.num_rows:
+                rest = f"{name[:-len(F.SHARD_SUFFIX)]}-{secrets.token_hex(2)}-err{F.SHARD_SUFFIX}"
+                F.write_shard(os.path.join(raw_dir, rest), "raw", keep,
+                              {"split": split, "writer": self.tag, "after": [holder], "errors_of": holder})
+                ends = keep.column("end_reason").to_pylist()
+                moved.update({eid: (split, rest) for eid, e in zip(keep.column("episode_id").to_pylist(), ends)
+                              if e == "error" and eid in self._error_at})
+        return sorted(holders), moved
 
     def _follow_build(self) -> None:
         """Adopt a build spec changed by `agent-sft build` while this writer runs (under the lock)."""
@@ -358,21 +474,29 @@ class DatasetWriter:
             self.build = BuildSpec(b.get("style", "auto"), b.get("filters", {}))
             self.deriver = SftDeriver(self.build)
             self.generation = gen
+            self._identity = {**self._identity, "build": self.build.to_dict()}
             log.warning("%s was rebuilt (sft generation %d) while collecting; new episodes follow it", self.path, gen)
 
     def _catch_up(self) -> None:
-        """Learn the episode ids sealed by other writers since we last looked (under the lock)."""
-        new = []
-        for split in SPLITS:
-            d = F.shard_dir(self.path, "raw", split)
-            for n in F._shards(d):
-                if (split, n) not in self._known:
-                    self._known.add((split, n))
-                    new.append(os.path.join(d, n))
-        if new:
-            ids = _ids(new)
-            self._foreign_ids = self._foreign_ids | ids
-            self.done_ids |= ids
+        """Learn the episodes other processes sealed since we last looked (under the lock)."""
+        s = F.scan(self.path, self.generation)
+        check_not_corrupt(self.path, s)
+        new = [(sp, n) for sp in SPLITS for n in s.raw[sp] if (sp, n) not in self._known]
+        self._known.update(new)
+        if not new:
+            return
+        done, errors = _ids_by_shard(self.path, new)
+        for eid in done:
+            self._error_at.pop(eid, None)
+        self._foreign_ids |= done
+        self.done_ids |= done
+        for eid, at in errors.items():
+            if eid in self._error_at or (self.retry_errors and eid not in self.done_ids):
+                # moved by a compaction, or another writer's error episode that a replay here may replace
+                self._error_at[eid] = at
+            elif not self.retry_errors:
+                self._foreign_ids.add(eid)
+                self.done_ids.add(eid)
 
     # -- end of run -----------------------------------------------------------------------------
 
@@ -387,16 +511,20 @@ class DatasetWriter:
             self._closed = True
 
     def finalize(self, summary: dict | None = None) -> dict:
-        """Flush, compact this writer's shards, write stats, plots and the card. Idempotent."""
+        """Flush, compact small shards (this run's and those left by earlier runs), write stats and the card.
+
+        Idempotent.
+        """
         self.close()
         if self._error is not None:
             raise DatasetError(f"{self.path}: a flush failed: {self._error}") from self._error
         with F.locked(self.path):
             self._follow_build()
+            s = repair(self.path, F.scan(self.path, self.generation), self.deriver)
             for split in SPLITS:
-                own = self._own_big[split] + self._own[split]
-                if len(own) > 1:
-                    self._own_big[split] = compact_shards(self.path, split, own, self.generation, self.tag, self.deriver)
+                small = small_shards(self.path, split, s)
+                if len(small) > 1:
+                    self._own_big[split] = compact_shards(self.path, split, small, self.generation, self.tag, self.deriver)
                     self._own[split] = []
             s = repair(self.path, F.scan(self.path, self.generation), self.deriver)
             from agent_sft import dataset
@@ -415,6 +543,37 @@ class DatasetWriter:
             self.close()
 
 
+def fingerprint_hash(fingerprint: dict) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def public_fingerprint(fingerprint: dict) -> dict:
+    from agent_sft.card import public
+
+    return public(fingerprint)
+
+
+def shard_identity(fingerprint: dict | None, meta: dict | None, build: BuildSpec | None) -> dict:
+    """What each raw shard carries so a lost meta/info.json can be rebuilt (published values only)."""
+    from agent_sft.card import public
+
+    out: dict = {"schema_version": SCHEMA_VERSION}
+    if fingerprint is not None:
+        out["fingerprint"] = public(fingerprint)
+        out["fingerprint_sha256"] = fingerprint_hash(fingerprint)
+    if meta:
+        out["config"] = public(meta)
+    if build is not None:
+        out["build"] = build.to_dict()
+    return out
+
+
+def small_shards(folder: str, split: str, s: F.Scan) -> list[str]:
+    """Live raw shards of `split` small enough to be worth merging (any writer's)."""
+    raw_dir = F.shard_dir(folder, "raw", split)
+    return sorted(n for n in s.raw[split] if os.path.getsize(os.path.join(raw_dir, n)) < COMPACT_SMALL_BYTES)
+
+
 def compact_shards(folder: str, split: str, names: list[str], generation: int, tag: str,
                    deriver: SftDeriver | None = None) -> list[str]:
     """Replace `names` (raw shards of one split, and their sft shards) by few large ones.
@@ -422,8 +581,9 @@ def compact_shards(folder: str, split: str, names: list[str], generation: int, t
     Streams batch by batch, so memory stays at one batch whatever the size. Call under the lock.
     """
     raw_dir, sft_dir = F.shard_dir(folder, "raw", split), F.shard_dir(folder, "sft", split)
+    deriver = deriver or SftDeriver(_folder_build(folder))
     # another process (`agent-sft compact`, a rebuild) may have replaced some of them meanwhile
-    s = repair(folder, F.scan(folder, generation), deriver or SftDeriver(_folder_build(folder)))
+    s = repair(folder, F.scan(folder, generation), deriver)
     names = [n for n in names if n in s.raw[split]]
     groups, cur, size = [], [], 0
     for n in names:
@@ -441,12 +601,12 @@ def compact_shards(folder: str, split: str, names: list[str], generation: int, t
             out.append(group[0])
             continue
         name = f"{tag}-c{secrets.token_hex(2)}{i:03d}{F.SHARD_SUFFIX}"
-        metas = [F.cached_meta(os.path.join(raw_dir, n)) for n in group]
-        sft_metas = [F.cached_meta(os.path.join(sft_dir, F.sft_name(n, generation))) for n in group]
+        metas = [s.raw[split][n] for n in group]
+        sft_metas = [s.sft[split][n] for n in group]
         drops: Counter = Counter()
         for m in sft_metas:
             drops.update(m.get("drops", {}))
-        # sft first: a crash after it leaves an sft shard without its raw shard, which a repair deletes.
+        # sft first: until the raw shard exists, the new sft shard is stale (deleted by a repair).
         sft_meta = {"split": split, "generation": generation, "source": name, "replaces": [F.sft_name(n, generation) for n in group],
                     "episodes": sum(m.get("episodes", 0) for m in sft_metas), "drops": dict(drops),
                     "rows": sum(m["rows"] for m in sft_metas)}
@@ -454,13 +614,15 @@ def compact_shards(folder: str, split: str, names: list[str], generation: int, t
             for n in group:
                 for batch in F.iter_shard_batches(os.path.join(sft_dir, F.sft_name(n, generation))):
                     w.write_batch(batch)
+        identity = next((m["identity"] for m in reversed(metas) if m.get("identity")), None)
         raw_meta = {"split": split, "writer": tag, "replaces": group, "rows": sum(m["rows"] for m in metas)}
+        if identity:
+            raw_meta["identity"] = identity
         with F.sealing(os.path.join(raw_dir, name), "raw", raw_meta) as w:
             for n in group:
                 for batch in F.iter_shard_batches(os.path.join(raw_dir, n)):
                     w.write_batch(batch)
-        for n in group:
-            _remove(os.path.join(sft_dir, F.sft_name(n, generation)))
-            _remove(os.path.join(raw_dir, n))
         out.append(name)
+    # the README names the new shards before the replaced ones are deleted
+    repair(folder, F.scan(folder, generation), deriver)
     return out

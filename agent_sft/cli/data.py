@@ -1,4 +1,4 @@
-"""`agent-sft build | export | merge | info | compact | tiny-model`: work on dataset folders."""
+"""`agent-sft build | export | merge | info | compact | repair | tiny-model`: work on dataset folders."""
 
 from __future__ import annotations
 
@@ -39,8 +39,12 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     elif name == "info":
         p.add_argument("dir", help="dataset folder")
         p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+        p.add_argument("--quick", action="store_true", help="do not verify the shards' checksums")
     elif name == "compact":
         p.add_argument("dir", help="dataset folder")
+    elif name == "repair":
+        p.add_argument("dir", help="dataset folder")
+        p.add_argument("--check", action="store_true", help="only verify every shard and report; change nothing")
     elif name == "tiny-model":
         p.add_argument("out", help="output folder for the model and tokenizer")
         p.add_argument("--seed", type=int, default=0)
@@ -88,7 +92,26 @@ def _run(a: argparse.Namespace) -> int:
     elif a.command == "info":
         from agent_sft.dataset import info_text, stats_json
 
-        print(stats_json(a.dir) if a.json else info_text(a.dir))
+        if a.json:
+            print(stats_json(a.dir))
+            return 0
+        text, intact = info_text(a.dir, check=not a.quick)
+        print(text)
+        return 0 if intact else 1
+    elif a.command == "repair":
+        from agent_sft.maintain import check_folder, repair_folder
+
+        if a.check:
+            r = check_folder(a.dir)
+            for rel, why in sorted(r["damaged"].items()):
+                print(f"damaged: {rel}: {why}")
+            print(f"checked {r['checked']} shards: {len(r['damaged'])} damaged"
+                  + (f"; {r['missing_sft']} sft shard(s) to derive" if r["missing_sft"] else ""))
+            return 1 if r["damaged"] else 0
+        actions = repair_folder(a.dir)
+        print(f"repaired {a.dir}:")
+        for line in actions:
+            print(f"  {line}")
     elif a.command == "compact":
         from agent_sft.maintain import compact
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
+from typing import Iterator
 
 # subcommand -> (module, one-line help). Each module defines `add_arguments(parser)` and `run(args)`.
 COMMANDS = {
@@ -14,6 +18,7 @@ COMMANDS = {
     "merge": ("agent_sft.cli.data", "Merge dataset folders collected on several machines."),
     "info": ("agent_sft.cli.data", "Counts, success by task type, lengths, drops by filter."),
     "compact": ("agent_sft.cli.data", "Compact small shards of a folder into few large ones."),
+    "repair": ("agent_sft.cli.data", "Verify every shard; re-derive damaged sft, move damaged raw shards aside."),
     "push": ("agent_sft.cli.push", "Upload a dataset folder to the Hugging Face Hub."),
     "tiny-model": ("agent_sft.cli.data", "Build a tiny random chat model offline (for tests and dry runs)."),
 }
@@ -23,29 +28,73 @@ class CLIError(Exception):
     """An error the user can fix; printed without a traceback."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`docker stop`, a scheduler ending the job), raised in the main thread as Ctrl-C is.
+
+    Being a KeyboardInterrupt, it takes the same way out: buffered episodes are sealed, env workers are
+    stopped. A command may re-raise it with a message saying what was kept.
+    """
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cleanup runs once, whatever else arrives
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises `Terminated` in the main thread (the previous handler is restored)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _parse(parser: argparse.ArgumentParser, subparsers: dict[str, argparse.ArgumentParser], argv: list[str]) -> argparse.Namespace:
+    """Parse `argv`; a command's options and positionals may come in any order (`key=value --flag key=value`)."""
+    i = next((k for k, a in enumerate(argv) if not a.startswith("-")), None)
+    if i is None or i > 0 or argv[0] not in subparsers:
+        return parser.parse_args(argv)  # top-level help, or an unknown command: argparse says so
+    try:
+        args = subparsers[argv[0]].parse_intermixed_args(argv[1:])
+    except TypeError:  # a parser intermixed parsing cannot handle (e.g. a REMAINDER argument)
+        args = subparsers[argv[0]].parse_args(argv[1:])
+    args.command = argv[0]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="agent-sft",
         description="Collect agent trajectories in text environments as Hugging Face datasets for SFT and RL.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
     wanted = next((a for a in argv if not a.startswith("-")), None)
+    subparsers = {}
     for name, (mod, help) in COMMANDS.items():
-        p = sub.add_parser(name, help=help, description=help)
+        p = subparsers[name] = sub.add_parser(name, help=help, description=help)
         if name == wanted:  # import only the module of the command actually run
             importlib.import_module(mod).add_arguments(p, name)
-    args = parser.parse_args(argv)
+    args = _parse(parser, subparsers, argv)
     module = importlib.import_module(COMMANDS[args.command][0])
     from agent_sft.config import ConfigError
 
     try:
-        return module.run(args) or 0
+        with _sigterm_raises():
+            return module.run(args) or 0
     except (CLIError, ConfigError) as e:
         print(f"agent-sft {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"agent-sft {args.command}: interrupted; what was written so far is kept", file=sys.stderr)
+    except Terminated as e:
+        print(f"agent-sft {args.command}: terminated (SIGTERM); {e or 'what was written so far is kept'}", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt as e:
+        print(f"agent-sft {args.command}: interrupted; {e or 'what was written so far is kept'}", file=sys.stderr)
         return 130
 
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import hashlib
 import os
+import shutil
 import sys
 import time
 from typing import Any
@@ -124,6 +126,11 @@ def summary_text(stats: dict, run: dict, folder: str) -> str:
         f"Collected {run['episodes']} episodes in {run['wall_s']:.1f} s ({run['episodes_per_s']:.2f} episodes/s, "
         f"{run['steps_per_s']:.1f} steps/s, after {run['startup_s']:.1f} s starting the env workers); "
         f"{run['skipped_done']} were already in the folder.",
+    ]
+    if run.get("played_twice"):
+        lines.append(f"{run['played_twice']} episodes were played twice: another collect is writing to this folder and "
+                     "sealed them first (each is kept once); use output.shard=i/n to split the work.")
+    lines += [
         f"Folder now holds {stats.get('total_episodes', 0)} episodes "
         f"(train {stats['episodes'].get('train', 0)}, validation {stats['episodes'].get('validation', 0)}); "
         f"success rate {_pct(stats.get('success_rate', 0.0))}.",
@@ -192,18 +199,30 @@ def run(args: argparse.Namespace) -> int:
             repo_id = hub.check_auth(cfg.output.push_to_hub)
         except hub.HubError as err:
             raise CLIError(f"output.push_to_hub: {err}") from None
+    if (cfg.policy.type or ("vllm" if cfg.policy.model else "expert")) == "openai":
+        _probe_server(cfg)
     from agent_sft.filters import FilterError
     from agent_sft.folder import DatasetError
     from agent_sft.policies import PolicyError
 
-    writer = _open_writer(cfg, env_name)
+    tally = _Tally()
     try:
-        stats, run_info = _collect(cfg, env_name, writer, show_progress=not args.no_progress and sys.stderr.isatty())
-    except (DatasetError, FilterError, PolicyError) as err:
-        writer.close()
-        raise CLIError(f"{err}\nWhat was sealed is kept; run the same command again to resume.") from None
-    except BaseException:
-        writer.close()
+        writer = _open_writer(cfg, env_name)
+    except OSError as err:
+        raise CLIError(_disk_full(cfg.output.dir) if _is_disk_full(err) else str(err)) from None
+    try:
+        stats, run_info = _collect(cfg, env_name, writer, tally, show_progress=not args.no_progress and sys.stderr.isatty())
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: seal what finished, say so
+        closed = _close_quietly(writer)
+        kept = f"the {tally.added} episodes this run finished are sealed in {cfg.output.dir}" if closed else \
+            f"what was sealed in {cfg.output.dir} is kept"
+        raise type(err)(f"{kept}; run the same command again to play the rest") from None
+    except BaseException as err:
+        _close_quietly(writer)
+        if _is_disk_full(err):
+            raise CLIError(_disk_full(cfg.output.dir)) from None
+        if isinstance(err, (DatasetError, FilterError, PolicyError)):
+            raise CLIError(f"{err}\n{fatal_hint(err, cfg.output.dir)}") from None
         raise
     print(summary_text(stats, run_info, cfg.output.dir))
     if cfg.output.export_dir:
@@ -221,6 +240,80 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"push to {repo_id} failed: {err}; the folder is complete, retry with `agent-sft push {cfg.output.dir} {repo_id}`") from None
         print(f"\nPushed to {url}\n  datasets.load_dataset(\"{repo_id}\", \"sft\")")
     return 0
+
+
+@dataclasses.dataclass
+class _Tally:
+    """What this run did so far, for the messages of a run that stops early."""
+
+    played: int = 0  # episodes finished by the policy
+    added: int = 0  # of those, handed to the writer (not already sealed by another process)
+
+
+def _probe_server(cfg: CollectConfig) -> None:
+    """Refuse to start when no OpenAI-compatible server answers at `policy.base_url`."""
+    try:
+        from agent_sft.policies.openai import ServerUnreachableError, probe_server
+
+        probe_server(cfg.policy)
+    except ImportError as err:
+        raise CLIError(str(err)) from None
+    except ServerUnreachableError as err:
+        raise CLIError(f"{err}. Nothing was played.") from None
+
+
+def _close_quietly(writer: Any) -> bool:
+    """Seal what the writer buffers; False when that failed too (the run is already failing)."""
+    try:
+        writer.close()
+        return True
+    except Exception:  # noqa: BLE001 - the error being reported is the first one
+        return False
+
+
+def _is_disk_full(err: BaseException | None) -> bool:
+    """Whether `err`, or an error it was raised from, is "no space left on device"."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if type(err).__name__ == "DiskFullError":
+            return True
+        if isinstance(err, OSError) and (err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(err)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _disk_full(folder: str) -> str:
+    try:
+        free = f"{shutil.disk_usage(folder if os.path.isdir(folder) else os.path.dirname(os.path.abspath(folder))).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return (f"no space left on the device of {folder} ({free} there); the episodes sealed so far are kept: "
+            "free some space and run the same command again to resume")
+
+
+def fatal_hint(err: BaseException, folder: str) -> str:
+    """What to do after a run stopped on `err` (a DatasetError, FilterError or PolicyError)."""
+    from agent_sft.filters import FilterError
+    from agent_sft.folder import CorruptShardError
+
+    kind = getattr(err, "kind", None)
+    if kind == "auth":
+        return ("Set the API key in the variable policy.api_key_env names (or fix it), then run the same command "
+                "again: the episodes sealed so far are kept and skipped.")
+    if kind == "model":
+        return ("Set policy.model to a model the server serves (GET <policy.base_url>/models lists them) or fix "
+                "policy.base_url, then run the same command again: the episodes sealed so far are kept and skipped.")
+    if getattr(err, "base_url", None):
+        return ("Restart the server (or fix policy.base_url), then run the same command again: the episodes sealed "
+                "so far are kept, the rest (and those the lost requests ended) are played.")
+    if isinstance(err, CorruptShardError):
+        return f"A shard of {folder} is damaged: run `agent-sft repair {folder}`, then the same command again to resume."
+    if isinstance(err, FilterError):
+        return ("Fix the filter (filters.*), then run the same command again: the episodes are kept in raw and sft "
+                "is derived again with the fixed filter.")
+    return "What was sealed is kept; run the same command again to resume."
 
 
 def _open_writer(cfg: CollectConfig, env_name: str):
@@ -250,7 +343,7 @@ def _open_writer(cfg: CollectConfig, env_name: str):
         raise CLIError(f"cannot open {cfg.output.dir}: {type(err).__name__}: {err}") from None
 
 
-def _collect(cfg: CollectConfig, env_name: str, writer: Any, show_progress: bool) -> tuple[dict, dict]:
+def _collect(cfg: CollectConfig, env_name: str, writer: Any, tally: _Tally, show_progress: bool) -> tuple[dict, dict]:
     from agent_sft.policies.registry import make_policy
     from agent_sft.rollout import Collector, RolloutError, WorkerStartError
 
@@ -274,7 +367,8 @@ def _collect(cfg: CollectConfig, env_name: str, writer: Any, show_progress: bool
             progress = _Progress(len(plan.episodes), show_progress)
             try:
                 for ep in c.run(plan):
-                    writer.add(ep)
+                    tally.played += 1
+                    tally.added += bool(writer.add(ep))
                     progress.update(ep.success)
             except (WorkerStartError, RolloutError) as err:
                 raise CLIError(str(err)) from None
@@ -283,10 +377,12 @@ def _collect(cfg: CollectConfig, env_name: str, writer: Any, show_progress: bool
             st = c.stats
     finally:
         policy.close()
+    writer.close()  # seals the rest: from here on the writer knows every episode another process sealed first
     wall = max(st.wall_s, 1e-9)
     run_info = {
         "episodes": st.episodes,
         "skipped_done": plan.skipped_done,
+        "played_twice": writer.duplicates_skipped,
         "steps": st.steps,
         "errors": st.errors,
         "workers_replaced": st.workers_replaced,

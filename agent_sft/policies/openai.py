@@ -5,6 +5,11 @@ connection errors, timeouts and unreadable answers are retried with exponential 
 (`policy.max_retries` times); a request that still fails becomes `Completion(error=...)` so that only
 its episode ends. A 400 saying the prompt exceeds the context becomes `finish_reason="context_truncated"`.
 The API key is read from the environment variable `policy.api_key_env` and never recorded.
+
+A server that is not there stops the run instead of failing every episode: `probe_server` checks it
+answers at all before a run starts, and once `UNREACHABLE_AFTER` requests in a row got no answer (after
+their retries) the policy raises `ServerUnreachableError`. A key the server refuses (401/403) or a model it
+does not know (404) raises `ServerRefusedError` at the first request.
 """
 
 from __future__ import annotations
@@ -30,6 +35,59 @@ _CONTEXT_RE = re.compile(
     re.IGNORECASE,
 )
 _RETRY_STATUS = {408, 409, 425, 429}
+UNREACHABLE_AFTER = 3  # requests in a row lost without any answer from the server: it is gone
+PROBE_TIMEOUT_S = 10.0
+
+
+class ServerRefusedError(PolicyError):
+    """The server answered that no request can succeed: `kind` is "auth" (401/403) or "model" (404)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class ServerUnreachableError(PolicyError):
+    """The server does not answer at all (connection refused, unknown host, timeouts)."""
+
+    def __init__(self, message: str, base_url: str) -> None:
+        super().__init__(message)
+        self.base_url = base_url
+
+
+class _NoAnswer(Exception):
+    """A try that got no HTTP answer (a connection-level failure)."""
+
+
+def probe_server(cfg: PolicyConfig, *, timeout_s: float = PROBE_TIMEOUT_S, transport: Any = None) -> None:
+    """Check that something answers HTTP at `cfg.base_url` (`GET {base_url}/models`), before a run starts.
+
+    Any HTTP answer passes, a 404 or a 401 included (servers differ in what they serve there; the
+    first chat request tells a refused key or an unknown model). Only a failure to get an answer at all
+    is fatal.
+
+    Raises:
+        ServerUnreachableError: connection refused, unknown host, timeout, or a URL that cannot be used.
+    """
+    httpx = require("httpx", "openai")
+    base = cfg.base_url.rstrip("/")
+    try:
+        with httpx.Client(timeout=httpx.Timeout(min(timeout_s, float(cfg.request_timeout_s))), transport=transport) as client:
+            client.get(base + "/models", headers=_auth_headers(cfg))
+    except (httpx.TransportError, httpx.InvalidURL) as e:
+        raise ServerUnreachableError(
+            f"no policy server answers at {base} (GET {base}/models: {_why(e)}); "
+            "check that the server is running and that policy.base_url is its address", base
+        ) from None
+
+
+def _auth_headers(cfg: PolicyConfig) -> dict[str, str]:
+    key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _why(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e or 'no detail'}"
 
 
 class _Retryable(Exception):
@@ -63,9 +121,7 @@ class OpenAIPolicy:
         self.max_backoff_s = max_backoff_s
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
         self._key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
-        headers = {"Content-Type": "application/json"}
-        if self._key:
-            headers["Authorization"] = f"Bearer {self._key}"
+        headers = {"Content-Type": "application/json", **_auth_headers(cfg)}
         t = float(cfg.request_timeout_s)
         self._client = httpx.Client(
             headers=headers,
@@ -76,6 +132,8 @@ class OpenAIPolicy:
         self._pool = ThreadPoolExecutor(max_workers=max(1, cfg.concurrency), thread_name_prefix="agent-sft-openai")
         self._lock = threading.Lock()
         self.requests_sent = 0
+        self._lost_in_a_row = 0  # requests given up without any answer since the last answer
+        self._gone: ServerUnreachableError | None = None
 
     def act(
         self,
@@ -108,19 +166,43 @@ class OpenAIPolicy:
 
     def _complete(self, conversation: list[Message], seed: int) -> Completion:
         body = self.request_body(conversation, seed)
-        reason, retry_after = "", None
+        reason, retry_after, answered = "", None, False
         for attempt in range(self.cfg.max_retries + 1):
+            if self._gone is not None:
+                raise self._gone
             if attempt:
                 self._sleep(attempt, retry_after)
             try:
                 return self._post(body)
+            except _NoAnswer as e:
+                reason, retry_after, answered = str(e), None, False
             except _Retryable as e:
-                reason, retry_after = str(e), e.retry_after
+                reason, retry_after, answered = str(e), e.retry_after, True
             except PolicyError:
                 raise
             except Exception as e:  # anything else: this request is lost, the batch goes on
                 return self._failed(f"{type(e).__name__}: {e}")
+        if not answered:
+            self._lost(reason)
         return self._failed(f"gave up after {self.cfg.max_retries + 1} tries: {reason}")
+
+    def _answered(self) -> None:
+        """The server answered (whatever it said): it is there."""
+        with self._lock:
+            self._lost_in_a_row = 0
+
+    def _lost(self, reason: str) -> None:
+        """A request got no answer in any try; `UNREACHABLE_AFTER` in a row stop the run."""
+        base = self.cfg.base_url.rstrip("/")
+        with self._lock:
+            self._lost_in_a_row += 1
+            if self._lost_in_a_row >= UNREACHABLE_AFTER and self._gone is None:
+                self._gone = ServerUnreachableError(self._mask(
+                    f"the policy server at {base} stopped answering: {self._lost_in_a_row} requests in a row got no "
+                    f"answer after {self.cfg.max_retries + 1} tries each (last: {reason}); check that the server "
+                    "is still running and reachable at policy.base_url"), base)
+            if self._gone is not None:
+                raise self._gone
 
     def _post(self, body: dict[str, Any]) -> Completion:
         httpx = self._httpx
@@ -129,7 +211,8 @@ class OpenAIPolicy:
         try:
             r = self._client.post(self.url, json=body)
         except httpx.TransportError as e:  # connect/read timeouts, refused and reset connections
-            raise _Retryable(f"{type(e).__name__}: {e or 'no detail'}") from None
+            raise _NoAnswer(_why(e)) from None
+        self._answered()
         if r.status_code == 200:
             try:
                 data = r.json()
@@ -151,8 +234,9 @@ class OpenAIPolicy:
             return Completion(text="", prompt_tokens=None, completion_tokens=0, finish_reason=CONTEXT_TRUNCATED)
         if r.status_code in (401, 403, 404):
             # every request would fail the same way: stop the run instead of recording errors
-            hint = "check the API key (policy.api_key_env)" if r.status_code != 404 else "check policy.model and policy.base_url"
-            raise PolicyError(self._mask(f"HTTP {r.status_code} from the server's /chat/completions: {detail}; {hint}"))
+            kind = "model" if r.status_code == 404 else "auth"
+            hint = "check the API key (policy.api_key_env)" if kind == "auth" else "check policy.model and policy.base_url"
+            raise ServerRefusedError(self._mask(f"HTTP {r.status_code} from the server's /chat/completions: {detail}; {hint}"), kind)
         raise RuntimeError(f"HTTP {r.status_code} from the server's /chat/completions: {detail}")
 
     def _sleep(self, attempt: int, retry_after: float | None) -> None:
@@ -171,7 +255,7 @@ class OpenAIPolicy:
         return PolicyInfo(kind="openai", model=model_label(self.cfg.model), sampling=sampling_json(self.cfg))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
         self._client.close()
 
 

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Create (or reuse) a virtualenv holding verl 0.9.1 and print its python.
 #
-#   bash .ci/verl_env.sh [DIR]        # DIR defaults to /root/.cache/agent-sft/verl-venv
-#   export AGENT_SFT_VERL_PYTHON="$(bash .ci/verl_env.sh DIR)"
+#   bash .ci/verl_env.sh [DIR]        # DIR defaults to ~/.cache/agent-sft/verl-venv (where the tests look)
+#   export AGENT_SFT_VERL_PYTHON="$(bash .ci/verl_env.sh DIR)"   # for another DIR
 #
+# `bash scripts/install.sh --test` runs it with the default DIR.
 # verl pins an older transformers than agent-sft's own environment, so it lives apart. Plain
 # `pip install verl` pulls a CUDA torch; verl goes in with --no-deps and its data-path dependencies are
 # named here. A venv that already holds exactly these requirements is reused in well under a second.
 # Progress goes to stderr; stdout is only the python path.
 set -euo pipefail
 
-DIR="$(realpath -m "${1:-/root/.cache/agent-sft/verl-venv}")"
+DIR="$(realpath -m "${1:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-sft/verl-venv}")"
 BASE_PYTHON="${AGENT_SFT_BASE_PYTHON:-python3}"
 
 VERL_REQ="verl==0.9.1"

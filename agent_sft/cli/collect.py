@@ -298,6 +298,8 @@ def fatal_hint(err: BaseException, folder: str) -> str:
     from agent_sft.filters import FilterError
     from agent_sft.folder import CorruptShardError
 
+    if "agent-sft repair" in str(err):
+        return "The episodes sealed in the intact shards are kept."
     kind = getattr(err, "kind", None)
     if kind == "auth":
         return ("Set the API key in the variable policy.api_key_env names (or fix it), then run the same command "

@@ -47,7 +47,11 @@ def front_matter(configs: list[dict], info: dict, stats: dict | None = None) -> 
 
 
 def _configs_yaml(configs: list[dict]) -> str:
-    """The `configs:` block, written directly: it is rewritten at every flush and lists every shard."""
+    """The `configs:` block, written directly: it is rewritten at every flush and lists every shard.
+
+    Left out while the folder has no rows: an empty `configs:` would not parse as a list."""
+    if not configs:
+        return ""
     lines = ["configs:"]
     for c in configs:
         lines.append(f"- config_name: {json.dumps(c['config_name'])}")

@@ -192,7 +192,7 @@ def load(folder: str, config: str = "sft", split: str | None = None, streaming: 
     # what the README lists is what load_dataset reads: the same files here
     try:
         listed = readme_data_files(os.path.abspath(folder), config)
-    except ValueError:
+    except (ValueError, FileNotFoundError):  # nothing listed yet (or no card yet)
         listed = {}
     features = datasets.Features.from_arrow_schema(SCHEMAS[config])
     wanted = [split] if split is not None else list(SPLITS)

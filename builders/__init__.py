@@ -36,14 +36,14 @@ def readme_data_files(folder: str, config: str) -> dict[str, list[str]]:
     if not text.startswith("---"):
         raise ValueError(f"{path}: no YAML front matter")
     meta = yaml.safe_load(text.split("---", 2)[1]) or {}
-    for entry in meta.get("configs", []):
+    for entry in meta.get("configs") or []:
         if entry.get("config_name") == config:
             out: dict[str, list[str]] = {}
             for df in entry.get("data_files", []):
                 paths = df["path"] if isinstance(df["path"], list) else [df["path"]]
                 out[df["split"]] = [os.path.join(folder, p) for p in paths]
             return out
-    names = [e.get("config_name") for e in meta.get("configs", [])]
+    names = [e.get("config_name") for e in meta.get("configs") or []]
     raise ValueError(f"{folder}: config {config!r} has no data (configs with data: {', '.join(map(str, names)) or 'none'})")
 
 

@@ -71,12 +71,6 @@ def new_writer_tag() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def read_episode_ids(folder: str, s: F.Scan) -> set[str]:
-    """Ids of every episode in the folder's live raw shards."""
-    done, errors = _ids_by_shard(folder, [(sp, n) for sp in SPLITS for n, m in s.raw[sp].items() if m["rows"]])
-    return done | set(errors)
-
-
 def _ids_by_shard(folder: str, shards: list[tuple[str, str]]) -> tuple[set[str], dict[str, tuple[str, str]]]:
     """(ids of episodes that did not end in an error, error episode id -> (split, shard name))."""
     done: set[str] = set()
@@ -278,7 +272,6 @@ class DatasetWriter:
             raise F.NotADatasetError(
                 f"{self.path}: folder is not empty and is not an agent-sft dataset; choose another output.dir"
             )
-        self._identity = shard_identity(fingerprint, meta, build)
         with F.locked(self.path):
             info = F.read_info(self.path) or F.recover_info(self.path)
             if self.build is None:
@@ -410,13 +403,13 @@ class DatasetWriter:
                     continue
                 name = f"{self.tag}-{self._seq:05d}{F.SHARD_SUFFIX}"
                 self._seq += 1
-                replaces, moved = self._take_out_errors(split, name, srows)
+                replaces, moved, rests = self._take_out_errors(split, name, srows)
                 F.write_shard(os.path.join(F.shard_dir(self.path, "raw", split), name), "raw", srows,
                               {"split": split, "writer": self.tag, "replaces": replaces, "identity": self._identity})
                 for r in srows:
                     self._error_at.pop(r["episode_id"], None)
                 self._error_at.update(moved)
-                self._known.update((split, at[1]) for at in moved.values())
+                self._known.update((split, n) for n in rests)
                 # sealed: from here on the rows are in the folder (a missing sft shard is re-derived)
                 del by_split[split]
                 self._own[split].append(name)
@@ -439,12 +432,14 @@ class DatasetWriter:
             repair(self.path, s, self.deriver, body=card.progress_body(s))
         return sealed
 
-    def _take_out_errors(self, split: str, name: str, rows: list[dict]) -> tuple[list[str], dict[str, tuple[str, str]]]:
+    def _take_out_errors(self, split: str, name: str,
+                         rows: list[dict]) -> tuple[list[str], dict[str, tuple[str, str]], list[str]]:
         """Prepare the removal of the error episodes that `rows` replace.
 
         The rest of each shard holding such an episode is sealed first under a name that counts only
         once that shard is replaced, so the new shard `name` (which replaces it) switches both over with
-        its own rename. Returns the shards to replace and the new place of the error episodes left.
+        its own rename. Returns the shards to replace, the new place of the error episodes left, and the
+        shards holding the rest.
         """
         holders: dict[str, set[str]] = {}
         for r in rows:
@@ -453,6 +448,7 @@ class DatasetWriter:
                 holders.setdefault(at[1], set()).add(r["episode_id"])
         raw_dir = F.shard_dir(self.path, "raw", split)
         moved: dict[str, tuple[str, str]] = {}
+        rests: list[str] = []
         for holder, ids in sorted(holders.items()):
             table = F.read_shard(os.path.join(raw_dir, holder))
             keep = table.filter(pa.compute.invert(pa.compute.is_in(table.column("episode_id"), pa.array(sorted(ids)))))
@@ -463,7 +459,8 @@ class DatasetWriter:
                 ends = keep.column("end_reason").to_pylist()
                 moved.update({eid: (split, rest) for eid, e in zip(keep.column("episode_id").to_pylist(), ends)
                               if e == "error" and eid in self._error_at})
-        return sorted(holders), moved
+                rests.append(rest)
+        return sorted(holders), moved, rests
 
     def _follow_build(self) -> None:
         """Adopt a build spec changed by `agent-sft build` while this writer runs (under the lock)."""

@@ -8,7 +8,8 @@
 Configuration comes from the defaults, then `--config FILE.yaml`, then `key=value` overrides (the
 verl-agent spellings work too), then the `COLLECT_SFT`, `SFT_SEED` and `SFT_REQUIRE_SUCCESS` variables.
 Run `agent-sft collect --keys` for every key. Running again on the same `output.dir` resumes: only the
-episodes missing from the folder are played.
+episodes missing from the folder are played. Ctrl-C or SIGTERM (`docker stop`, a scheduler) stops the run
+after sealing the episodes that finished (exit code 130 or 143).
 """
 
 from __future__ import annotations
@@ -205,11 +206,8 @@ def run(args: argparse.Namespace) -> int:
     from agent_sft.folder import DatasetError
     from agent_sft.policies import PolicyError
 
+    writer = _open_writer(cfg, env_name)
     tally = _Tally()
-    try:
-        writer = _open_writer(cfg, env_name)
-    except OSError as err:
-        raise CLIError(_disk_full(cfg.output.dir) if _is_disk_full(err) else str(err)) from None
     try:
         stats, run_info = _collect(cfg, env_name, writer, tally, show_progress=not args.no_progress and sys.stderr.isatty())
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: seal what finished, say so
@@ -244,10 +242,9 @@ def run(args: argparse.Namespace) -> int:
 
 @dataclasses.dataclass
 class _Tally:
-    """What this run did so far, for the messages of a run that stops early."""
+    """What this run did so far, for the message of a run that stops early."""
 
-    played: int = 0  # episodes finished by the policy
-    added: int = 0  # of those, handed to the writer (not already sealed by another process)
+    added: int = 0  # episodes finished and handed to the writer (not already sealed by another process)
 
 
 def _probe_server(cfg: CollectConfig) -> None:
@@ -285,8 +282,10 @@ def _is_disk_full(err: BaseException | None) -> bool:
 
 
 def _disk_full(folder: str) -> str:
+    """The one-line message of a run stopped by a full disk: the folder, the space left there, what to do."""
+    where = folder if os.path.isdir(folder) else os.path.dirname(os.path.abspath(folder))
     try:
-        free = f"{shutil.disk_usage(folder if os.path.isdir(folder) else os.path.dirname(os.path.abspath(folder))).free / 2**20:.1f} MiB free"
+        free = f"{shutil.disk_usage(where).free / 2**20:.1f} MiB free"
     except OSError:
         free = "free space unknown"
     return (f"no space left on the device of {folder} ({free} there); the episodes sealed so far are kept: "
@@ -297,19 +296,19 @@ def fatal_hint(err: BaseException, folder: str) -> str:
     """What to do after a run stopped on `err` (a DatasetError, FilterError or PolicyError)."""
     from agent_sft.filters import FilterError
     from agent_sft.folder import CorruptShardError
+    from agent_sft.policies.openai import ServerRefusedError, ServerUnreachableError
 
     if "agent-sft repair" in str(err):
         return "The episodes sealed in the intact shards are kept."
-    kind = getattr(err, "kind", None)
-    if kind == "auth":
+    if isinstance(err, ServerRefusedError) and err.kind == "auth":
         return ("Set the API key in the variable policy.api_key_env names (or fix it), then run the same command "
                 "again: the episodes sealed so far are kept and skipped.")
-    if kind == "model":
+    if isinstance(err, ServerRefusedError):
         return ("Set policy.model to a model the server serves (GET <policy.base_url>/models lists them) or fix "
                 "policy.base_url, then run the same command again: the episodes sealed so far are kept and skipped.")
-    if getattr(err, "base_url", None):
+    if isinstance(err, ServerUnreachableError):
         return ("Restart the server (or fix policy.base_url), then run the same command again: the episodes sealed "
-                "so far are kept, the rest (and those the lost requests ended) are played.")
+                "so far are kept; the others, those whose requests were lost included, are played.")
     if isinstance(err, CorruptShardError):
         return f"A shard of {folder} is damaged: run `agent-sft repair {folder}`, then the same command again to resume."
     if isinstance(err, FilterError):
@@ -339,9 +338,12 @@ def _open_writer(cfg: CollectConfig, env_name: str):
             flush_every_episodes=cfg.output.flush_every_episodes,
             versions=package_versions(env_name, cfg.policy.type or "expert"),
         )
-    except (DatasetError, FilterError) as err:
-        raise CLIError(str(err)) from None
-    except (OSError, ImportError) as err:  # e.g. filters.tokenizer that does not load
+    except (DatasetError, FilterError, OSError, ImportError) as err:
+        if _is_disk_full(err):
+            raise CLIError(_disk_full(cfg.output.dir)) from None
+        if isinstance(err, (DatasetError, FilterError)):
+            raise CLIError(str(err)) from None
+        # e.g. a filters.tokenizer that does not load
         raise CLIError(f"cannot open {cfg.output.dir}: {type(err).__name__}: {err}") from None
 
 
@@ -369,7 +371,6 @@ def _collect(cfg: CollectConfig, env_name: str, writer: Any, tally: _Tally, show
             progress = _Progress(len(plan.episodes), show_progress)
             try:
                 for ep in c.run(plan):
-                    tally.played += 1
                     tally.added += bool(writer.add(ep))
                     progress.update(ep.success)
             except (WorkerStartError, RolloutError) as err:

@@ -1,0 +1,77 @@
+"""A folder written by an earlier agent-sft (tests/data/legacy_alfworld: 6 built-in ALFWorld games with the
+planner, `env.num_episodes=6 data.val_fraction=0.5 data.val_batch_size=3 env.max_steps=30`) keeps working:
+it loads, is reported intact, rebuilds, resumes without being refused, and collecting its config again
+gives the same rows (timing aside)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("alfworld", reason="needs the alfworld package (pip install 'agent-sft[alfworld]')")
+pytestmark = [pytest.mark.alfworld, pytest.mark.slow]
+
+import agent_sft  # noqa: E402
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "data", "legacy_alfworld")
+ARGS = ["env.num_episodes=6", "data.val_fraction=0.5", "data.val_batch_size=3", "env.max_steps=30", "--no-progress"]
+TIMING = ("started_at", "duration_s")
+
+
+def rows(folder):
+    ds = agent_sft.load(str(folder), "raw")
+    out = {}
+    for split in ("train", "validation"):
+        for r in ds[split]:
+            r = {k: v for k, v in r.items() if k not in TIMING}
+            r["steps"] = [{k: v for k, v in s.items() if k != "latency_s"} for s in r["steps"]]
+            out[r["episode_id"]] = json.dumps(r, sort_keys=True, default=str)
+    return out
+
+
+def collect(cwd, *args):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ALFWORLD_DATA": str(cwd / "no_alfworld_data")}
+    (cwd / "no_alfworld_data").mkdir(exist_ok=True)
+    return subprocess.run([sys.executable, "-m", "agent_sft", "collect", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def legacy(tmp_path):
+    d = tmp_path / "fixture"
+    shutil.copytree(FIXTURE, d)
+    return d
+
+
+def test_an_earlier_folder_loads_checks_and_rebuilds(legacy):
+    from agent_sft.maintain import rebuild
+    from agent_sft.writer import BuildSpec
+
+    before = rows(legacy)
+    assert len(before) == 6
+    p = subprocess.run([sys.executable, "-m", "agent_sft", "info", str(legacy)], capture_output=True, text=True,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert p.returncode == 0 and "episodes: 6" in p.stdout, p.stdout + p.stderr
+    rebuild(str(legacy), BuildSpec("episode", {}))
+    sft = agent_sft.load(str(legacy), "sft")
+    assert len(sft["train"]) + len(sft["validation"]) == 6
+    assert rows(legacy) == before
+
+
+def test_an_earlier_folder_resumes_and_its_config_gives_the_same_rows(legacy, tmp_path):
+    fixture_rows = rows(legacy)
+    p = collect(tmp_path, "output.dir=fixture", *[a for a in ARGS if not a.startswith("env.num_episodes")],
+                "env.num_episodes=7")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "6 episodes already there are skipped" in p.stdout
+    resumed = rows(legacy)
+    assert len(resumed) == 7 and {k: resumed[k] for k in fixture_rows} == fixture_rows
+
+    p = collect(tmp_path, "output.dir=again", *ARGS)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert rows(tmp_path / "again") == fixture_rows

@@ -28,7 +28,7 @@ def _paths(folder: str, s: F.Scan, config: str = "raw", exclude: frozenset[str] 
             if m["rows"]:
                 fname = name if config == "raw" else F.sft_name(name, s.generation)
                 if f"data/{config}/{sp}/{fname}" not in exclude:
-                    out.append(os.path.join(F.shard_dir(folder, config, sp), fname))
+                    out.append(F.shard_path(folder, config, sp, fname))
     return out
 
 
@@ -139,10 +139,9 @@ def finalize_folder(folder: str, s: F.Scan, summary: dict | None = None) -> dict
     info = F.read_info(folder) or {}
     plots = card.write_plots(folder, stats)
     body = card.render_body(info, stats, sample_episode(folder, s), plots)
-    files = F.listing(folder, s)
-    F.record_checksums(folder, [p for c in files.values() for ps in c.values() for p in ps])
-    F.write_text_atomic(os.path.join(folder, "README.md"),
-                        card.front_matter(F.configs_front_matter(files), info, stats) + body)
+    from agent_sft.rewrite import write_readme
+
+    write_readme(folder, s, body, stats)
     return stats
 
 
@@ -151,9 +150,9 @@ def folder_status(folder: str) -> tuple[dict, F.Scan]:
     if os.path.isdir(folder) and not os.path.exists(os.path.join(folder, F.INFO)):
         info = F.recover_info(folder, write=False)
         if info is not None:
-            return info, F.scan(folder, int(info["build"].get("generation", 0)))
+            return info, F.open_scan(folder, info)
     info = F.require_dataset(folder)
-    return info, F.scan(folder, int(info["build"].get("generation", 0)))
+    return info, F.open_scan(folder, info)
 
 
 def data_files(folder: str) -> dict[str, dict[str, list[str]]]:

@@ -50,7 +50,7 @@ VERL_SCHEMA = pa.schema(
 
 def _status(folder: str) -> tuple[dict, F.Scan]:
     info = F.require_dataset(folder)
-    return info, F.scan(folder, int(info["build"].get("generation", 0)))
+    return info, F.open_scan(folder, info)
 
 
 def iter_config_rows(folder: str, s: F.Scan, config: str, split: str) -> Iterator[list[dict]]:
@@ -60,7 +60,7 @@ def iter_config_rows(folder: str, s: F.Scan, config: str, split: str) -> Iterato
         if not meta["rows"]:
             continue
         fname = name if config == "raw" else F.sft_name(name, s.generation)
-        for batch in F.iter_shard_batches(os.path.join(F.shard_dir(folder, config, split), fname)):
+        for batch in F.iter_shard_batches(F.shard_path(folder, config, split, fname)):
             yield batch.to_pylist()
 
 

@@ -24,222 +24,83 @@ leaves a README whose every file exists, and the next command finishes the inter
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 
-from agent_sft.records import CONFIGS, SCHEMA_VERSION, SCHEMAS, SPLITS
+from agent_sft.errors import (  # noqa: F401  (the folder's errors, importable from here)
+    CorruptShardError,
+    DatasetError,
+    DiskFullError,
+    NotADatasetError,
+    SchemaVersionError,
+)
+from agent_sft.records import CONFIGS, END_ERROR, SCHEMA_VERSION, SPLITS
+from agent_sft.shards import (  # noqa: F401  (shard I/O, importable from here)
+    SHARD_SUFFIX,
+    TMP_PREFIX,
+    cached_meta,
+    file_checksum,
+    iter_shard_batches,
+    read_shard,
+    sealing,
+    take_sealed_checksum,
+    write_json_atomic,
+    write_shard,
+    write_text_atomic,
+)
 
-META_KEY = b"agent_sft"
 INFO = "meta/info.json"
+
 STATS = "meta/stats.json"
+
 CHECKSUMS = "meta/checksums.json"
+
 LOCK = "meta/.lock"
+
 QUARANTINE = ".quarantine"
-SHARD_SUFFIX = ".arrow"
-TMP_PREFIX = ".tmp-"
+
 _GEN = re.compile(r"^g(\d+)-(.+)$")
-
-
-class DatasetError(Exception):
-    """A dataset folder, shard or request that cannot be used as it is."""
-
-
-class NotADatasetError(DatasetError):
-    pass
-
-
-class SchemaVersionError(DatasetError):
-    pass
-
-
-class CorruptShardError(DatasetError):
-    pass
-
-
-class DiskFullError(DatasetError):
-    """No space left on the folder's device; what was sealed before is intact."""
-
-
-def disk_full_error(folder: str, needed: int | None = None) -> DiskFullError:
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        free = None
-    need = f"; about {_mb(needed)} more is needed for the next shard" if needed else ""
-    have = f" ({_mb(free)} free)" if free is not None else ""
-    return DiskFullError(f"no space left on the device of {folder}{have}{need}. Sealed episodes are kept: free "
-                         "some space and run the same command again to resume.")
-
-
-def _mb(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
 
 
 def shard_dir(folder: str, config: str, split: str) -> str:
     return os.path.join(folder, "data", config, split)
 
 
+def shard_path(folder: str, config: str, split: str, name: str) -> str:
+    return os.path.join(folder, "data", config, split, name)
+
+
 def sft_name(raw_name: str, generation: int) -> str:
     return f"g{generation}-{raw_name}"
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    _write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str), fsync=True)
+@dataclass
+class BuildSpec:
+    """How `sft` is derived from `raw`: row style and filters (a `FilterConfig` as a dict)."""
+
+    style: str = "auto"
+    filters: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"style": self.style, "filters": dict(sorted(self.filters.items()))}
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Replace a small text file atomically (no fsync: it is rewritten often and can be regenerated)."""
-    _write_atomic(path, text, fsync=False)
+def build_spec(info: dict | None) -> BuildSpec:
+    """The folder's sft build spec, from its info (defaults when it has none)."""
+    b = (info or {}).get("build") or {}
+    return BuildSpec(b.get("style", "auto"), b.get("filters", {}))
 
 
-def _write_atomic(path: str, text: str, fsync: bool) -> None:
-    tmp = os.path.join(os.path.dirname(path) or ".", f"{TMP_PREFIX}{os.getpid()}-{os.path.basename(path)}")
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        if _is_enospc(e):
-            raise disk_full_error(os.path.dirname(path) or ".", len(text.encode())) from None
-        raise
-    os.replace(tmp, path)
-
-
-def _schema_with_meta(config: str, meta: dict) -> pa.Schema:
-    meta = {"schema_version": SCHEMA_VERSION, "config": config, **meta}
-    return SCHEMAS[config].with_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
-
-
-def _write_options() -> pa.ipc.IpcWriteOptions:
-    return pa.ipc.IpcWriteOptions(compression="zstd")
-
-
-class _HashingFile:
-    """A binary file that hashes what is written through it (the shard's checksum, at no extra read)."""
-
-    def __init__(self, fh):
-        self.fh, self.sha, self.size, self.closed = fh, hashlib.sha256(), 0, False
-
-    def write(self, data) -> int:
-        data = memoryview(data)
-        self.sha.update(data)
-        self.size += len(data)
-        return self.fh.write(data)
-
-    def tell(self) -> int:
-        return self.size
-
-    def flush(self) -> None:
-        self.fh.flush()
-
-    def close(self) -> None:
-        self.closed = True
-
-    def writable(self) -> bool:
-        return True
-
-
-# absolute path -> {"size", "sha256"} of shards this process sealed, until a README write records them
-_SEALED: dict[str, dict] = {}
-
-
-@contextlib.contextmanager
-def sealing(path: str, config: str, meta: dict) -> Iterator[pa.ipc.RecordBatchFileWriter]:
-    """Write a shard batch by batch under a temporary name; rename it into place only when complete.
-
-    Raises:
-        DiskFullError: the device is full (the temporary file is removed; nothing else changed).
-    """
-    d, name = os.path.split(path)
-    os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f"{TMP_PREFIX}{os.getpid()}-{name}")
-    try:
-        with open(tmp, "wb") as fh:
-            hf = _HashingFile(fh)
-            with pa.ipc.new_file(hf, _schema_with_meta(config, meta), options=_write_options()) as w:
-                yield w
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException as e:
-        size = hf.size if "hf" in locals() else 0
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        if _is_enospc(e):
-            raise disk_full_error(os.path.dirname(os.path.dirname(os.path.dirname(d))), size or None) from None
-        raise
-    os.replace(tmp, path)
-    _SEALED[os.path.abspath(path)] = {"size": hf.size, "sha256": hf.sha.hexdigest()}
-
-
-def _is_enospc(e: BaseException) -> bool:
-    while e is not None:
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if isinstance(e, pa.ArrowException) and "No space left" in str(e):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
-def write_shard(path: str, config: str, rows: list[dict] | pa.Table, meta: dict) -> int:
-    """Seal a shard of `rows`; returns the row count (also stored in the shard's metadata)."""
-    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=SCHEMAS[config])
-    with sealing(path, config, {**meta, "rows": table.num_rows}) as w:
-        if table.num_rows:
-            w.write_table(table, max_chunksize=1024)
-    return table.num_rows
-
-
-def shard_meta(path: str) -> dict:
-    """The agent_sft metadata of a sealed shard (reads the footer only)."""
-    try:
-        with pa.memory_map(path) as src:
-            schema = pa.ipc.open_file(src).schema
-    except (pa.ArrowInvalid, OSError) as e:
-        raise CorruptShardError(f"{path}: not a readable Arrow shard ({e}); it is corrupt or truncated") from None
-    raw = (schema.metadata or {}).get(META_KEY)
-    if raw is None:
-        raise CorruptShardError(f"{path}: an Arrow file without agent_sft metadata; not written by agent-sft")
-    meta = json.loads(raw)
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"{path}: shard schema version {meta.get('schema_version')} but this agent-sft reads version "
-            f"{SCHEMA_VERSION}; use the agent-sft version that wrote it, or collect into a new folder"
-        )
-    return meta
-
-
-def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
-    try:
-        with pa.memory_map(path) as src:
-            table = pa.ipc.open_file(src).read_all()
-    except (pa.ArrowInvalid, OSError) as e:
-        raise CorruptShardError(f"{path}: cannot read shard ({e}); it is corrupt or truncated") from None
-    return table.select(columns) if columns else table
-
-
-def iter_shard_batches(path: str) -> Iterator[pa.RecordBatch]:
-    try:
-        with pa.memory_map(path) as src:
-            reader = pa.ipc.open_file(src)
-            for i in range(reader.num_record_batches):
-                yield reader.get_batch(i)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise CorruptShardError(f"{path}: cannot read shard ({e}); it is corrupt or truncated") from None
+def generation(info: dict | None) -> int:
+    """The folder's current sft build generation."""
+    return int(((info or {}).get("build") or {}).get("generation", 0))
 
 
 def read_info(folder: str) -> dict | None:
@@ -258,7 +119,6 @@ def read_info(folder: str) -> dict | None:
         )
     return info
 
-
 def require_dataset(folder: str) -> dict:
     """The folder's info, or a clear error when it is not an agent-sft dataset folder."""
     if not os.path.isdir(folder):
@@ -267,7 +127,6 @@ def require_dataset(folder: str) -> dict:
     if info is None:
         raise NotADatasetError(f"{folder}: not an agent-sft dataset folder (no {INFO})")
     return info
-
 
 @contextlib.contextmanager
 def locked(folder: str) -> Iterator[None]:
@@ -281,24 +140,11 @@ def locked(folder: str) -> Iterator[None]:
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
-
-_META_CACHE: dict[tuple[str, int, int], dict] = {}
-
-
-def cached_meta(path: str) -> dict:
-    st = os.stat(path)
-    key = (path, st.st_ino, st.st_size)
-    if key not in _META_CACHE:
-        _META_CACHE[key] = shard_meta(path)
-    return _META_CACHE[key]
-
-
 def _shards(d: str) -> list[str]:
     try:
         return sorted(n for n in os.listdir(d) if n.endswith(SHARD_SUFFIX) and not n.startswith("."))
     except FileNotFoundError:
         return []
-
 
 @dataclass
 class Scan:
@@ -327,7 +173,6 @@ class Scan:
     def has_corrupt_raw(self) -> bool:
         return any(self.corrupt_raw.values())
 
-
 def live_raw(metas: dict[str, dict]) -> tuple[dict[str, dict], list[str]]:
     """The live shards among `metas` (name -> meta of the shards present) and the rest in deletion order.
 
@@ -351,7 +196,6 @@ def live_raw(metas: dict[str, dict]) -> tuple[dict[str, dict], list[str]]:
         order += ready
         left -= set(ready)
     return live, order
-
 
 def scan(folder: str, generation: int) -> Scan:
     out = Scan(generation)
@@ -387,6 +231,30 @@ def scan(folder: str, generation: int) -> Scan:
     return out
 
 
+def open_scan(folder: str, info: dict | None) -> Scan:
+    """The scan of a folder at its current build generation."""
+    return scan(folder, generation(info))
+
+
+def episode_ids(folder: str, shards: list[tuple[str, str]]) -> tuple[set[str], dict[str, tuple[str, str]]]:
+    """For raw shards given as (split, name): ids of episodes that did not end in an error, and error
+    episode id -> (split, shard name)."""
+    done: set[str] = set()
+    errors: dict[str, tuple[str, str]] = {}
+    for split, name in shards:
+        path = shard_path(folder, "raw", split, name)
+        try:
+            t = pads.dataset([path], format="ipc").to_table(columns=["episode_id", "end_reason"])
+        except (pa.ArrowInvalid, OSError) as e:
+            raise CorruptShardError(f"{path}: cannot read episode ids ({e}); run `agent-sft repair {folder}`") from None
+        for eid, reason in zip(t.column("episode_id").to_pylist(), t.column("end_reason").to_pylist()):
+            if reason == END_ERROR:
+                errors[eid] = (split, name)
+            else:
+                done.add(eid)
+    return done, errors
+
+
 def listing(folder: str, s: Scan) -> dict[str, dict[str, list[str]]]:
     """config -> split -> data file paths (relative to the folder) holding at least one row."""
     out: dict[str, dict[str, list[str]]] = {c: {} for c in CONFIGS}
@@ -398,7 +266,6 @@ def listing(folder: str, s: Scan) -> dict[str, dict[str, list[str]]]:
         if sft:
             out["sft"][split] = sft
     return out
-
 
 def configs_front_matter(files: dict[str, dict[str, list[str]]]) -> list[dict]:
     """The README `configs:` entries (sft first and default; empty splits and configs left out)."""
@@ -413,7 +280,6 @@ def configs_front_matter(files: dict[str, dict[str, list[str]]]) -> list[dict]:
         out.append(entry)
     return out
 
-
 def read_checksums(folder: str) -> dict[str, dict]:
     """Relative shard path -> {"size", "sha256"} as recorded when the README last listed it."""
     try:
@@ -422,16 +288,6 @@ def read_checksums(folder: str) -> dict[str, dict]:
         return out if isinstance(out, dict) else {}
     except (OSError, ValueError):
         return {}
-
-
-def file_checksum(path: str) -> dict:
-    sha, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            sha.update(chunk)
-            size += len(chunk)
-    return {"size": size, "sha256": sha.hexdigest()}
-
 
 def record_checksums(folder: str, rel_paths: list[str]) -> dict[str, dict]:
     """Write meta/checksums.json for exactly `rel_paths` (call under the lock, before the README names them).
@@ -443,7 +299,7 @@ def record_checksums(folder: str, rel_paths: list[str]) -> dict[str, dict]:
     out = {}
     for rel in rel_paths:
         path = os.path.join(folder, rel)
-        known = _SEALED.pop(os.path.abspath(path), None) or old.get(rel)
+        known = take_sealed_checksum(path) or old.get(rel)
         if known is None:
             try:
                 read_shard(path)
@@ -454,7 +310,6 @@ def record_checksums(folder: str, rel_paths: list[str]) -> dict[str, dict]:
     if out != old:
         write_json_atomic(os.path.join(folder, CHECKSUMS), out)
     return out
-
 
 def verify_shard(folder: str, rel: str, recorded: dict | None) -> str | None:
     """Why the shard at `rel` is damaged, or None when it matches its checksum (or reads whole when none)."""
@@ -474,7 +329,6 @@ def verify_shard(folder: str, rel: str, recorded: dict | None) -> str | None:
     except (CorruptShardError, pa.ArrowInvalid) as e:
         return str(e)
     return None
-
 
 def recover_info(folder: str, write: bool = True) -> dict | None:
     """Rebuild meta/info.json from the identity the raw shards carry (None when there are no shards).
@@ -515,7 +369,6 @@ def recover_info(folder: str, write: bool = True) -> dict | None:
         write_json_atomic(os.path.join(folder, INFO), info)
     return info
 
-
 def remove_dead_tmp(folder: str) -> int:
     """Delete temporary files left by writer processes that no longer run."""
     n = 0
@@ -530,7 +383,6 @@ def remove_dead_tmp(folder: str) -> int:
                 os.remove(os.path.join(root, name))
                 n += 1
     return n
-
 
 def _alive(pid: int) -> bool:
     if pid == os.getpid():

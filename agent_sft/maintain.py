@@ -12,20 +12,12 @@ import shutil
 import time
 
 from agent_sft import folder as F
+from agent_sft.derive import SftDeriver
+from agent_sft.errors import ConfigMismatchError
+from agent_sft.folder import BuildSpec
 from agent_sft.records import SPLITS
-from agent_sft.writer import (
-    BuildSpec,
-    ConfigMismatchError,
-    DatasetWriter,
-    SftDeriver,
-    check_not_corrupt,
-    collect_garbage,
-    compact_shards,
-    config_diff,
-    new_writer_tag,
-    repair,
-    write_readme,
-)
+from agent_sft.rewrite import check_not_corrupt, compact_shards, repair
+from agent_sft.writer import DatasetWriter, config_diff, new_writer_tag
 
 
 def _info_under_lock(folder: str) -> dict:
@@ -45,7 +37,7 @@ def rebuild(folder: str, build: BuildSpec) -> dict:
     deriver = SftDeriver(build)  # fails early on a bad filter
     with F.locked(folder):
         info = _info_under_lock(folder)  # read under the lock: writers update it
-        old = int(info["build"].get("generation", 0))
+        old = F.generation(info)
         s = F.scan(folder, old)
         check_not_corrupt(folder, s)
         new = old + 1
@@ -65,8 +57,8 @@ def compact(folder: str) -> dict:
     require_folder(folder)
     with F.locked(folder):
         info = _info_under_lock(folder)  # read under the lock: a writer or a build may change it
-        gen = int(info["build"].get("generation", 0))
-        deriver = SftDeriver(BuildSpec(info["build"]["style"], info["build"]["filters"]))
+        gen = F.generation(info)
+        deriver = SftDeriver(F.build_spec(info))
         s = F.scan(folder, gen)
         check_not_corrupt(folder, s)
         s = repair(folder, s, deriver)
@@ -88,7 +80,7 @@ def merge(dest: str, sources: list[str], *, allow_config_change: bool = False) -
     """
     infos = [F.require_dataset(src) for src in sources]
     for src, info in zip(sources, infos):
-        check_not_corrupt(src, F.scan(src, int(info["build"].get("generation", 0))))
+        check_not_corrupt(src, F.open_scan(src, info))
     first = infos[0]
     for src, info in zip(sources[1:], infos[1:]):
         diff = config_diff(first.get("fingerprint", {}), info.get("fingerprint", {}))
@@ -104,10 +96,10 @@ def merge(dest: str, sources: list[str], *, allow_config_change: bool = False) -
     added = dup = 0
     try:
         for src, info in zip(sources, infos):
-            s = F.scan(src, int(info["build"].get("generation", 0)))
+            s = F.open_scan(src, info)
             for split in SPLITS:
                 for name in sorted(s.raw[split]):
-                    for batch in F.iter_shard_batches(os.path.join(F.shard_dir(src, "raw", split), name)):
+                    for batch in F.iter_shard_batches(F.shard_path(src, "raw", split, name)):
                         for row in batch.to_pylist():
                             if w.add(row):
                                 added += 1
@@ -133,7 +125,7 @@ def check_folder(folder: str) -> dict:
     """
     require_folder(folder)
     info = F.read_info(folder) or {}
-    s = F.scan(folder, int((info.get("build") or {}).get("generation", 0)))
+    s = F.open_scan(folder, info)
     sums = F.read_checksums(folder)
     damaged: dict[str, str] = {}
     checked = 0
@@ -167,8 +159,8 @@ def repair_folder(folder: str) -> list[str]:
         info = _info_under_lock(folder)
         if not had_info:
             done.append(f"rebuilt {F.INFO} from the identity recorded in shard {info.get('recovered_from')}")
-        gen = int(info["build"].get("generation", 0))
-        deriver = SftDeriver(BuildSpec(info["build"]["style"], info["build"]["filters"]))
+        gen = F.generation(info)
+        deriver = SftDeriver(F.build_spec(info))
         sums = F.read_checksums(folder)
         s = F.scan(folder, gen)
         q_dir = os.path.join(folder, F.QUARANTINE, time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
@@ -191,12 +183,12 @@ def repair_folder(folder: str) -> list[str]:
         unreadable = []
         for split in SPLITS:
             for n, why in sorted(raw_bad[split].items()):
-                src = os.path.join(F.shard_dir(folder, "raw", split), n)
+                src = F.shard_path(folder, "raw", split, n)
                 dest = os.path.join(q_dir, "raw", split)
                 os.makedirs(dest, exist_ok=True)
                 shutil.copy2(src, os.path.join(dest, n))
                 if n in s.raw[split]:
-                    F.write_shard(os.path.join(F.shard_dir(folder, "raw", split), f"{tag}-q{len(unreadable):03d}{F.SHARD_SUFFIX}"),
+                    F.write_shard(F.shard_path(folder, "raw", split, f"{tag}-q{len(unreadable):03d}{F.SHARD_SUFFIX}"),
                                   "raw", [], {"split": split, "writer": tag, "replaces": [n], "quarantined": n})
                 unreadable.append(src)
                 rows = (s.raw[split].get(n) or {}).get("rows")

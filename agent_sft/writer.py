@@ -21,40 +21,21 @@ import os
 import secrets
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
-import pyarrow.dataset as pads
 
 from agent_sft import folder as F
-from agent_sft.filters import build_filters, derive_sft
+from agent_sft.derive import SftDeriver
+from agent_sft.errors import ConfigMismatchError, DatasetError
+from agent_sft.folder import BuildSpec
 from agent_sft.formats import episode_to_row
-from agent_sft.folder import DatasetError
-from agent_sft.records import SCHEMA_VERSION, SFT_SCHEMA, SPLITS, Episode
+from agent_sft.records import SCHEMA_VERSION, SPLITS, Episode
+from agent_sft.rewrite import COMPACT_EVERY, check_not_corrupt, compact_shards, repair, small_shards, split_errors, write_readme
+
+__all__ = ["BuildSpec", "ConfigMismatchError", "DatasetWriter"]
 
 log = logging.getLogger(__name__)
-
-COMPACT_MAX_BYTES = 512 * 1024 * 1024  # a compacted shard grows to about this size at most
-COMPACT_EVERY = 128  # a writer merges its small shards once it has sealed this many in a split
-COMPACT_SMALL_BYTES = 64 * 1024 * 1024  # at the end of a run, live shards below this size are merged
-
-
-class ConfigMismatchError(DatasetError):
-    """The folder was collected with a different configuration."""
-
-
-@dataclass
-class BuildSpec:
-    """How `sft` is derived from `raw`: row style and filters (a `FilterConfig` as a dict)."""
-
-    style: str = "auto"
-    filters: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {"style": self.style, "filters": dict(sorted(self.filters.items()))}
-
 
 def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     out = []
@@ -66,153 +47,8 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
             out.append(f"{prefix}{k}: {va!r} (folder) vs {vb!r} (now)")
     return out
 
-
 def new_writer_tag() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-def _ids_by_shard(folder: str, shards: list[tuple[str, str]]) -> tuple[set[str], dict[str, tuple[str, str]]]:
-    """(ids of episodes that did not end in an error, error episode id -> (split, shard name))."""
-    done: set[str] = set()
-    errors: dict[str, tuple[str, str]] = {}
-    for split, name in shards:
-        path = os.path.join(F.shard_dir(folder, "raw", split), name)
-        try:
-            t = pads.dataset([path], format="ipc").to_table(columns=["episode_id", "end_reason"])
-        except (pa.ArrowInvalid, OSError) as e:
-            raise F.CorruptShardError(f"{path}: cannot read episode ids ({e}); run `agent-sft repair {folder}`") from None
-        for eid, reason in zip(t.column("episode_id").to_pylist(), t.column("end_reason").to_pylist()):
-            if reason == "error":
-                errors[eid] = (split, name)
-            else:
-                done.add(eid)
-    return done, errors
-
-
-class SftDeriver:
-    """Turns raw rows into sft rows with a fixed build spec (filters are built once)."""
-
-    def __init__(self, build: BuildSpec):
-        self.build = build
-        self.filters = build_filters(build.filters)
-
-    def derive(self, raw_rows: list[dict]) -> tuple[list[dict], Counter]:
-        return derive_sft(raw_rows, self.filters, self.build.style)
-
-    def write_for(self, folder: str, split: str, raw_name: str, generation: int, raw_rows: list[dict] | None = None) -> dict:
-        """Seal the sft shard of raw shard `raw_name` (read batch by batch when not given); returns its metadata."""
-        if raw_rows is not None:
-            batches = iter([raw_rows])
-        else:
-            path = os.path.join(F.shard_dir(folder, "raw", split), raw_name)
-            batches = (b.to_pylist() for b in F.iter_shard_batches(path))
-        tables, drops, episodes = [], Counter(), 0
-        for rows in batches:
-            sft, d = self.derive(rows)
-            drops.update(d)
-            episodes += len(rows)
-            if sft:
-                tables.append(pa.Table.from_pylist(sft, schema=SFT_SCHEMA))
-        table = pa.concat_tables(tables) if tables else SFT_SCHEMA.empty_table()
-        meta = {"split": split, "generation": generation, "source": raw_name, "episodes": episodes, "drops": dict(drops)}
-        path = os.path.join(F.shard_dir(folder, "sft", split), F.sft_name(raw_name, generation))
-        n = F.write_shard(path, "sft", table, meta)
-        return {**meta, "rows": n}
-
-
-def _folder_build(folder: str) -> BuildSpec:
-    b = (F.read_info(folder) or {}).get("build") or {}
-    return BuildSpec(b.get("style", "auto"), b.get("filters", {}))
-
-
-def split_errors(folder: str, s: F.Scan, deriver: SftDeriver, tag: str) -> F.Scan:
-    """Move error episodes out of shards that also hold others, so a resume can replace them cheaply.
-
-    Per shard: the error rows go to a new shard that counts only `after` the shard is replaced, then the
-    other rows to a shard that `replaces` it; one rename switches the folder over. Call under the lock.
-    """
-    changed = False
-    for split in SPLITS:
-        raw_dir = F.shard_dir(folder, "raw", split)
-        for name in sorted(s.raw[split]):
-            if not s.raw[split][name]["rows"]:
-                continue
-            path = os.path.join(raw_dir, name)
-            reasons = pads.dataset([path], format="ipc").to_table(columns=["end_reason"]).column("end_reason").to_pylist()
-            n_err = reasons.count("error")
-            if not n_err or n_err == len(reasons):
-                continue
-            table = F.read_shard(path)
-            is_err = pa.compute.equal(table.column("end_reason"), "error")
-            base = f"{tag}-e{secrets.token_hex(2)}"
-            F.write_shard(os.path.join(raw_dir, f"{base}-err{F.SHARD_SUFFIX}"), "raw", table.filter(is_err),
-                          {"split": split, "writer": tag, "after": [name], "errors_of": name})
-            F.write_shard(os.path.join(raw_dir, f"{base}{F.SHARD_SUFFIX}"), "raw", table.filter(pa.compute.invert(is_err)),
-                          {"split": split, "writer": tag, "replaces": [name]})
-            changed = True
-            log.info("%s: %d error episodes will be played again", name, n_err)
-    return repair(folder, F.scan(folder, s.generation), deriver) if changed else s
-
-
-def repair(folder: str, s: F.Scan, deriver: SftDeriver, body: str | None = None) -> F.Scan:
-    """Bring a folder to a consistent state after a crash (call under the folder lock).
-
-    Derives missing sft shards, rewrites the README to list exactly the live shards, and only then
-    deletes the files it no longer names.
-    """
-    for split in SPLITS:
-        for n in s.missing_sft[split]:
-            deriver.write_for(folder, split, n, s.generation)
-    s = F.scan(folder, s.generation)
-    write_readme(folder, s, body)
-    collect_garbage(folder, s)
-    return s
-
-
-def collect_garbage(folder: str, s: F.Scan) -> None:
-    """Delete replaced raw shards (in a safe order), stale sft shards and dead temporary files."""
-    for split in SPLITS:
-        for n in s.replaced_raw[split]:
-            _remove(os.path.join(F.shard_dir(folder, "raw", split), n))
-        for n in s.stale_sft[split]:
-            _remove(os.path.join(F.shard_dir(folder, "sft", split), n))
-    F.remove_dead_tmp(folder)
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
-def write_readme(folder: str, s: F.Scan, body: str | None = None) -> None:
-    """Rewrite README.md atomically: front matter listing exactly the live shards, and a body.
-
-    With no `body`, the card's current body is kept (a progress note when there is none yet). The
-    checksums of the listed files are recorded first.
-    """
-    from agent_sft import card
-
-    files = F.listing(folder, s)
-    F.record_checksums(folder, [p for c in files.values() for ps in c.values() for p in ps])
-    text = card.front_matter(F.configs_front_matter(files), F.read_info(folder) or {})
-    if body is None:
-        body = card.current_body(folder)
-        if body is None or (s.raw_rows() and body.startswith(card.EMPTY_TITLE)):
-            body = card.progress_body(s)
-    F.write_text_atomic(os.path.join(folder, "README.md"), text + body)
-
-
-def check_not_corrupt(folder: str, s: F.Scan) -> None:
-    """Refuse to go on when a raw shard cannot be read: its episodes would be played twice."""
-    bad = [f"data/raw/{sp}/{n}" for sp in SPLITS for n in s.corrupt_raw[sp]]
-    if bad:
-        raise F.CorruptShardError(
-            f"{folder}: {len(bad)} raw shard(s) cannot be read ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); "
-            f"run `agent-sft repair {folder}` to move them aside (their episodes are then played again by the next collect)"
-        )
-
 
 class DatasetWriter:
     """Create or resume a dataset folder and stream episodes into it.
@@ -275,8 +111,7 @@ class DatasetWriter:
         with F.locked(self.path):
             info = F.read_info(self.path) or F.recover_info(self.path)
             if self.build is None:
-                b = (info or {}).get("build") or {}
-                self.build = BuildSpec(b.get("style", "auto"), b.get("filters", {}))
+                self.build = F.build_spec(info)
             self.deriver = SftDeriver(self.build)
             self._identity = shard_identity(fingerprint, meta, self.build)
             if info is None:
@@ -297,8 +132,8 @@ class DatasetWriter:
                     info["config"] = meta
             info.setdefault("writers", []).append(self.tag)
             info["writers"] = info["writers"][-64:]
-            generation = int(info["build"].get("generation", 0))
-            if {k: v for k, v in info["build"].items() if k != "generation"} != self.build.to_dict():
+            generation = F.generation(info)
+            if F.build_spec(info).to_dict() != self.build.to_dict():
                 generation += 1
                 info["build"] = {**self.build.to_dict(), "generation": generation}
             F.write_json_atomic(os.path.join(self.path, F.INFO), info)
@@ -308,7 +143,7 @@ class DatasetWriter:
             s = repair(self.path, s, self.deriver)
             if retry_errors:
                 s = split_errors(self.path, s, self.deriver, new_writer_tag())
-            done, errors = _ids_by_shard(self.path, [(sp, n) for sp in SPLITS for n, m in s.raw[sp].items() if m["rows"]])
+            done, errors = F.episode_ids(self.path, [(sp, n) for sp in SPLITS for n, m in s.raw[sp].items() if m["rows"]])
             if retry_errors:
                 self._error_at = errors
             else:
@@ -366,9 +201,9 @@ class DatasetWriter:
                 if self._buf and self._error is None and time.monotonic() - self._last_flush >= self.flush_every_s:
                     try:
                         self.flush()
-                    except BaseException as e:  # surfaced on the next add/finalize
+                    except BaseException as e:  # surfaced (once, by the caller) on the next add/finalize
                         self._error = e
-                        log.error("flush of %s failed: %s", self.path, e)
+                        log.info("flush of %s failed: %s", self.path, e)
 
     def flush(self) -> int:
         """Seal every buffered episode now; returns the number sealed."""
@@ -404,7 +239,7 @@ class DatasetWriter:
                 name = f"{self.tag}-{self._seq:05d}{F.SHARD_SUFFIX}"
                 self._seq += 1
                 replaces, moved, rests = self._take_out_errors(split, name, srows)
-                F.write_shard(os.path.join(F.shard_dir(self.path, "raw", split), name), "raw", srows,
+                F.write_shard(F.shard_path(self.path, "raw", split, name), "raw", srows,
                               {"split": split, "writer": self.tag, "replaces": replaces, "identity": self._identity})
                 for r in srows:
                     self._error_at.pop(r["episode_id"], None)
@@ -467,8 +302,7 @@ class DatasetWriter:
         info = F.read_info(self.path) or {}
         gen = int(info.get("build", {}).get("generation", self.generation))
         if gen != self.generation:
-            b = info["build"]
-            self.build = BuildSpec(b.get("style", "auto"), b.get("filters", {}))
+            self.build = F.build_spec(info)
             self.deriver = SftDeriver(self.build)
             self.generation = gen
             self._identity = {**self._identity, "build": self.build.to_dict()}
@@ -482,7 +316,7 @@ class DatasetWriter:
         self._known.update(new)
         if not new:
             return
-        done, errors = _ids_by_shard(self.path, new)
+        done, errors = F.episode_ids(self.path, new)
         for eid in done:
             self._error_at.pop(eid, None)
         self._foreign_ids |= done
@@ -539,16 +373,13 @@ class DatasetWriter:
         else:
             self.close()
 
-
 def fingerprint_hash(fingerprint: dict) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
-
 
 def public_fingerprint(fingerprint: dict) -> dict:
     from agent_sft.card import public
 
     return public(fingerprint)
-
 
 def shard_identity(fingerprint: dict | None, meta: dict | None, build: BuildSpec | None) -> dict:
     """What each raw shard carries so a lost meta/info.json can be rebuilt (published values only)."""
@@ -562,64 +393,4 @@ def shard_identity(fingerprint: dict | None, meta: dict | None, build: BuildSpec
         out["config"] = public(meta)
     if build is not None:
         out["build"] = build.to_dict()
-    return out
-
-
-def small_shards(folder: str, split: str, s: F.Scan) -> list[str]:
-    """Live raw shards of `split` small enough to be worth merging (any writer's)."""
-    raw_dir = F.shard_dir(folder, "raw", split)
-    return sorted(n for n in s.raw[split] if os.path.getsize(os.path.join(raw_dir, n)) < COMPACT_SMALL_BYTES)
-
-
-def compact_shards(folder: str, split: str, names: list[str], generation: int, tag: str,
-                   deriver: SftDeriver | None = None) -> list[str]:
-    """Replace `names` (raw shards of one split, and their sft shards) by few large ones.
-
-    Streams batch by batch, so memory stays at one batch whatever the size. Call under the lock.
-    """
-    raw_dir, sft_dir = F.shard_dir(folder, "raw", split), F.shard_dir(folder, "sft", split)
-    deriver = deriver or SftDeriver(_folder_build(folder))
-    # another process (`agent-sft compact`, a rebuild) may have replaced some of them meanwhile
-    s = repair(folder, F.scan(folder, generation), deriver)
-    names = [n for n in names if n in s.raw[split]]
-    groups, cur, size = [], [], 0
-    for n in names:
-        b = os.path.getsize(os.path.join(raw_dir, n))
-        if cur and size + b > COMPACT_MAX_BYTES:
-            groups.append(cur)
-            cur, size = [], 0
-        cur.append(n)
-        size += b
-    if cur:
-        groups.append(cur)
-    out = []
-    for i, group in enumerate(groups):
-        if len(group) == 1:
-            out.append(group[0])
-            continue
-        name = f"{tag}-c{secrets.token_hex(2)}{i:03d}{F.SHARD_SUFFIX}"
-        metas = [s.raw[split][n] for n in group]
-        sft_metas = [s.sft[split][n] for n in group]
-        drops: Counter = Counter()
-        for m in sft_metas:
-            drops.update(m.get("drops", {}))
-        # sft first: until the raw shard exists, the new sft shard is stale (deleted by a repair).
-        sft_meta = {"split": split, "generation": generation, "source": name, "replaces": [F.sft_name(n, generation) for n in group],
-                    "episodes": sum(m.get("episodes", 0) for m in sft_metas), "drops": dict(drops),
-                    "rows": sum(m["rows"] for m in sft_metas)}
-        with F.sealing(os.path.join(sft_dir, F.sft_name(name, generation)), "sft", sft_meta) as w:
-            for n in group:
-                for batch in F.iter_shard_batches(os.path.join(sft_dir, F.sft_name(n, generation))):
-                    w.write_batch(batch)
-        identity = next((m["identity"] for m in reversed(metas) if m.get("identity")), None)
-        raw_meta = {"split": split, "writer": tag, "replaces": group, "rows": sum(m["rows"] for m in metas)}
-        if identity:
-            raw_meta["identity"] = identity
-        with F.sealing(os.path.join(raw_dir, name), "raw", raw_meta) as w:
-            for n in group:
-                for batch in F.iter_shard_batches(os.path.join(raw_dir, n)):
-                    w.write_batch(batch)
-        out.append(name)
-    # the README names the new shards before the replaced ones are deleted
-    repair(folder, F.scan(folder, generation), deriver)
     return out

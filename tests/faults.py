@@ -247,7 +247,7 @@ def _difference(got: dict, ref: dict) -> str:
 
 def summarize(trials: list[Trial]) -> str:
     """The kill table: per command, kills, folders that did not load, episodes lost or duplicated, finals."""
-    lines = [f"| killed during | kills | folders that did not load | episodes lost | duplicated | final != uninterrupted |",
+    lines = ["| killed during | kills | folders that did not load | episodes lost | duplicated | final != uninterrupted |",
              "|---|---|---|---|---|---|"]
     for name in dict.fromkeys(t.scenario for t in trials):
         ts = [t for t in trials if t.scenario == name]

@@ -19,7 +19,6 @@ COMMANDS = {
     "info": ("agent_sft.cli.data", "Counts, success by task type, lengths, drops by filter."),
     "compact": ("agent_sft.cli.data", "Compact small shards of a folder into few large ones."),
     "repair": ("agent_sft.cli.data", "Verify every shard; re-derive damaged sft, move damaged raw shards aside."),
-    "repair": ("agent_sft.cli.data", "Verify every shard; re-derive damaged sft, move damaged raw shards aside."),
     "push": ("agent_sft.cli.push", "Upload a dataset folder to the Hugging Face Hub."),
     "tiny-model": ("agent_sft.cli.data", "Build a tiny random chat model offline (for tests and dry runs)."),
 }

@@ -1,0 +1,42 @@
+"""Deriving `sft` shards from `raw` ones with a build spec (style and filters)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pyarrow as pa
+
+from agent_sft import folder as F
+from agent_sft.filters import build_filters, derive_sft
+from agent_sft.folder import BuildSpec
+from agent_sft.records import SFT_SCHEMA
+
+class SftDeriver:
+    """Turns raw rows into sft rows with a fixed build spec (filters are built once)."""
+
+    def __init__(self, build: BuildSpec):
+        self.build = build
+        self.filters = build_filters(build.filters)
+
+    def derive(self, raw_rows: list[dict]) -> tuple[list[dict], Counter]:
+        return derive_sft(raw_rows, self.filters, self.build.style)
+
+    def write_for(self, folder: str, split: str, raw_name: str, generation: int, raw_rows: list[dict] | None = None) -> dict:
+        """Seal the sft shard of raw shard `raw_name` (read batch by batch when not given); returns its metadata."""
+        if raw_rows is not None:
+            batches = iter([raw_rows])
+        else:
+            path = F.shard_path(folder, "raw", split, raw_name)
+            batches = (b.to_pylist() for b in F.iter_shard_batches(path))
+        tables, drops, episodes = [], Counter(), 0
+        for rows in batches:
+            sft, d = self.derive(rows)
+            drops.update(d)
+            episodes += len(rows)
+            if sft:
+                tables.append(pa.Table.from_pylist(sft, schema=SFT_SCHEMA))
+        table = pa.concat_tables(tables) if tables else SFT_SCHEMA.empty_table()
+        meta = {"split": split, "generation": generation, "source": raw_name, "episodes": episodes, "drops": dict(drops)}
+        path = F.shard_path(folder, "sft", split, F.sft_name(raw_name, generation))
+        n = F.write_shard(path, "sft", table, meta)
+        return {**meta, "rows": n}

@@ -1,0 +1,32 @@
+"""The exceptions agent-sft raises on purpose. They share one base, `AgentSFTError`, so a caller (the
+CLI, a script, a scheduler) can tell a problem the user can fix from a bug by catching one class."""
+
+from __future__ import annotations
+
+
+class AgentSFTError(Exception):
+    """Base of every error agent-sft raises about its input: config, data, env, policy or server."""
+
+
+class DatasetError(AgentSFTError):
+    """A dataset folder, shard or request that cannot be used as it is."""
+
+
+class NotADatasetError(DatasetError):
+    pass
+
+
+class SchemaVersionError(DatasetError):
+    pass
+
+
+class CorruptShardError(DatasetError):
+    pass
+
+
+class DiskFullError(DatasetError):
+    """No space left on the folder's device; what was sealed before is intact."""
+
+
+class ConfigMismatchError(DatasetError):
+    """The folder was collected with a different configuration."""

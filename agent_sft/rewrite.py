@@ -1,0 +1,172 @@
+"""Rewrites of a folder's shards, shared by the writer and the folder commands: repairing what a crash
+left, moving error episodes aside, compacting small shards, and writing the README.
+
+The rule every function here keeps: new shards are sealed first, then the README is rewritten to list
+exactly the live shards, and only then are files it no longer names deleted. All of them run under the
+folder lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.dataset as pads
+
+from agent_sft import card
+from agent_sft import folder as F
+from agent_sft.derive import SftDeriver
+from agent_sft.records import END_ERROR, SPLITS
+
+log = logging.getLogger(__name__)
+
+COMPACT_MAX_BYTES = 512 * 1024 * 1024  # a compacted shard grows to about this size at most
+
+COMPACT_EVERY = 128  # a writer merges its small shards once it has sealed this many in a split
+
+COMPACT_SMALL_BYTES = 64 * 1024 * 1024  # at the end of a run, live shards below this size are merged
+
+
+def repair(folder: str, s: F.Scan, deriver: SftDeriver, body: str | None = None) -> F.Scan:
+    """Bring a folder to a consistent state after a crash (call under the folder lock).
+
+    Derives missing sft shards, rewrites the README to list exactly the live shards, and only then
+    deletes the files it no longer names.
+    """
+    for split in SPLITS:
+        for n in s.missing_sft[split]:
+            deriver.write_for(folder, split, n, s.generation)
+    s = F.scan(folder, s.generation)
+    write_readme(folder, s, body)
+    collect_garbage(folder, s)
+    return s
+
+def collect_garbage(folder: str, s: F.Scan) -> None:
+    """Delete replaced raw shards (in a safe order), stale sft shards and dead temporary files."""
+    for split in SPLITS:
+        for n in s.replaced_raw[split]:
+            _remove(F.shard_path(folder, "raw", split, n))
+        for n in s.stale_sft[split]:
+            _remove(F.shard_path(folder, "sft", split, n))
+    F.remove_dead_tmp(folder)
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+def write_readme(folder: str, s: F.Scan, body: str | None = None, stats: dict | None = None) -> None:
+    """Rewrite README.md atomically: front matter listing exactly the live shards, and a body.
+
+    This is the only place the README is written. With no `body`, the card's current body is kept (a
+    progress note when there is none yet). The checksums of the listed files are recorded first.
+    """
+    files = F.listing(folder, s)
+    F.record_checksums(folder, [p for c in files.values() for ps in c.values() for p in ps])
+    text = card.front_matter(F.configs_front_matter(files), F.read_info(folder) or {}, stats)
+    if body is None:
+        body = card.current_body(folder)
+        if body is None or (s.raw_rows() and body.startswith(card.EMPTY_TITLE)):
+            body = card.progress_body(s)
+    F.write_text_atomic(os.path.join(folder, "README.md"), text + body)
+
+
+def check_not_corrupt(folder: str, s: F.Scan) -> None:
+    """Refuse to go on when a raw shard cannot be read: its episodes would be played twice."""
+    bad = [f"data/raw/{sp}/{n}" for sp in SPLITS for n in s.corrupt_raw[sp]]
+    if bad:
+        raise F.CorruptShardError(
+            f"{folder}: {len(bad)} raw shard(s) cannot be read ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); "
+            f"run `agent-sft repair {folder}` to move them aside (their episodes are then played again by the next collect)"
+        )
+
+def split_errors(folder: str, s: F.Scan, deriver: SftDeriver, tag: str) -> F.Scan:
+    """Move error episodes out of shards that also hold others, so a resume can replace them cheaply.
+
+    Per shard: the error rows go to a new shard that counts only `after` the shard is replaced, then the
+    other rows to a shard that `replaces` it; one rename switches the folder over. Call under the lock.
+    """
+    changed = False
+    for split in SPLITS:
+        raw_dir = F.shard_dir(folder, "raw", split)
+        for name in sorted(s.raw[split]):
+            if not s.raw[split][name]["rows"]:
+                continue
+            path = os.path.join(raw_dir, name)
+            reasons = pads.dataset([path], format="ipc").to_table(columns=["end_reason"]).column("end_reason").to_pylist()
+            n_err = reasons.count(END_ERROR)
+            if not n_err or n_err == len(reasons):
+                continue
+            table = F.read_shard(path)
+            is_err = pa.compute.equal(table.column("end_reason"), END_ERROR)
+            base = f"{tag}-e{secrets.token_hex(2)}"
+            F.write_shard(os.path.join(raw_dir, f"{base}-err{F.SHARD_SUFFIX}"), "raw", table.filter(is_err),
+                          {"split": split, "writer": tag, "after": [name], "errors_of": name})
+            F.write_shard(os.path.join(raw_dir, f"{base}{F.SHARD_SUFFIX}"), "raw", table.filter(pa.compute.invert(is_err)),
+                          {"split": split, "writer": tag, "replaces": [name]})
+            changed = True
+            log.info("%s: %d error episodes will be played again", name, n_err)
+    return repair(folder, F.scan(folder, s.generation), deriver) if changed else s
+
+def small_shards(folder: str, split: str, s: F.Scan) -> list[str]:
+    """Live raw shards of `split` small enough to be worth merging (any writer's)."""
+    raw_dir = F.shard_dir(folder, "raw", split)
+    return sorted(n for n in s.raw[split] if os.path.getsize(os.path.join(raw_dir, n)) < COMPACT_SMALL_BYTES)
+
+def compact_shards(folder: str, split: str, names: list[str], generation: int, tag: str,
+                   deriver: SftDeriver | None = None) -> list[str]:
+    """Replace `names` (raw shards of one split, and their sft shards) by few large ones.
+
+    Streams batch by batch, so memory stays at one batch whatever the size. Call under the lock.
+    """
+    raw_dir, sft_dir = F.shard_dir(folder, "raw", split), F.shard_dir(folder, "sft", split)
+    deriver = deriver or SftDeriver(F.build_spec(F.read_info(folder)))
+    # another process (`agent-sft compact`, a rebuild) may have replaced some of them meanwhile
+    s = repair(folder, F.scan(folder, generation), deriver)
+    names = [n for n in names if n in s.raw[split]]
+    groups, cur, size = [], [], 0
+    for n in names:
+        b = os.path.getsize(os.path.join(raw_dir, n))
+        if cur and size + b > COMPACT_MAX_BYTES:
+            groups.append(cur)
+            cur, size = [], 0
+        cur.append(n)
+        size += b
+    if cur:
+        groups.append(cur)
+    out = []
+    for i, group in enumerate(groups):
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        name = f"{tag}-c{secrets.token_hex(2)}{i:03d}{F.SHARD_SUFFIX}"
+        metas = [s.raw[split][n] for n in group]
+        sft_metas = [s.sft[split][n] for n in group]
+        drops: Counter = Counter()
+        for m in sft_metas:
+            drops.update(m.get("drops", {}))
+        # sft first: until the raw shard exists, the new sft shard is stale (deleted by a repair).
+        sft_meta = {"split": split, "generation": generation, "source": name, "replaces": [F.sft_name(n, generation) for n in group],
+                    "episodes": sum(m.get("episodes", 0) for m in sft_metas), "drops": dict(drops),
+                    "rows": sum(m["rows"] for m in sft_metas)}
+        with F.sealing(os.path.join(sft_dir, F.sft_name(name, generation)), "sft", sft_meta) as w:
+            for n in group:
+                for batch in F.iter_shard_batches(os.path.join(sft_dir, F.sft_name(n, generation))):
+                    w.write_batch(batch)
+        identity = next((m["identity"] for m in reversed(metas) if m.get("identity")), None)
+        raw_meta = {"split": split, "writer": tag, "replaces": group, "rows": sum(m["rows"] for m in metas)}
+        if identity:
+            raw_meta["identity"] = identity
+        with F.sealing(os.path.join(raw_dir, name), "raw", raw_meta) as w:
+            for n in group:
+                for batch in F.iter_shard_batches(os.path.join(raw_dir, n)):
+                    w.write_batch(batch)
+        out.append(name)
+    # the README names the new shards before the replaced ones are deleted
+    repair(folder, F.scan(folder, generation), deriver)
+    return out

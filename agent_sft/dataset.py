@@ -228,6 +228,34 @@ def load_sft(folder: str, split: str | None = None, **kw: Any):
     return load(folder, "sft", split, **kw)
 
 
+def check_folder(folder: str) -> dict:
+    """Verify every shard the folder lists against its checksum, without changing anything.
+
+    Returns {"checked": n, "damaged": {relative path: why}, "unlisted_rows": bool}.
+    """
+    if not os.path.isdir(folder):
+        raise F.NotADatasetError(f"{folder}: no such folder")
+    info = F.read_info(folder) or F.recover_info(folder, write=False) or {}
+    s = F.open_scan(folder, info)
+    sums = F.read_checksums(folder)
+    damaged: dict[str, str] = {}
+    checked = 0
+    for config in ("raw", "sft"):
+        for split in SPLITS:
+            bad = s.corrupt_raw[split] if config == "raw" else s.corrupt_sft[split]
+            for n, why in bad.items():
+                damaged[f"data/{config}/{split}/{n}"] = why
+            live = s.raw[split] if config == "raw" else {F.sft_name(n, s.generation): m for n, m in s.sft[split].items()}
+            for n in sorted(live):
+                rel = f"data/{config}/{split}/{n}"
+                checked += 1
+                why = F.verify_shard(folder, rel, sums.get(rel))
+                if why:
+                    damaged[rel] = why
+    return {"checked": checked + sum(len(s.corrupt_raw[sp]) + len(s.corrupt_sft[sp]) for sp in SPLITS),
+            "damaged": damaged, "missing_sft": sum(len(v) for v in s.missing_sft.values())}
+
+
 def info_text(folder: str, check: bool = True) -> tuple[str, bool]:
     """What `agent-sft info DIR` prints (live: works on a folder still being written), and whether the
     folder is intact. With `check`, every listed shard is verified against its checksum; damaged shards
@@ -235,8 +263,6 @@ def info_text(folder: str, check: bool = True) -> tuple[str, bool]:
     info, s = folder_status(folder)
     damaged: dict[str, str] = {}
     if check:
-        from agent_sft.maintain import check_folder
-
         damaged = check_folder(folder)["damaged"]
     st = compute_stats(folder, s, exclude=frozenset(damaged))
     b = info.get("build", {})

@@ -118,33 +118,6 @@ def require_folder(folder: str) -> None:
         raise F.NotADatasetError(f"{folder}: not an agent-sft dataset folder (no {F.INFO})")
 
 
-def check_folder(folder: str) -> dict:
-    """Verify every shard the folder lists against its checksum, without changing anything.
-
-    Returns {"checked": n, "damaged": {relative path: why}, "unlisted_rows": bool}.
-    """
-    require_folder(folder)
-    info = F.read_info(folder) or {}
-    s = F.open_scan(folder, info)
-    sums = F.read_checksums(folder)
-    damaged: dict[str, str] = {}
-    checked = 0
-    for config in ("raw", "sft"):
-        for split in SPLITS:
-            bad = s.corrupt_raw[split] if config == "raw" else s.corrupt_sft[split]
-            for n, why in bad.items():
-                damaged[f"data/{config}/{split}/{n}"] = why
-            live = s.raw[split] if config == "raw" else {F.sft_name(n, s.generation): m for n, m in s.sft[split].items()}
-            for n in sorted(live):
-                rel = f"data/{config}/{split}/{n}"
-                checked += 1
-                why = F.verify_shard(folder, rel, sums.get(rel))
-                if why:
-                    damaged[rel] = why
-    return {"checked": checked + sum(len(s.corrupt_raw[sp]) + len(s.corrupt_sft[sp]) for sp in SPLITS),
-            "damaged": damaged, "missing_sft": sum(len(v) for v in s.missing_sft.values())}
-
-
 def repair_folder(folder: str) -> list[str]:
     """Verify every shard; re-derive damaged or missing sft shards, move damaged raw shards aside.
 

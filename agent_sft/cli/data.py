@@ -99,7 +99,8 @@ def _run(a: argparse.Namespace) -> int:
         print(text)
         return 0 if intact else 1
     elif a.command == "repair":
-        from agent_sft.maintain import check_folder, repair_folder
+        from agent_sft.dataset import check_folder
+        from agent_sft.maintain import repair_folder
 
         if a.check:
             r = check_folder(a.dir)

@@ -13,9 +13,8 @@ class Completion:
     text: str
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    finish_reason: str | None = None  # "stop", "length", "context_truncated", "error"
+    finish_reason: str | None = None  # "stop", "length", records.END_CONTEXT, "error"
     error: str = ""  # set when this request failed for good (the episode ends as an error)
-
 
 
 class PolicyError(RuntimeError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from agent_sft.config import PolicyConfig
 from agent_sft.policies.base import Completion
 from agent_sft.records import Message, PolicyInfo
 
@@ -30,6 +31,11 @@ class ExpertPolicy:
         self.expert_type = expert_type
         self.think = bool(think)
         self.env_name = env_name
+
+    @classmethod
+    def from_config(cls, cfg: PolicyConfig, **kwargs: Any) -> ExpertPolicy:
+        """The expert `policy.expert_think` asks for; `kwargs` as for the constructor."""
+        return cls(think=cfg.expert_think, **kwargs)
 
     def act(
         self,

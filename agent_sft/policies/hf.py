@@ -11,10 +11,18 @@ from typing import Any
 
 from agent_sft.config import PolicyConfig
 from agent_sft.policies.base import Completion
-from agent_sft.policies.registry import model_label, read_chat_template, require, sampling_json
+from agent_sft.policies.common import (
+    check_chat_template,
+    check_seeds,
+    context_truncated,
+    model_label,
+    prompt_ids,
+    read_chat_template,
+    require,
+    sampling_json,
+)
 from agent_sft.records import Message, PolicyInfo
 
-CONTEXT_TRUNCATED = "context_truncated"
 _DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "half": "float16",
            "fp16": "float16", "float32": "float32", "float": "float32", "fp32": "float32"}
 
@@ -45,8 +53,7 @@ class HFPolicy:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        if self.chat_template is None and hasattr(self.tokenizer, "chat_template") and not self.tokenizer.chat_template:
-            raise ValueError(f"{cfg.model} has no chat template; set policy.chat_template to a Jinja template file")
+        check_chat_template(self.tokenizer, self.chat_template, cfg.model)
         self.model = transformers.AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype).to(self.device)
         self.model.eval()
         self.max_model_len = cfg.max_model_len or _context_length(self.model.config, self.tokenizer)
@@ -59,14 +66,13 @@ class HFPolicy:
         seeds: list[int],
         infos: list[dict[str, Any]] | None = None,
     ) -> list[Completion]:
-        if len(seeds) != len(conversations):
-            raise ValueError(f"got {len(conversations)} conversations but {len(seeds)} seeds")
+        check_seeds(conversations, seeds)
         out: list[Completion | None] = [None] * len(conversations)
         live: list[tuple[int, list[int]]] = []
         for i, conv in enumerate(conversations):
             ids = self.prompt_ids(conv)
             if len(ids) >= self.max_model_len:
-                out[i] = Completion(text="", prompt_tokens=len(ids), completion_tokens=0, finish_reason=CONTEXT_TRUNCATED)
+                out[i] = context_truncated(len(ids))
             else:
                 live.append((i, ids))
         step = self.batch_size or max(len(live), 1)
@@ -78,10 +84,7 @@ class HFPolicy:
 
     def prompt_ids(self, conversation: list[Message]) -> list[int]:
         """The prompt token ids of `conversation` (chat template, generation prompt)."""
-        text = self.tokenizer.apply_chat_template(
-            [dict(m) for m in conversation], chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
-        )
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+        return prompt_ids(self.tokenizer, conversation, self.chat_template)
 
     def _generate(self, prompts: list[list[int]], seeds: list[int]) -> list[Completion]:
         torch, cfg = self.torch, self.cfg

@@ -3,8 +3,9 @@
 Every live conversation of a turn is sent at once, at most `policy.concurrency` in flight. 429s, 5xx,
 connection errors, timeouts and unreadable answers are retried with exponential backoff and jitter
 (`policy.max_retries` times); a request that still fails becomes `Completion(error=...)` so that only
-its episode ends. A 400 saying the prompt exceeds the context becomes `finish_reason="context_truncated"`.
-The API key is read from the environment variable `policy.api_key_env` and never recorded.
+its episode ends. A 400 saying the prompt exceeds the context becomes `finish_reason="context_truncated"`
+(`records.END_CONTEXT`). The API key is read from the environment variable `policy.api_key_env` and never
+recorded.
 
 A server that is not there stops the run instead of failing every episode: `probe_server` checks it
 answers at all before a run starts, and once `UNREACHABLE_AFTER` requests in a row got no answer (after
@@ -25,10 +26,9 @@ from typing import Any
 
 from agent_sft.config import PolicyConfig
 from agent_sft.policies.base import Completion, PolicyError
-from agent_sft.policies.registry import model_label, require, sampling_json
+from agent_sft.policies.common import check_seeds, context_truncated, model_label, require, sampling_json
 from agent_sft.records import Message, PolicyInfo
 
-CONTEXT_TRUNCATED = "context_truncated"
 _CONTEXT_RE = re.compile(
     r"context length|context_length|context window|maximum model length|max_model_len|"
     r"prompt is too long|input is too long|too many tokens|must be <=|exceeds? the (?:maximum|max)",
@@ -141,8 +141,7 @@ class OpenAIPolicy:
         seeds: list[int],
         infos: list[dict[str, Any]] | None = None,
     ) -> list[Completion]:
-        if len(seeds) != len(conversations):
-            raise ValueError(f"got {len(conversations)} conversations but {len(seeds)} seeds")
+        check_seeds(conversations, seeds)
         return list(self._pool.map(self._complete, conversations, seeds))
 
     def request_body(self, conversation: list[Message], seed: int) -> dict[str, Any]:
@@ -231,7 +230,7 @@ class OpenAIPolicy:
         if r.status_code in _RETRY_STATUS or r.status_code >= 500:
             raise _Retryable(f"HTTP {r.status_code}: {detail}", _retry_after(r))
         if r.status_code in (400, 413, 422) and _CONTEXT_RE.search(detail):
-            return Completion(text="", prompt_tokens=None, completion_tokens=0, finish_reason=CONTEXT_TRUNCATED)
+            return context_truncated(None)
         if r.status_code in (401, 403, 404):
             # every request would fail the same way: stop the run instead of recording errors
             kind = "model" if r.status_code == 404 else "auth"

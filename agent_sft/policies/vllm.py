@@ -2,7 +2,7 @@
 
 Prompts are rendered with the model's chat template (or `policy.chat_template`) and tokenized here, so
 a prompt that no longer fits `max_model_len` is caught before it reaches the engine: that
-conversation gets `finish_reason="context_truncated"` and the rest of the batch runs. Each request is
+conversation gets `finish_reason="context_truncated"` (`records.END_CONTEXT`) and the rest of the batch runs. Each request is
 sampled with its own seed, so a sampled run reproduces whatever else is in the batch.
 
 On a machine without CUDA, `VLLM_CPU_KVCACHE_SPACE` defaults to 1 (GiB), the engine runs in this
@@ -17,10 +17,17 @@ from typing import Any
 
 from agent_sft.config import PolicyConfig
 from agent_sft.policies.base import Completion
-from agent_sft.policies.registry import model_label, read_chat_template, require, sampling_json
+from agent_sft.policies.common import (
+    check_chat_template,
+    check_seeds,
+    context_truncated,
+    model_label,
+    prompt_ids,
+    read_chat_template,
+    require,
+    sampling_json,
+)
 from agent_sft.records import Message, PolicyInfo
-
-CONTEXT_TRUNCATED = "context_truncated"
 
 
 class VLLMPolicy:
@@ -69,8 +76,7 @@ class VLLMPolicy:
         self._vllm = vllm
         self.tokenizer = llm.get_tokenizer()
         self.max_model_len = int(llm.llm_engine.model_config.max_model_len)
-        if self.chat_template is None and hasattr(self.tokenizer, "chat_template") and not self.tokenizer.chat_template:
-            raise ValueError(f"{cfg.model} has no chat template; set policy.chat_template to a Jinja template file")
+        check_chat_template(self.tokenizer, self.chat_template, cfg.model)
 
     def act(
         self,
@@ -78,15 +84,14 @@ class VLLMPolicy:
         seeds: list[int],
         infos: list[dict[str, Any]] | None = None,
     ) -> list[Completion]:
-        if len(seeds) != len(conversations):
-            raise ValueError(f"got {len(conversations)} conversations but {len(seeds)} seeds")
+        check_seeds(conversations, seeds)
         out: list[Completion | None] = [None] * len(conversations)
         prompts, params, where = [], [], []
         for i, (conv, seed) in enumerate(zip(conversations, seeds)):
             ids = self.prompt_ids(conv)
             room = self.max_model_len - len(ids)
             if room < 1:
-                out[i] = Completion(text="", prompt_tokens=len(ids), completion_tokens=0, finish_reason=CONTEXT_TRUNCATED)
+                out[i] = context_truncated(len(ids))
                 continue
             prompts.append({"prompt_token_ids": ids})
             params.append(self._sampling(seed, min(self.cfg.max_tokens, room)))
@@ -105,13 +110,7 @@ class VLLMPolicy:
 
     def prompt_ids(self, conversation: list[Message]) -> list[int]:
         """The token ids the engine is given for `conversation` (chat template, generation prompt)."""
-        text = self.tokenizer.apply_chat_template(
-            [dict(m) for m in conversation],
-            chat_template=self.chat_template,
-            tokenize=False,
-            add_generation_prompt=True,
-        )
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+        return prompt_ids(self.tokenizer, conversation, self.chat_template)
 
     def _sampling(self, seed: int, max_tokens: int) -> Any:
         cfg = self.cfg

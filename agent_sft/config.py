@@ -20,10 +20,12 @@ class ConfigError(ValueError):
     """A configuration key or value a user can fix."""
 
 
-def _f(default: Any, help: str, choices: tuple | None = None, **kw: Any) -> Any:
-    meta = {"help": help}
+def _f(default: Any, help: str, choices: tuple | None = None, flag: str | None = None, **kw: Any) -> Any:
+    meta: dict[str, Any] = {"help": help}
     if choices is not None:
         meta["choices"] = choices
+    if flag is not None:
+        meta["flag"] = flag  # the command-line shorthand where its name is not the field's
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -90,8 +92,11 @@ class PolicyConfig:
 
 @dataclass
 class FilterConfig:
+    """What reaches `sft` (`raw` keeps every episode). `agent-sft build` takes each field as a flag too:
+    `--require-success`, `--max-steps N`, ...; `drop_errors`, on by default, is turned off by `--keep-errors`."""
+
     require_success: bool = _f(False, "Keep only won episodes in `sft` (SFT_REQUIRE_SUCCESS).")
-    drop_errors: bool = _f(True, "Leave out episodes that ended in an env or policy error.")
+    drop_errors: bool = _f(True, "Leave out episodes that ended in an env or policy error.", flag="--keep-errors")
     min_final_reward: float | None = _f(None, "Keep episodes whose return is at least this.")
     valid_only: bool = _f(False, "Keep only episodes whose every step parsed and was admissible.")
     min_steps: int | None = _f(None, "Keep episodes with at least this many steps.")
@@ -104,7 +109,7 @@ class FilterConfig:
 @dataclass
 class OutputConfig:
     dir: str = _f("agent_sft_data", "Dataset folder (created, or resumed when it exists).")
-    sft_style: str = _f("auto", "sft rows: `auto` follows prompt.style; `step` one row per step; `episode` one per episode.", ("auto", "step", "episode"))
+    sft_style: str = _f("auto", "sft rows: `auto` follows prompt.style; `step` one row per step; `episode` one per episode.", ("auto", "step", "episode"), flag="--style")
     flush_every_s: float = _f(5.0, "Seal a shard at least this often while episodes finish.")
     flush_every_episodes: int = _f(64, "Seal a shard once this many episodes are buffered.")
     allow_config_change: bool = _f(False, "Continue a folder collected with a different config.")

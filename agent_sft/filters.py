@@ -1,19 +1,23 @@
 """Filters deciding which raw episodes (and sft rows) reach the `sft` config; every drop is counted.
 
-Episode filters look at a raw row; row filters (token length) at an sft row. The built-in ones come
-from `FilterConfig` fields; a user callable is named as `module:function` or `path/to/file.py:function`.
+Episode filters look at a raw row; row filters (token length) at an sft row. The built-in ones are
+the fields of `config.FilterConfig`; a user callable is named as `module:function` or `path/to/file.py:function`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
+from agent_sft.config import FilterConfig
 from agent_sft.formats import sft_rows
+from agent_sft.records import END_ERROR
 
 
 class FilterError(ValueError):
@@ -69,36 +73,42 @@ def _token_counter(tokenizer: str) -> Callable[[list[dict]], int]:
     return count
 
 
+FILTER_NAMES = tuple(f.name for f in dataclasses.fields(FilterConfig))
+
+
 def build_filters(spec: dict[str, Any]) -> list[Filter]:
-    """Filters from a `FilterConfig` as a dict (unknown keys are refused)."""
-    known = {"require_success", "drop_errors", "min_final_reward", "valid_only", "min_steps", "max_steps",
-             "max_tokens", "tokenizer", "callable"}
-    unknown = set(spec) - known
+    """Filters from a `FilterConfig` as a dict; keys left out take the field's default.
+
+    Raises:
+        FilterError: a key that is not a `FilterConfig` field, or a filter that cannot be built.
+    """
+    unknown = set(spec) - set(FILTER_NAMES)
     if unknown:
-        raise FilterError(f"unknown filter {sorted(unknown)[0]!r}; known: {', '.join(sorted(known))}")
+        raise FilterError(f"unknown filter {sorted(unknown)[0]!r}; known: {', '.join(sorted(FILTER_NAMES))}")
+    c = FilterConfig(**spec)
     out: list[Filter] = []
-    if spec.get("drop_errors", True):
-        out.append(Filter("error", lambda r: r["end_reason"] != "error"))
-    if spec.get("require_success"):
+    if c.drop_errors:
+        out.append(Filter("error", lambda r: r["end_reason"] != END_ERROR))
+    if c.require_success:
         out.append(Filter("not_success", lambda r: bool(r["success"])))
-    if spec.get("min_final_reward") is not None:
-        lo = float(spec["min_final_reward"])
+    if c.min_final_reward is not None:
+        lo = float(c.min_final_reward)
         out.append(Filter("final_reward_below_min", lambda r: r["final_reward"] >= lo))
-    if spec.get("valid_only"):
+    if c.valid_only:
         out.append(Filter("invalid_action", lambda r: r["num_invalid"] == 0))
-    if spec.get("min_steps") is not None:
-        n = int(spec["min_steps"])
-        out.append(Filter("too_few_steps", lambda r: r["episode_length"] >= n))
-    if spec.get("max_steps") is not None:
-        n = int(spec["max_steps"])
-        out.append(Filter("too_many_steps", lambda r: r["episode_length"] <= n))
-    if spec.get("callable"):
-        fn = load_callable(spec["callable"])
-        out.append(Filter(f"callable:{spec['callable'].rsplit(':', 1)[1]}", fn))
-    if spec.get("max_tokens") is not None:
-        if not spec.get("tokenizer"):
+    if c.min_steps is not None:
+        fewest = int(c.min_steps)
+        out.append(Filter("too_few_steps", lambda r: r["episode_length"] >= fewest))
+    if c.max_steps is not None:
+        most = int(c.max_steps)
+        out.append(Filter("too_many_steps", lambda r: r["episode_length"] <= most))
+    if c.callable:
+        fn = load_callable(c.callable)
+        out.append(Filter(f"callable:{c.callable.rsplit(':', 1)[1]}", fn))
+    if c.max_tokens is not None:
+        if not c.tokenizer:
             raise FilterError("filters.max_tokens needs filters.tokenizer")
-        count, limit = _token_counter(spec["tokenizer"]), int(spec["max_tokens"])
+        count, limit = _token_counter(c.tokenizer), int(c.max_tokens)
         out.append(Filter("too_many_tokens", lambda r: count(r["messages"]) <= limit, level="row"))
     return out
 

@@ -1,9 +1,11 @@
+import dataclasses
 import json
 
 import pytest
 from fixtures_data import make_episode
 
 from agent_sft.cli import main
+from agent_sft.config import FilterConfig
 from agent_sft.writer import DatasetWriter
 
 
@@ -61,3 +63,68 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
     assert "module:function" in capsys.readouterr().err
     assert main(["build", str(d), "--max-tokens", "5"]) == 2
     assert "--tokenizer" in capsys.readouterr().err
+
+
+# --- build: the filters and style of FilterConfig/OutputConfig, as dotted keys or flags ---------------
+
+def build_parse(*argv):
+    """`agent-sft build` arguments as parsed, and the build spec they ask for."""
+    import argparse
+
+    from agent_sft.cli import data
+
+    p = argparse.ArgumentParser()
+    data.add_arguments(p, "build")
+    a = p.parse_intermixed_args(["ds", *argv])
+    return data.build_spec(a).to_dict()
+
+
+def built(folder):
+    info = json.loads((folder / "meta" / "info.json").read_text())
+    stats = json.loads((folder / "meta" / "stats.json").read_text())
+    return {k: v for k, v in info["build"].items() if k != "generation"}, stats["drops"], stats["sft_rows"]
+
+
+def test_build_takes_collects_dotted_keys_as_its_flags_do(folder):
+    assert main(["build", str(folder), "--require-success", "--max-steps", "5", "--style", "episode"]) == 0
+    by_flags = built(folder)
+    assert main(["build", str(folder), "filters.require_success=true", "filters.max_steps=5",
+                 "output.sft_style=episode"]) == 0
+    assert built(folder) == by_flags
+    # the spec `collect filters.require_success=true filters.max_steps=5 output.sft_style=episode` stores
+    spec, drops, _ = by_flags
+    assert spec == {"style": "episode", "filters": dict(sorted(
+        dataclasses.asdict(FilterConfig(require_success=True, max_steps=5)).items()))}
+    assert drops == {"not_success": 4, "too_many_steps": 4}
+
+
+def test_build_without_flags_stores_every_filter_at_its_default():
+    assert build_parse() == {"style": "auto", "filters": dict(sorted(dataclasses.asdict(FilterConfig()).items()))}
+    assert build_parse("--keep-errors")["filters"]["drop_errors"] is False
+
+
+SAMPLE = {"min_final_reward": 0.5, "min_steps": 2, "max_steps": 7, "max_tokens": 7, "tokenizer": "tok",
+          "callable": "m.py:keep"}
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(FilterConfig)])
+def test_every_filter_has_a_flag_that_sets_what_its_key_sets(name):
+    from agent_sft.cli.data import build_keys, flag_of
+
+    f = next(f for key, f, _ in build_keys() if key == f"filters.{name}")
+    value = SAMPLE.get(name, not f.default)  # a bool's flag turns its default around
+    extra = ["filters.tokenizer=tok"] if name == "max_tokens" else []
+    flag = flag_of(f"filters.{name}", f)
+    by_flag = build_parse(*([flag] if isinstance(value, bool) else [flag, str(value)]), *extra)
+    by_key = build_parse(f"filters.{name}={str(value).lower() if isinstance(value, bool) else value}", *extra)
+    assert by_flag == by_key and by_key["filters"][name] == value
+
+
+def test_build_refuses_keys_it_does_not_take_naming_them(folder, capsys):
+    assert main(["build", str(folder), "filters.require_sucess=true"]) == 2
+    err = capsys.readouterr().err
+    assert "'filters.require_sucess'" in err and "require_success" in err and "Traceback" not in err
+    assert main(["build", str(folder), "env.max_steps=3"]) == 2
+    assert "'env.max_steps' is not a key agent-sft build takes" in capsys.readouterr().err
+    assert main(["build", str(folder), "filters.max_steps=many"]) == 2
+    assert "filters.max_steps: expected int" in capsys.readouterr().err

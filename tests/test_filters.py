@@ -78,3 +78,16 @@ def test_token_length_filter_with_a_named_tokenizer(tiny_model_dir):
     out, drops = derive_sft(rs, build_filters({"max_tokens": limit, "tokenizer": tiny_model_dir}), "auto")
     assert 0 < len(out) < len(all_rows)
     assert drops["too_many_tokens_rows"] == len(all_rows) - len(out)
+
+
+def test_the_filters_are_the_fields_of_filter_config():
+    import dataclasses
+
+    from agent_sft.config import FilterConfig
+    from agent_sft.filters import FILTER_NAMES
+
+    assert FILTER_NAMES == tuple(f.name for f in dataclasses.fields(FilterConfig))
+    # a spec stored with every key (build, collect with filters set) means what the empty one means
+    every = build_filters(dataclasses.asdict(FilterConfig()))
+    assert [f.reason for f in every] == [f.reason for f in build_filters({})] == ["error"]
+    assert [f.reason for f in build_filters({"drop_errors": False, "valid_only": True})] == ["invalid_action"]

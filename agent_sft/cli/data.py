@@ -3,30 +3,65 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import typing
+from typing import Any
 
 from agent_sft.cli import CLIError
+from agent_sft.config import FilterConfig, OutputConfig
+
+BUILD_USAGE = """Re-derive the sft config from raw with new filters or style.
+
+    agent-sft build agent_sft_data filters.require_success=true filters.max_steps=30 output.sft_style=episode
+    agent-sft build agent_sft_data --require-success --max-steps 30 --style episode     # the same
+
+It takes the keys `collect` takes for the sft config (filters.*, output.sft_style), each also as a flag.
+Keys left out take their defaults, not the folder's current ones.
+"""
 
 
-def _filter_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("filters (what reaches sft; raw keeps every episode)")
-    g.add_argument("--require-success", action="store_true", help="keep only won episodes")
-    g.add_argument("--keep-errors", action="store_true", help="keep episodes that ended in an error")
-    g.add_argument("--min-final-reward", type=float, help="keep episodes whose return is at least this")
-    g.add_argument("--valid-only", action="store_true", help="keep episodes whose every action was valid")
-    g.add_argument("--min-steps", type=int, help="keep episodes with at least this many steps")
-    g.add_argument("--max-steps", type=int, help="keep episodes with at most this many steps")
-    g.add_argument("--max-tokens", type=int, help="drop sft rows longer than this (needs --tokenizer)")
-    g.add_argument("--tokenizer", help="tokenizer path or name for --max-tokens")
-    g.add_argument("--callable", help="module:function or file.py:function taking a raw row, returning bool")
-    p.add_argument("--style", default="auto", choices=["auto", "step", "episode"],
-                   help="sft rows: auto follows the prompt style; step: one per step; episode: one per episode")
+def build_keys() -> list[tuple[str, dataclasses.Field, Any]]:
+    """(dotted key, field, type) of every setting `agent-sft build` takes: the filters and the sft row style."""
+    out = []
+    for section, cls, names in (("filters", FilterConfig, None), ("output", OutputConfig, ("sft_style",))):
+        hints = typing.get_type_hints(cls)
+        out += [(f"{section}.{f.name}", f, hints[f.name]) for f in dataclasses.fields(cls) if not names or f.name in names]
+    return out
+
+
+def flag_of(key: str, f: dataclasses.Field) -> str:
+    """A key's shorthand flag: `metadata["flag"]`, or the field name (`filters.max_steps` -> `--max-steps`)."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _build_args(p: argparse.ArgumentParser) -> None:
+    from agent_sft.config import _field_type
+
+    p.description = BUILD_USAGE
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. filters.require_success=true")
+    g = p.add_argument_group("shorthands for the keys (what reaches sft; raw keeps every episode)")
+    for key, f, hint in build_keys():
+        base, _ = _field_type(hint)
+        text = f.metadata.get("help", "").replace("%", "%%")
+        kw: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS}
+        choices = f.metadata.get("choices")
+        if base is bool:
+            # a flag sets the opposite of the default: --require-success true, --keep-errors drop_errors=false
+            on = not f.default
+            kw.update(action="store_const", const=on,
+                      help=f"{text} ({key}=true)" if on else f"The opposite of: {text} ({key}=false)")
+        else:
+            metavar = None if choices else {int: "N", float: "X"}.get(base, f.name.upper())
+            kw.update(type=base, metavar=metavar, choices=choices, help=f"{text} ({key})")
+        g.add_argument(flag_of(key, f), **kw)
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
     if name == "build":
         p.add_argument("dir", help="dataset folder")
-        _filter_args(p)
+        _build_args(p)
     elif name == "export":
         p.add_argument("dir", help="dataset folder")
         p.add_argument("--format", default="verl", choices=["verl", "jsonl"],
@@ -52,12 +87,31 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
                        help="chat template with {%% generation %%} markers (for TRL assistant_only_loss)")
 
 
-def _filters(a: argparse.Namespace) -> dict:
-    if a.max_tokens is not None and not a.tokenizer:
-        raise CLIError("--max-tokens needs --tokenizer")
-    return {"require_success": a.require_success, "drop_errors": not a.keep_errors,
-            "min_final_reward": a.min_final_reward, "valid_only": a.valid_only, "min_steps": a.min_steps,
-            "max_steps": a.max_steps, "max_tokens": a.max_tokens, "tokenizer": a.tokenizer, "callable": a.callable}
+def build_spec(a: argparse.Namespace) -> Any:
+    """The `BuildSpec` the flags and `key=value` overrides of `agent-sft build` ask for (the latter win).
+
+    Raises:
+        ConfigError: a key `build` does not take, or a bad value.
+    """
+    from agent_sft.config import CollectConfig, ConfigError, set_key
+    from agent_sft.folder import BuildSpec
+
+    cfg = CollectConfig()
+    taken = [k for k, _, _ in build_keys()]
+    for key in taken:
+        if key in vars(a):
+            set_key(cfg, key, vars(a)[key])
+    for item in a.overrides:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        if key not in taken and not key.startswith("filters."):
+            raise ConfigError(f"{key!r} is not a key agent-sft build takes; it takes {', '.join(taken)}")
+        set_key(cfg, key, value)  # an unknown filters.* key is refused here, naming it
+    if cfg.filters.max_tokens is not None and not cfg.filters.tokenizer:
+        raise ConfigError("filters.max_tokens (--max-tokens) needs filters.tokenizer (--tokenizer)")
+    return BuildSpec(cfg.output.sft_style, dataclasses.asdict(cfg.filters))
 
 
 def run(a: argparse.Namespace) -> int:
@@ -73,9 +127,8 @@ def run(a: argparse.Namespace) -> int:
 def _run(a: argparse.Namespace) -> int:
     if a.command == "build":
         from agent_sft.maintain import rebuild
-        from agent_sft.writer import BuildSpec
 
-        st = rebuild(a.dir, BuildSpec(a.style, _filters(a)))
+        st = rebuild(a.dir, build_spec(a))
         print(f"rebuilt sft: {st['sft_rows']['train']} train rows, {st['sft_rows']['validation']} validation rows "
               f"from {st['total_episodes']} episodes; dropped: {json.dumps(st['drops']) if st['drops'] else 'none'}")
     elif a.command == "export":

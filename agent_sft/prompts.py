@@ -8,8 +8,9 @@ Two memory styles:
 - ``chat``: the conversation grows turn by turn. The first user message holds the instructions, the
   task and the first observation; each later one the new observation and the admissible actions.
 
-Templates are text files (built in: ``agent_sft/envs/prompts/<env>_<style>.txt``, falling back to
-``generic_<style>.txt``) that ``prompt.template`` replaces. A file has two sections, each opened by a
+Templates are text files that ``prompt.template`` replaces. Built in: ``<env>_<style>.txt`` in the
+folder the env's spec names (`EnvSpec.templates`, e.g. ``agent_sft/envs/alfworld/prompts/``), falling
+back to ``agent_sft/envs/prompts/generic_<style>.txt``. A file has two sections, each opened by a
 line ``=== first ===`` or ``=== step ===``; text above the first section line is a comment. A file
 without section lines is used for every step. Placeholders are ``str.format`` fields (write ``{{`` and
 ``}}`` for literal braces), the names verl-agent uses:
@@ -26,11 +27,13 @@ without section lines is used for every step. Placeholders are ``str.format`` fi
 =====================  ===========================================================================
 
 Answers are expected as ``<think>...</think><action>...</action>``; `parse_action` checks them the way
-verl-agent does, plus admissibility, and says precisely why an answer is invalid.
+verl-agent does, plus validity as the env states it (a list of admissible actions, or regular
+expressions for free-form actions), and says precisely why an answer is invalid.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from dataclasses import dataclass, field
@@ -68,7 +71,7 @@ class PromptTemplate:
     source: str = "<string>"
 
     @classmethod
-    def from_text(cls, text: str, source: str = "<string>") -> "PromptTemplate":
+    def from_text(cls, text: str, source: str = "<string>") -> PromptTemplate:
         """Parse a template file's text (see the module docstring for the format).
 
         Raises:
@@ -94,7 +97,7 @@ class PromptTemplate:
         return cls(first=first, step=step, source=source)
 
     @classmethod
-    def load(cls, path: str | Path) -> "PromptTemplate":
+    def load(cls, path: str | Path) -> PromptTemplate:
         """Read a template file.
 
         Raises:
@@ -107,13 +110,21 @@ class PromptTemplate:
         return cls.from_text(text, str(path))
 
     @classmethod
-    def builtin(cls, env_name: str, style: str) -> "PromptTemplate":
-        """The packaged template for an env family (`alfworld/AlfredTWEnv` -> `alfworld`)."""
+    def builtin(cls, env_name: str, style: str) -> PromptTemplate:
+        """The packaged template of an env (`<name>_<style>.txt` where its spec keeps templates; an alias
+        such as `alfworld/AlfredTWEnv` finds its env's), else the generic one."""
         if style not in STYLES:
             raise PromptError(f"prompt.style: {style!r} is not one of {', '.join(STYLES)}")
-        family = env_name.split("/")[0].lower()
-        folder = resources.files("agent_sft.envs") / "prompts"
-        for stem in (f"{family}_{style}", f"generic_{style}"):
+        from agent_sft.envs import find_spec
+
+        spec = find_spec(env_name)
+        family = (spec.name if spec else env_name).split("/")[0].lower()
+        places = []
+        if spec is not None and spec.templates:
+            package, _, sub = spec.templates.partition(":")
+            places.append((resources.files(package).joinpath(*filter(None, sub.split("/"))), f"{family}_{style}"))
+        places.append((resources.files("agent_sft.envs") / "prompts", f"generic_{style}"))
+        for folder, stem in places:
             res = folder / f"{stem}.txt"
             if res.is_file():
                 return cls.from_text(res.read_text(encoding="utf-8"), f"builtin:{stem}.txt")
@@ -246,12 +257,19 @@ def normalize_action(text: str) -> str:
     return text
 
 
-def parse_action(response: str, admissible: list[str] | None = None, require_think: bool = True) -> ParsedAction:
+def parse_action(
+    response: str,
+    admissible: list[str] | None = None,
+    require_think: bool = True,
+    patterns: list[str] | None = None,
+) -> ParsedAction:
     """Read `<think>...</think><action>...</action>` from a response.
 
     Invalid (with the reason) when: there is no `<action>...</action>`; there are several; the action
-    is empty; it is not among `admissible` (compared after `normalize_action`; skipped when
-    `admissible` is empty or None); or, with `require_think`, there is no `<think>...</think>`.
+    is empty; it is not allowed by the env; or, with `require_think`, there is no `<think>...</think>`.
+    An action is allowed when it is among `admissible` (compared after `normalize_action`) or matches
+    one of `patterns` in full (regular expressions, case-insensitive); when the env gives neither,
+    any action is (the env may still judge it itself: see `env_verdict`).
 
     Returns:
         `(action, valid, reason)`. `action` is what the env receives: the admissible spelling when it
@@ -271,14 +289,45 @@ def parse_action(response: str, admissible: list[str] | None = None, require_thi
         return ParsedAction(action, False, f"several <action> tags ({len(found)}); the first was used")
     if not action:
         return ParsedAction("", False, "empty <action> tag")
-    if admissible:
-        canon = {normalize_action(a): a for a in admissible}
-        if action not in canon:
-            return ParsedAction(action, False, f"not admissible: {action!r}")
-        action = canon[action]
+    if admissible or patterns:
+        canon = {normalize_action(a): a for a in admissible or []}
+        if action in canon:
+            action = canon[action]
+        elif not any(p.fullmatch(action) for p in _compiled(tuple(patterns or ()))):
+            what = "not admissible" if admissible else "matches no action pattern"
+            return ParsedAction(action, False, f"{what}: {action!r}")
     if require_think and not _THINK.search(response):
         return ParsedAction(action, False, "missing <think>...</think> tag")
     return ParsedAction(action, True, "")
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(patterns: tuple[str, ...]) -> list[re.Pattern]:
+    """The env's action patterns compiled; one that does not compile matches nothing."""
+    out = []
+    for p in patterns:
+        try:
+            out.append(re.compile(p, re.IGNORECASE | re.DOTALL))
+        except re.error:
+            continue
+    return out
+
+
+def env_verdict(form: ParsedAction, info: dict) -> tuple[bool, str] | None:
+    """A step's validity when the env judged the action itself, None when it did not.
+
+    `form` is the response parsed for its format only (`parse_action` without admissible actions or
+    patterns); `info` is what the env's `step` returned. The env's `action_valid` (bool) and
+    `invalid_reason` (str) replace the admissibility check; a malformed answer stays invalid.
+    """
+    if "action_valid" not in info:
+        return None
+    if not form.valid:
+        return False, form.reason
+    if info["action_valid"]:
+        return True, ""
+    reason = str(info.get("invalid_reason") or "").strip()
+    return False, f"rejected by the env: {reason}" if reason else "rejected by the env"
 
 
 def fallback_action(response: str) -> str:

@@ -80,9 +80,11 @@ def sleep_control(workers, episodes=24):
 
 def bare_loop(cfg, episodes, policy):
     """Play `episodes` one after another on one in-process env; returns (steps, wins, seconds)."""
+    from agent_sft.config import env_options
     from agent_sft.envs.alfworld import AlfworldEnv
 
-    env = AlfworldEnv(data_path=cfg.env.data_path, game_split=cfg.env.game_split, max_steps=cfg.env.max_steps,
+    opts = env_options(cfg)
+    env = AlfworldEnv(data_path=opts.data_path, game_split=opts.game_split, max_steps=cfg.env.max_steps,
                       expert=cfg.policy.expert)
     steps = wins = 0
     t = time.perf_counter()

@@ -126,12 +126,14 @@ def test_chat_style_run(workdir):
         (["prompt.style=tree"], "prompt.style: 'tree' is not one of window, chat"),
         (["policy.expert=oracle"], "policy.expert: 'oracle' is not one of planner, handcoded"),
         (["env.env_name=alfworld/AlfredThorEnv"], "env.env_name: unknown environment 'alfworld/AlfredThorEnv'; registered: "),
-        (["env.task_types=[cleaning]"], "env.task_types: unknown ALFWorld task type 'cleaning'; allowed: "),
+        (["env.task_types=[cleaning]"], "env.alfworld.task_types: unknown ALFWorld task type 'cleaning'; allowed: "),
+        (["env.alfworld.data_pth=x"], "unknown config key 'env.alfworld.data_pth': environment 'alfworld' has no option 'data_pth'"),
         (["policy.type=vllm"], "policy.type=vllm needs policy.model"),
         (["prompt.template=missing.txt"], "prompt.template: cannot read missing.txt"),
         (["output.shard=3/2"], "output.shard: need 0 <= i < n, got '3/2'"),
         (["policy.type=hf", "policy.model=./no_such_model"], "policy.model: no model folder at ./no_such_model"),
-        (["env.data_path=./nowhere"], "env.data_path: ./nowhere has no json_2.1.1 folder"),
+        (["env.data_path=./nowhere"], "env.alfworld.data_path: ./nowhere has no json_2.1.1 folder"),
+        (["env.alfworld.data_path=./nowhere"], "env.alfworld.data_path: ./nowhere has no json_2.1.1 folder"),
     ],
 )
 def test_bad_keys_fail_at_once_before_any_env_starts(workdir, capsys, args, message):

@@ -17,7 +17,6 @@ from agent_sft.envs.alfworld import TASK_TYPES, AlfworldEnv, normalize_task_type
 from agent_sft.policies.expert import ExpertPolicy  # noqa: E402
 
 pytestmark = pytest.mark.alfworld
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -230,10 +229,10 @@ def test_expert_policy_answers_from_the_plan():
 
 
 @pytest.mark.slow
-def test_generator_script_makes_solvable_games(tmp_path, cache):
+def test_generator_makes_solvable_games(tmp_path, cache):
     out = tmp_path / "games"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "make_builtin_games.py"),
+        [sys.executable, "-m", "agent_sft.envs.alfworld.make_games",
          "--per-type", "1", "--seed", "5", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )

@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from agent_sft.cli import CLIError
-from agent_sft.config import CollectConfig, ConfigError, describe, load_config, to_dict
+from agent_sft.config import CollectConfig, ConfigError, describe, env_options, load_config, to_dict
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -41,8 +41,11 @@ def fingerprint(cfg: CollectConfig, env_name: str) -> dict[str, Any]:
     """What must not change for a folder to be continued: what decides the episodes' content.
 
     Not included: how many episodes or samples per task (an episode's content depends on its task,
-    seed and sample index only), how many in parallel, timeouts, output and filter settings.
+    seed and sample index only), how many in parallel, timeouts, output and filter settings, and the
+    env options its spec leaves out of the fingerprint (e.g. ALFWorld's task_types, a task filter).
     """
+    from agent_sft.envs import spec
+
     e, p, pr = cfg.env, cfg.policy, cfg.prompt
     template = None
     if pr.template:
@@ -54,8 +57,7 @@ def fingerprint(cfg: CollectConfig, env_name: str) -> dict[str, Any]:
             "seed": e.seed,
             "max_steps": e.max_steps,
             "history_length": e.history_length,
-            "data_path": e.data_path,
-            "game_split": e.game_split,
+            **spec(e.env_name).fingerprint(env_options(cfg)),
         },
         "prompt": {"style": pr.style, "template_sha256": template, "system": pr.system, "require_think": pr.require_think},
         "policy": {
@@ -68,7 +70,7 @@ def fingerprint(cfg: CollectConfig, env_name: str) -> dict[str, Any]:
 
 
 def precheck(cfg: CollectConfig) -> str:
-    """Checks that need no environment: the env name, ALFWorld task types, the prompt template.
+    """Checks that need no environment: the env name and options, the model folder, the prompt template.
 
     Returns:
         The canonical env name (aliases resolved).
@@ -76,34 +78,17 @@ def precheck(cfg: CollectConfig) -> str:
     Raises:
         ConfigError: naming the key and what it may be.
     """
-    import agent_sft.envs  # noqa: F401 - registers the built-in envs
-    from agent_sft.envs.base import registered
+    from agent_sft.envs import canonical_name, find_spec, registered
     from agent_sft.prompts import PromptError, resolve_template
-    from agent_sft.rollout import canonical_env_name
 
-    if cfg.env.env_name not in registered():
+    if find_spec(cfg.env.env_name) is None:
         raise ConfigError(f"env.env_name: unknown environment {cfg.env.env_name!r}; registered: {', '.join(registered())}")
-    name = canonical_env_name(cfg.env.env_name)
-    if name.split("/")[0] == "alfworld" and cfg.env.task_types:
-        from agent_sft.envs.alfworld import normalize_task_types
-
-        try:
-            normalize_task_types(cfg.env.task_types)
-        except ValueError as err:
-            raise ConfigError(f"env.task_types: {err}") from None
+    name = canonical_name(cfg.env.env_name)
+    env_options(cfg)  # the env's options check themselves (paths, task types)
     model = cfg.policy.model
     if cfg.policy.type in ("vllm", "hf") and model and model.startswith(("/", "./", "../", "~")):
         if not os.path.isdir(os.path.expanduser(model)):
             raise ConfigError(f"policy.model: no model folder at {model} (give a local folder or a Hub model name)")
-    if name.split("/")[0] == "alfworld" and cfg.env.data_path not in (None, "builtin"):
-        root = os.path.expanduser(cfg.env.data_path)
-        if os.path.basename(os.path.normpath(root)) == "json_2.1.1":
-            root = os.path.dirname(os.path.normpath(root))
-        if not os.path.isdir(os.path.join(root, "json_2.1.1")):
-            raise ConfigError(f"env.data_path: {cfg.env.data_path} has no json_2.1.1 folder (ALFWorld data as "
-                              "alfworld-download writes it); or use env.data_path=builtin for the built-in games")
-        if not os.path.isdir(os.path.join(root, "json_2.1.1", cfg.env.game_split)):
-            raise ConfigError(f"env.game_split: {cfg.env.data_path} has no json_2.1.1/{cfg.env.game_split} folder")
     try:
         resolve_template(name, cfg.prompt.style, cfg.prompt.template)
     except PromptError as err:
@@ -318,11 +303,10 @@ def fatal_hint(err: BaseException, folder: str) -> str:
 
 
 def _open_writer(cfg: CollectConfig, env_name: str):
-    from agent_sft.rollout import package_versions
-    from agent_sft.writer import BuildSpec, DatasetError, DatasetWriter
-
     from agent_sft.config import FilterConfig
     from agent_sft.filters import FilterError
+    from agent_sft.rollout import package_versions
+    from agent_sft.writer import BuildSpec, DatasetError, DatasetWriter
 
     filters = dataclasses.asdict(cfg.filters)
     # Filters and style left at their defaults keep what the folder has (e.g. a later `agent-sft build`).
@@ -348,11 +332,14 @@ def _open_writer(cfg: CollectConfig, env_name: str):
 
 
 def _collect(cfg: CollectConfig, env_name: str, writer: Any, tally: _Tally, show_progress: bool) -> tuple[dict, dict]:
+    from agent_sft.envs import spec
     from agent_sft.policies.registry import make_policy
     from agent_sft.rollout import Collector, RolloutError, WorkerStartError
 
-    # The expert's plan is made in the env (policy.expert); the policy records which expert it replays.
-    extra = {"expert_type": cfg.policy.expert, "env_name": env_name} if cfg.policy.type == "expert" else {}
+    # The expert's plan is made in the env (policy.expert); the policy records which expert it replays,
+    # under the model label the env's spec gives it.
+    extra = {"expert_type": cfg.policy.expert, "env_name": env_name,
+             "model": spec(env_name).expert_model(cfg.policy.expert)} if cfg.policy.type == "expert" else {}
     try:
         policy = make_policy(cfg.policy, **extra)
     except ImportError as err:
@@ -402,13 +389,18 @@ def _collect(cfg: CollectConfig, env_name: str, writer: Any, tally: _Tally, show
 
 
 def _announce(cfg: CollectConfig, plan: Any) -> None:
+    from agent_sft.envs import spec
+
+    env = spec(cfg.env.env_name)
     eps = plan.episodes
-    splits = {t.task.game_split for t in eps}
-    where = "the built-in ALFWorld game set (no ALFWorld data configured: set env.data_path or $ALFWORLD_DATA for the real games)" \
-        if "builtin" in splits else f"{plan.selected_tasks} tasks of {cfg.env.env_name} ({cfg.env.game_split})"
+    splits = sorted({t.task.game_split for t in eps})
+    notes = [env.run_notes[s] for s in splits if s in env.run_notes]
+    where = "; ".join(notes) if notes else \
+        f"{plan.selected_tasks} tasks of {cfg.env.env_name}" + (f" ({', '.join(splits)})" if any(splits) else "")
     print(f"Playing {len(eps)} episodes on {where}, {min(cfg.data.val_batch_size, max(1, len(eps)))} envs in parallel, "
           f"policy {cfg.policy.type}{' ' + cfg.policy.model if cfg.policy.model else ''}.")
     if plan.skipped_done:
         print(f"Resuming {cfg.output.dir}: {plan.skipped_done} episodes already there are skipped.")
-    if cfg.env.game_split != "train":
-        print(f"Note: {cfg.env.game_split} holds ALFWorld's evaluation games; the dataset card says so.")
+    evals = [s for s in splits if s in env.eval_splits]
+    if evals:
+        print(f"Note: {', '.join(evals)} holds {env.title or env.name}'s evaluation games; the dataset card says so.")

@@ -1,9 +1,40 @@
-"""Text environments behind the `TextEnv` protocol, registered by name."""
+"""Text environments behind the `TextEnv` protocol, described by an `EnvSpec` and registered by name.
 
-from agent_sft.envs.base import TaskSpec, TextEnv, make, register, registered
+    from agent_sft import envs
+    envs.register("maze", "my_pkg.maze:MazeEnv", options=MazeOptions)   # or an installed entry point
+    envs.spec("alfworld/AlfredTWEnv").name                               # 'alfworld'
+"""
 
-# ALFWorld is imported only when the env is built (`import agent_sft.envs` never imports alfworld).
-register("alfworld", "agent_sft.envs.alfworld:AlfworldEnv")
-register("alfworld/AlfredTWEnv", "agent_sft.envs.alfworld:AlfworldEnv")
+from agent_sft.envs import alfworld
+from agent_sft.envs.base import TaskSpec, TextEnv
+from agent_sft.envs.registry import (
+    ENTRY_POINT_GROUP,
+    UnknownEnvError,
+    canonical_name,
+    find_spec,
+    make,
+    register,
+    registered,
+    spec,
+)
+from agent_sft.envs.specs import GENERIC_KWARGS, EnvOptions, EnvSpec, OptionError, option
 
-__all__ = ["TaskSpec", "TextEnv", "make", "register", "registered"]
+register(alfworld.SPEC)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "GENERIC_KWARGS",
+    "EnvOptions",
+    "EnvSpec",
+    "OptionError",
+    "TaskSpec",
+    "TextEnv",
+    "UnknownEnvError",
+    "canonical_name",
+    "find_spec",
+    "make",
+    "option",
+    "register",
+    "registered",
+    "spec",
+]

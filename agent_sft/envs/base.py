@@ -1,9 +1,9 @@
-"""The text-environment protocol (Gymnasium's shape for text agents) and the env registry."""
+"""The text-environment protocol (Gymnasium's shape for text agents) and the task it plays."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,12 @@ class TextEnv(Protocol):
     """A text environment playing one task at a time.
 
     `reset(seed=...)` starts the task chosen with `options={"task_id": ...}`; `info` from both calls
-    carries `admissible_actions` (list[str]), `task_id`, `task_type`, `goal`, `won` (bool), and for
-    envs with an expert, `expert_plan` (list[str], the remaining plan).
+    carries `task_id`, `task_type`, `goal`, `won` (bool), and for envs with an expert, `expert_plan`
+    (list[str], the remaining plan). What makes an action valid is said by whichever the env gives:
+    `admissible_actions` (list[str], the actions allowed now), `action_patterns` (list of regular
+    expressions a valid action matches in full, for free-form actions such as `search[any query]`),
+    or, in the info `step` returns, its own verdict on the action just taken: `action_valid` (bool)
+    and `invalid_reason` (str).
     """
 
     def tasks(self) -> list[TaskSpec]:
@@ -36,27 +40,7 @@ class TextEnv(Protocol):
     def close(self) -> None: ...
 
 
-EnvFactory = Callable[..., TextEnv]
-_REGISTRY: dict[str, str | EnvFactory] = {}
+# The registry lives in `agent_sft.envs.registry`; these names stay importable from here.
+from agent_sft.envs.registry import make, register, registered  # noqa: E402
 
-
-def register(name: str, factory: str | EnvFactory) -> None:
-    """Register an env factory under `name`; `factory` may be "module:attr" (imported lazily)."""
-    _REGISTRY[name] = factory
-
-
-def registered() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def make(name: str, **kwargs: Any) -> TextEnv:
-    """Build a registered env; unknown names list the known ones."""
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown environment {name!r}; registered: {', '.join(registered())}")
-    factory = _REGISTRY[name]
-    if isinstance(factory, str):
-        import importlib
-
-        mod, attr = factory.split(":")
-        factory = getattr(importlib.import_module(mod), attr)
-    return factory(**kwargs)
+__all__ = ["TaskSpec", "TextEnv", "make", "register", "registered"]

@@ -22,15 +22,21 @@ class ExpertPolicy:
     """Answer each conversation with the first step of its env's expert plan.
 
     Args:
-        expert_type: the env's expert ("planner" or "handcoded"), recorded as model `alfworld-<type>`.
+        expert_type: the env's expert (ALFWorld's "planner" or "handcoded").
         think: put the remaining plan in the `<think>` block ("Plan: a; b; c"); off by default, so
             the think block stays empty rather than holding reasoning the expert never had.
+        env_name: the env the expert belongs to.
+        model: the model recorded for this policy, as the env's spec labels its expert
+            (`EnvSpec.expert_model`); default `<env_name>-<expert_type>`.
     """
 
-    def __init__(self, expert_type: str = "planner", think: bool = False, env_name: str = "alfworld") -> None:
+    def __init__(
+        self, expert_type: str = "planner", think: bool = False, env_name: str = "alfworld", model: str | None = None
+    ) -> None:
         self.expert_type = expert_type
         self.think = bool(think)
         self.env_name = env_name
+        self.model = model or f"{env_name}-{expert_type}"
 
     @classmethod
     def from_config(cls, cfg: PolicyConfig, **kwargs: Any) -> ExpertPolicy:
@@ -59,9 +65,7 @@ class ExpertPolicy:
         return Completion(text=f"<think>{thought}</think><action>{steps[0]}</action>", finish_reason="stop")
 
     def describe(self) -> PolicyInfo:
-        return PolicyInfo(
-            kind="expert", model=f"{self.env_name}-{self.expert_type}", sampling=json.dumps({"think": self.think})
-        )
+        return PolicyInfo(kind="expert", model=self.model, sampling=json.dumps({"think": self.think}))
 
     def close(self) -> None:
         pass

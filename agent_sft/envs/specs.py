@@ -1,0 +1,202 @@
+"""`EnvSpec`: everything the rest of agent-sft needs to know about an environment, in one place.
+
+A spec names the env and the class (or factory) that builds it, and says what the generic code would
+otherwise have to special-case: the env's own options (`env.<name>.*` keys, checked when the config is
+read), which of them decide the episodes' content (the folder's fingerprint), the packages whose
+versions are recorded, which game splits are evaluation games, the info keys kept once per episode,
+how its expert is asked for, where its prompt templates are, and the words the dataset card uses.
+
+    @dataclass
+    class MazeOptions(EnvOptions):
+        size: int = option(5, "Side of the maze.")
+
+    register("maze", "my_pkg.maze:MazeEnv", options=MazeOptions, packages=("my-pkg",))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent_sft.config import ConfigError
+
+GENERIC_KWARGS = ("seed", "max_steps", "task_types", "expert")
+"""What every env factory is offered besides its own options (each only when its signature takes it):
+`seed` (env.seed, the run seed), `max_steps` (env.max_steps), `task_types` (env.task_types, None for
+all), and the expert to plan with (policy.expert when policy.type=expert, else None), passed under the
+spec's `expert_kwarg`."""
+
+EPISODE_KEYS = (
+    "task_id",
+    "task_type",
+    "goal",
+    "game_split",
+    "step",
+    "admissible_actions",
+    "action_patterns",
+    "expert_plan",
+)
+"""Info keys of the `TextEnv` protocol stored once per episode (or recomputed), never in a step's info JSON."""
+
+
+def option(default: Any, help: str, choices: tuple | None = None, fingerprint: bool = True) -> Any:
+    """A field of an env's options dataclass: its default, help text, allowed values, and whether it
+    decides the episodes' content (then it is part of the folder's fingerprint: a resume with another
+    value is refused)."""
+    meta = {"help": help, "fingerprint": fingerprint}
+    if choices is not None:
+        meta["choices"] = choices
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class OptionError(ConfigError):
+    """A bad env option value, raised from an options dataclass's `__post_init__`.
+
+    Args:
+        name: the option (field) name; the config reports it as `env.<env>.<name>`.
+        message: what is wrong and what would be right.
+    """
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+@dataclass
+class EnvOptions:
+    """Base of an env's options dataclass (fields made with `option`; checks in `__post_init__`)."""
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments these options give the env factory (default: every field as is)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """How to build an environment and what agent-sft needs to know about it.
+
+    Args:
+        name: the registry name, part of every episode id (`alfworld`).
+        entry_point: `"module:attr"` (imported only where the env is built) or a callable. Env workers
+            are separate processes: a callable must be importable there (a module on `sys.path`).
+        aliases: other names for the same env (`alfworld/AlfredTWEnv`); they give the same episode ids.
+        options: the env's options dataclass (an `EnvOptions` with `option` fields), set as
+            `env.<name>.<field>` or, for the selected env, `env.<field>`.
+        packages: distributions whose versions are recorded with every episode.
+        eval_splits: game splits holding evaluation games (the dataset card warns about them).
+        episode_keys: info keys, besides the protocol's `EPISODE_KEYS`, kept out of each step's info.
+        expert_kwarg: the factory argument that names the expert whose plan `info["expert_plan"]`
+            carries (None when the env has no expert); it gets None when the policy is not the expert.
+        experts: the experts `policy.expert` may name (empty: any, the env judges).
+        expert_label: the model recorded for the expert policy, a format with `{name}` and `{expert}`.
+        shared_process: whether two instances may live in one process (False when the env changes
+            process-wide state, such as `sys.argv` or the global `random`). The rollout gives every env
+            its own worker process either way; code building envs in-process must honour it.
+        templates: `"package:folder"` holding the env's prompt templates `<name>_<style>.txt`.
+        title: the env's name in prose ("ALFWorld").
+        split_notes: game split -> what the dataset card says about games from it.
+        run_notes: game split -> how the start of a run describes games from it.
+        expert_source: where the expert's plans come from, in prose ("the ALFWorld engine").
+    """
+
+    name: str
+    entry_point: str | Callable[..., Any]
+    aliases: tuple[str, ...] = ()
+    options: type | None = None
+    packages: tuple[str, ...] = ()
+    eval_splits: tuple[str, ...] = ()
+    episode_keys: tuple[str, ...] = ()
+    expert_kwarg: str | None = "expert"
+    experts: tuple[str, ...] = ()
+    expert_label: str = "{name}-{expert}"
+    shared_process: bool = True
+    templates: str | None = None
+    title: str = ""
+    split_notes: Mapping[str, str] = field(default_factory=dict)
+    run_notes: Mapping[str, str] = field(default_factory=dict)
+    expert_source: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.entry_point, str) and ":" not in self.entry_point:
+            raise ValueError(f"env {self.name!r}: entry_point must be 'module:attr', got {self.entry_point!r}")
+        if self.options is not None and not dataclasses.is_dataclass(self.options):
+            raise TypeError(f"env {self.name!r}: options must be a dataclass, got {self.options!r}")
+        object.__setattr__(self, "aliases", tuple(self.aliases))
+        object.__setattr__(self, "experts", tuple(self.experts))
+
+    # --- building -----------------------------------------------------------------------------------
+
+    def load(self) -> Callable[..., Any]:
+        """The factory the entry point names (imports its module)."""
+        return load_entry_point(self.entry_point)
+
+    def make(self, **kwargs: Any) -> Any:
+        """Build the env in this process with `kwargs` as they are."""
+        return self.load()(**kwargs)
+
+    # --- options ------------------------------------------------------------------------------------
+
+    def option_fields(self) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(self.options)) if self.options is not None else []
+
+    def build_options(self, values: Mapping[str, Any] | None = None) -> Any:
+        """The options instance from `values` (field -> value), checked by its `__post_init__`.
+
+        Raises:
+            ConfigError: naming the key `env.<name>.<option>` and what is wrong.
+        """
+        if self.options is None:
+            if values:
+                raise ConfigError(f"env.{self.name}: this environment takes no options (got {', '.join(values)})")
+            return None
+        try:
+            return self.options(**dict(values or {}))
+        except OptionError as err:
+            raise ConfigError(f"env.{self.name}.{err.name}: {err.message}") from None
+        except TypeError as err:
+            raise ConfigError(f"env.{self.name}: {err}") from None
+
+    def fingerprint(self, options: Any) -> dict[str, Any]:
+        """The option values that decide the episodes' content (fields with `fingerprint=True`)."""
+        if options is None:
+            return {}
+        return {
+            f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.metadata.get("fingerprint", True)
+        }
+
+    def kwargs(
+        self, options: Any, *, seed: int, max_steps: int, task_types: list[str], expert: str | None
+    ) -> dict[str, Any]:
+        """The env factory's keyword arguments: the generic ones (`GENERIC_KWARGS`) and the options."""
+        out: dict[str, Any] = {"seed": seed, "max_steps": max_steps, "task_types": list(task_types) or None}
+        if self.expert_kwarg:
+            out[self.expert_kwarg] = expert
+        if options is not None:
+            out.update(options.kwargs() if hasattr(options, "kwargs") else dataclasses.asdict(options))
+        return out
+
+    # --- what the rest reads ------------------------------------------------------------------------
+
+    def expert_model(self, expert: str) -> str:
+        """The model recorded for the expert policy playing this env."""
+        return self.expert_label.format(name=self.name, expert=expert)
+
+    def info_keys_per_episode(self) -> frozenset[str]:
+        return frozenset(EPISODE_KEYS) | frozenset(self.episode_keys)
+
+
+def load_entry_point(entry_point: str | Callable[..., Any]) -> Callable[..., Any]:
+    """`"module:attr"` imported, or the callable itself."""
+    if not isinstance(entry_point, str):
+        return entry_point
+    mod, _, attr = entry_point.partition(":")
+    obj: Any = importlib.import_module(mod)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj

@@ -114,7 +114,7 @@ def test_every_filter_has_a_flag_that_sets_what_its_key_sets(name):
     f = next(f for key, f, _ in build_keys() if key == f"filters.{name}")
     value = SAMPLE.get(name, not f.default)  # a bool's flag turns its default around
     extra = ["filters.tokenizer=tok"] if name == "max_tokens" else []
-    flag = flag_of(f"filters.{name}", f)
+    flag = flag_of(f)
     by_flag = build_parse(*([flag] if isinstance(value, bool) else [flag, str(value)]), *extra)
     by_key = build_parse(f"filters.{name}={str(value).lower() if isinstance(value, bool) else value}", *extra)
     assert by_flag == by_key and by_key["filters"][name] == value

@@ -9,7 +9,7 @@ import typing
 from typing import Any
 
 from agent_sft.cli import CLIError
-from agent_sft.config import FilterConfig, OutputConfig
+from agent_sft.config import FilterConfig, OutputConfig, _field_type
 
 BUILD_USAGE = """Re-derive the sft config from raw with new filters or style.
 
@@ -30,14 +30,12 @@ def build_keys() -> list[tuple[str, dataclasses.Field, Any]]:
     return out
 
 
-def flag_of(key: str, f: dataclasses.Field) -> str:
-    """A key's shorthand flag: `metadata["flag"]`, or the field name (`filters.max_steps` -> `--max-steps`)."""
+def flag_of(f: dataclasses.Field) -> str:
+    """A field's shorthand flag: `metadata["flag"]`, or its name (`max_steps` -> `--max-steps`)."""
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
 def _build_args(p: argparse.ArgumentParser) -> None:
-    from agent_sft.config import _field_type
-
     p.description = BUILD_USAGE
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. filters.require_success=true")
@@ -48,14 +46,14 @@ def _build_args(p: argparse.ArgumentParser) -> None:
         kw: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS}
         choices = f.metadata.get("choices")
         if base is bool:
-            # a flag sets the opposite of the default: --require-success true, --keep-errors drop_errors=false
+            # the flag turns the default around: --require-success sets it true, --keep-errors drop_errors false
             on = not f.default
             kw.update(action="store_const", const=on,
                       help=f"{text} ({key}=true)" if on else f"The opposite of: {text} ({key}=false)")
         else:
             metavar = None if choices else {int: "N", float: "X"}.get(base, f.name.upper())
             kw.update(type=base, metavar=metavar, choices=choices, help=f"{text} ({key})")
-        g.add_argument(flag_of(key, f), **kw)
+        g.add_argument(flag_of(f), **kw)
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:

@@ -100,21 +100,25 @@ def run(cmd: list[str], cwd: str, env: dict | None = None, timeout: float = 600)
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-def run_and_kill(cmd: list[str], cwd: str, delay: float, env: dict | None = None) -> bool:
-    """Start `cmd` in its own process group and SIGKILL the group after `delay` s; False if it ended first."""
+def run_and_kill(cmd: list[str], cwd: str, delay: float, env: dict | None = None) -> float | None:
+    """Start `cmd` in its own process group and SIGKILL the group after `delay` s.
+
+    Returns None when it was killed, else the seconds it took to end on its own.
+    """
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": TESTS + os.pathsep + os.environ.get("PYTHONPATH", ""),
                 **(env or {})}
+    t0 = time.monotonic()
     p = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     try:
         p.wait(timeout=delay)
-        return False
+        return time.monotonic() - t0
     except subprocess.TimeoutExpired:
         pass
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     _wait_group_gone(p.pid)
-    return True
+    return None
 
 
 def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
@@ -207,11 +211,16 @@ class Harness:
         for sc, seeds in plan:
             for seed in seeds:
                 rng = random.Random(f"{sc.name}-{seed}")
-                delay = sc.duration_s * rng.uniform(0.1, 1.0)
-                wd = os.path.join(self.base, f"{sc.name}-{seed}")
-                shutil.copytree(self.templates[sc.name], wd, symlinks=True)
-                killed = run_and_kill(self.cmds[sc.name], wd, delay, sc.env)
-                runs.append((sc, seed, delay, killed, wd))
+                delay, took = sc.duration_s * rng.uniform(0.1, 0.95), None
+                for _attempt in range(4):  # a run that ended before its kill is tried again, killed earlier
+                    wd = os.path.join(self.base, f"{sc.name}-{seed}")
+                    shutil.rmtree(wd, ignore_errors=True)
+                    shutil.copytree(self.templates[sc.name], wd, symlinks=True)
+                    took = run_and_kill(self.cmds[sc.name], wd, delay, sc.env)
+                    if took is None:
+                        break
+                    delay = took * rng.uniform(0.1, 0.95)
+                runs.append((sc, seed, delay, took is None, wd))
         after_kill = check_folders([self._dir(wd, sc) for sc, *_, wd in runs], self.cache)
         finals = [run(self.cmds[sc.name], wd, sc.env) for sc, *_, wd in runs]
         after_rerun = check_folders([self._dir(wd, sc) for sc, *_, wd in runs], self.cache)

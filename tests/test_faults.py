@@ -83,7 +83,7 @@ def test_a_killed_push_leaves_the_folder_as_it_was_and_the_next_push_completes(h
     kills = 0
     for _ in range(2):
         kills += faults.run_and_kill(faults.CLI + ["push", str(folder), repo_id], str(tmp_path),
-                                     duration * rng.uniform(0.3, 0.95), env=env)
+                                     duration * rng.uniform(0.3, 0.95), env=env) is None
     after = faults.check_folders([str(folder)], str(tmp_path / "cache"))[str(folder)]
     assert after == before  # a push never changes the local folder
     proc = hub.cli("push", str(folder), repo_id)

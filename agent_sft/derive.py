@@ -11,6 +11,7 @@ from agent_sft.filters import build_filters, derive_sft
 from agent_sft.folder import BuildSpec
 from agent_sft.records import SFT_SCHEMA
 
+
 class SftDeriver:
     """Turns raw rows into sft rows with a fixed build spec (filters are built once)."""
 

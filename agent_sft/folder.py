@@ -119,6 +119,7 @@ def read_info(folder: str) -> dict | None:
         )
     return info
 
+
 def require_dataset(folder: str) -> dict:
     """The folder's info, or a clear error when it is not an agent-sft dataset folder."""
     if not os.path.isdir(folder):
@@ -127,6 +128,7 @@ def require_dataset(folder: str) -> dict:
     if info is None:
         raise NotADatasetError(f"{folder}: not an agent-sft dataset folder (no {INFO})")
     return info
+
 
 @contextlib.contextmanager
 def locked(folder: str) -> Iterator[None]:
@@ -140,11 +142,13 @@ def locked(folder: str) -> Iterator[None]:
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
+
 def _shards(d: str) -> list[str]:
     try:
         return sorted(n for n in os.listdir(d) if n.endswith(SHARD_SUFFIX) and not n.startswith("."))
     except FileNotFoundError:
         return []
+
 
 @dataclass
 class Scan:
@@ -173,6 +177,7 @@ class Scan:
     def has_corrupt_raw(self) -> bool:
         return any(self.corrupt_raw.values())
 
+
 def live_raw(metas: dict[str, dict]) -> tuple[dict[str, dict], list[str]]:
     """The live shards among `metas` (name -> meta of the shards present) and the rest in deletion order.
 
@@ -196,6 +201,7 @@ def live_raw(metas: dict[str, dict]) -> tuple[dict[str, dict], list[str]]:
         order += ready
         left -= set(ready)
     return live, order
+
 
 def scan(folder: str, generation: int) -> Scan:
     out = Scan(generation)
@@ -267,6 +273,7 @@ def listing(folder: str, s: Scan) -> dict[str, dict[str, list[str]]]:
             out["sft"][split] = sft
     return out
 
+
 def configs_front_matter(files: dict[str, dict[str, list[str]]]) -> list[dict]:
     """The README `configs:` entries (sft first and default; empty splits and configs left out)."""
     out = []
@@ -280,6 +287,7 @@ def configs_front_matter(files: dict[str, dict[str, list[str]]]) -> list[dict]:
         out.append(entry)
     return out
 
+
 def read_checksums(folder: str) -> dict[str, dict]:
     """Relative shard path -> {"size", "sha256"} as recorded when the README last listed it."""
     try:
@@ -288,6 +296,7 @@ def read_checksums(folder: str) -> dict[str, dict]:
         return out if isinstance(out, dict) else {}
     except (OSError, ValueError):
         return {}
+
 
 def record_checksums(folder: str, rel_paths: list[str]) -> dict[str, dict]:
     """Write meta/checksums.json for exactly `rel_paths` (call under the lock, before the README names them).
@@ -312,6 +321,7 @@ def record_checksums(folder: str, rel_paths: list[str]) -> dict[str, dict]:
         write_text_atomic(os.path.join(folder, CHECKSUMS), json.dumps(out, indent=1, sort_keys=True))
     return out
 
+
 def verify_shard(folder: str, rel: str, recorded: dict | None) -> str | None:
     """Why the shard at `rel` is damaged, or None when it matches its checksum (or reads whole when none)."""
     path = os.path.join(folder, rel)
@@ -330,6 +340,7 @@ def verify_shard(folder: str, rel: str, recorded: dict | None) -> str | None:
     except (CorruptShardError, pa.ArrowInvalid) as e:
         return str(e)
     return None
+
 
 def recover_info(folder: str, write: bool = True) -> dict | None:
     """Rebuild meta/info.json from the identity the raw shards carry (None when there are no shards).
@@ -370,6 +381,7 @@ def recover_info(folder: str, write: bool = True) -> dict | None:
         write_json_atomic(os.path.join(folder, INFO), info)
     return info
 
+
 def remove_dead_tmp(folder: str) -> int:
     """Delete temporary files left by writer processes that no longer run."""
     n = 0
@@ -384,6 +396,7 @@ def remove_dead_tmp(folder: str) -> int:
                 os.remove(os.path.join(root, name))
                 n += 1
     return n
+
 
 def _alive(pid: int) -> bool:
     if pid == os.getpid():

@@ -45,6 +45,7 @@ def repair(folder: str, s: F.Scan, deriver: SftDeriver, body: str | None = None)
     collect_garbage(folder, s)
     return s
 
+
 def collect_garbage(folder: str, s: F.Scan) -> None:
     """Delete replaced raw shards (in a safe order), stale sft shards and dead temporary files."""
     for split in SPLITS:
@@ -54,11 +55,13 @@ def collect_garbage(folder: str, s: F.Scan) -> None:
             _remove(F.shard_path(folder, "sft", split, n))
     F.remove_dead_tmp(folder)
 
+
 def _remove(path: str) -> None:
     try:
         os.remove(path)
     except FileNotFoundError:
         pass
+
 
 def write_readme(folder: str, s: F.Scan, body: str | None = None, stats: dict | None = None) -> None:
     """Rewrite README.md atomically: front matter listing exactly the live shards, and a body.
@@ -84,6 +87,7 @@ def check_not_corrupt(folder: str, s: F.Scan) -> None:
             f"{folder}: {len(bad)} raw shard(s) cannot be read ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); "
             f"run `agent-sft repair {folder}` to move them aside (their episodes are then played again by the next collect)"
         )
+
 
 def split_errors(folder: str, s: F.Scan, deriver: SftDeriver, tag: str) -> F.Scan:
     """Move error episodes out of shards that also hold others, so a resume can replace them cheaply.
@@ -113,10 +117,12 @@ def split_errors(folder: str, s: F.Scan, deriver: SftDeriver, tag: str) -> F.Sca
             log.info("%s: %d error episodes will be played again", name, n_err)
     return repair(folder, F.scan(folder, s.generation), deriver) if changed else s
 
+
 def small_shards(folder: str, split: str, s: F.Scan) -> list[str]:
     """Live raw shards of `split` small enough to be worth merging (any writer's)."""
     raw_dir = F.shard_dir(folder, "raw", split)
     return sorted(n for n in s.raw[split] if os.path.getsize(os.path.join(raw_dir, n)) < COMPACT_SMALL_BYTES)
+
 
 def compact_shards(folder: str, split: str, names: list[str], generation: int, tag: str,
                    deriver: SftDeriver | None = None) -> list[str]:

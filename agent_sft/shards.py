@@ -36,16 +36,20 @@ def disk_full_error(folder: str, needed: int | None = None) -> DiskFullError:
     return DiskFullError(f"no space left on the device of {folder}{have}{need}. Sealed episodes are kept: free "
                          "some space and run the same command again to resume.")
 
+
 def _mb(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
+
 
 def write_json_atomic(path: str, obj: Any) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     _write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str), fsync=True)
 
+
 def write_text_atomic(path: str, text: str) -> None:
     """Replace a small text file atomically (no fsync: it is rewritten often and can be regenerated)."""
     _write_atomic(path, text, fsync=False)
+
 
 def _write_atomic(path: str, text: str, fsync: bool) -> None:
     tmp = os.path.join(os.path.dirname(path) or ".", f"{TMP_PREFIX}{os.getpid()}-{os.path.basename(path)}")
@@ -63,12 +67,15 @@ def _write_atomic(path: str, text: str, fsync: bool) -> None:
         raise
     os.replace(tmp, path)
 
+
 def _schema_with_meta(config: str, meta: dict) -> pa.Schema:
     meta = {"schema_version": SCHEMA_VERSION, "config": config, **meta}
     return SCHEMAS[config].with_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
 
+
 def _write_options() -> pa.ipc.IpcWriteOptions:
     return pa.ipc.IpcWriteOptions(compression="zstd")
+
 
 class _HashingFile:
     """A binary file that hashes what is written through it (the shard's checksum, at no extra read)."""
@@ -94,8 +101,10 @@ class _HashingFile:
     def writable(self) -> bool:
         return True
 
+
 # absolute path -> {"size", "sha256"} of shards this process sealed, until a README write records them
 _SEALED: dict[str, dict] = {}
+
 
 @contextlib.contextmanager
 def sealing(path: str, config: str, meta: dict) -> Iterator[pa.ipc.RecordBatchFileWriter]:
@@ -124,6 +133,7 @@ def sealing(path: str, config: str, meta: dict) -> Iterator[pa.ipc.RecordBatchFi
     os.replace(tmp, path)
     _SEALED[os.path.abspath(path)] = {"size": hf.size, "sha256": hf.sha.hexdigest()}
 
+
 def _is_enospc(e: BaseException) -> bool:
     while e is not None:
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -133,6 +143,7 @@ def _is_enospc(e: BaseException) -> bool:
         e = e.__cause__ or e.__context__
     return False
 
+
 def write_shard(path: str, config: str, rows: list[dict] | pa.Table, meta: dict) -> int:
     """Seal a shard of `rows`; returns the row count (also stored in the shard's metadata)."""
     table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=SCHEMAS[config])
@@ -140,6 +151,7 @@ def write_shard(path: str, config: str, rows: list[dict] | pa.Table, meta: dict)
         if table.num_rows:
             w.write_table(table, max_chunksize=1024)
     return table.num_rows
+
 
 def shard_meta(path: str) -> dict:
     """The agent_sft metadata of a sealed shard (reads the footer only)."""
@@ -159,6 +171,7 @@ def shard_meta(path: str) -> dict:
         )
     return meta
 
+
 def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
     try:
         with pa.memory_map(path) as src:
@@ -166,6 +179,7 @@ def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
     except (pa.ArrowInvalid, OSError) as e:
         raise CorruptShardError(f"{path}: cannot read shard ({e}); it is corrupt or truncated") from None
     return table.select(columns) if columns else table
+
 
 def iter_shard_batches(path: str) -> Iterator[pa.RecordBatch]:
     try:
@@ -176,7 +190,9 @@ def iter_shard_batches(path: str) -> Iterator[pa.RecordBatch]:
     except (pa.ArrowInvalid, OSError) as e:
         raise CorruptShardError(f"{path}: cannot read shard ({e}); it is corrupt or truncated") from None
 
+
 _META_CACHE: dict[tuple[str, int, int], dict] = {}
+
 
 def cached_meta(path: str) -> dict:
     st = os.stat(path)
@@ -184,6 +200,7 @@ def cached_meta(path: str) -> dict:
     if key not in _META_CACHE:
         _META_CACHE[key] = shard_meta(path)
     return _META_CACHE[key]
+
 
 def file_checksum(path: str) -> dict:
     sha, size = hashlib.sha256(), 0

@@ -37,6 +37,7 @@ __all__ = ["BuildSpec", "ConfigMismatchError", "DatasetWriter"]
 
 log = logging.getLogger(__name__)
 
+
 def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     out = []
     for k in sorted(set(a) | set(b)):
@@ -47,8 +48,10 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
             out.append(f"{prefix}{k}: {va!r} (folder) vs {vb!r} (now)")
     return out
 
+
 def new_writer_tag() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{secrets.token_hex(3)}"
+
 
 class DatasetWriter:
     """Create or resume a dataset folder and stream episodes into it.
@@ -373,13 +376,16 @@ class DatasetWriter:
         else:
             self.close()
 
+
 def fingerprint_hash(fingerprint: dict) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
+
 
 def public_fingerprint(fingerprint: dict) -> dict:
     from agent_sft.card import public
 
     return public(fingerprint)
+
 
 def shard_identity(fingerprint: dict | None, meta: dict | None, build: BuildSpec | None) -> dict:
     """What each raw shard carries so a lost meta/info.json can be rebuilt (published values only)."""

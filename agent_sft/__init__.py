@@ -1,17 +1,52 @@
 """agent-sft: turn LLM agents acting in text environments into training data.
 
-`import agent_sft` stays light (pyarrow and datasets only when loading); model backends, ALFWorld and
-the Hub client load lazily where used.
+    import agent_sft
+    result = agent_sft.collect(["env.num_episodes=8", "output.dir=alfworld_sft"])   # play and write
+    ds = agent_sft.load("alfworld_sft", "sft")                                       # a DatasetDict
+
+`import agent_sft` stays light: the dataset layer, model backends, env engines and the Hub client load
+lazily where used.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "load_raw", "load_sft", "__version__"]
+__all__ = ["AgentSFTError", "CollectConfig", "CollectResult", "DatasetWriter", "collect", "load", "load_config",
+           "load_raw", "load_sft", "register_env", "__version__"]
+
+if TYPE_CHECKING:
+    from agent_sft.collection import CollectResult, collect
+    from agent_sft.config import CollectConfig, load_config
+    from agent_sft.dataset import load, load_raw, load_sft
+    from agent_sft.envs import register as register_env
+    from agent_sft.errors import AgentSFTError
+    from agent_sft.writer import DatasetWriter
+
+_LAZY = {
+    "collect": ("agent_sft.collection", "collect"),
+    "CollectResult": ("agent_sft.collection", "CollectResult"),
+    "CollectConfig": ("agent_sft.config", "CollectConfig"),
+    "load_config": ("agent_sft.config", "load_config"),
+    "load": ("agent_sft.dataset", "load"),
+    "load_raw": ("agent_sft.dataset", "load_raw"),
+    "load_sft": ("agent_sft.dataset", "load_sft"),
+    "register_env": ("agent_sft.envs", "register"),
+    "AgentSFTError": ("agent_sft.errors", "AgentSFTError"),
+    "DatasetWriter": ("agent_sft.writer", "DatasetWriter"),
+}
 
 
-def __getattr__(name):
-    if name in ("load", "load_raw", "load_sft"):
-        from agent_sft import dataset
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
 
-        return getattr(dataset, name)
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'agent_sft' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,5 +1,5 @@
 """The dataset card: YAML front matter (configs, license, tags), a body that tells how the data was
-made, and plots stored beside it. Rendered from `dataset_card.md`; never shows local paths or secrets."""
+made, and plots stored beside it. Rendered from `templates/dataset_card.md`; never shows local paths or secrets."""
 
 from __future__ import annotations
 

@@ -15,8 +15,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent_sft.errors import AgentSFTError
 
-class ConfigError(ValueError):
+
+class ConfigError(AgentSFTError, ValueError):
     """A configuration key or value a user can fix."""
 
 
@@ -47,6 +49,9 @@ class EnvConfig:
     task_types: list[str] = _f([], "Only these task types (e.g. pick_and_place, clean); empty for all. For an env "
                                    "with a task_types option of its own, this key names it (env.<env>.task_types).")
     step_timeout_s: float = _f(120.0, "An env reset/step slower than this ends the episode as an error.")
+    backend: str = _f("process", "How envs run: `process` (a spawned worker process each; a crashed or hung env is "
+                                 "killed and replaced) or `thread` (threads of this process, for envs that wait on "
+                                 "the network; a hung env is abandoned; refused for envs that may not share a process).")
     options: dict = field(default_factory=dict, repr=False, metadata={
         "help": "Each env's own options, set as env.<env>.<option> (or env.<option> for the selected env).",
         "env_options": True})

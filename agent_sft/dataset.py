@@ -184,7 +184,7 @@ def load(folder: str, config: str = "sft", split: str | None = None, streaming: 
     if split is not None and split not in SPLITS:
         raise F.DatasetError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     _, s = folder_status(folder)
-    from agent_sft_builder import AgentSFT, readme_data_files
+    from agent_sft.hf_builder import AgentSFT, readme_data_files
 
     import datasets
 

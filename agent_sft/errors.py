@@ -5,7 +5,16 @@ from __future__ import annotations
 
 
 class AgentSFTError(Exception):
-    """Base of every error agent-sft raises about its input: config, data, env, policy or server."""
+    """Base of every error agent-sft raises about its input: config, data, env, policy or server.
+
+    `hint`, when set, is what to do about it in this context ("" when the message says it all).
+    """
+
+    hint: str | None = None
+
+    def with_hint(self, hint: str) -> AgentSFTError:
+        self.hint = hint
+        return self
 
 
 class DatasetError(AgentSFTError):

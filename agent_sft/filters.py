@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent_sft.config import FilterConfig
+from agent_sft.errors import AgentSFTError
 from agent_sft.formats import sft_rows
 from agent_sft.records import END_ERROR
 
 
-class FilterError(ValueError):
+class FilterError(AgentSFTError, ValueError):
     """A filter could not be built, or raised on a row."""
 
 

@@ -13,17 +13,19 @@ half-way can simply be run again: files the Hub already holds are not sent twice
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
-import json
 import shlex
 from pathlib import Path
+
+from agent_sft.errors import AgentSFTError
 
 REPO_TYPE = "dataset"
 LOGIN_HINT = "run `hf auth login` (or `huggingface-cli login`), or set HF_TOKEN to a token with write access"
 
 
-class HubError(Exception):
+class HubError(AgentSFTError):
     """A push that cannot start or did not finish; the message says what to do."""
 
 

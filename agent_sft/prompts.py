@@ -41,6 +41,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from agent_sft.errors import AgentSFTError
 from agent_sft.records import Message
 
 PLACEHOLDERS = (
@@ -58,7 +59,7 @@ _SECTION = re.compile(r"^=== *(first|step) *===[ \t]*$", re.MULTILINE)
 _TASK_MARK = "Your task is to: "
 
 
-class PromptError(ValueError):
+class PromptError(AgentSFTError, ValueError):
     """A prompt template a user can fix (unreadable, unknown placeholder, bad sections)."""
 
 

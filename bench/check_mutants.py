@@ -62,7 +62,7 @@ README_FIRST = [
 ]
 
 MUTANTS = [
-    Mutant("1", "collect ignores filters.* and SFT_REQUIRE_SUCCESS", alt("agent_sft/cli/collect.py",
+    Mutant("1", "collect ignores filters.* and SFT_REQUIRE_SUCCESS", alt("agent_sft/collection.py",
         ("build=None if default else BuildSpec(style=cfg.output.sft_style, filters=filters),", "build=None,"),
     ), "require_success"),
     Mutant("2", "episode seed ignores the sample index", alt("agent_sft/records.py",
@@ -171,20 +171,16 @@ def source_in(root: str, rel: str) -> str | None:
 
 
 def env_for(root: str) -> dict:
-    """The copy first on the path: `agent_sft` from root/agent_sft, `agent_sft_builder` from root/builders."""
-    shim = os.path.join(root, ".shim")
-    if not os.path.exists(os.path.join(shim, "agent_sft_builder")):
-        os.makedirs(shim, exist_ok=True)
-        os.symlink(os.path.join(root, "builders"), os.path.join(shim, "agent_sft_builder"))
+    """The copy first on the path: `agent_sft` from root/agent_sft."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([root, shim] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["HF_HUB_OFFLINE"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
 
 def check_imports(root: str) -> str:
-    code = "import agent_sft, agent_sft_builder; print(agent_sft.__file__); print(agent_sft_builder.__file__)"
+    code = "import agent_sft, agent_sft.hf_builder as b; print(agent_sft.__file__); print(b.__file__)"
     out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env_for(root), capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"the copy does not import:\n{out.stderr[-3000:]}")
@@ -260,8 +256,8 @@ def main() -> int:
                 shutil.rmtree(root, ignore_errors=True)
 
         print()
-        print(f"| mutant | bug | file changed | tests failed | caught | failing tests |")
-        print(f"|---|---|---|---|---|---|")
+        print("| mutant | bug | file changed | tests failed | caught | failing tests |")
+        print("|---|---|---|---|---|---|")
         for m, changed, total, n_failed, names, _ in rows:
             print(f"| {m.id} | {m.bug} | {changed} | {n_failed} of {total} | {'yes' if n_failed else 'NO'} | {', '.join(names) or '-'} |")
         survivors = [m.id for m, _, _, n, _, _ in rows if not n]

@@ -12,7 +12,7 @@ import pytest
 
 import agent_sft.envs as envs
 from agent_sft.cli import main
-from agent_sft.cli.collect import fingerprint
+from agent_sft.collection import fingerprint
 from agent_sft.config import ConfigError, env_options, load_config, to_dict
 from agent_sft.policies.base import Completion
 from agent_sft.records import PolicyInfo

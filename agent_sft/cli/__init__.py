@@ -8,7 +8,7 @@ import importlib
 import signal
 import sys
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 # subcommand -> (module, one-line help). Each module defines `add_arguments(parser)` and `run(args)`.
 COMMANDS = {
@@ -82,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
             importlib.import_module(mod).add_arguments(p, name)
     args = _parse(parser, subparsers, argv)
     module = importlib.import_module(COMMANDS[args.command][0])
-    from agent_sft.config import ConfigError
+    from agent_sft.errors import AgentSFTError
 
     try:
         with _sigterm_raises():
             return module.run(args) or 0
-    except (CLIError, ConfigError) as e:
+    except (CLIError, AgentSFTError) as e:
         print(f"agent-sft {args.command}: error: {e}", file=sys.stderr)
         return 2
     except Terminated as e:

@@ -15,17 +15,12 @@ after sealing the episodes that finished (exit code 130 or 143).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import errno
-import hashlib
-import os
-import shutil
 import sys
 import time
 from typing import Any
 
 from agent_sft.cli import CLIError
-from agent_sft.config import CollectConfig, ConfigError, describe, env_options, load_config, to_dict
+from agent_sft.config import CollectConfig, describe, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -35,65 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file with the config (nested or dotted keys)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (one line per 10%% instead)")
     parser.add_argument("--keys", action="store_true", help="list every config key with its default and help, then exit")
-
-
-def fingerprint(cfg: CollectConfig, env_name: str) -> dict[str, Any]:
-    """What must not change for a folder to be continued: what decides the episodes' content.
-
-    Not included: how many episodes or samples per task (an episode's content depends on its task,
-    seed and sample index only), how many in parallel, timeouts, output and filter settings, and the
-    env options its spec leaves out of the fingerprint (e.g. ALFWorld's task_types, a task filter).
-    """
-    from agent_sft.envs import spec
-
-    e, p, pr = cfg.env, cfg.policy, cfg.prompt
-    template = None
-    if pr.template:
-        with open(pr.template, "rb") as fh:
-            template = hashlib.sha256(fh.read()).hexdigest()[:16]
-    return {
-        "env": {
-            "env_name": env_name,
-            "seed": e.seed,
-            "max_steps": e.max_steps,
-            "history_length": e.history_length,
-            **spec(e.env_name).fingerprint(env_options(cfg)),
-        },
-        "prompt": {"style": pr.style, "template_sha256": template, "system": pr.system, "require_think": pr.require_think},
-        "policy": {
-            k: getattr(p, k)
-            for k in ("type", "model", "expert", "expert_think", "do_sample", "temperature", "top_p", "top_k",
-                      "max_tokens", "stop", "max_model_len", "chat_template")
-        },
-        "data": {"val_fraction": cfg.data.val_fraction},
-    }
-
-
-def precheck(cfg: CollectConfig) -> str:
-    """Checks that need no environment: the env name and options, the model folder, the prompt template.
-
-    Returns:
-        The canonical env name (aliases resolved).
-
-    Raises:
-        ConfigError: naming the key and what it may be.
-    """
-    from agent_sft.envs import canonical_name, find_spec, registered
-    from agent_sft.prompts import PromptError, resolve_template
-
-    if find_spec(cfg.env.env_name) is None:
-        raise ConfigError(f"env.env_name: unknown environment {cfg.env.env_name!r}; registered: {', '.join(registered())}")
-    name = canonical_name(cfg.env.env_name)
-    env_options(cfg)  # the env's options check themselves (paths, task types)
-    model = cfg.policy.model
-    if cfg.policy.type in ("vllm", "hf") and model and model.startswith(("/", "./", "../", "~")):
-        if not os.path.isdir(os.path.expanduser(model)):
-            raise ConfigError(f"policy.model: no model folder at {model} (give a local folder or a Hub model name)")
-    try:
-        resolve_template(name, cfg.prompt.style, cfg.prompt.template)
-    except PromptError as err:
-        raise ConfigError(str(err)) from None
-    return name
 
 
 def _print_keys() -> None:
@@ -175,106 +111,35 @@ def run(args: argparse.Namespace) -> int:
     if args.keys:
         _print_keys()
         return 0
-    cfg = load_config(args.config, args.overrides)
-    env_name = precheck(cfg)
-    repo_id = None
-    if cfg.output.push_to_hub:
-        from agent_sft import hub
-
-        try:
-            repo_id = hub.check_auth(cfg.output.push_to_hub)
-        except hub.HubError as err:
-            raise CLIError(f"output.push_to_hub: {err}") from None
-    if (cfg.policy.type or ("vllm" if cfg.policy.model else "expert")) == "openai":
-        _probe_server(cfg)
+    from agent_sft.collection import collect
+    from agent_sft.errors import AgentSFTError, DatasetError, DiskFullError
     from agent_sft.filters import FilterError
-    from agent_sft.folder import DatasetError
     from agent_sft.policies import PolicyError
 
-    writer = _open_writer(cfg, env_name)
-    tally = _Tally()
+    cfg = load_config(args.config, args.overrides)
+    progress: list[_Progress] = []
+
+    def on_plan(plan: Any) -> None:
+        _announce(cfg, plan)
+        progress.append(_Progress(len(plan.episodes), not args.no_progress and sys.stderr.isatty()))
+
     try:
-        stats, run_info = _collect(cfg, env_name, writer, tally, show_progress=not args.no_progress and sys.stderr.isatty())
-    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: seal what finished, say so
-        closed = _close_quietly(writer)
-        kept = f"the {tally.added} episodes this run finished are sealed in {cfg.output.dir}" if closed else \
-            f"what was sealed in {cfg.output.dir} is kept"
-        raise type(err)(f"{kept}; run the same command again to play the rest") from None
-    except BaseException as err:
-        _close_quietly(writer)
-        if _is_disk_full(err):
-            raise CLIError(_disk_full(cfg.output.dir)) from None
-        if isinstance(err, (DatasetError, FilterError, PolicyError)):
-            raise CLIError(f"{err}\n{fatal_hint(err, cfg.output.dir)}") from None
-        raise
-    print(summary_text(stats, run_info, cfg.output.dir))
-    if cfg.output.export_dir:
-        from agent_sft.exports import export_verl
-
-        out = cfg.output.export_dir
-        counts = export_verl(cfg.output.dir, out)
-        print(f"\nverl export (COLLECT_SFT): {out}/ " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    if repo_id:
-        from agent_sft import hub
-
-        try:
-            url = hub.push_folder(cfg.output.dir, repo_id, private=cfg.output.private)
-        except hub.HubError as err:
-            raise CLIError(f"push to {repo_id} failed: {err}; the folder is complete, retry with `agent-sft push {cfg.output.dir} {repo_id}`") from None
-        print(f"\nPushed to {url}\n  datasets.load_dataset(\"{repo_id}\", \"sft\")")
+        result = collect(cfg, on_plan=on_plan, on_episode=lambda ep: progress[0].update(ep.success))
+    except AgentSFTError as err:
+        hint = err.hint
+        if hint is None and isinstance(err, (DatasetError, FilterError, PolicyError)) and not isinstance(err, DiskFullError):
+            hint = fatal_hint(err, cfg.output.dir)
+        raise CLIError(f"{err}\n{hint}" if hint else str(err)) from None
+    finally:
+        for p in progress:
+            p.close()
+    print(summary_text(result.stats, result.run, cfg.output.dir))
+    if result.export_counts is not None:
+        print(f"\nverl export (COLLECT_SFT): {cfg.output.export_dir}/ " + ", ".join(f"{k} {v}" for k, v in result.export_counts.items()))
+    if result.pushed_url:
+        repo_id = cfg.output.push_to_hub
+        print(f"\nPushed to {result.pushed_url}\n  datasets.load_dataset(\"{repo_id}\", \"sft\")")
     return 0
-
-
-@dataclasses.dataclass
-class _Tally:
-    """What this run did so far, for the message of a run that stops early."""
-
-    added: int = 0  # episodes finished and handed to the writer (not already sealed by another process)
-
-
-def _probe_server(cfg: CollectConfig) -> None:
-    """Refuse to start when no OpenAI-compatible server answers at `policy.base_url`."""
-    try:
-        from agent_sft.policies.openai import ServerUnreachableError, probe_server
-
-        probe_server(cfg.policy)
-    except ImportError as err:
-        raise CLIError(str(err)) from None
-    except ServerUnreachableError as err:
-        raise CLIError(f"{err}. Nothing was played.") from None
-
-
-def _close_quietly(writer: Any) -> bool:
-    """Seal what the writer buffers; False when that failed too (the run is already failing)."""
-    try:
-        writer.close()
-        return True
-    except Exception:  # noqa: BLE001 - the error being reported is the first one
-        return False
-
-
-def _is_disk_full(err: BaseException | None) -> bool:
-    """Whether `err`, or an error it was raised from, is "no space left on device"."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if type(err).__name__ == "DiskFullError":
-            return True
-        if isinstance(err, OSError) and (err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(err)):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
-def _disk_full(folder: str) -> str:
-    """The one-line message of a run stopped by a full disk: the folder, the space left there, what to do."""
-    where = folder if os.path.isdir(folder) else os.path.dirname(os.path.abspath(folder))
-    try:
-        free = f"{shutil.disk_usage(where).free / 2**20:.1f} MiB free"
-    except OSError:
-        free = "free space unknown"
-    return (f"no space left on the device of {folder} ({free} there); the episodes sealed so far are kept: "
-            "free some space and run the same command again to resume")
 
 
 def fatal_hint(err: BaseException, folder: str) -> str:
@@ -300,92 +165,6 @@ def fatal_hint(err: BaseException, folder: str) -> str:
         return ("Fix the filter (filters.*), then run the same command again: the episodes are kept in raw and sft "
                 "is derived again with the fixed filter.")
     return "What was sealed is kept; run the same command again to resume."
-
-
-def _open_writer(cfg: CollectConfig, env_name: str):
-    from agent_sft.config import FilterConfig
-    from agent_sft.filters import FilterError
-    from agent_sft.rollout import package_versions
-    from agent_sft.writer import BuildSpec, DatasetError, DatasetWriter
-
-    filters = dataclasses.asdict(cfg.filters)
-    # Filters and style left at their defaults keep what the folder has (e.g. a later `agent-sft build`).
-    default = filters == dataclasses.asdict(FilterConfig()) and cfg.output.sft_style == "auto"
-    try:
-        return DatasetWriter(
-            cfg.output.dir,
-            fingerprint=fingerprint(cfg, env_name),
-            meta=to_dict(cfg),
-            build=None if default else BuildSpec(style=cfg.output.sft_style, filters=filters),
-            allow_config_change=cfg.output.allow_config_change,
-            flush_every_s=cfg.output.flush_every_s,
-            flush_every_episodes=cfg.output.flush_every_episodes,
-            versions=package_versions(env_name, cfg.policy.type or "expert"),
-        )
-    except (DatasetError, FilterError, OSError, ImportError) as err:
-        if _is_disk_full(err):
-            raise CLIError(_disk_full(cfg.output.dir)) from None
-        if isinstance(err, (DatasetError, FilterError)):
-            raise CLIError(str(err)) from None
-        # e.g. a filters.tokenizer that does not load
-        raise CLIError(f"cannot open {cfg.output.dir}: {type(err).__name__}: {err}") from None
-
-
-def _collect(cfg: CollectConfig, env_name: str, writer: Any, tally: _Tally, show_progress: bool) -> tuple[dict, dict]:
-    from agent_sft.envs import spec
-    from agent_sft.policies.registry import make_policy
-    from agent_sft.rollout import Collector, RolloutError, WorkerStartError
-
-    # The expert's plan is made in the env (policy.expert); the policy records which expert it replays,
-    # under the model label the env's spec gives it.
-    extra = {"expert_type": cfg.policy.expert, "env_name": env_name,
-             "model": spec(env_name).expert_model(cfg.policy.expert)} if cfg.policy.type == "expert" else {}
-    try:
-        policy = make_policy(cfg.policy, **extra)
-    except ImportError as err:
-        raise CLIError(str(err)) from None
-    except ConfigError:
-        raise
-    except (OSError, ValueError, RuntimeError) as err:
-        raise CLIError(f"cannot load the {cfg.policy.type} policy (policy.model={cfg.policy.model}): {type(err).__name__}: {err}") from None
-    try:
-        with Collector(cfg, policy) as c:
-            try:
-                plan = c.plan(writer.done_ids)
-            except (WorkerStartError, RolloutError) as err:
-                raise CLIError(str(err)) from None
-            _announce(cfg, plan)
-            progress = _Progress(len(plan.episodes), show_progress)
-            try:
-                for ep in c.run(plan):
-                    tally.added += bool(writer.add(ep))
-                    progress.update(ep.success)
-            except (WorkerStartError, RolloutError) as err:
-                raise CLIError(str(err)) from None
-            finally:
-                progress.close()
-            st = c.stats
-    finally:
-        policy.close()
-    writer.close()  # seals the rest: from here on the writer knows every episode another process sealed first
-    wall = max(st.wall_s, 1e-9)
-    run_info = {
-        "episodes": st.episodes,
-        "skipped_done": plan.skipped_done,
-        "played_twice": writer.duplicates_skipped,
-        "steps": st.steps,
-        "errors": st.errors,
-        "workers_replaced": st.workers_replaced,
-        "wall_s": round(st.wall_s, 3),
-        "startup_s": round(st.startup_s, 3),
-        "env_s": round(st.env_s, 3),
-        "policy_s": round(st.policy_s, 3),
-        "episodes_per_s": st.episodes / wall,
-        "steps_per_s": st.steps / wall,
-        "parallel_envs": cfg.data.val_batch_size,
-        "shard": cfg.output.shard,
-    }
-    return writer.finalize(summary=run_info), run_info
 
 
 def _announce(cfg: CollectConfig, plan: Any) -> None:

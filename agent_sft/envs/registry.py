@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent_sft.envs.specs import EnvSpec
+from agent_sft.errors import AgentSFTError
 
 ENTRY_POINT_GROUP = "agent_sft.envs"
 logger = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ _REGISTRY: dict[str, EnvSpec] = {}  # every name and alias -> its spec
 _LOADED_ENTRY_POINTS: set[str] = set()
 
 
-class UnknownEnvError(KeyError):
+class UnknownEnvError(AgentSFTError, KeyError):
     """No env is registered under the name (the message lists those that are)."""
 
     def __str__(self) -> str:

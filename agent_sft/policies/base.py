@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from agent_sft.errors import AgentSFTError
 from agent_sft.records import Message, PolicyInfo
 
 
@@ -17,7 +18,7 @@ class Completion:
     error: str = ""  # set when this request failed for good (the episode ends as an error)
 
 
-class PolicyError(RuntimeError):
+class PolicyError(AgentSFTError, RuntimeError):
     """The policy cannot go on for any episode (bad credentials, unknown model): the run stops."""
 
 

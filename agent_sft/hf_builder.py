@@ -2,7 +2,7 @@
 
 Usable on its own::
 
-    from agent_sft_builder import AgentSFT
+    from agent_sft.hf_builder import AgentSFT
     b = AgentSFT(config_name="sft", data_dir="path/to/folder")
     b.download_and_prepare()
     ds = b.as_dataset()
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import datasets
 import pyarrow as pa
 import yaml
+from datasets.builder import Key
 
 from agent_sft.records import SCHEMAS, SPLITS
 
@@ -85,4 +86,5 @@ class AgentSFT(datasets.ArrowBasedBuilder):
                 reader = pa.ipc.open_file(src)
                 for j in range(reader.num_record_batches):
                     # Shards carry agent_sft metadata in their schema; the features come from _info.
-                    yield f"{i}_{j}", pa.Table.from_batches([reader.get_batch(j)]).replace_schema_metadata(None).cast(schema)
+                    table = pa.Table.from_batches([reader.get_batch(j)]).replace_schema_metadata(None).cast(schema)
+                    yield Key(i, j), table

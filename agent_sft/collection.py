@@ -1,0 +1,293 @@
+"""`agent_sft.collect(cfg)`: what `agent-sft collect` does, as a library call.
+
+    import agent_sft
+    from agent_sft.config import load_config
+
+    result = agent_sft.collect(load_config(None, ["env.num_episodes=8", "output.dir=alfworld_sft"]))
+    print(result.stats["success_rate"], result.folder)
+
+It checks the config, opens (or resumes) the dataset folder, plays the planned episodes with the
+configured policy, finalizes the folder (compaction, stats, card), exports for verl when asked
+(`output.export_dir`, `COLLECT_SFT`) and pushes to the Hub when asked (`output.push_to_hub`). Every error
+the user can fix is an `agent_sft.errors.AgentSFTError`; Ctrl-C (or SIGTERM turned into a
+KeyboardInterrupt) seals the finished episodes before the interrupt goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import os
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+from agent_sft.config import CollectConfig, ConfigError, env_options, load_config, to_dict
+from agent_sft.errors import AgentSFTError, DiskFullError
+from agent_sft.policies import PolicyError
+
+
+@dataclasses.dataclass
+class CollectResult:
+    """What a collection did: the folder's statistics after it, this run's figures, exports and pushes."""
+
+    folder: str
+    stats: dict  # the whole folder's statistics (meta/stats.json)
+    run: dict  # this run: episodes played, skipped, played twice, errors, timings
+    export_counts: dict | None = None  # verl export (output.export_dir), when asked
+    pushed_url: str | None = None  # the Hub commit, when output.push_to_hub was set
+
+
+def fingerprint(cfg: CollectConfig, env_name: str) -> dict[str, Any]:
+    """What must not change for a folder to be continued: what decides the episodes' content.
+
+    Not included: how many episodes or samples per task (an episode's content depends on its task,
+    seed and sample index only), how many in parallel, timeouts, output and filter settings, and the
+    env options its spec leaves out of the fingerprint (e.g. ALFWorld's task_types, a task filter).
+    """
+    from agent_sft.envs import spec
+
+    e, p, pr = cfg.env, cfg.policy, cfg.prompt
+    template = None
+    if pr.template:
+        with open(pr.template, "rb") as fh:
+            template = hashlib.sha256(fh.read()).hexdigest()[:16]
+    return {
+        "env": {
+            "env_name": env_name,
+            "seed": e.seed,
+            "max_steps": e.max_steps,
+            "history_length": e.history_length,
+            **spec(e.env_name).fingerprint(env_options(cfg)),
+        },
+        "prompt": {"style": pr.style, "template_sha256": template, "system": pr.system, "require_think": pr.require_think},
+        "policy": {
+            k: getattr(p, k)
+            for k in ("type", "model", "expert", "expert_think", "do_sample", "temperature", "top_p", "top_k",
+                      "max_tokens", "stop", "max_model_len", "chat_template")
+        },
+        "data": {"val_fraction": cfg.data.val_fraction},
+    }
+
+
+def precheck(cfg: CollectConfig) -> str:
+    """Checks that need no environment: the env name and options, the model folder, the prompt template.
+
+    Returns:
+        The canonical env name (aliases resolved).
+
+    Raises:
+        ConfigError: naming the key and what it may be.
+    """
+    from agent_sft.envs import canonical_name, find_spec, registered
+    from agent_sft.prompts import PromptError, resolve_template
+
+    if find_spec(cfg.env.env_name) is None:
+        raise ConfigError(f"env.env_name: unknown environment {cfg.env.env_name!r}; registered: {', '.join(registered())}")
+    name = canonical_name(cfg.env.env_name)
+    env_options(cfg)  # the env's options check themselves (paths, task types)
+    model = cfg.policy.model
+    if cfg.policy.type in ("vllm", "hf") and model and model.startswith(("/", "./", "../", "~")):
+        if not os.path.isdir(os.path.expanduser(model)):
+            raise ConfigError(f"policy.model: no model folder at {model} (give a local folder or a Hub model name)")
+    try:
+        resolve_template(name, cfg.prompt.style, cfg.prompt.template)
+    except PromptError as err:
+        raise ConfigError(str(err)) from None
+    return name
+
+
+def collect(
+    cfg: CollectConfig | str | list[str] | None = None,
+    *,
+    on_plan: Callable[[Any], None] | None = None,
+    on_episode: Callable[[Any], None] | None = None,
+) -> CollectResult:
+    """Collect episodes into a dataset folder, resuming it when it exists.
+
+    Args:
+        cfg: a `CollectConfig`, a YAML file path, a list of `key=value` overrides, or None (defaults).
+        on_plan: called once with the plan (`plan.episodes`, `plan.skipped_done`, `plan.selected_tasks`)
+            before the first episode is played.
+        on_episode: called with each finished `Episode` after it is handed to the writer (also those
+            another process writing the same folder sealed first).
+
+    Returns:
+        A `CollectResult`.
+
+    Raises:
+        AgentSFTError: a bad config, an unusable folder, a policy or server that cannot be used, a
+            filter that raises, a full disk (`DiskFullError`), a failed push (`HubError`).
+        KeyboardInterrupt: Ctrl-C or SIGTERM (as the CLI raises it), after sealing the finished episodes;
+            its message says how many.
+    """
+    if not isinstance(cfg, CollectConfig):
+        cfg = load_config(cfg, None) if isinstance(cfg, str) or cfg is None else load_config(None, list(cfg))
+    env_name = precheck(cfg)
+    repo_id = None
+    if cfg.output.push_to_hub:
+        from agent_sft import hub
+
+        try:
+            repo_id = hub.check_auth(cfg.output.push_to_hub)
+        except hub.HubError as err:
+            raise hub.HubError(f"output.push_to_hub: {err}").with_hint("") from None
+    if policy_kind(cfg) == "openai":
+        from agent_sft.policies.openai import ServerUnreachableError, probe_server
+
+        try:
+            probe_server(cfg.policy)
+        except ServerUnreachableError as err:
+            raise ServerUnreachableError(f"{err}. Nothing was played.", err.base_url).with_hint("") from None
+    writer = open_writer(cfg, env_name)
+    added = [0]  # episodes this run handed to the writer (not already sealed by another process)
+    try:
+        stats, run = _play(cfg, env_name, writer, on_plan, on_episode, added)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM raised as its subclass: same type, saying what was kept
+        kept = (f"the {added[0]} episodes this run finished are sealed in {cfg.output.dir}" if _close_quietly(writer)
+                else f"what was sealed in {cfg.output.dir} is kept")
+        raise type(err)(f"{kept}; run the same command again to play the rest") from None
+    except BaseException as err:
+        _close_quietly(writer)
+        if is_disk_full(err) and not isinstance(err, DiskFullError):
+            raise disk_full(cfg.output.dir) from None
+        raise
+    result = CollectResult(cfg.output.dir, stats, run)
+    if cfg.output.export_dir:
+        from agent_sft.exports import export_verl
+
+        result.export_counts = export_verl(cfg.output.dir, cfg.output.export_dir)
+    if repo_id:
+        from agent_sft import hub
+
+        try:
+            result.pushed_url = hub.push_folder(cfg.output.dir, repo_id, private=cfg.output.private)
+        except hub.HubError as err:
+            raise hub.HubError(f"push to {repo_id} failed: {err}; the folder is complete, retry with "
+                               f"`agent-sft push {cfg.output.dir} {repo_id}`").with_hint("") from None
+    return result
+
+
+def policy_kind(cfg: CollectConfig) -> str:
+    return cfg.policy.type or ("vllm" if cfg.policy.model else "expert")
+
+
+def _close_quietly(writer: Any) -> bool:
+    """Seal what the writer buffers; False when that failed too (the run is already failing)."""
+    try:
+        writer.close()
+        return True
+    except Exception:  # noqa: BLE001 - the error being reported is the first one
+        return False
+
+
+def is_disk_full(err: BaseException | None) -> bool:
+    """Whether `err`, or an error it was raised from, is "no space left on device"."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, DiskFullError):
+            return True
+        if isinstance(err, OSError) and (err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(err)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def disk_full(folder: str) -> DiskFullError:
+    """The one-line error of a run stopped by a full disk: the folder, the space left there, what to do."""
+    where = folder if os.path.isdir(folder) else os.path.dirname(os.path.abspath(folder))
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(f"no space left on the device of {folder} ({free} there); the episodes sealed so far are kept: "
+                         "free some space and run the same command again to resume")
+
+
+def open_writer(cfg: CollectConfig, env_name: str):
+    """Open (or resume) `output.dir` for this config: refused when the folder was collected with another."""
+    from agent_sft.config import FilterConfig
+    from agent_sft.rollout import package_versions
+    from agent_sft.writer import BuildSpec, DatasetWriter
+
+    filters = dataclasses.asdict(cfg.filters)
+    # Filters and style left at their defaults keep what the folder has (e.g. a later `agent-sft build`).
+    default = filters == dataclasses.asdict(FilterConfig()) and cfg.output.sft_style == "auto"
+    try:
+        return DatasetWriter(
+            cfg.output.dir,
+            fingerprint=fingerprint(cfg, env_name),
+            meta=to_dict(cfg),
+            build=None if default else BuildSpec(style=cfg.output.sft_style, filters=filters),
+            allow_config_change=cfg.output.allow_config_change,
+            flush_every_s=cfg.output.flush_every_s,
+            flush_every_episodes=cfg.output.flush_every_episodes,
+            versions=package_versions(env_name, policy_kind(cfg)),
+        )
+    except AgentSFTError as err:
+        if is_disk_full(err) and not isinstance(err, DiskFullError):
+            raise disk_full(cfg.output.dir) from None
+        raise
+    except (OSError, ImportError) as err:
+        if is_disk_full(err):
+            raise disk_full(cfg.output.dir) from None
+        # e.g. a filters.tokenizer that does not load
+        raise ConfigError(f"cannot open {cfg.output.dir}: {type(err).__name__}: {err}") from None
+
+
+def make_run_policy(cfg: CollectConfig, env_name: str):
+    """The configured policy; an expert replays its env's plan under the model label the env's spec gives."""
+    from agent_sft.envs import spec
+    from agent_sft.policies.registry import make_policy
+
+    extra = {"expert_type": cfg.policy.expert, "env_name": env_name,
+             "model": spec(env_name).expert_model(cfg.policy.expert)} if cfg.policy.type == "expert" else {}
+    try:
+        return make_policy(cfg.policy, **extra)
+    except ImportError as err:
+        raise PolicyError(str(err)) from None
+    except (OSError, ValueError, RuntimeError) as err:
+        if isinstance(err, AgentSFTError):
+            raise
+        raise PolicyError(f"cannot load the {cfg.policy.type} policy (policy.model={cfg.policy.model}): "
+                          f"{type(err).__name__}: {err}") from None
+
+
+def _play(cfg: CollectConfig, env_name: str, writer: Any, on_plan: Callable | None, on_episode: Callable | None,
+          added: list[int]) -> tuple[dict, dict]:
+    from agent_sft.rollout import Collector
+
+    policy = make_run_policy(cfg, env_name)
+    try:
+        with Collector(cfg, policy) as c:
+            plan = c.plan(writer.done_ids)
+            if on_plan is not None:
+                on_plan(plan)
+            for ep in c.run(plan):
+                added[0] += bool(writer.add(ep))
+                if on_episode is not None:
+                    on_episode(ep)
+            st = c.stats
+    finally:
+        policy.close()
+    writer.close()  # seals the rest: from here on the writer knows every episode another process sealed first
+    wall = max(st.wall_s, 1e-9)
+    run = {
+        "episodes": st.episodes,
+        "skipped_done": plan.skipped_done,
+        "played_twice": writer.duplicates_skipped,
+        "steps": st.steps,
+        "errors": st.errors,
+        "workers_replaced": st.workers_replaced,
+        "wall_s": round(st.wall_s, 3),
+        "startup_s": round(st.startup_s, 3),
+        "env_s": round(st.env_s, 3),
+        "policy_s": round(st.policy_s, 3),
+        "episodes_per_s": st.episodes / wall,
+        "steps_per_s": st.steps / wall,
+        "parallel_envs": cfg.data.val_batch_size,
+        "shard": cfg.output.shard,
+    }
+    return writer.finalize(summary=run), run

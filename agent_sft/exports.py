@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq

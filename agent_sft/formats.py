@@ -6,8 +6,9 @@ Nothing here does I/O; each function takes plain dicts (raw rows, as stored) and
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, fields
-from typing import Any, Iterator
+from typing import Any
 
 from agent_sft.records import Episode, Step, prompt_of
 

@@ -31,7 +31,15 @@ from agent_sft.errors import ConfigMismatchError, DatasetError
 from agent_sft.folder import BuildSpec
 from agent_sft.formats import episode_to_row
 from agent_sft.records import SCHEMA_VERSION, SPLITS, Episode
-from agent_sft.rewrite import COMPACT_EVERY, check_not_corrupt, compact_shards, repair, small_shards, split_errors, write_readme
+from agent_sft.rewrite import (
+    COMPACT_EVERY,
+    check_not_corrupt,
+    compact_shards,
+    repair,
+    small_shards,
+    split_errors,
+    write_readme,
+)
 
 __all__ = ["BuildSpec", "ConfigMismatchError", "DatasetWriter"]
 
@@ -367,7 +375,7 @@ class DatasetWriter:
         self._finalized = True
         return stats
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

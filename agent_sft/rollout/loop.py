@@ -19,6 +19,7 @@ from typing import Any
 
 from agent_sft.config import CollectConfig, env_options
 from agent_sft.envs import EnvSpec, spec
+from agent_sft.errors import AgentSFTError
 from agent_sft.policies.base import Completion, Policy
 from agent_sft.prompts import (
     Conversation,
@@ -38,11 +39,12 @@ from agent_sft.records import (
     Episode,
     Step,
 )
+from agent_sft.rollout.pools import EnvPool, backend, make_pool
 from agent_sft.rollout.tasks import EpisodeTask, Plan, make_plan
-from agent_sft.rollout.workers import WorkerPool, canonical_env_name
+from agent_sft.rollout.workers import canonical_env_name
 
 
-class RolloutError(RuntimeError):
+class RolloutError(AgentSFTError, RuntimeError):
     """The loop cannot go on (a policy that breaks its contract, an env that cannot start)."""
 
 
@@ -106,6 +108,8 @@ class RunStats:
     episodes: int = 0
     steps: int = 0
     errors: int = 0
+    env_backend: str = ""  # env.backend: the env pool the episodes were played with
+    workers_started: int = 0
     workers_replaced: int = 0
     env_s: float = 0.0  # wall time waiting on env workers
     policy_s: float = 0.0  # wall time inside policy.act
@@ -115,7 +119,7 @@ class RunStats:
 
 
 class Collector:
-    """Plays a plan of episodes with a pool of env workers and a policy in this process.
+    """Plays a plan of episodes with a pool of envs (`env.backend`) and a policy in this process.
 
     Typical use::
 
@@ -129,20 +133,24 @@ class Collector:
         policy: Answers every live conversation once per turn.
         env_kwargs: Keyword arguments for the env factory (default: `default_env_kwargs(cfg)`).
         template: Prompt template (default: `prompt.template`, else the built-in one for the env).
+
+    Raises:
+        ConfigError: `env.backend` is unknown or cannot run this env (before any env starts).
     """
 
     def __init__(self, cfg: CollectConfig, policy: Policy, *, env_kwargs: dict | None = None, template: PromptTemplate | None = None):
         self.cfg = cfg
         self.policy = policy
         self.spec: EnvSpec = spec(cfg.env.env_name)
+        backend(cfg.env.backend, self.spec)
         self.env_name = canonical_env_name(cfg.env.env_name)
         self._episode_keys = self.spec.info_keys_per_episode()
         self.template = template or resolve_template(self.env_name, cfg.prompt.style, cfg.prompt.template)
         self.env_kwargs = default_env_kwargs(cfg) if env_kwargs is None else env_kwargs
         self.policy_info = policy.describe()
         self.versions = json.dumps(package_versions(self.env_name, self.policy_info.kind), sort_keys=True)
-        self.stats = RunStats()
-        self.pool: WorkerPool | None = None
+        self.stats = RunStats(env_backend=cfg.env.backend)
+        self.pool: EnvPool | None = None
         self._tasks: list | None = None
 
     def __enter__(self) -> Collector:
@@ -152,10 +160,11 @@ class Collector:
         self.close()
 
     def start(self) -> None:
-        """Start the first env worker (the others start once the plan says how many are useful)."""
+        """Start the first env (the others start once the plan says how many are useful)."""
         if self.pool is None:
             t = time.perf_counter()
-            self.pool = WorkerPool(
+            self.pool = make_pool(
+                self.cfg.env.backend,
                 self.spec,
                 1,
                 self.env_kwargs,
@@ -165,7 +174,7 @@ class Collector:
             self.stats.startup_s = time.perf_counter() - t
 
     def tasks(self) -> list:
-        """Every task the env offers (asked of a worker, so this process never imports the env)."""
+        """Every task the env offers (asked of the pool: with `process`, this process never imports the env)."""
         if self._tasks is None:
             self.start()
             assert self.pool is not None
@@ -184,7 +193,7 @@ class Collector:
 
     def close(self) -> None:
         if self.pool is not None:
-            self.stats.workers_replaced = self.pool.replaced
+            self._count(self.pool)
             self.pool.close()
             self.pool = None
 
@@ -232,7 +241,11 @@ class Collector:
                     break
         finally:
             self.stats.wall_s += time.perf_counter() - t_run
-            self.stats.workers_replaced = pool.replaced
+            self._count(pool)
+
+    def _count(self, pool: EnvPool) -> None:
+        self.stats.workers_started = pool.counters.started
+        self.stats.workers_replaced = pool.counters.replaced
 
     def _env_call(self, requests: dict) -> dict:
         if not requests:

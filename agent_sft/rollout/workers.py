@@ -1,4 +1,4 @@
-"""Environment worker processes: one env each, driven over a pipe, replaced when they fail.
+"""The `process` env pool: worker processes, one env each, driven over a pipe, replaced when they fail.
 
 Workers are started with `spawn`, so they never inherit a parent that has imported torch or vLLM. The
 pool sends a command to many workers at once and collects the replies with a deadline per request; a
@@ -10,63 +10,26 @@ from __future__ import annotations
 import multiprocessing as mp
 import signal
 import time
-import traceback
-from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
 
 from agent_sft.envs import EnvSpec, canonical_name, spec
-from agent_sft.envs.specs import load_entry_point
-
-MAX_ERROR_CHARS = 4000
-
-
-class WorkerStartError(RuntimeError):
-    """An env could not be built in a worker process (a setup problem, not an episode failure).
-
-    The message names the exception; `details` holds the worker's traceback.
-    """
-
-    def __init__(self, message: str, details: str = ""):
-        super().__init__(message)
-        self.details = details
-
-
-def _build_failed(error: str) -> WorkerStartError:
-    return WorkerStartError(f"cannot build the environment: {error.splitlines()[0]}", error)
-
-
-@dataclass
-class Reply:
-    ok: bool
-    value: Any = None
-    error: str = ""
+from agent_sft.rollout.pools import (
+    PoolCounters,
+    Reply,
+    WorkerStartError,
+    build_env,
+    build_failed,
+    describe_error,
+    run_command,
+    timed_out,
+)
 
 
 def canonical_env_name(name: str) -> str:
     """The name episode ids use for `name`: aliases (`alfworld/AlfredTWEnv`) give the same ids as the
     env they stand for (see `agent_sft.envs.canonical_name`)."""
     return canonical_name(name)
-
-
-def _build(entry_point: Any, kwargs: dict) -> tuple[Any, list[str]]:
-    """Build the env with the keyword arguments its factory takes; returns (env, names passed)."""
-    import inspect
-
-    factory = load_entry_point(entry_point)
-    try:
-        params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        params = []
-    if not any(p.kind is p.VAR_KEYWORD for p in params):
-        names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        kwargs = {k: v for k, v in kwargs.items() if k in names}
-    return factory(**kwargs), sorted(kwargs)
-
-
-def _describe(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
-    return text[-MAX_ERROR_CHARS:]
 
 
 def worker_main(conn: Any, factory: Any, kwargs: dict, quiet_build: bool = False) -> None:
@@ -84,9 +47,9 @@ def worker_main(conn: Any, factory: Any, kwargs: dict, quiet_build: bool = False
     if quiet_build:
         logging.disable(logging.WARNING)
     try:
-        env, accepted = _build(factory, kwargs)
+        env, accepted = build_env(factory, kwargs)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which decides
-        conn.send(Reply(False, error=_describe(e)))
+        conn.send(Reply(False, error=describe_error(e)))
         return
     finally:
         logging.disable(logging.NOTSET)
@@ -100,17 +63,9 @@ def worker_main(conn: Any, factory: Any, kwargs: dict, quiet_build: bool = False
             if cmd == "close":
                 break
             try:
-                if cmd == "reset":
-                    value = env.reset(seed=args[0], options=args[1])
-                elif cmd == "step":
-                    value = env.step(args[0])
-                elif cmd == "tasks":
-                    value = env.tasks()
-                else:
-                    raise ValueError(f"unknown worker command {cmd!r}")
-                conn.send(Reply(True, value))
+                conn.send(Reply(True, run_command(env, cmd, args)))
             except Exception as e:  # noqa: BLE001 - becomes the episode's error
-                conn.send(Reply(False, error=_describe(e)))
+                conn.send(Reply(False, error=describe_error(e)))
     finally:
         try:
             env.close()
@@ -145,7 +100,7 @@ class _Worker:
 
 
 class WorkerPool:
-    """`size` env processes, addressed by slot.
+    """`size` env processes, addressed by slot: the `process` backend of `EnvPool`.
 
     Args:
         env: Registered env name, or its spec.
@@ -168,9 +123,9 @@ class WorkerPool:
         self.timeout_s = timeout_s
         self.start_timeout_s = start_timeout_s
         self.ctx = mp.get_context("spawn")
-        self.replaced = 0
+        self.counters = PoolCounters()
         self.accepted: list[str] = []  # the env_kwargs the factory took
-        self.workers: list[_Worker] = [_Worker(self.ctx, self.factory, self.kwargs, i, quiet_build=i > 0) for i in range(size)]
+        self.workers: list[_Worker] = [self._start(i) for i in range(size)]
         try:
             self._await_ready(range(size))
         except BaseException:
@@ -179,6 +134,10 @@ class WorkerPool:
 
     def __len__(self) -> int:
         return len(self.workers)
+
+    def _start(self, slot: int) -> _Worker:
+        self.counters.started += 1
+        return _Worker(self.ctx, self.factory, self.kwargs, slot, quiet_build=self.counters.started > 1)
 
     def await_ready(self) -> None:
         """Wait until every worker has built its env.
@@ -204,7 +163,7 @@ class WorkerPool:
         except (EOFError, OSError):
             raise WorkerStartError(f"env worker {i} died while starting (exit code {w.process.exitcode})") from None
         if not r.ok:
-            raise _build_failed(r.error)
+            raise build_failed(r.error)
         w.ready = True
         self.accepted = r.value
 
@@ -214,13 +173,13 @@ class WorkerPool:
             w.close()
         del self.workers[size:]
         while len(self.workers) < size:
-            self.workers.append(_Worker(self.ctx, self.factory, self.kwargs, len(self.workers), quiet_build=True))
+            self.workers.append(self._start(len(self.workers)))
 
     def replace(self, slot: int) -> None:
         """Kill the worker of `slot` and start a new one there (it builds its env in the background)."""
         self.workers[slot].kill()
-        self.workers[slot] = _Worker(self.ctx, self.factory, self.kwargs, slot, quiet_build=True)
-        self.replaced += 1
+        self.workers[slot] = self._start(slot)
+        self.counters.replaced += 1
 
     def call(self, requests: dict[int, tuple[str, tuple]]) -> dict[int, Reply]:
         """Send `{slot: (command, args)}` to the workers at once, and collect every reply.
@@ -228,6 +187,7 @@ class WorkerPool:
         A request that errs, passes `timeout_s`, or whose worker dies gets a failed `Reply`, and its
         worker is replaced. A replacement worker that cannot build its env raises `WorkerStartError`.
         """
+        t0 = time.perf_counter()
         now = time.monotonic()
         deadlines: dict[int, float] = {}
         for slot, msg in requests.items():
@@ -254,7 +214,7 @@ class WorkerPool:
                     continue
                 if not w.ready:
                     if not r.ok:
-                        raise _build_failed(r.error)
+                        raise build_failed(r.error)
                     w.ready = True
                     continue
                 replies[slot] = r
@@ -262,12 +222,13 @@ class WorkerPool:
             now = time.monotonic()
             for slot, deadline in list(pending.items()):
                 if now >= deadline:
-                    cmd = requests[slot][0]
-                    replies[slot] = Reply(False, error=f"env {cmd} timed out after {self.timeout_s:g} s (env.step_timeout_s)")
+                    replies[slot] = timed_out(requests[slot][0], self.timeout_s)
                     del pending[slot]
         for slot, r in replies.items():
             if not r.ok:
+                self.counters.errors += 1
                 self.replace(slot)
+        self.counters.env_s += time.perf_counter() - t0
         return replies
 
     def close(self) -> None:

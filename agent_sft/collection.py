@@ -87,6 +87,10 @@ def precheck(cfg: CollectConfig) -> str:
         raise ConfigError(f"env.env_name: unknown environment {cfg.env.env_name!r}; registered: {', '.join(registered())}")
     name = canonical_name(cfg.env.env_name)
     env_options(cfg)  # the env's options check themselves (paths, task types)
+    from agent_sft.envs import spec
+    from agent_sft.rollout import backend
+
+    backend(cfg.env.backend, spec(name))  # an unknown backend, or threads for an env that may not share a process
     model = cfg.policy.model
     if cfg.policy.type in ("vllm", "hf") and model and model.startswith(("/", "./", "../", "~")):
         if not os.path.isdir(os.path.expanduser(model)):
@@ -288,6 +292,8 @@ def _play(cfg: CollectConfig, env_name: str, writer: Any, on_plan: Callable | No
         "episodes_per_s": st.episodes / wall,
         "steps_per_s": st.steps / wall,
         "parallel_envs": cfg.data.val_batch_size,
+        "env_backend": st.env_backend,
+        "workers_started": st.workers_started,
         "shard": cfg.output.shard,
     }
     return writer.finalize(summary=run), run

@@ -96,8 +96,8 @@ class EnvSpec:
         experts: the experts `policy.expert` may name (empty: any, the env judges).
         expert_label: the model recorded for the expert policy, a format with `{name}` and `{expert}`.
         shared_process: whether two instances may live in one process (False when the env changes
-            process-wide state, such as `sys.argv` or the global `random`). The rollout gives every env
-            its own worker process either way; code building envs in-process must honour it.
+            process-wide state, such as `sys.argv` or the global `random`): the `thread` env backend
+            (`env.backend`) refuses such an env, and code building envs in-process must honour it.
         templates: `"package:folder"` holding the env's prompt templates `<name>_<style>.txt`.
         title: the env's name in prose ("ALFWorld").
         split_notes: game split -> what the dataset card says about games from it.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import partial_env  # noqa: F401  (registers the partial-test env)
 import pytest
 
 import agent_sft
-import partial_env  # noqa: F401  (registers the partial-test env)
 from agent_sft.config import load_config
 
 

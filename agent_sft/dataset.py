@@ -184,9 +184,9 @@ def load(folder: str, config: str = "sft", split: str | None = None, streaming: 
     if split is not None and split not in SPLITS:
         raise F.DatasetError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     _, s = folder_status(folder)
-    from agent_sft.hf_builder import AgentSFT, readme_data_files
-
     import datasets
+
+    from agent_sft.hf_builder import AgentSFT, readme_data_files
 
     # what the README lists is what load_dataset reads: the same files here
     try:

@@ -6,7 +6,15 @@ import random
 import pytest
 
 from agent_sft.records import (
-    END_FAILURE, END_STEP_LIMIT, END_SUCCESS, Episode, PolicyInfo, Step, episode_id, episode_seed, task_split,
+    END_FAILURE,
+    END_STEP_LIMIT,
+    END_SUCCESS,
+    Episode,
+    PolicyInfo,
+    Step,
+    episode_id,
+    episode_seed,
+    task_split,
 )
 
 TASK_TYPES = ["pick_and_place_simple", "look_at_obj_in_light", "pick_clean_then_place_in_recep",

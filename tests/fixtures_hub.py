@@ -14,7 +14,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from hub_server import HubServer
 
 USER, TOKEN = "alice", "hf_alice_write_token"

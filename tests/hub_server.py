@@ -120,7 +120,7 @@ class HubServer(ThreadingHTTPServer):
         self._thread: threading.Thread | None = None
 
     # ---- control from tests ----
-    def start(self) -> "HubServer":
+    def start(self) -> HubServer:
         self._thread = threading.Thread(target=self.serve_forever, name="hub-server", daemon=True)
         self._thread.start()
         return self

@@ -207,8 +207,9 @@ def test_refused_key_or_unknown_model_says_what_to_fix(workdir, capsys, status, 
 # --- dotted overrides anywhere --------------------------------------------------------------------
 
 def test_overrides_and_options_in_any_order(workdir, capsys, monkeypatch):
-    import agent_sft.policies.registry as registry
     from test_rollout import PlanPolicy
+
+    import agent_sft.policies.registry as registry
 
     monkeypatch.setattr(registry, "make_policy", lambda cfg, **kw: PlanPolicy())
     argv = ["collect", "output.dir=ds", "--no-progress", "env.num_episodes=2", "env.env_name=walk-test",
@@ -226,9 +227,10 @@ def test_overrides_and_options_in_any_order(workdir, capsys, monkeypatch):
 def test_disk_full_is_one_line_naming_the_folder_and_free_space(workdir, capsys, monkeypatch, wrapped):
     import shutil
 
+    from test_rollout import PlanPolicy
+
     import agent_sft.folder as F
     import agent_sft.policies.registry as registry
-    from test_rollout import PlanPolicy
 
     monkeypatch.setattr(registry, "make_policy", lambda cfg, **kw: PlanPolicy())
     real, calls = F.write_shard, []
@@ -258,8 +260,9 @@ def test_disk_full_is_one_line_naming_the_folder_and_free_space(workdir, capsys,
 def test_filter_that_raises_says_to_fix_it_and_the_fixed_rerun_completes(workdir, capsys, monkeypatch):
     import glob
 
-    import agent_sft.policies.registry as registry
     from test_rollout import PlanPolicy
+
+    import agent_sft.policies.registry as registry
 
     monkeypatch.setattr(registry, "make_policy", lambda cfg, **kw: PlanPolicy())
     (workdir / "keep.py").write_text("def keep(row):\n    return row['no_such_column'] > 0\n")
@@ -282,8 +285,9 @@ def test_filter_that_raises_says_to_fix_it_and_the_fixed_rerun_completes(workdir
 def test_damaged_shard_points_to_repair_and_the_repaired_folder_resumes(workdir, capsys, monkeypatch):
     import glob
 
-    import agent_sft.policies.registry as registry
     from test_rollout import PlanPolicy
+
+    import agent_sft.policies.registry as registry
 
     monkeypatch.setattr(registry, "make_policy", lambda cfg, **kw: PlanPolicy())
     assert main(walk_args("ds", "env.num_episodes=3")) == 0

@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 
-import pytest
-
 import faults
+import pytest
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

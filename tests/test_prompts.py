@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from agent_sft.prompts import Conversation, PromptError, PromptTemplate, fallback_action, normalize_action, parse_action, resolve_template
+from agent_sft.prompts import (
+    Conversation,
+    PromptError,
+    PromptTemplate,
+    fallback_action,
+    normalize_action,
+    parse_action,
+    resolve_template,
+)
 
 ADMISSIBLE = ["go to fridge 1", "open fridge 1", "take apple 1 from countertop 1", "look", "help"]
 

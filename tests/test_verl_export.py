@@ -16,12 +16,12 @@ import textwrap
 import datasets
 import pyarrow.parquet as pq
 import pytest
+from fixtures_data import make_episode
 
 from agent_sft.cli import main as cli_main
 from agent_sft.exports import VERL_COLUMNS
 from agent_sft.tiny_model import build_tiny_chat_model
 from agent_sft.writer import BuildSpec, DatasetWriter
-from fixtures_data import make_episode
 
 FP = {"env": "alfworld", "policy": "expert"}
 SEED_FIELDS = {"messages_list", "success", "rewards", "final_reward", "task_info", "episode_length"}

@@ -109,7 +109,7 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     d = tmp_path / "ds"
     p = run_writer(d, 40, delay=0.02)
     seen = 0
-    for line in p.stdout:
+    for _line in p.stdout:
         seen += 1
         if seen >= 12:
             break

@@ -306,7 +306,7 @@ class Collector:
         pending: dict[int, Step] = {}
         for i, c in zip(active, completions):
             live = slots[i]
-            if c.error or c.finish_reason == "context_truncated":
+            if c.error or c.finish_reason == END_CONTEXT:
                 live.conv.retract()
                 reason = END_ERROR if c.error else END_CONTEXT
                 text = f"policy error: {c.error}" if c.error else ""

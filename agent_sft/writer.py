@@ -30,7 +30,7 @@ from agent_sft.derive import SftDeriver
 from agent_sft.errors import ConfigMismatchError, DatasetError
 from agent_sft.folder import BuildSpec
 from agent_sft.formats import episode_to_row
-from agent_sft.records import SCHEMA_VERSION, SPLITS, Episode
+from agent_sft.records import END_ERROR, SCHEMA_VERSION, SPLITS, Episode
 from agent_sft.rewrite import (
     COMPACT_EVERY,
     check_not_corrupt,
@@ -304,7 +304,7 @@ class DatasetWriter:
                               {"split": split, "writer": self.tag, "after": [holder], "errors_of": holder})
                 ends = keep.column("end_reason").to_pylist()
                 moved.update({eid: (split, rest) for eid, e in zip(keep.column("episode_id").to_pylist(), ends)
-                              if e == "error" and eid in self._error_at})
+                              if e == END_ERROR and eid in self._error_at})
                 rests.append(rest)
         return sorted(holders), moved, rests
 

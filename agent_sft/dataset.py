@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow.dataset as pads
 
 from agent_sft import folder as F
+from agent_sft.filters import active_filters
 from agent_sft.records import CONFIGS, SCHEMAS, SPLITS
 
 log = logging.getLogger(__name__)
@@ -282,7 +283,7 @@ def info_text(folder: str, check: bool = True) -> tuple[str, bool]:
     for tt, b2 in st["by_task_type"].items():
         lines.append(f"  {tt:<32} {b2['successes']:>6}/{b2['episodes']:<6} {100 * b2['success_rate']:5.1f}%  mean length {b2['mean_length']:.1f}")
     lines.append("end reasons: " + (", ".join(f"{k} {v}" for k, v in sorted(st["end_reasons"].items())) or "none"))
-    active = {k: v for k, v in (b.get("filters") or {}).items() if v not in (None, False, "", [])}
+    active = active_filters(b.get("filters") or {})
     lines.append("filters: " + (", ".join(f"{k}={v}" for k, v in sorted(active.items())) or "none"))
     lines.append("dropped by filter: " + (", ".join(f"{k} {v}" for k, v in sorted(st["drops"].items())) or "none"))
     if st["tokens"]["completion"] is not None:

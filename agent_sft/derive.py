@@ -7,7 +7,7 @@ from collections import Counter
 import pyarrow as pa
 
 from agent_sft import folder as F
-from agent_sft.filters import build_filters, derive_sft
+from agent_sft.filters import active_filters, build_filters, derive_sft
 from agent_sft.folder import BuildSpec
 from agent_sft.records import SFT_SCHEMA
 
@@ -41,3 +41,8 @@ class SftDeriver:
         path = F.shard_path(folder, "sft", split, F.sft_name(raw_name, generation))
         n = F.write_shard(path, "sft", table, meta)
         return {**meta, "rows": n}
+
+
+def same_build(a: BuildSpec, b: BuildSpec) -> bool:
+    """Whether two build specs derive the same sft rows (filters left at their defaults or left out are alike)."""
+    return a.style == b.style and active_filters(a.filters) == active_filters(b.filters)

@@ -75,6 +75,13 @@ def _token_counter(tokenizer: str) -> Callable[[list[dict]], int]:
 
 
 FILTER_NAMES = tuple(f.name for f in dataclasses.fields(FilterConfig))
+_DEFAULTS = dataclasses.asdict(FilterConfig())
+
+
+def active_filters(spec: dict[str, Any]) -> dict[str, Any]:
+    """The filters of a spec that differ from their defaults: `{}` and every key at its default mean the
+    same, and compare equal this way."""
+    return {k: v for k, v in sorted(spec.items()) if k not in _DEFAULTS or v != _DEFAULTS[k]}
 
 
 def build_filters(spec: dict[str, Any]) -> list[Filter]:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from agent_sft import folder as F
-from agent_sft.derive import SftDeriver
+from agent_sft.derive import SftDeriver, same_build
 from agent_sft.errors import ConfigMismatchError, DatasetError
 from agent_sft.folder import BuildSpec
 from agent_sft.formats import episode_to_row
@@ -144,7 +144,7 @@ class DatasetWriter:
             info.setdefault("writers", []).append(self.tag)
             info["writers"] = info["writers"][-64:]
             generation = F.generation(info)
-            if F.build_spec(info).to_dict() != self.build.to_dict():
+            if not same_build(F.build_spec(info), self.build):
                 generation += 1
                 info["build"] = {**self.build.to_dict(), "generation": generation}
             F.write_json_atomic(os.path.join(self.path, F.INFO), info)

@@ -128,3 +128,17 @@ def test_build_refuses_keys_it_does_not_take_naming_them(folder, capsys):
     assert "'env.max_steps' is not a key agent-sft build takes" in capsys.readouterr().err
     assert main(["build", str(folder), "filters.max_steps=many"]) == 2
     assert "filters.max_steps: expected int" in capsys.readouterr().err
+
+
+def test_default_filters_spelled_out_or_left_out_are_the_same_build(tmp_path):
+    from agent_sft.folder import BuildSpec, read_info
+
+    d = tmp_path / "ds"
+    with DatasetWriter(str(d), fingerprint={"a": 1}) as w:  # collect's spec with default filters: {}
+        for i in range(4):
+            w.add(make_episode(i))
+    assert main(["build", str(d)]) == 0  # every filter at its default, spelled out
+    gen = read_info(str(d))["build"]["generation"]
+    with DatasetWriter(str(d), fingerprint={"a": 1}, build=BuildSpec("auto", {})) as w:
+        w.add(make_episode(4))
+    assert read_info(str(d))["build"]["generation"] == gen  # not derived again

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_sft.errors import AgentSFTError
+from agent_sft.config_keys import ALIASES, IGNORED_PREFIXES, env_spec, flatten, set_key
+from agent_sft.config_keys import describe as describe_keys
+from agent_sft.config_keys import keys as keys_of
+from agent_sft.errors import ConfigError
 
-
-class ConfigError(AgentSFTError, ValueError):
-    """A configuration key or value a user can fix."""
+__all__ = ["CollectConfig", "ConfigError", "DataConfig", "EnvConfig", "FilterConfig", "OutputConfig", "PolicyConfig",
+           "PromptConfig", "RolloutConfig", "describe", "env_options", "keys", "load_config", "set_key", "to_dict"]
 
 
 def _f(default: Any, help: str, choices: tuple | None = None, flag: str | None = None, **kw: Any) -> Any:
@@ -137,216 +137,14 @@ class CollectConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
-ALIASES = {
-    "actor_rollout_ref.model.path": "policy.model",
-    "actor_rollout_ref.rollout.val_kwargs.temperature": "policy.temperature",
-    "actor_rollout_ref.rollout.val_kwargs.top_p": "policy.top_p",
-    "actor_rollout_ref.rollout.val_kwargs.top_k": "policy.top_k",
-    "actor_rollout_ref.rollout.val_kwargs.do_sample": "policy.do_sample",
-    "actor_rollout_ref.rollout.response_length": "policy.max_tokens",
-    "actor_rollout_ref.rollout.tensor_model_parallel_size": "policy.tensor_parallel_size",
-    "actor_rollout_ref.rollout.gpu_memory_utilization": "policy.gpu_memory_utilization",
-    "env.rollout.n": "env.rollout.n",
-    "trainer.default_local_dir": "output.dir",
-}
-# verl-agent keys that mean nothing here but appear in copied commands: accepted and ignored.
-IGNORED_PREFIXES = ("trainer.", "algorithm.", "critic.", "reward_model.", "actor_rollout_ref.", "data.")
-
-
-def _field_type(tp: Any) -> tuple[type, bool]:
-    """(base type, optional?) of an annotation such as `int | None` or `list[str]`."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _field_type(args[0])[0], True
-    if origin is not None:
-        return origin, False
-    return tp, False
-
-
-def _coerce(key: str, value: Any, f: dataclasses.Field, hint: Any) -> Any:
-    base, optional = _field_type(hint)
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
-        if optional:
-            return None
-        raise ConfigError(f"{key}: a value is required (got {value!r})")
-    if isinstance(value, str) and base is not str:
-        import yaml
-
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{key}: cannot parse {value!r}: {e}") from None
-    try:
-        if base is bool:
-            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-                value = value.lower() in ("true", "1", "yes")
-            if not isinstance(value, bool):
-                raise TypeError
-        elif base is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError
-            value = int(value)
-        elif base is float:
-            if isinstance(value, bool):
-                raise TypeError
-            value = float(value)
-        elif base is str:
-            value = str(value)
-        elif base is list:
-            if isinstance(value, (str, int, float)):
-                value = [value]
-            value = [str(v) for v in value]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: expected {getattr(base, '__name__', base)}, got {value!r}") from None
-    choices = f.metadata.get("choices")
-    if choices and value is not None:
-        bad = [v for v in (value if isinstance(value, list) else [value]) if v not in choices]
-        if bad:
-            raise ConfigError(f"{key}: {bad[0]!r} is not one of {', '.join(map(str, choices))}")
-    return value
-
-
-def keys(cfg_cls: type = CollectConfig, prefix: str = "") -> list[str]:
-    """Every dotted key of a config class (with `env.<env>.<option>` for every registered env's options)."""
-    out = []
-    hints = typing.get_type_hints(cfg_cls)
-    for f in dataclasses.fields(cfg_cls):
-        tp = hints[f.name]
-        if f.metadata.get("env_options"):
-            out += [k for k, _, _ in _env_option_rows(prefix)]
-        elif dataclasses.is_dataclass(tp):
-            out += keys(tp, f"{prefix}{f.name}.")
-        else:
-            out.append(prefix + f.name)
-    return out
-
-
-def set_key(cfg: Any, key: str, value: Any) -> None:
-    """Set a dotted key on a config, coercing and validating the value."""
-    key = ALIASES.get(key, key)
-    obj, parts = cfg, key.split(".")
-    for i, part in enumerate(parts):
-        if isinstance(obj, EnvConfig) and _is_env_option(obj, parts[i:]):
-            return _set_env_option(obj, key, parts[i:], value)
-        hints = typing.get_type_hints(type(obj))
-        names = {f.name: f for f in dataclasses.fields(obj) if not f.metadata.get("env_options")}
-        if part not in names:
-            where = ".".join(parts[:i])
-            allowed = ", ".join(sorted(set(names) | set(_env_option_names(obj) if isinstance(obj, EnvConfig) else [])))
-            near = f" under {where!r}" if where else ""
-            if isinstance(obj, EnvConfig):
-                near += " nor a registered environment"
-            raise ConfigError(f"unknown config key {key!r}: {part!r} is not a field{near} (allowed: {allowed})")
-        if i == len(parts) - 1:
-            f = names[part]
-            if dataclasses.is_dataclass(hints[part]):
-                if not isinstance(value, dict):
-                    raise ConfigError(f"{key}: expected a mapping of {', '.join(keys(hints[part]))}")
-                for k, v in value.items():
-                    set_key(cfg, f"{key}.{k}", v)
-                return
-            setattr(obj, part, _coerce(key, value, f, hints[part]))
-        else:
-            obj = getattr(obj, part)
-            if not dataclasses.is_dataclass(obj):
-                raise ConfigError(f"unknown config key {key!r}: {'.'.join(parts[:i+1])!r} takes a value, not sub-keys")
-
-
-def _env_spec(name: str, key: str = "env.env_name") -> Any:
-    """The spec of env `name`, or a ConfigError naming `key` and the registered envs."""
-    from agent_sft.envs import find_spec, registered
-
-    found = find_spec(name)
-    if found is None:
-        raise ConfigError(f"{key}: unknown environment {name!r}; registered: {', '.join(registered())}")
-    return found
-
-
-def _option_fields(spec: Any) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in spec.option_fields()}
-
-
-def _env_option_names(env: EnvConfig) -> list[str]:
-    """The options of the selected env, as `env.<option>` may name them (none for an unknown env)."""
-    from agent_sft.envs import find_spec
-
-    spec = find_spec(env.env_name)
-    return sorted(_option_fields(spec)) if spec is not None else []
-
-
-def _is_env_option(env: EnvConfig, parts: list[str]) -> bool:
-    """Whether `env.<parts>` names an env's options: `<env>.<option>`, `<env>` (a mapping), or an option
-    of the selected env (`env.data_path` for ALFWorld's `env.alfworld.data_path`)."""
-    head = parts[0]
-    generic = {f.name for f in dataclasses.fields(EnvConfig) if not f.metadata.get("env_options")}
-    if len(parts) == 1 and head in _env_option_names(env):
-        return True
-    if head in generic:
-        return False
-    from agent_sft.envs import find_spec
-
-    return find_spec(head) is not None
-
-
-def _set_env_option(env: EnvConfig, key: str, parts: list[str], value: Any) -> None:
-    """Store `env.<env>.<option>` (raw, coerced to the field's type); checked when the env's options are built."""
-    if len(parts) == 1 and parts[0] in _env_option_names(env):
-        spec, rest = _env_spec(env.env_name), parts
-    else:
-        spec, rest = _env_spec(parts[0], key), parts[1:]
-    prefix = f"env.{spec.name}"
-    fields = _option_fields(spec)
-    if not rest:
-        if not isinstance(value, dict):
-            names = ", ".join(f"{prefix}.{n}" for n in fields) or "(no options)"
-            raise ConfigError(f"{key}: expected a mapping of {names}")
-        for k, v in value.items():
-            _set_env_option(env, f"{prefix}.{k}", [spec.name, str(k)], v)
-        return
-    name = ".".join(rest)
-    if name not in fields:
-        allowed = ", ".join(f"{prefix}.{n}" for n in fields) or "none: it takes no options"
-        raise ConfigError(
-            f"unknown config key {key!r}: environment {spec.name!r} has no option {name!r} (allowed: {allowed})")
-    hint = typing.get_type_hints(spec.options)[name]
-    env.options.setdefault(spec.name, {})[name] = _coerce(f"{prefix}.{name}", value, fields[name], hint)
-
-
 def env_options(cfg: CollectConfig) -> Any:
     """The selected env's options (its options dataclass, checked), None for an env without options.
 
     Raises:
         ConfigError: an unknown env, or a bad option value (naming `env.<env>.<option>`).
     """
-    spec = _env_spec(cfg.env.env_name)
+    spec = env_spec(cfg.env.env_name)
     return spec.build_options(cfg.env.options.get(spec.name, {}))
-
-
-def _env_option_rows(prefix: str) -> list[tuple[str, Any, str]]:
-    """(key, default, help) of every registered env's options (aliases listed once, under the env's name)."""
-    from agent_sft.envs import find_spec, registered
-
-    out, seen = [], set()
-    for name in registered():
-        spec = find_spec(name)
-        if spec is None or spec.name in seen or spec.options is None:
-            continue
-        seen.add(spec.name)
-        defaults = spec.options()
-        out += [(f"{prefix}{spec.name}.{f.name}", getattr(defaults, f.name), f.metadata.get("help", ""))
-                for f in spec.option_fields()]
-    return out
-
-
-def _flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
-    out = []
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out += _flatten(v, f"{prefix}{k}.")
-        else:
-            out.append((f"{prefix}{k}", v))
-    return out
 
 
 def load_config(
@@ -372,7 +170,7 @@ def load_config(
             raise ConfigError(f"cannot read config file {yaml_path}: {e.strerror}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{yaml_path}: expected a mapping at the top level")
-        pairs += _flatten(data)
+        pairs += flatten(data)
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -431,7 +229,7 @@ def validate(cfg: CollectConfig) -> None:
     if cfg.filters.max_tokens is not None and not cfg.filters.tokenizer:
         raise ConfigError("filters.max_tokens needs filters.tokenizer (a tokenizer path or name)")
     env_options(cfg)
-    experts = _env_spec(cfg.env.env_name).experts
+    experts = env_spec(cfg.env.env_name).experts
     if cfg.policy.type == "expert" and experts and cfg.policy.expert not in experts:
         raise ConfigError(f"policy.expert: {cfg.policy.expert!r} is not one of {', '.join(experts)}")
 
@@ -456,20 +254,17 @@ def to_dict(cfg: Any) -> dict:
             env[name] = dict(values)
         opts = env_options(cfg)
         if opts is not None:
-            env[_env_spec(cfg.env.env_name).name] = dataclasses.asdict(opts)
+            env[env_spec(cfg.env.env_name).name] = dataclasses.asdict(opts)
     return out
+
+
 
 
 def describe(cls: type = CollectConfig, prefix: str = "") -> list[tuple[str, Any, str]]:
-    """(key, default, help) for every field, for `--help` and the docs."""
-    out = []
-    hints = typing.get_type_hints(cls)
-    inst = cls()
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("env_options"):
-            out += _env_option_rows(prefix)
-        elif dataclasses.is_dataclass(hints[f.name]):
-            out += describe(hints[f.name], f"{prefix}{f.name}.")
-        else:
-            out.append((prefix + f.name, getattr(inst, f.name), f.metadata.get("help", "")))
-    return out
+    """(key, default, help) for every key of `collect` (each registered env's options included)."""
+    return describe_keys(cls, prefix)
+
+
+def keys(cls: type = CollectConfig, prefix: str = "") -> list[str]:
+    """Every dotted key of `collect` (with `env.<env>.<option>` for every registered env's options)."""
+    return keys_of(cls, prefix)

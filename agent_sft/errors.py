@@ -17,6 +17,10 @@ class AgentSFTError(Exception):
         return self
 
 
+class ConfigError(AgentSFTError, ValueError):
+    """A configuration key or value a user can fix."""
+
+
 class DatasetError(AgentSFTError):
     """A dataset folder, shard or request that cannot be used as it is."""
 

@@ -9,7 +9,8 @@ import typing
 from typing import Any
 
 from agent_sft.cli import CLIError
-from agent_sft.config import FilterConfig, OutputConfig, _field_type
+from agent_sft.config import FilterConfig, OutputConfig
+from agent_sft.config_keys import field_type
 
 BUILD_USAGE = """Re-derive the sft config from raw with new filters or style.
 
@@ -41,7 +42,7 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. filters.require_success=true")
     g = p.add_argument_group("shorthands for the keys (what reaches sft; raw keeps every episode)")
     for key, f, hint in build_keys():
-        base, _ = _field_type(hint)
+        base, _ = field_type(hint)
         text = f.metadata.get("help", "").replace("%", "%%")
         kw: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS}
         choices = f.metadata.get("choices")

@@ -169,7 +169,7 @@ class DatasetWriter:
         self._timer.start()
 
     def _check_fingerprint(self, info: dict, fingerprint: dict, allow_config_change: bool) -> None:
-        if info.get("recovered_from") and "fingerprint_sha256" in info:
+        if info.get("recovered_from") and info.get("fingerprint_sha256"):
             # identity rebuilt from the shards: compare the whole fingerprint by its hash
             same = info["fingerprint_sha256"] == fingerprint_hash(fingerprint)
             diff = [] if same else (config_diff(info.get("fingerprint", {}), public_fingerprint(fingerprint))

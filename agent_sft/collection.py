@@ -16,16 +16,15 @@ KeyboardInterrupt) seals the finished episodes before the interrupt goes on.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import os
-import shutil
 from collections.abc import Callable
 from typing import Any
 
 from agent_sft.config import CollectConfig, ConfigError, env_options, load_config, to_dict
 from agent_sft.errors import AgentSFTError, DiskFullError
 from agent_sft.policies import PolicyError
+from agent_sft.shards import disk_full_error, is_disk_full
 
 
 @dataclasses.dataclass
@@ -155,7 +154,7 @@ def collect(
     except BaseException as err:
         _close_quietly(writer)
         if is_disk_full(err) and not isinstance(err, DiskFullError):
-            raise disk_full(cfg.output.dir) from None
+            raise disk_full_error(cfg.output.dir) from None
         raise
     result = CollectResult(cfg.output.dir, stats, run)
     if cfg.output.export_dir:
@@ -186,30 +185,6 @@ def _close_quietly(writer: Any) -> bool:
         return False
 
 
-def is_disk_full(err: BaseException | None) -> bool:
-    """Whether `err`, or an error it was raised from, is "no space left on device"."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, DiskFullError):
-            return True
-        if isinstance(err, OSError) and (err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(err)):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
-def disk_full(folder: str) -> DiskFullError:
-    """The one-line error of a run stopped by a full disk: the folder, the space left there, what to do."""
-    where = folder if os.path.isdir(folder) else os.path.dirname(os.path.abspath(folder))
-    try:
-        free = f"{shutil.disk_usage(where).free / 2**20:.1f} MiB free"
-    except OSError:
-        free = "free space unknown"
-    return DiskFullError(f"no space left on the device of {folder} ({free} there); the episodes sealed so far are kept: "
-                         "free some space and run the same command again to resume")
-
-
 def open_writer(cfg: CollectConfig, env_name: str):
     """Open (or resume) `output.dir` for this config: refused when the folder was collected with another."""
     from agent_sft.config import FilterConfig
@@ -232,11 +207,11 @@ def open_writer(cfg: CollectConfig, env_name: str):
         )
     except AgentSFTError as err:
         if is_disk_full(err) and not isinstance(err, DiskFullError):
-            raise disk_full(cfg.output.dir) from None
+            raise disk_full_error(cfg.output.dir) from None
         raise
     except (OSError, ImportError) as err:
         if is_disk_full(err):
-            raise disk_full(cfg.output.dir) from None
+            raise disk_full_error(cfg.output.dir) from None
         # e.g. a filters.tokenizer that does not load
         raise ConfigError(f"cannot open {cfg.output.dir}: {type(err).__name__}: {err}") from None
 

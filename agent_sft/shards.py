@@ -28,14 +28,15 @@ TMP_PREFIX = ".tmp-"
 
 
 def disk_full_error(folder: str, needed: int | None = None) -> DiskFullError:
+    """The one-line error of a full disk: the folder, the space left there, what to do."""
+    where = folder if os.path.isdir(folder) else os.path.dirname(os.path.abspath(folder))
     try:
-        free = shutil.disk_usage(folder).free
+        free = f"{_mb(shutil.disk_usage(where).free)} free"
     except OSError:
-        free = None
+        free = "free space unknown"
     need = f"; about {_mb(needed)} more is needed for the next shard" if needed else ""
-    have = f" ({_mb(free)} free)" if free is not None else ""
-    return DiskFullError(f"no space left on the device of {folder}{have}{need}. Sealed episodes are kept: free "
-                         "some space and run the same command again to resume.")
+    return DiskFullError(f"no space left on the device of {folder} ({free} there){need}; the episodes sealed so far "
+                         "are kept: free some space and run the same command again to resume")
 
 
 def _mb(n: int) -> str:
@@ -63,7 +64,7 @@ def _write_atomic(path: str, text: str, fsync: bool) -> None:
     except OSError as e:
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        if _is_enospc(e):
+        if is_disk_full(e):
             raise disk_full_error(os.path.dirname(path) or ".", len(text.encode())) from None
         raise
     os.replace(tmp, path)
@@ -128,18 +129,23 @@ def sealing(path: str, config: str, meta: dict) -> Iterator[pa.ipc.RecordBatchFi
         size = hf.size if "hf" in locals() else 0
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        if _is_enospc(e):
+        if is_disk_full(e):
             raise disk_full_error(os.path.dirname(os.path.dirname(os.path.dirname(d))), size or None) from None
         raise
     os.replace(tmp, path)
     _SEALED[os.path.abspath(path)] = {"size": hf.size, "sha256": hf.sha.hexdigest()}
 
 
-def _is_enospc(e: BaseException) -> bool:
-    while e is not None:
+def is_disk_full(e: BaseException | None) -> bool:
+    """Whether `e`, or an error it was raised from, is "no space left on device"."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DiskFullError):
+            return True
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if isinstance(e, pa.ArrowException) and "No space left" in str(e):
+        if isinstance(e, (OSError, pa.ArrowException)) and "No space left" in str(e):
             return True
         e = e.__cause__ or e.__context__
     return False

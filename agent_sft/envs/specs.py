@@ -103,6 +103,11 @@ class EnvSpec:
         split_notes: game split -> what the dataset card says about games from it.
         run_notes: game split -> how the start of a run describes games from it.
         expert_source: where the expert's plans come from, in prose ("the ALFWorld engine").
+        extra: the agent-sft extra that installs the engine (`pip install 'agent-sft[<extra>]'`);
+            a run of this env without its `packages` installed is refused, naming it.
+        task_types: the task types the env may report, for listings (`agent-sft envs`); empty when
+            they depend on the env's options or data.
+        description: one line saying what the env is, for listings.
     """
 
     name: str
@@ -121,6 +126,9 @@ class EnvSpec:
     split_notes: Mapping[str, str] = field(default_factory=dict)
     run_notes: Mapping[str, str] = field(default_factory=dict)
     expert_source: str = ""
+    extra: str | None = None
+    task_types: tuple[str, ...] = ()
+    description: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.entry_point, str) and ":" not in self.entry_point:
@@ -129,6 +137,7 @@ class EnvSpec:
             raise TypeError(f"env {self.name!r}: options must be a dataclass, got {self.options!r}")
         object.__setattr__(self, "aliases", tuple(self.aliases))
         object.__setattr__(self, "experts", tuple(self.experts))
+        object.__setattr__(self, "task_types", tuple(self.task_types))
 
     # --- building -----------------------------------------------------------------------------------
 
@@ -139,6 +148,28 @@ class EnvSpec:
     def make(self, **kwargs: Any) -> Any:
         """Build the env in this process with `kwargs` as they are."""
         return self.load()(**kwargs)
+
+    def missing_packages(self) -> list[str]:
+        """The distributions of `packages` that are not installed (nothing is imported)."""
+        from importlib import metadata
+
+        out = []
+        for dist in self.packages:
+            try:
+                metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                out.append(dist)
+        return out
+
+    def install_hint(self) -> str:
+        """How to install what the env needs."""
+        if self.extra:
+            return f"pip install 'agent-sft[{self.extra}]'"
+        return "pip install " + " ".join(self.packages) if self.packages else ""
+
+    def default_expert(self) -> str | None:
+        """The expert a run uses when `policy.expert` names none: the first the spec lists."""
+        return self.experts[0] if self.experts else None
 
     # --- options ------------------------------------------------------------------------------------
 

@@ -29,6 +29,9 @@ SPEC = EnvSpec(
         "or $ALFWORLD_DATA for the real games)"
     },
     expert_source="the ALFWorld engine",
+    extra="alfworld",
+    task_types=tuple(TASK_TYPES),
+    description="Household tasks in text (ALFRED scenes) on TextWorld's PDDL engine.",
 )
 
 __all__ = ["SPEC", "AlfworldEnv", "AlfworldOptions", "EXPERTS", "SPLITS", "TASK_TYPES", "normalize_task_types"]

@@ -6,6 +6,7 @@
 """
 
 from agent_sft.envs import alfworld
+from agent_sft.envs import textarena as textarena_env
 from agent_sft.envs.base import TaskSpec, TextEnv
 from agent_sft.envs.registry import (
     ENTRY_POINT_GROUP,
@@ -20,6 +21,7 @@ from agent_sft.envs.registry import (
 from agent_sft.envs.specs import GENERIC_KWARGS, EnvOptions, EnvSpec, OptionError, option
 
 register(alfworld.SPEC)
+register(textarena_env.SPEC)
 
 __all__ = [
     "ENTRY_POINT_GROUP",

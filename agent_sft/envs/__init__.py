@@ -6,6 +6,7 @@
 """
 
 from agent_sft.envs import alfworld
+from agent_sft.envs import babyai as babyai_env
 from agent_sft.envs import gym as gym_env
 from agent_sft.envs import textarena as textarena_env
 from agent_sft.envs.base import TaskSpec, TextEnv
@@ -22,6 +23,7 @@ from agent_sft.envs.registry import (
 from agent_sft.envs.specs import GENERIC_KWARGS, EnvOptions, EnvSpec, OptionError, option
 
 register(alfworld.SPEC)
+register(babyai_env.SPEC)
 list(map(register, gym_env.SPECS))
 register(textarena_env.SPEC)
 

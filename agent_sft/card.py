@@ -26,12 +26,24 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
+def env_entries(env_cfg: dict) -> list[tuple[str, str, dict]]:
+    """(label, env name, entry) for each env of a folder's config: the `env.mix` entries, or the one env."""
+    mix = env_cfg.get("mix") or {}
+    if mix:
+        return [(label, str((e or {}).get("env") or label), e or {}) for label, e in mix.items()]
+    name = env_cfg.get("env_name", "")
+    return [(name, name, {})] if name else []
+
+
 def front_matter(configs: list[dict], info: dict, stats: dict | None = None) -> str:
     cfg = info.get("config") or {}
-    env = (cfg.get("env") or {}).get("env_name", "")
+    names = list(dict.fromkeys(name for _, name, _ in env_entries(cfg.get("env") or {})))
+    env = ", ".join(names)
     tags = ["agent", "trajectories", "sft", "agent-sft", "multi-turn"]
-    if env:
-        tags.append(env.split("/")[0].lower())
+    for name in names:
+        tag = name.split("/")[0].lower()
+        if tag not in tags:
+            tags.append(tag)
     meta: dict[str, Any] = {
         "license": (cfg.get("output") or {}).get("license") or "mit",
         "language": ["en"],
@@ -199,20 +211,29 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
     env_cfg, pol, flt = cfg.get("env", {}), cfg.get("policy", {}), public((info.get("build") or {}).get("filters", {}))
     prompt_cfg = cfg.get("prompt", {})
     games = stats.get("game_splits", {})
-    env_spec = _env_spec(env_cfg.get("env_name", ""))
+    entries = env_entries(env_cfg) or [("", "", {})]
+    specs = [_env_spec(name) for _, name, _ in entries]
+    mixed = len(entries) > 1
     game_desc = ", ".join(f"{k}: {v} episodes" for k, v in sorted(games.items())) or "n/a"
-    notes = [env_spec.split_notes[g] for g in sorted(games) if env_spec and g in env_spec.split_notes]
+    notes = list(dict.fromkeys(s.split_notes[g] for s in specs if s for g in sorted(games) if g in s.split_notes))
     if notes:
         game_desc += f" ({'; '.join(notes)})"
-    evals = [g for g in games if env_spec and g in env_spec.eval_splits]
-    title = env_spec and (env_spec.title or env_spec.name)
-    warning = (f"> **Warning:** games came from {title}'s evaluation split(s) {', '.join(evals)}. Do not train "
-               "on this data if you evaluate on those games.") if evals else ""
+    warnings = []
+    for spec in {s.name: s for s in specs if s}.values():
+        evals = [g for g in games if g in spec.eval_splits]
+        if evals:
+            warnings.append(f"> **Warning:** games came from {spec.title or spec.name}'s evaluation split(s) "
+                            f"{', '.join(evals)}. Do not train on this data if you evaluate on those games.")
+    warning = "\n>\n".join(warnings)
     kind = pol.get("type") or "expert"
     policy = f"`{kind}`" + (f", model `{pol.get('model')}`" if pol.get("model") else "")
     if kind == "expert":
-        source = f" from {env_spec.expert_source}" if env_spec and env_spec.expert_source else ""
-        policy += f" ({pol.get('expert', 'planner')} expert{source})"
+        experts = []
+        for (label, _name, entry), spec in zip(entries, specs):
+            expert = entry.get("expert") or pol.get("expert") or (spec.default_expert() if spec else None) or "planner"
+            source = f" from {spec.expert_source}" if spec and spec.expert_source else ""
+            experts.append(f"{expert} expert{source}" + (f" for {label}" if mixed else ""))
+        policy += f" ({'; '.join(experts)})"
         sampling = "deterministic expert"
     else:
         keys = ("do_sample", "temperature", "top_p", "top_k", "max_tokens", "stop")
@@ -220,16 +241,14 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
     active = {k: v for k, v in flt.items() if v not in (None, False, "", [])}
     st = stats
     split_table = "\n".join(f"| {sp} | {st['episodes'].get(sp, 0)} | {st['sft_rows'].get(sp, 0)} |" for sp in SPLITS)
-    task_table = "\n".join(
-        f"| {t} | {b['episodes']} | {b['successes']} | {100 * b['success_rate']:.1f}% | {b['mean_length']:.1f} |"
-        for t, b in st["by_task_type"].items()) or "| (none) | 0 | 0 | - | - |"
+    task_table = _task_table(st)
     tok = st.get("tokens", {})
     tokens = (f"Tokens: {tok['prompt']} prompt, {tok['completion']} completion." if tok.get("completion") is not None else "")
     versions = ", ".join(f"{k} {v}" for k, v in sorted((info.get("versions") or {}).items())) or "n/a"
     style = (info.get("build") or {}).get("style", "auto")
     values = {
-        "title": f"{env_cfg.get('env_name', 'Agent')} trajectories",
-        "env": env_cfg.get("env_name", ""),
+        "title": f"{', '.join(dict.fromkeys(n for _, n, _ in entries if n)) or 'Agent'} trajectories",
+        "env": ", ".join(dict.fromkeys(n for _, n, _ in entries if n)),
         "total_episodes": st["total_episodes"],
         "success_rate": f"{100 * st['success_rate']:.1f}%",
         "eval_warning": warning,
@@ -238,7 +257,8 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
         "sampling": sampling,
         "seed": env_cfg.get("seed", ""),
         "samples_per_task": (env_cfg.get("rollout") or {}).get("n", 1),
-        "max_steps": env_cfg.get("max_steps", ""),
+        "max_steps": ", ".join(f"{label} {entry.get('max_steps') or env_cfg.get('max_steps', '')}"
+                               for label, _, entry in entries) if mixed else env_cfg.get("max_steps", ""),
         "prompt": f"style `{prompt_cfg.get('style', 'window')}`, history {env_cfg.get('history_length', '')}, "
                   f"template `{prompt_cfg.get('template') or 'built-in'}`",
         "sft_style": {"auto": "follow the prompt style", "step": "one row per step", "episode": "one row per episode"}.get(style, style),
@@ -262,6 +282,24 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
     }
     body = re.sub(r"\{\{(\w+)\}\}", lambda m: str(values.get(m.group(1), m.group(0))), template)
     return re.sub(r"\n{3,}", "\n\n", body)
+
+
+def _task_table(st: dict) -> str:
+    """Success by task type; with several envs, by env and then by task type within each."""
+    def cells(b: dict) -> str:
+        return f"{b['episodes']} | {b['successes']} | {100 * b['success_rate']:.1f}% | {b['mean_length']:.1f} |"
+
+    by_env = st.get("by_env") or {}
+    if len(by_env) > 1:
+        lines = ["Success by env and task type:", "", "| env | task type | episodes | won | success rate | mean length |",
+                 "|---|---|---:|---:|---:|---:|"]
+        for env, e in by_env.items():
+            lines.append(f"| **{env}** | all | {cells(e)}")
+            lines += [f"| {env} | {t} | {cells(b)}" for t, b in e["by_task_type"].items()]
+        return "\n".join(lines)
+    rows = [f"| {t} | {cells(b)}" for t, b in st["by_task_type"].items()] or ["| (none) | 0 | 0 | - | - |"]
+    return "\n".join(["Success by task type:", "", "| task type | episodes | won | success rate | mean length |",
+                      "|---|---:|---:|---:|---:|", *rows])
 
 
 def set_repo(readme: str, repo_id: str) -> str:

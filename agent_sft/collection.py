@@ -16,12 +16,11 @@ KeyboardInterrupt) seals the finished episodes before the interrupt goes on.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from collections.abc import Callable
 from typing import Any
 
-from agent_sft.config import CollectConfig, ConfigError, env_options, load_config, to_dict
+from agent_sft.config import CollectConfig, ConfigError, load_config, to_dict
 from agent_sft.errors import AgentSFTError, DiskFullError
 from agent_sft.policies import PolicyError
 from agent_sft.shards import disk_full_error, is_disk_full
@@ -38,67 +37,70 @@ class CollectResult:
     pushed_url: str | None = None  # the Hub commit, when output.push_to_hub was set
 
 
-def fingerprint(cfg: CollectConfig, env_name: str) -> dict[str, Any]:
+def fingerprint(cfg: CollectConfig, env_name: str | None = None) -> dict[str, Any]:
     """What must not change for a folder to be continued: what decides the episodes' content.
 
-    Not included: how many episodes or samples per task (an episode's content depends on its task,
-    seed and sample index only), how many in parallel, timeouts, output and filter settings, and the
-    env options its spec leaves out of the fingerprint (e.g. ALFWorld's task_types, a task filter).
+    Not included: how many episodes or samples per task (an episode's content depends on its env,
+    task, seed and sample index only), how many in parallel, timeouts, output and filter settings, and
+    the env options its spec leaves out of the fingerprint (e.g. ALFWorld's task_types, a task filter).
+    With `env.mix`, each env's part sits under `env.mix.<label>`: entries may be added to a folder's mix
+    later, and their episode counts change freely.
     """
-    from agent_sft.envs import spec
+    from agent_sft.mix import lanes
 
     e, p, pr = cfg.env, cfg.policy, cfg.prompt
-    template = None
-    if pr.template:
-        with open(pr.template, "rb") as fh:
-            template = hashlib.sha256(fh.read()).hexdigest()[:16]
-    return {
-        "env": {
-            "env_name": env_name,
-            "seed": e.seed,
-            "max_steps": e.max_steps,
-            "history_length": e.history_length,
-            **spec(e.env_name).fingerprint(env_options(cfg)),
-        },
-        "prompt": {"style": pr.style, "template_sha256": template, "system": pr.system, "require_think": pr.require_think},
-        "policy": {
-            k: getattr(p, k)
-            for k in ("type", "model", "expert", "expert_think", "do_sample", "temperature", "top_p", "top_k",
-                      "max_tokens", "stop", "max_model_len", "chat_template")
-        },
-        "data": {"val_fraction": cfg.data.val_fraction},
+    run = lanes(cfg)
+    policy = {
+        k: getattr(p, k)
+        for k in ("type", "model", "expert", "expert_think", "do_sample", "temperature", "top_p", "top_k",
+                  "max_tokens", "stop", "max_model_len", "chat_template")
     }
+    prompt = {"style": pr.style, "template_sha256": None, "system": pr.system, "require_think": pr.require_think}
+    if len(run) == 1:  # a plain run, or a mix of one entry: the same folder
+        lane = run[0].fingerprint()
+        env = {"env_name": lane.pop("env_name"), "seed": e.seed, "max_steps": lane.pop("max_steps"),
+               "history_length": e.history_length}
+        policy["expert"] = lane.pop("expert")
+        prompt["template_sha256"] = lane.pop("template_sha256")
+        env.update(lane)
+    else:
+        env = {"seed": e.seed, "history_length": e.history_length,
+               "mix": {lane.label: lane.fingerprint() for lane in run}}
+        policy["expert"] = None
+    return {"env": env, "prompt": prompt, "policy": policy, "data": {"val_fraction": cfg.data.val_fraction}}
 
 
 def precheck(cfg: CollectConfig) -> str:
-    """Checks that need no environment: the env name and options, the model folder, the prompt template.
+    """Checks that need no environment: the envs and their options, installed engines, the model
+    folder, the prompt templates.
 
     Returns:
-        The canonical env name (aliases resolved).
+        The canonical name of the run's env (of the first env of a mix).
 
     Raises:
         ConfigError: naming the key and what it may be.
     """
-    from agent_sft.envs import canonical_name, find_spec, registered
+    from agent_sft.mix import lanes
     from agent_sft.prompts import PromptError, resolve_template
-
-    if find_spec(cfg.env.env_name) is None:
-        raise ConfigError(f"env.env_name: unknown environment {cfg.env.env_name!r}; registered: {', '.join(registered())}")
-    name = canonical_name(cfg.env.env_name)
-    env_options(cfg)  # the env's options check themselves (paths, task types)
-    from agent_sft.envs import spec
     from agent_sft.rollout import backend
 
-    backend(cfg.env.backend, spec(name))  # an unknown backend, or threads for an env that may not share a process
+    run = lanes(cfg)  # unknown envs, bad options (paths, task types), experts, counts
+    for lane in run:
+        missing = lane.spec.missing_packages()
+        if missing:
+            where = "env.env_name" if len(run) == 1 else f"env.mix.{lane.label}"
+            raise ConfigError(f"{where}: environment {lane.name!r} needs {', '.join(missing)}, which is not "
+                              f"installed: {lane.spec.install_hint()}")
+        backend(cfg.env.backend, lane.spec)  # an unknown backend, or threads for an env that may not share a process
+        try:
+            resolve_template(lane.name, cfg.prompt.style, lane.template)
+        except PromptError as err:
+            raise ConfigError(str(err)) from None
     model = cfg.policy.model
     if cfg.policy.type in ("vllm", "hf") and model and model.startswith(("/", "./", "../", "~")):
         if not os.path.isdir(os.path.expanduser(model)):
             raise ConfigError(f"policy.model: no model folder at {model} (give a local folder or a Hub model name)")
-    try:
-        resolve_template(name, cfg.prompt.style, cfg.prompt.template)
-    except PromptError as err:
-        raise ConfigError(str(err)) from None
-    return name
+    return run[0].name
 
 
 def collect(
@@ -217,12 +219,16 @@ def open_writer(cfg: CollectConfig, env_name: str):
 
 
 def make_run_policy(cfg: CollectConfig, env_name: str):
-    """The configured policy; an expert replays its env's plan under the model label the env's spec gives."""
-    from agent_sft.envs import spec
+    """The configured policy; an expert replays its env's plan under the model label the env's spec gives
+    (each env of a mix relabels it with its own)."""
+    from agent_sft.mix import lanes
     from agent_sft.policies.registry import make_policy
 
-    extra = {"expert_type": cfg.policy.expert, "env_name": env_name,
-             "model": spec(env_name).expert_model(cfg.policy.expert)} if cfg.policy.type == "expert" else {}
+    extra = {}
+    if cfg.policy.type == "expert":
+        lane = lanes(cfg)[0]
+        expert = lane.expert or "expert"
+        extra = {"expert_type": expert, "env_name": env_name, "model": lane.spec.expert_model(expert)}
     try:
         return make_policy(cfg.policy, **extra)
     except ImportError as err:
@@ -271,4 +277,6 @@ def _play(cfg: CollectConfig, env_name: str, writer: Any, on_plan: Callable | No
         "workers_started": st.workers_started,
         "shard": cfg.output.shard,
     }
+    if len(plan.per_lane) > 1:
+        run["per_env"] = st.per_env
     return writer.finalize(summary=run), run

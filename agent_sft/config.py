@@ -52,6 +52,10 @@ class EnvConfig:
     backend: str = _f("process", "How envs run: `process` (a spawned worker process each; a crashed or hung env is "
                                  "killed and replaced) or `thread` (threads of this process, for envs that wait on "
                                  "the network; a hung env is abandoned; refused for envs that may not share a process).")
+    mix: dict = field(default_factory=dict, metadata={
+        "help": "Several envs in one run: a list of entries ({env: textworld, episodes: 40} or weight: w, with "
+                "max_steps, expert, template, task_types and env options per entry), or dotted keys "
+                "env.mix.<label>.<field>; see agent_sft.mix.", "mix": True})
     options: dict = field(default_factory=dict, repr=False, metadata={
         "help": "Each env's own options, set as env.<env>.<option> (or env.<option> for the selected env).",
         "env_options": True})
@@ -75,7 +79,7 @@ class DataConfig:
 class PolicyConfig:
     type: str | None = _f(None, "Policy kind; default `expert`, or `vllm` when a model is set.", ("expert", "vllm", "hf", "openai"))
     model: str | None = _f(None, "Model path or name (vllm, hf, openai).")
-    expert: str = _f("planner", "The expert `policy.type=expert` replays: one the env offers (ALFWorld: planner, handcoded).")
+    expert: str | None = _f(None, "The expert `policy.type=expert` replays: one the env offers (default its first: ALFWorld planner, TextWorld walkthrough, ...).")
     expert_think: bool = _f(False, "Experts write their remaining plan inside <think>; empty otherwise.")
     do_sample: bool = _f(True, "Sample; false means greedy (temperature 0).")
     temperature: float = _f(0.4, "Sampling temperature.")
@@ -228,10 +232,11 @@ def validate(cfg: CollectConfig) -> None:
         parse_shard(cfg.output.shard)
     if cfg.filters.max_tokens is not None and not cfg.filters.tokenizer:
         raise ConfigError("filters.max_tokens needs filters.tokenizer (a tokenizer path or name)")
-    env_options(cfg)
-    experts = env_spec(cfg.env.env_name).experts
-    if cfg.policy.type == "expert" and experts and cfg.policy.expert not in experts:
-        raise ConfigError(f"policy.expert: {cfg.policy.expert!r} is not one of {', '.join(experts)}")
+    from agent_sft.mix import lanes
+
+    run = lanes(cfg)  # each env's options, expert and count
+    if len(run) == 1 and cfg.policy.expert is None:
+        cfg.policy.expert = run[0].expert  # the env's own default, shown as such in the folder's config
 
 
 def parse_shard(spec: str) -> tuple[int, int]:

@@ -104,6 +104,8 @@ def set_key(cfg: Any, key: str, value: Any) -> None:
             return _set_env_option(obj, key, parts[i:], value)
         hints = typing.get_type_hints(type(obj))
         names = {f.name: f for f in dataclasses.fields(obj) if not f.metadata.get("env_options")}
+        if part in names and names[part].metadata.get("mix"):
+            return _set_mix(obj, part, key, parts[i + 1:], value)
         if part not in names:
             where = ".".join(parts[:i])
             allowed = ", ".join(sorted(set(names) | set(_env_option_names(obj) if _holds_env_options(obj) else [])))
@@ -124,6 +126,33 @@ def set_key(cfg: Any, key: str, value: Any) -> None:
             obj = getattr(obj, part)
             if not dataclasses.is_dataclass(obj):
                 raise ConfigError(f"unknown config key {key!r}: {'.'.join(parts[:i+1])!r} takes a value, not sub-keys")
+
+def _set_mix(obj: Any, part: str, key: str, rest: list[str], value: Any) -> None:
+    """`env.mix` (a list or mapping of entries) or `env.mix.<label>[.<field>...]`: stored as given, checked
+    when the run's lanes are resolved (`agent_sft.mix.lanes`)."""
+    from agent_sft.mix import normalize_mix
+
+    mix = getattr(obj, part)
+    if not rest:
+        setattr(obj, part, normalize_mix(value, key))
+        return
+    label, path = rest[0], rest[1:]
+    if not path:
+        mix[label] = normalize_mix({label: value}, key)[label]
+        return
+    if isinstance(value, str) and path[-1] not in ("env", "expert", "template"):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass
+    node = mix.setdefault(label, {})
+    for p in path[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: {p!r} takes a value, not sub-keys")
+    node[path[-1]] = value
 
 def env_spec(name: str, key: str = "env.env_name") -> Any:
     """The spec of env `name`, or a ConfigError naming `key` and the registered envs."""

@@ -18,7 +18,7 @@ from agent_sft.records import CONFIGS, SCHEMAS, SPLITS
 log = logging.getLogger(__name__)
 
 STAT_COLUMNS = ["split", "task_type", "success", "episode_length", "final_reward", "end_reason", "num_invalid",
-                "prompt_tokens", "completion_tokens", "duration_s", "game_split"]
+                "prompt_tokens", "completion_tokens", "duration_s", "game_split", "env"]
 
 
 def _paths(folder: str, s: F.Scan, config: str = "raw", exclude: frozenset[str] = frozenset()) -> list[str]:
@@ -47,7 +47,7 @@ def _hist(counts: Counter, bins: int = 20) -> dict:
 
 
 def compute_stats(folder: str, s: F.Scan, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """Counts, success by task type, lengths, rewards, tokens, end reasons and filter drops.
+    """Counts, success by env and by task type, lengths, rewards, tokens, end reasons and filter drops.
 
     Reads only the columns it needs, batch by batch, so memory does not grow with the folder. Shards
     in `exclude` (relative paths of damaged shards) are left out.
@@ -57,6 +57,8 @@ def compute_stats(folder: str, s: F.Scan, exclude: frozenset[str] = frozenset())
     reward = seconds = 0.0
     pt = ct = with_counts = 0
     by_type: dict[str, dict] = defaultdict(lambda: {"episodes": 0, "successes": 0, "_len": 0})
+    by_env: dict[str, dict] = defaultdict(lambda: {"episodes": 0, "successes": 0, "_len": 0, "_reward": 0.0,
+                                                   "by_task_type": defaultdict(lambda: {"episodes": 0, "successes": 0, "_len": 0})})
     per_split: Counter = Counter()
     lengths: Counter = Counter()
     end_reasons: Counter = Counter()
@@ -64,13 +66,15 @@ def compute_stats(folder: str, s: F.Scan, exclude: frozenset[str] = frozenset())
     batches = pads.dataset(paths, format="ipc").to_batches(columns=STAT_COLUMNS) if paths else []
     for batch in batches:
         c = batch.to_pydict()
-        for sp, tt, ok, ln, fr, er, ni, p, q, du, gs in zip(*(c[k] for k in STAT_COLUMNS)):
+        for sp, tt, ok, ln, fr, er, ni, p, q, du, gs, env in zip(*(c[k] for k in STAT_COLUMNS)):
             n += 1
             successes += bool(ok)
-            b = by_type[tt or "(none)"]
-            b["episodes"] += 1
-            b["successes"] += int(bool(ok))
-            b["_len"] += ln
+            e = by_env[env or "(none)"]
+            e["_reward"] += fr
+            for b in (by_type[tt or "(none)"], e, e["by_task_type"][tt or "(none)"]):
+                b["episodes"] += 1
+                b["successes"] += int(bool(ok))
+                b["_len"] += ln
             per_split[sp] += 1
             lengths[ln] += 1
             end_reasons[er] += 1
@@ -82,9 +86,12 @@ def compute_stats(folder: str, s: F.Scan, exclude: frozenset[str] = frozenset())
                 with_counts += 1
                 ct += q
                 pt += p or 0
-    for b in by_type.values():
+    for b in [*by_type.values(), *by_env.values(), *(t for e in by_env.values() for t in e["by_task_type"].values())]:
         b["success_rate"] = b["successes"] / b["episodes"]
         b["mean_length"] = b.pop("_len") / b["episodes"]
+    for e in by_env.values():
+        e["mean_final_reward"] = e.pop("_reward") / e["episodes"]
+        e["by_task_type"] = dict(sorted(e["by_task_type"].items()))
     drops: Counter = Counter()
     for sp in SPLITS:
         for m in s.sft[sp].values():
@@ -97,6 +104,7 @@ def compute_stats(folder: str, s: F.Scan, exclude: frozenset[str] = frozenset())
         "successes": successes,
         "success_rate": successes / n if n else 0.0,
         "by_task_type": dict(sorted(by_type.items())),
+        "by_env": dict(sorted(by_env.items())),
         "end_reasons": dict(end_reasons),
         "game_splits": dict(game_splits),
         "mean_final_reward": reward / n if n else 0.0,
@@ -278,10 +286,18 @@ def info_text(folder: str, check: bool = True) -> tuple[str, bool]:
         f"success: {st['successes']}/{st['total_episodes']} ({100 * st['success_rate']:.1f}%); "
         f"mean reward {st['mean_final_reward']:.3f}; mean length {st['mean_length']:.1f} "
         f"(min {st['episode_length']['min']}, max {st['episode_length']['max']}); invalid steps {st['invalid_steps']}/{st['steps']}",
-        "success by task type:",
     ]
-    for tt, b2 in st["by_task_type"].items():
-        lines.append(f"  {tt:<32} {b2['successes']:>6}/{b2['episodes']:<6} {100 * b2['success_rate']:5.1f}%  mean length {b2['mean_length']:.1f}")
+    row = "  {:<32} {:>6}/{:<6} {:5.1f}%  mean length {:.1f}"
+    if len(st["by_env"]) > 1:
+        lines.append("success by env and task type:")
+        for env, e in st["by_env"].items():
+            lines.append(row.format(env, e["successes"], e["episodes"], 100 * e["success_rate"], e["mean_length"]))
+            for tt, b2 in e["by_task_type"].items():
+                lines.append(row.format("  " + tt, b2["successes"], b2["episodes"], 100 * b2["success_rate"], b2["mean_length"]))
+    else:
+        lines.append("success by task type:")
+        for tt, b2 in st["by_task_type"].items():
+            lines.append(row.format(tt, b2["successes"], b2["episodes"], 100 * b2["success_rate"], b2["mean_length"]))
     lines.append("end reasons: " + (", ".join(f"{k} {v}" for k, v in sorted(st["end_reasons"].items())) or "none"))
     active = active_filters(b.get("filters") or {})
     lines.append("filters: " + (", ".join(f"{k}={v}" for k, v in sorted(active.items())) or "none"))

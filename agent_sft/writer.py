@@ -46,10 +46,36 @@ __all__ = ["BuildSpec", "ConfigMismatchError", "DatasetWriter"]
 log = logging.getLogger(__name__)
 
 
+GROWABLE = ("env.mix.",)
+"""Fingerprint mappings a resume may add keys to (a longer `env.mix`)."""
+
+
+def as_mix(fingerprint: dict) -> dict:
+    """A plain run's fingerprint in the shape of a mix of its one env (`env.mix.<env_name>`), so that a
+    folder collected from one env can be continued as a mix that adds others."""
+    env = fingerprint.get("env")
+    if not isinstance(env, dict) or "mix" in env or "env_name" not in env:
+        return fingerprint
+    lane = {k: v for k, v in env.items() if k not in ("seed", "history_length")}
+    lane["expert"] = (fingerprint.get("policy") or {}).get("expert")
+    lane["template_sha256"] = (fingerprint.get("prompt") or {}).get("template_sha256")
+    out = {**fingerprint, "env": {"seed": env.get("seed"), "history_length": env.get("history_length"),
+                                  "mix": {env["env_name"]: lane}}}
+    if "policy" in out:
+        out["policy"] = {**out["policy"], "expert": None}
+    if "prompt" in out:
+        out["prompt"] = {**out["prompt"], "template_sha256": None}
+    return out
+
+
 def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """`key: folder value vs now` for each fingerprint value that differs (keys added under `GROWABLE`
+    are not differences)."""
     out = []
     for k in sorted(set(a) | set(b)):
         va, vb = a.get(k), b.get(k)
+        if k not in a and prefix in GROWABLE:
+            continue
         if isinstance(va, dict) and isinstance(vb, dict):
             out += config_diff(va, vb, f"{prefix}{k}.")
         elif va != vb:
@@ -175,7 +201,10 @@ class DatasetWriter:
             diff = [] if same else (config_diff(info.get("fingerprint", {}), public_fingerprint(fingerprint))
                                     or ["(values that are not published, e.g. local paths)"])
         else:
-            diff = config_diff(info.get("fingerprint", {}), fingerprint)
+            old = info.get("fingerprint", {})
+            diff = config_diff(old, fingerprint)
+            if diff and "mix" in str(fingerprint.get("env", {}).keys()) + str(old.get("env", {}).keys()):
+                diff = config_diff(as_mix(old), as_mix(fingerprint))
         if diff and not allow_config_change:
             raise ConfigMismatchError(
                 f"{self.path} was collected with a different configuration:\n  " + "\n  ".join(diff[:20])

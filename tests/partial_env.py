@@ -81,3 +81,20 @@ class PartialEnv:
 
 
 register(NAME, PartialEnv)
+
+
+class OtherPartialEnv(PartialEnv):
+    """The same scripted tasks under another env's namespace (`partial-b/...`), for runs mixing two envs."""
+
+    def __init__(self, max_steps: int = 50):
+        super().__init__(max_steps)
+        self._tasks = [TaskSpec(f"partial-b/{t.task_id}", t.task_type, "test-b") for t in self._tasks]
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options={"task_id": options["task_id"].split("/", 1)[1]})
+        self.task_id = options["task_id"]
+        info["task_id"] = self.task_id
+        return "B: " + obs, info
+
+
+register(NAME_B := "partial-b-test", OtherPartialEnv)

@@ -59,8 +59,16 @@ def summary_text(stats: dict, run: dict, folder: str) -> str:
         "",
         f"  {'task type':<28}{'episodes':>9}{'success':>9}{'mean len':>10}",
     ]
-    for tt, b in stats.get("by_task_type", {}).items():
-        lines.append(f"  {tt:<28}{b['episodes']:>9}{_pct(b['success_rate']):>9}{b['mean_length']:>10.1f}")
+    by_env = stats.get("by_env") or {}
+    if len(by_env) > 1:
+        lines[-1] = f"  {'env / task type':<28}{'episodes':>9}{'success':>9}{'mean len':>10}"
+        for env, e in by_env.items():
+            lines.append(f"  {env:<28}{e['episodes']:>9}{_pct(e['success_rate']):>9}{e['mean_length']:>10.1f}")
+            for tt, b in e["by_task_type"].items():
+                lines.append(f"    {tt:<26}{b['episodes']:>9}{_pct(b['success_rate']):>9}{b['mean_length']:>10.1f}")
+    else:
+        for tt, b in stats.get("by_task_type", {}).items():
+            lines.append(f"  {tt:<28}{b['episodes']:>9}{_pct(b['success_rate']):>9}{b['mean_length']:>10.1f}")
     steps = stats.get("steps", 0)
     invalid = stats.get("invalid_steps", 0)
     lines += [
@@ -168,18 +176,28 @@ def fatal_hint(err: BaseException, folder: str) -> str:
 
 
 def _announce(cfg: CollectConfig, plan: Any) -> None:
-    from agent_sft.envs import spec
+    from agent_sft.mix import lanes
 
-    env = spec(cfg.env.env_name)
+    run = lanes(cfg)
     eps = plan.episodes
-    splits = sorted({t.task.game_split for t in eps})
-    notes = [env.run_notes[s] for s in splits if s in env.run_notes]
-    where = "; ".join(notes) if notes else \
-        f"{plan.selected_tasks} tasks of {cfg.env.env_name}" + (f" ({', '.join(splits)})" if any(splits) else "")
-    print(f"Playing {len(eps)} episodes on {where}, {min(cfg.data.val_batch_size, max(1, len(eps)))} envs in parallel, "
-          f"policy {cfg.policy.type}{' ' + cfg.policy.model if cfg.policy.model else ''}.")
+    parallel = min(cfg.data.val_batch_size, max(1, len(eps)))
+    policy = f"policy {cfg.policy.type}{' ' + cfg.policy.model if cfg.policy.model else ''}"
+    if len(run) > 1:
+        print(f"Playing {len(eps)} episodes of {len(run)} envs, {parallel} in parallel, {policy}:")
+        for lane, part in zip(run, plan.per_lane):
+            print(f"  {lane.label:<16} {part['episodes']:>6} episodes over {part['tasks']} tasks of {lane.name}"
+                  f" (max {lane.max_steps} steps)")
+    else:
+        env = run[0].spec
+        splits = sorted({t.task.game_split for t in eps})
+        notes = [env.run_notes[s] for s in splits if s in env.run_notes]
+        where = "; ".join(notes) if notes else \
+            f"{plan.selected_tasks} tasks of {cfg.env.env_name}" + (f" ({', '.join(splits)})" if any(splits) else "")
+        print(f"Playing {len(eps)} episodes on {where}, {parallel} envs in parallel, {policy}.")
     if plan.skipped_done:
         print(f"Resuming {cfg.output.dir}: {plan.skipped_done} episodes already there are skipped.")
-    evals = [s for s in splits if s in env.eval_splits]
-    if evals:
-        print(f"Note: {', '.join(evals)} holds {env.title or env.name}'s evaluation games; the dataset card says so.")
+    for j, lane in enumerate(run):
+        env = lane.spec
+        evals = sorted({t.task.game_split for t in eps if t.lane == j} & set(env.eval_splits))
+        if evals:
+            print(f"Note: {', '.join(evals)} holds {env.title or env.name}'s evaluation games; the dataset card says so.")

@@ -8,8 +8,10 @@ never on timing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 import platform
 import time
 from collections import deque
@@ -17,9 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_sft.config import CollectConfig, env_options
-from agent_sft.envs import EnvSpec, spec
+from agent_sft.config import CollectConfig
+from agent_sft.envs import EnvSpec
 from agent_sft.errors import AgentSFTError
+from agent_sft.mix import Lane, lanes
 from agent_sft.policies.base import Completion, Policy
 from agent_sft.prompts import (
     Conversation,
@@ -37,11 +40,11 @@ from agent_sft.records import (
     END_STEP_LIMIT,
     END_SUCCESS,
     Episode,
+    PolicyInfo,
     Step,
 )
 from agent_sft.rollout.pools import EnvPool, backend, make_pool
-from agent_sft.rollout.tasks import EpisodeTask, Plan, make_plan
-from agent_sft.rollout.workers import canonical_env_name
+from agent_sft.rollout.tasks import EpisodeTask, LaneTasks, Plan, make_plan
 
 
 class RolloutError(AgentSFTError, RuntimeError):
@@ -75,14 +78,9 @@ def package_versions(env_name: str, policy_kind: str) -> dict[str, str]:
 
 
 def default_env_kwargs(cfg: CollectConfig) -> dict[str, Any]:
-    """What the env factory is built with: the generic keyword arguments (`agent_sft.envs.GENERIC_KWARGS`)
-    and the env's own options (`env.<env>.*`)."""
-    e = cfg.env
-    # Planning costs tens of ms a step: only an expert policy needs the plan.
-    expert = cfg.policy.expert if (cfg.policy.type or "expert") == "expert" else None
-    return spec(e.env_name).kwargs(
-        env_options(cfg), seed=e.seed, max_steps=e.max_steps, task_types=e.task_types, expert=expert
-    )
+    """What the env of a single-env run is built with: the generic keyword arguments
+    (`agent_sft.envs.GENERIC_KWARGS`) and the env's own options (`env.<env>.*`)."""
+    return lanes(cfg)[0].env_kwargs(cfg)
 
 
 def _jsonable(v: Any) -> bool:
@@ -90,10 +88,29 @@ def _jsonable(v: Any) -> bool:
 
 
 @dataclass
+class _LaneRun:
+    """One env of the run while it plays: its lane, prompt template, env kwargs and pool.
+
+    The lane's envs are workers `offset .. offset + size - 1` of the run's global numbering."""
+
+    lane: Lane
+    template: PromptTemplate
+    env_kwargs: dict
+    episode_keys: frozenset
+    policy_info: PolicyInfo
+    versions: str
+    pool: EnvPool | None = None
+    tasks: list | None = None
+    offset: int = 0
+    size: int = 0
+
+
+@dataclass
 class _Live:
-    """An episode in a slot."""
+    """An episode being played by one env worker."""
 
     task: EpisodeTask
+    run: _LaneRun
     episode: Episode
     conv: Conversation
     t0: float
@@ -116,10 +133,12 @@ class RunStats:
     wall_s: float = 0.0  # wall time of `run` (the turn loop)
     startup_s: float = 0.0  # starting the env workers
     turns: int = 0
+    per_env: dict = field(default_factory=dict)  # env name -> {"episodes", "steps", "errors", "workers"}
 
 
 class Collector:
-    """Plays a plan of episodes with a pool of envs (`env.backend`) and a policy in this process.
+    """Plays a plan of episodes with pools of envs (`env.backend`, one pool per env of the run) and a
+    policy in this process.
 
     Typical use::
 
@@ -128,30 +147,54 @@ class Collector:
             for episode in c.run(plan):
                 writer.add(episode)
 
+    With `env.mix`, every turn's policy batch holds episodes of every env; each env has its own pool,
+    sized by its share of the plan, and the envs of a turn step at the same time.
+
     Args:
         cfg: The run's configuration.
         policy: Answers every live conversation once per turn.
-        env_kwargs: Keyword arguments for the env factory (default: `default_env_kwargs(cfg)`).
-        template: Prompt template (default: `prompt.template`, else the built-in one for the env).
+        env_kwargs: Keyword arguments for the env factory of a single-env run (default: from the config).
+        template: Prompt template for every env (default: the lane's `template`, else `prompt.template`,
+            else the env's built-in one).
 
     Raises:
-        ConfigError: `env.backend` is unknown or cannot run this env (before any env starts).
+        ConfigError: `env.backend` is unknown or cannot run an env of the run (before any env starts).
     """
 
     def __init__(self, cfg: CollectConfig, policy: Policy, *, env_kwargs: dict | None = None, template: PromptTemplate | None = None):
         self.cfg = cfg
         self.policy = policy
-        self.spec: EnvSpec = spec(cfg.env.env_name)
-        backend(cfg.env.backend, self.spec)
-        self.env_name = canonical_env_name(cfg.env.env_name)
-        self._episode_keys = self.spec.info_keys_per_episode()
-        self.template = template or resolve_template(self.env_name, cfg.prompt.style, cfg.prompt.template)
-        self.env_kwargs = default_env_kwargs(cfg) if env_kwargs is None else env_kwargs
-        self.policy_info = policy.describe()
-        self.versions = json.dumps(package_versions(self.env_name, self.policy_info.kind), sort_keys=True)
+        self.lanes = lanes(cfg)
+        for lane in self.lanes:
+            backend(cfg.env.backend, lane.spec)
+        if env_kwargs is not None and len(self.lanes) > 1:
+            raise ValueError("env_kwargs applies to a single-env run, not to env.mix")
+        info = policy.describe()
+        self._runs: list[_LaneRun] = []
+        for lane in self.lanes:
+            pinfo = info
+            if info.kind == "expert" and lane.expert:
+                pinfo = dataclasses.replace(info, model=lane.spec.expert_model(lane.expert))
+            self._runs.append(_LaneRun(
+                lane=lane,
+                template=template or resolve_template(lane.name, cfg.prompt.style, lane.template),
+                env_kwargs=lane.env_kwargs(cfg) if env_kwargs is None else env_kwargs,
+                episode_keys=lane.spec.info_keys_per_episode(),
+                policy_info=pinfo,
+                versions=json.dumps(package_versions(lane.name, info.kind), sort_keys=True),
+            ))
+        first = self._runs[0]
+        self.spec: EnvSpec = first.lane.spec
+        self.env_name = first.lane.name
+        self.template = first.template
+        self.env_kwargs = first.env_kwargs
+        self.policy_info = first.policy_info
         self.stats = RunStats(env_backend=cfg.env.backend)
-        self.pool: EnvPool | None = None
-        self._tasks: list | None = None
+
+    @property
+    def pool(self) -> EnvPool | None:
+        """The env pool of a single-env run (the first env's with `env.mix`)."""
+        return self._runs[0].pool
 
     def __enter__(self) -> Collector:
         return self
@@ -160,106 +203,173 @@ class Collector:
         self.close()
 
     def start(self) -> None:
-        """Start the first env (the others start once the plan says how many are useful)."""
-        if self.pool is None:
-            t = time.perf_counter()
-            self.pool = make_pool(
-                self.cfg.env.backend,
-                self.spec,
-                1,
-                self.env_kwargs,
-                timeout_s=self.cfg.env.step_timeout_s,
-                start_timeout_s=max(300.0, self.cfg.env.step_timeout_s),
-            )
-            self.stats.startup_s = time.perf_counter() - t
+        """Start one env of each lane (the others start once the plan says how many are useful)."""
+        t = time.perf_counter()
+        for r in self._runs:
+            if r.pool is None:
+                r.pool = make_pool(
+                    self.cfg.env.backend,
+                    r.lane.spec,
+                    1,
+                    r.env_kwargs,
+                    timeout_s=self.cfg.env.step_timeout_s,
+                    start_timeout_s=max(300.0, self.cfg.env.step_timeout_s),
+                )
+        self.stats.startup_s += time.perf_counter() - t
 
-    def tasks(self) -> list:
-        """Every task the env offers (asked of the pool: with `process`, this process never imports the env)."""
-        if self._tasks is None:
+    def tasks(self, lane: int = 0) -> list:
+        """Every task an env of the run offers (asked of its pool: with `process`, this process never
+        imports the env)."""
+        r = self._runs[lane]
+        if r.tasks is None:
             self.start()
-            assert self.pool is not None
-            reply = self.pool.call({0: ("tasks", ())})[0]
+            assert r.pool is not None
+            reply = r.pool.call({0: ("tasks", ())})[0]
             if not reply.ok:
-                raise RolloutError(f"the environment could not list its tasks:\n{reply.error}")
-            self._tasks = list(reply.value)
-        return self._tasks
+                what = "the environment" if len(self._runs) == 1 else f"environment {r.lane.name!r} (env.mix.{r.lane.label})"
+                raise RolloutError(f"{what} could not list its tasks:\n{reply.error}")
+            r.tasks = list(reply.value)
+        return r.tasks
 
     def plan(self, done_ids: set[str] | frozenset = frozenset()) -> Plan:
         """The episodes to play: see `rollout.tasks.make_plan`."""
-        tasks = self.tasks()
-        # An env that took `task_types` filtered its tasks itself (with its own aliases).
-        env_filtered = "task_types" in self.pool.accepted
-        return make_plan(self.cfg, self.env_name, tasks, done_ids, filter_types=not env_filtered)
+        parts = []
+        for j, r in enumerate(self._runs):
+            tasks = self.tasks(j)
+            # An env that took `task_types` filtered its tasks itself (with its own aliases).
+            env_filtered = "task_types" in r.pool.accepted
+            wanted = None if env_filtered else list(r.lane.task_types)
+            parts.append(LaneTasks(r.lane.name, tasks, r.lane.episodes, wanted, r.lane.label))
+        return make_plan(self.cfg, parts, done_ids=done_ids)
 
     def close(self) -> None:
-        if self.pool is not None:
-            self._count(self.pool)
-            self.pool.close()
-            self.pool = None
+        self._count()
+        for r in self._runs:
+            if r.pool is not None:
+                r.pool.close()
+                r.pool = None
 
     # --- the loop --------------------------------------------------------------------------------
+
+    def _size_pools(self, plan: Plan, size: int) -> None:
+        """Give each env a pool sized by its share of the plan (at least one env, at most `size`)."""
+        demand = [0] * len(self._runs)
+        for et in plan.episodes:
+            demand[et.lane] += 1
+        total = max(1, sum(demand))
+        offset = 0
+        for r, want in zip(self._runs, demand):
+            r.size = min(want, size, max(1, math.ceil(size * want / total))) if want else 0
+            r.offset = offset
+            offset += max(r.size, 1)
+            assert r.pool is not None
+            r.pool.resize(max(r.size, 1))
+        for r in self._runs:
+            r.pool.await_ready()
 
     def run(self, plan: Plan) -> Iterator[Episode]:
         """Play `plan`, yielding each episode as it finishes (in a deterministic order)."""
         self.start()
-        pool = self.pool
-        assert pool is not None
         size = min(self.cfg.data.val_batch_size, max(1, len(plan.episodes)))
         t = time.perf_counter()
-        pool.resize(size)
-        pool.await_ready()
+        self._size_pools(plan, size)
         self.stats.startup_s += time.perf_counter() - t
-        queue = deque(plan.episodes)
-        slots: list[_Live | None] = [None] * size
+        queues: list[deque] = [deque() for _ in self._runs]
+        for order, et in enumerate(plan.episodes):
+            queues[et.lane].append((order, et))
+        free = [list(range(r.size)) for r in self._runs]
+        live: dict[int, _Live] = {}
         t_run = time.perf_counter()
         try:
             while True:
                 finished: list[Episode] = []
                 resets = {}
-                for i in range(size):
-                    if slots[i] is None and queue:
-                        slots[i] = self._new_live(queue.popleft())
-                        et = slots[i].task
-                        resets[i] = ("reset", (et.seed, {"task_id": et.task.task_id}))
-                for i, r in self._env_call(resets).items():
-                    live = slots[i]
+                # Refill: the earliest queued episode whose env has a free worker, lowest worker first.
+                while len(live) < size:
+                    ready = [j for j in range(len(self._runs)) if queues[j] and free[j]]
+                    if not ready:
+                        break
+                    j = min(ready, key=lambda j: queues[j][0][0])
+                    _, et = queues[j].popleft()
+                    w = self._runs[j].offset + free[j].pop(0)
+                    live[w] = self._new_live(et)
+                    resets[w] = ("reset", (et.seed, {"task_id": et.task.task_id}))
+                for w, r in self._env_call(resets).items():
+                    lv = live[w]
                     if not r.ok:
-                        finished.append(self._end(live, END_ERROR, f"env reset failed: {r.error}"))
-                        slots[i] = None
+                        finished.append(self._end(lv, END_ERROR, f"env reset failed: {r.error}"))
+                        self._release(live, free, w)
                     else:
-                        live.obs, live.info = r.value
-                        self._start_episode(live)
-                active = [i for i in range(size) if slots[i] is not None]
+                        lv.obs, lv.info = r.value
+                        self._start_episode(lv)
+                active = sorted(live)
                 if active:
-                    finished += self._turn(slots, active)
+                    finished += self._turn(live, free, active)
                     self.stats.turns += 1
                 for ep in finished:
                     self.stats.episodes += 1
                     self.stats.errors += ep.end_reason == END_ERROR
+                    per = self.stats.per_env.setdefault(ep.env, {"episodes": 0, "steps": 0, "errors": 0})
+                    per["episodes"] += 1
+                    per["steps"] += len(ep.steps)
+                    per["errors"] += ep.end_reason == END_ERROR
                     yield ep
-                if not active and not queue:
+                if not live and not any(queues):
                     break
         finally:
             self.stats.wall_s += time.perf_counter() - t_run
-            self._count(pool)
+            self._count()
 
-    def _count(self, pool: EnvPool) -> None:
-        self.stats.workers_started = pool.counters.started
-        self.stats.workers_replaced = pool.counters.replaced
+    def _release(self, live: dict[int, _Live], free: list[list[int]], w: int) -> None:
+        """The worker `w` is free again (its episode ended)."""
+        lv = live.pop(w)
+        j = lv.task.lane
+        free[j].append(w - self._runs[j].offset)
+        free[j].sort()
 
-    def _env_call(self, requests: dict) -> dict:
+    def _count(self) -> None:
+        pools = [r.pool for r in self._runs if r.pool is not None]
+        if pools:
+            self.stats.workers_started = sum(p.counters.started for p in pools)
+            self.stats.workers_replaced = sum(p.counters.replaced for p in pools)
+
+    def _env_call(self, requests: dict[int, tuple]) -> dict:
+        """Send requests addressed by global worker id to the envs' pools; the pools of several envs
+        are called at the same time."""
         if not requests:
             return {}
         t = time.perf_counter()
-        out = self.pool.call(requests)
+        by_lane: dict[int, dict[int, tuple]] = {}
+        for w, req in requests.items():
+            j = self._lane_of(w)
+            by_lane.setdefault(j, {})[w - self._runs[j].offset] = req
+        out: dict[int, Any] = {}
+        if len(by_lane) == 1:
+            ((j, reqs),) = by_lane.items()
+            parts = {j: self._runs[j].pool.call(reqs)}
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(len(by_lane), thread_name_prefix="agent-sft-envs") as ex:
+                futures = {j: ex.submit(self._runs[j].pool.call, reqs) for j, reqs in by_lane.items()}
+                parts = {j: f.result() for j, f in futures.items()}
+        for j, replies in parts.items():
+            for local, reply in replies.items():
+                out[self._runs[j].offset + local] = reply
         self.stats.env_s += time.perf_counter() - t
         return dict(sorted(out.items()))
 
+    def _lane_of(self, w: int) -> int:
+        for j in range(len(self._runs) - 1, -1, -1):
+            if w >= self._runs[j].offset:
+                return j
+        return 0
+
     def _new_live(self, et: EpisodeTask) -> _Live:
-        cfg = self.cfg
+        cfg, r = self.cfg, self._runs[et.lane]
         ep = Episode(
             episode_id=et.episode_id,
-            env=self.env_name,
+            env=r.lane.name,
             task_id=et.task.task_id,
             task_type=et.task.task_type,
             goal="",
@@ -268,15 +378,15 @@ class Collector:
             sample_index=et.sample_index,
             split=et.split,
             game_split=et.task.game_split,
-            policy=self.policy_info,
+            policy=r.policy_info,
             prompt_style=cfg.prompt.style,
             started_at=time.time(),
-            versions=self.versions,
+            versions=r.versions,
             extra=json.dumps(et.task.extra, sort_keys=True, default=str),
         )
-        conv = Conversation(self.template, cfg.prompt.style, cfg.env.history_length, cfg.env.max_steps, cfg.prompt.system)
+        conv = Conversation(r.template, cfg.prompt.style, cfg.env.history_length, r.lane.max_steps, cfg.prompt.system)
         ep.messages = conv.messages
-        return _Live(et, ep, conv, time.perf_counter())
+        return _Live(et, r, ep, conv, time.perf_counter())
 
     def _start_episode(self, live: _Live) -> None:
         info, ep = live.info, live.episode
@@ -284,16 +394,16 @@ class Collector:
         ep.task_type = ep.task_type or str(info.get("task_type") or "")
         live.conv.goal = ep.goal
 
-    def _turn(self, slots: list[_Live | None], active: list[int]) -> list[Episode]:
-        """One policy batch over the active slots, then one env step each."""
+    def _turn(self, live: dict[int, _Live], free: list[list[int]], active: list[int]) -> list[Episode]:
+        """One policy batch over the live episodes, then one env step each."""
         conversations, seeds, infos = [], [], []
-        for i in active:
-            live = slots[i]
-            live.window = live.conv.observe(live.obs, list(live.info.get("admissible_actions") or []))
-            live.episode.goal = live.episode.goal or live.conv.goal
-            conversations.append(live.conv.prompt(*live.window))
-            seeds.append(turn_seed(live.episode.seed, len(live.episode.steps)))
-            infos.append(live.info)
+        for w in active:
+            lv = live[w]
+            lv.window = lv.conv.observe(lv.obs, list(lv.info.get("admissible_actions") or []))
+            lv.episode.goal = lv.episode.goal or lv.conv.goal
+            conversations.append(lv.conv.prompt(*lv.window))
+            seeds.append(turn_seed(lv.episode.seed, len(lv.episode.steps)))
+            infos.append(lv.info)
         t = time.perf_counter()
         completions = self.policy.act(conversations, seeds, infos)
         dt = time.perf_counter() - t
@@ -304,50 +414,51 @@ class Collector:
         finished: list[Episode] = []
         requests: dict[int, tuple[str, tuple]] = {}
         pending: dict[int, Step] = {}
-        for i, c in zip(active, completions):
-            live = slots[i]
+        for w, c in zip(active, completions):
+            lv = live[w]
             if c.error or c.finish_reason == END_CONTEXT:
-                live.conv.retract()
+                lv.conv.retract()
                 reason = END_ERROR if c.error else END_CONTEXT
                 text = f"policy error: {c.error}" if c.error else ""
-                finished.append(self._end(live, reason, text))
-                slots[i] = None
+                finished.append(self._end(lv, reason, text))
+                self._release(live, free, w)
                 continue
-            pending[i], env_action = self._make_step(live, c, share)
-            requests[i] = ("step", (env_action,))
-        for i, r in self._env_call(requests).items():
-            live, step = slots[i], pending[i]
-            live.episode.steps.append(step)
+            pending[w], env_action = self._make_step(lv, c, share)
+            requests[w] = ("step", (env_action,))
+        for w, r in self._env_call(requests).items():
+            lv, step = live[w], pending[w]
+            max_steps = lv.run.lane.max_steps
+            lv.episode.steps.append(step)
             self.stats.steps += 1
             if not r.ok:
                 step.done = True
                 step.info = self._merge_info(step.info, {"env_error": True})
-                finished.append(self._end(live, END_ERROR, f"env step failed: {r.error}"))
-                slots[i] = None
+                finished.append(self._end(lv, END_ERROR, f"env step failed: {r.error}"))
+                self._release(live, free, w)
                 continue
             obs, reward, terminated, truncated, info = r.value
             won = bool(info.get("won", False))
             step.reward = float(reward)
             step.done = bool(terminated or truncated or won)
-            verdict = env_verdict(live.form, info)
+            verdict = env_verdict(lv.form, info)
             if verdict is not None:
                 step.valid, step.invalid_reason = verdict
-            extra = {k: v for k, v in info.items() if k not in self._episode_keys and _jsonable(v)}
+            extra = {k: v for k, v in info.items() if k not in lv.run.episode_keys and _jsonable(v)}
             extra["won"] = won
-            if step.done or len(live.episode.steps) >= self.cfg.env.max_steps:
+            if step.done or len(lv.episode.steps) >= max_steps:
                 extra["final_observation"] = obs
             step.info = self._merge_info(step.info, extra)
             if won:
                 reason = END_SUCCESS
             elif terminated:
                 reason = END_FAILURE
-            elif truncated or len(live.episode.steps) >= self.cfg.env.max_steps:
+            elif truncated or len(lv.episode.steps) >= max_steps:
                 reason = END_STEP_LIMIT
             else:
-                live.obs, live.info = obs, info
+                lv.obs, lv.info = obs, info
                 continue
-            finished.append(self._end(live, reason, ""))
-            slots[i] = None
+            finished.append(self._end(lv, reason, ""))
+            self._release(live, free, w)
         return finished
 
     def _make_step(self, live: _Live, c: Completion, latency: float) -> tuple[Step, str]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from agent_sft.config import CollectConfig, ConfigError, parse_shard
 from agent_sft.envs.base import TaskSpec
@@ -17,13 +18,14 @@ from agent_sft.records import episode_id, episode_seed, task_split
 
 @dataclass(frozen=True)
 class EpisodeTask:
-    """One episode to play."""
+    """One episode to play; `lane` is its env's index in the run's lanes (`agent_sft.mix.lanes`)."""
 
     task: TaskSpec
     sample_index: int
     episode_id: str
     seed: int
     split: str
+    lane: int = 0
 
 
 @dataclass
@@ -35,6 +37,19 @@ class Plan:
     total: int  # episodes in the whole run (all shards), before skipping finished ones
     in_shard: int  # episodes of this shard, before skipping
     skipped_done: int  # episodes of this shard already in the folder
+    per_lane: list[dict] = field(default_factory=list)  # per env: label, env, tasks, episodes (whole run)
+
+
+@dataclass(frozen=True)
+class LaneTasks:
+    """One env's part of a plan: its tasks, how many episodes (None: one pass x env.rollout.n) and
+    the task-type filter to apply (None when the env filtered its tasks itself)."""
+
+    env_name: str
+    tasks: list[TaskSpec]
+    episodes: int | None = None
+    task_types: list[str] | None = None
+    label: str = ""
 
 
 def matches_task_type(task_type: str, wanted: list[str]) -> bool:
@@ -43,8 +58,8 @@ def matches_task_type(task_type: str, wanted: list[str]) -> bool:
     return not wanted or any(w == task_type or w in task_type for w in wanted)
 
 
-def select_tasks(tasks: list[TaskSpec], wanted: list[str]) -> list[TaskSpec]:
-    """The tasks whose type matches `env.task_types`.
+def select_tasks(tasks: list[TaskSpec], wanted: list[str], key: str = "env.task_types") -> list[TaskSpec]:
+    """The tasks whose type matches `wanted`.
 
     Raises:
         ConfigError: when an entry matches no task (naming the task types there are).
@@ -52,7 +67,7 @@ def select_tasks(tasks: list[TaskSpec], wanted: list[str]) -> list[TaskSpec]:
     known = sorted({t.task_type for t in tasks})
     for w in wanted:
         if not any(matches_task_type(tt, [w]) for tt in known):
-            raise ConfigError(f"env.task_types: {w!r} matches no task; task types here: {', '.join(known) or '(none)'}")
+            raise ConfigError(f"{key}: {w!r} matches no task; task types here: {', '.join(known) or '(none)'}")
     return [t for t in tasks if matches_task_type(t.task_type, wanted)]
 
 
@@ -64,15 +79,23 @@ def _pass_order(tasks: list[TaskSpec], run_seed: int, pass_index: int) -> list[T
     return order
 
 
-def episode_list(cfg: CollectConfig, env_name: str, tasks: list[TaskSpec]) -> list[EpisodeTask]:
-    """Every episode of the run, all shards, in play order.
+_FROM_CONFIG: Any = object()
+
+
+def episode_list(
+    cfg: CollectConfig, env_name: str, tasks: list[TaskSpec], total: int | None = _FROM_CONFIG, lane: int = 0
+) -> list[EpisodeTask]:
+    """Every episode of one env in the run, all shards, in play order.
 
     A pass visits every task once in a seeded order, playing `env.rollout.n` samples of each in a row;
-    `env.num_episodes` (default one pass) cuts the list or continues with further passes whose samples
-    have new indices. The list for a larger `num_episodes` extends the one for a smaller.
+    `total` (default `env.num_episodes`; None: one pass) cuts the list or continues with further passes
+    whose samples have new indices. The list for a larger total extends the one for a smaller. It
+    depends on this env's tasks, the run seed, `env.rollout.n` and `data.val_fraction` only.
     """
     n = cfg.env.rollout.n
-    total = cfg.env.num_episodes if cfg.env.num_episodes is not None else len(tasks) * n
+    if total is _FROM_CONFIG:
+        total = cfg.env.num_episodes
+    total = total if total is not None else len(tasks) * n
     run_seed = cfg.env.seed
     out: list[EpisodeTask] = []
     pass_index = 0
@@ -89,28 +112,63 @@ def episode_list(cfg: CollectConfig, env_name: str, tasks: list[TaskSpec]) -> li
                         episode_id=episode_id(env_name, spec.task_id, run_seed, s),
                         seed=episode_seed(run_seed, spec.task_id, s),
                         split=task_split(spec.task_id, cfg.data.val_fraction),
+                        lane=lane,
                     )
                 )
         pass_index += 1
     return out
 
 
+def interleave(lists: list[list[EpisodeTask]]) -> list[EpisodeTask]:
+    """The lanes' episode lists merged so that each env is spread evenly over the run: episode k of a
+    list of c sits at (k + 1/2) / c, ties in lane order. A list's own order is kept."""
+    if len(lists) == 1:
+        return list(lists[0])
+    keyed = [((k + 0.5) / len(lst), j, k) for j, lst in enumerate(lists) for k in range(len(lst))]
+    keyed.sort()
+    return [lists[j][k] for _, j, k in keyed]
+
+
 def make_plan(
     cfg: CollectConfig,
-    env_name: str,
-    tasks: list[TaskSpec],
+    env_name: str | list[LaneTasks],
+    tasks: list[TaskSpec] | None = None,
     done_ids: set[str] | frozenset = frozenset(),
     filter_types: bool = True,
 ) -> Plan:
     """This process's part of the run (`output.shard`), without the episodes already written.
 
-    `filter_types=False` when the env already applied `env.task_types` itself.
+    `make_plan(cfg, env_name, tasks, ...)` plans one env (`filter_types=False` when the env already
+    applied `env.task_types` itself); `make_plan(cfg, [LaneTasks, ...], done_ids=...)` plans several,
+    interleaved (see `interleave`).
+
+    Raises:
+        ConfigError: an env with no task to play, a task-type filter matching nothing, or two envs of a
+            mix playing the same task id.
     """
-    selected = select_tasks(tasks, cfg.env.task_types) if filter_types else list(tasks)
-    if not selected:
-        raise ConfigError(f"environment {env_name!r} lists no tasks to play")
-    everything = episode_list(cfg, env_name, selected)
+    if isinstance(env_name, str):
+        wanted = list(cfg.env.task_types) if filter_types else None
+        lane_tasks = [LaneTasks(env_name, list(tasks or []), cfg.env.num_episodes, wanted, env_name)]
+    else:
+        lane_tasks = env_name
+    lists, per_lane, selected_total, owner = [], [], 0, {}
+    for j, lt in enumerate(lane_tasks):
+        where = "env.task_types" if len(lane_tasks) == 1 else f"env.mix.{lt.label}.task_types"
+        selected = select_tasks(lt.tasks, lt.task_types, where) if lt.task_types else list(lt.tasks)
+        if not selected:
+            what = f"environment {lt.env_name!r}" + (f" (env.mix.{lt.label})" if len(lane_tasks) > 1 else "")
+            raise ConfigError(f"{what} lists no tasks to play")
+        for t in selected:
+            other = owner.setdefault((lt.env_name, t.task_id), lt.label)
+            if other != lt.label:
+                raise ConfigError(f"env.mix: entries {other!r} and {lt.label!r} both play {lt.env_name} task "
+                                  f"{t.task_id!r}; give them different tasks (options or task_types)")
+        selected_total += len(selected)
+        lst = episode_list(cfg, lt.env_name, selected, lt.episodes, lane=j)
+        lists.append(lst)
+        per_lane.append({"label": lt.label, "env": lt.env_name, "tasks": len(selected), "episodes": len(lst)})
+    everything = interleave(lists)
     i, n = parse_shard(cfg.output.shard) if cfg.output.shard else (0, 1)
     mine = everything[i::n]
     todo = [e for e in mine if e.episode_id not in done_ids]
-    return Plan(todo, len(selected), len(everything), len(mine), len(mine) - len(todo))
+    return Plan(todo, selected_total, len(everything), len(mine), len(mine) - len(todo), per_lane)

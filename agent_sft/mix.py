@@ -1,0 +1,251 @@
+"""The envs of a run: `env.mix` (several envs into one dataset) or the single `env.env_name`, as lanes.
+
+A lane is one env with everything a run needs to play it: its spec and checked options, its step budget,
+expert, prompt template, task-type filter and how many episodes it gets. A plain run is one lane made of
+`env.env_name`, `env.<env>.*`, `env.max_steps`, `policy.expert`, `prompt.template` and
+`env.num_episodes`; a mix of one entry gives the very same lane, so it plays the same episodes.
+
+    env:
+      num_episodes: 200
+      mix:
+        - {env: alfworld, weight: 2}
+        - {env: textworld, episodes: 40, max_steps: 30}
+        - {env: babyai, weight: 1, levels: [BabyAI-GoToRedBall-v0]}
+
+or, as dotted keys: `env.mix.alfworld.weight=2 env.mix.babyai.levels=[BabyAI-GoToRedBall-v0]`. An entry
+names its env with `env` (default: its label); `name` labels a second entry of the same env. The
+other fields are `MIX_FIELDS`; any other key is one of the env's options (or put them under `options`).
+Options set as `env.<env>.<option>` apply to every entry of that env.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from agent_sft.config import CollectConfig
+from agent_sft.config_keys import coerce, env_spec
+from agent_sft.errors import ConfigError
+
+MIX_FIELDS = {
+    "env": "the env's registered name (default: the entry's label)",
+    "name": "the entry's label, for a second entry of the same env (default: the env's name)",
+    "episodes": "episodes of this env (default: a weight's share of env.num_episodes, else one pass over its tasks)",
+    "weight": "share of env.num_episodes (after the entries with `episodes`), > 0",
+    "max_steps": "step budget of this env's episodes (default env.max_steps)",
+    "expert": "the expert policy.type=expert replays here (default policy.expert, else the env's first)",
+    "template": "prompt template file for this env (default prompt.template, else the env's built-in one)",
+    "task_types": "only these task types of this env (default: all)",
+    "options": "the env's options as a mapping (they may also be given as keys of the entry)",
+}
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One env of a run, resolved and checked."""
+
+    label: str
+    name: str  # canonical env name (episode ids use it)
+    spec: Any  # EnvSpec
+    options: Any  # the env's options dataclass instance, or None
+    max_steps: int
+    expert: str | None  # the env's expert to plan with when the policy is the expert
+    template: str | None  # a template file, None for the built-in one
+    task_types: tuple[str, ...]
+    episodes: int | None  # None: one pass over the tasks (x env.rollout.n)
+    weight: float | None = None
+
+    def env_kwargs(self, cfg: CollectConfig) -> dict[str, Any]:
+        """The env factory's keyword arguments (`EnvSpec.kwargs`); the expert only for an expert policy."""
+        expert = self.expert if (cfg.policy.type or "expert") == "expert" else None
+        return self.spec.kwargs(self.options, seed=cfg.env.seed, max_steps=self.max_steps,
+                                task_types=list(self.task_types), expert=expert)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides this lane's episodes (see `collection.fingerprint`)."""
+        return {
+            "env_name": self.name,
+            "max_steps": self.max_steps,
+            "expert": self.expert,
+            "template_sha256": template_sha256(self.template),
+            **self.spec.fingerprint(self.options),
+        }
+
+
+def template_sha256(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()[:16]
+    except OSError as e:
+        raise ConfigError(f"cannot read prompt template {path}: {e.strerror}") from None
+
+
+def lanes(cfg: CollectConfig) -> list[Lane]:
+    """The run's envs, checked: `env.mix` entries, or the one env of a plain run.
+
+    Raises:
+        ConfigError: an unknown env, option, field or expert; a bad count or weight (naming the entry).
+    """
+    e = cfg.env
+    if not e.mix:
+        spec = env_spec(e.env_name)
+        options = spec.build_options(e.options.get(spec.name, {}))
+        return [Lane(spec.name, _canonical(e.env_name), spec, options, e.max_steps,
+                     _expert(cfg, spec, None, "policy.expert"), cfg.prompt.template, tuple(e.task_types),
+                     e.num_episodes)]
+    if e.task_types:
+        raise ConfigError("env.task_types: with env.mix, give task_types per entry (env.mix.<label>.task_types)")
+    out = [_lane(cfg, label, dict(raw)) for label, raw in e.mix.items()]
+    unused = sorted(set(e.options) - {lane.spec.name for lane in out})
+    if unused:
+        keys = ", ".join(f"env.{name}.{k}" for name in unused for k in e.options[name])
+        raise ConfigError(f"{keys}: {', '.join(unused)} is not in env.mix; set options per entry "
+                          "(env.mix.<label>.<option>)")
+    return _share(out, e.num_episodes)
+
+
+def _canonical(name: str) -> str:
+    from agent_sft.envs import canonical_name
+
+    return canonical_name(name)
+
+
+def _expert(cfg: CollectConfig, spec: Any, asked: str | None, key: str) -> str | None:
+    """The expert of an env: the one asked for, else policy.expert, else the env's first."""
+    if not spec.expert_kwarg:
+        return None
+    # An env that lists no experts judges the name itself; it gets `planner`, the historical default.
+    name = asked or cfg.policy.expert or spec.default_expert() or "planner"
+    if cfg.policy.type in (None, "expert") and spec.experts and name not in spec.experts:
+        where = key if asked or key != "policy.expert" else "policy.expert"
+        raise ConfigError(f"{where}: {name!r} is not an expert of {spec.name} (its experts: {', '.join(spec.experts)})")
+    return name
+
+
+def _lane(cfg: CollectConfig, label: str, raw: dict) -> Lane:
+    key = f"env.mix.{label}"
+    env_name = str(raw.pop("env", None) or label)
+    spec = env_spec(env_name, f"{key}.env")
+    options_raw = raw.pop("options", None) or {}
+    if not isinstance(options_raw, dict):
+        raise ConfigError(f"{key}.options: expected a mapping of {spec.name}'s options")
+    fields = {f.name: f for f in spec.option_fields()}
+    hints = typing.get_type_hints(spec.options) if spec.options is not None else {}
+    known = set(MIX_FIELDS) - {"env", "name", "options"}
+    values: dict[str, Any] = dict(cfg.env.options.get(spec.name, {}))  # env.<env>.* as the entry's defaults
+    for k, v in [*options_raw.items(), *((k, v) for k, v in raw.items() if k not in known)]:
+        if k not in fields:
+            allowed = ", ".join(sorted(known | set(fields)))
+            raise ConfigError(f"unknown config key '{key}.{k}': neither an entry field nor an option of "
+                              f"{spec.name} (allowed: {allowed})")
+        values[k] = coerce(f"{key}.{k}", v, fields[k], hints[k])
+    try:
+        options = spec.build_options(values)
+    except ConfigError as err:
+        raise ConfigError(str(err).replace(f"env.{spec.name}", key, 1)) from None
+
+    def num(field: str, kind: type, lo: float) -> Any:
+        v = raw.get(field)
+        if v is None:
+            return None
+        try:
+            if isinstance(v, bool) or (kind is int and isinstance(v, float) and not v.is_integer()):
+                raise ValueError
+            v = kind(v)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}.{field}: expected a number, got {raw.get(field)!r}") from None
+        if not v >= lo or (kind is float and not math.isfinite(v)):
+            raise ConfigError(f"{key}.{field}: must be {'> 0' if field == 'weight' else f'at least {lo}'} (got {v})")
+        return v
+
+    episodes = num("episodes", int, 1)
+    weight = num("weight", float, 1e-300)
+    if "weight" in raw and weight is not None and weight <= 0:
+        raise ConfigError(f"{key}.weight: must be > 0 (got {weight})")
+    if episodes is not None and weight is not None:
+        raise ConfigError(f"{key}: give episodes or weight, not both")
+    max_steps = num("max_steps", int, 1) or cfg.env.max_steps
+    task_types = raw.get("task_types") or []
+    task_types = [task_types] if isinstance(task_types, str) else [str(t) for t in task_types]
+    if "task_types" in fields:  # an env that filters its own tasks takes them as its option
+        options = spec.build_options({**values, "task_types": task_types}) if task_types else options
+    template = raw.get("template") or cfg.prompt.template
+    return Lane(label, _canonical(env_name), spec, options, max_steps,
+                _expert(cfg, spec, raw.get("expert"), f"{key}.expert"), template, tuple(task_types), episodes, weight)
+
+
+def _share(out: list[Lane], total: int | None) -> list[Lane]:
+    """Give weighted entries (and, when env.num_episodes is set, entries with no count) their share."""
+    fixed = sum(lane.episodes or 0 for lane in out)
+    shared = [i for i, lane in enumerate(out) if lane.episodes is None and (lane.weight is not None or total)]
+    if not shared:
+        if total is not None and fixed != total and all(lane.episodes is not None for lane in out):
+            raise ConfigError(f"env.num_episodes={total} but the env.mix entries add up to {fixed} episodes")
+        return out
+    if total is None:
+        label = out[shared[0]].label
+        raise ConfigError(f"env.mix.{label}.weight: weights share env.num_episodes, which is not set")
+    left = total - fixed
+    if left < len(shared):
+        raise ConfigError(f"env.num_episodes={total} leaves {max(left, 0)} episodes for {len(shared)} weighted "
+                          f"env.mix entries (the others take {fixed}); raise it")
+    weights = [out[i].weight if out[i].weight is not None else 1.0 for i in shared]
+    exact = [left * w / sum(weights) for w in weights]
+    counts = [max(1, math.floor(x)) for x in exact]
+    # Largest remainders take what rounding left, in entry order on ties.
+    order = sorted(range(len(shared)), key=lambda j: (-(exact[j] - math.floor(exact[j])), j))
+    for j in order[: max(0, left - sum(counts))]:
+        counts[j] += 1
+    while sum(counts) > left:  # entries raised to 1 took from the largest
+        j = max(range(len(counts)), key=lambda j: (counts[j], -j))
+        counts[j] -= 1
+    out = list(out)
+    for i, c in zip(shared, counts):
+        out[i] = dataclasses.replace(out[i], episodes=c)
+    return out
+
+
+def normalize_mix(value: Any, key: str = "env.mix") -> dict[str, dict]:
+    """`env.mix` as given (a list of entries, or a mapping label -> entry) -> an ordered mapping label -> entry.
+
+    Raises:
+        ConfigError: not a list or mapping, an entry that is not a mapping or names no env, a repeated label.
+    """
+    if value is None or value == "" or value == []:
+        return {}
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{key}: cannot parse {value!r}: {e}") from None
+    out: dict[str, dict] = {}
+    if isinstance(value, dict):
+        items = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, list):
+        items = []
+        for i, entry in enumerate(value):
+            if isinstance(entry, str):
+                entry = {"env": entry}
+            if not isinstance(entry, dict) or not (entry.get("name") or entry.get("env")):
+                raise ConfigError(f"{key}[{i}]: expected a mapping with `env` (e.g. {{env: textworld, weight: 1}}), got {entry!r}")
+            items.append((str(entry.get("name") or entry["env"]), entry))
+    else:
+        raise ConfigError(f"{key}: expected a list of entries or a mapping label -> entry, got {value!r}")
+    for label, entry in items:
+        if entry is None:
+            entry = {}
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{key}.{label}: expected a mapping of {', '.join(MIX_FIELDS)} and env options")
+        if label in out:
+            raise ConfigError(f"{key}: two entries are labelled {label!r}; give the second a `name`")
+        entry = {k: v for k, v in entry.items() if k != "name"}
+        out[label] = entry
+    return out

@@ -20,6 +20,7 @@ COMMANDS = {
     "compact": ("agent_sft.cli.data", "Compact small shards of a folder into few large ones."),
     "repair": ("agent_sft.cli.data", "Verify every shard; re-derive damaged sft, move damaged raw shards aside."),
     "push": ("agent_sft.cli.push", "Upload a dataset folder to the Hugging Face Hub."),
+    "envs": ("agent_sft.cli.envs", "List the environments: options, task types, experts, installed or not."),
     "tiny-model": ("agent_sft.cli.data", "Build a tiny random chat model offline (for tests and dry runs)."),
 }
 

@@ -60,6 +60,12 @@ def registered() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def all_specs() -> list[EnvSpec]:
+    """Every registered env once (aliases folded), installed packages' entry points included, by name."""
+    _load_entry_points("")
+    return sorted({s.name: s for s in _REGISTRY.values()}.values(), key=lambda s: s.name)
+
+
 def find_spec(name: str) -> EnvSpec | None:
     """The spec of `name` or an alias of it, loading installed packages' entry points if needed; None
     when no env has that name."""
@@ -112,7 +118,7 @@ def _load_entry_points(name: str) -> None:
     family = name.split("/")[0]
     eps.sort(key=lambda ep: ep.name not in (name, family))
     for ep in eps:
-        if name in _REGISTRY:
+        if name and name in _REGISTRY:
             return
         key = f"{ep.name}={ep.value}"
         if key in _LOADED_ENTRY_POINTS:

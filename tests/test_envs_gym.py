@@ -258,3 +258,17 @@ def test_expert_collection_end_to_end(name, tmp_path):
     assert sum(len(s) for s in sft.values()) == sum(row["episode_length"] for row in rows)
     agent_sft.collect([*args, f"output.dir={tmp_path / 'b'}"])
     assert _rows(str(tmp_path / "b")) == rows
+
+
+def test_generic_collection_from_config_strings(tmp_path):
+    agent_sft.collect([
+        "env.env_name=gymnasium", "env.gymnasium.env_id=CliffWalking-v1", "env.gymnasium.action_names=[up, right, down, left]",
+        f"env.gymnasium.obs_to_text={__file__}:cliff_text", "env.gymnasium.success_on_termination=true",
+        "env.gymnasium.seeds=2", "env.max_steps=20", "policy.type=expert", "policy.expert=shortest_path",
+        "env.backend=thread", f"output.dir={tmp_path}",
+    ])
+    rows = _rows(str(tmp_path))
+    assert [row["task_id"] for row in rows] and {row["task_id"] for row in rows} <= {
+        "gymnasium/CliffWalking-v1/0000", "gymnasium/CliffWalking-v1/0001"}
+    assert all(row["success"] and row["episode_length"] == 13 and row["final_reward"] == -13.0 for row in rows)
+    assert rows[0]["steps"][0]["observation"] == cliff_text(36)

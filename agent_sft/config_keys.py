@@ -112,6 +112,9 @@ def set_key(cfg: Any, key: str, value: Any) -> None:
             near = f" under {where!r}" if where else ""
             if _holds_env_options(obj):
                 near += " nor a registered environment"
+                owners = _envs_with_option(part)
+                if owners:
+                    near += f"; it is an option of {', '.join(owners)} (env.{owners[0]}.{part}), not of {obj.env_name}"
             raise ConfigError(f"unknown config key {key!r}: {part!r} is not a field{near} (allowed: {allowed})")
         if i == len(parts) - 1:
             f = names[part]
@@ -162,6 +165,17 @@ def env_spec(name: str, key: str = "env.env_name") -> Any:
     if found is None:
         raise ConfigError(f"{key}: unknown environment {name!r}; registered: {', '.join(registered())}")
     return found
+
+def _envs_with_option(name: str) -> list[str]:
+    """The registered envs having an option `name`."""
+    from agent_sft.envs import find_spec, registered
+
+    out = []
+    for n in registered():
+        spec = find_spec(n)
+        if spec is not None and spec.name not in out and name in _option_fields(spec):
+            out.append(spec.name)
+    return out
 
 def _option_fields(spec: Any) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in spec.option_fields()}

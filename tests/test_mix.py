@@ -105,6 +105,8 @@ def test_resume_with_a_longer_mix_and_refusals(tmp_path, capsys):
         ([f"env.mix=[{A}, {A}]"], r"two entries are labelled"),
         ([f"env.mix.{A}.episodes=2", "env.task_types=[play]"], r"per entry"),
         ([f"env.mix.{A}.episodes=3", f"env.mix.{B}.episodes=3", "env.num_episodes=7"], r"add up to 6 episodes"),
+        ([f"env.env_name={A}", "env.data_path=/x"], r"it is an option of alfworld \(env.alfworld.data_path\), not of"),
+        ([f"env.mix.{A}.episodes=2", "env.alfworld.data_path=builtin"], r"alfworld is not in env.mix"),
         (["env.mix.alfworld.expert=walkthrough", "env.mix.alfworld.episodes=2"],
          r"env.mix.alfworld.expert: 'walkthrough' is not an expert of alfworld"),
     ],

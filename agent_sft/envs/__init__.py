@@ -9,6 +9,7 @@ from agent_sft.envs import alfworld
 from agent_sft.envs import babyai as babyai_env
 from agent_sft.envs import gym as gym_env
 from agent_sft.envs import textarena as textarena_env
+from agent_sft.envs import textworld as textworld_env
 from agent_sft.envs.base import TaskSpec, TextEnv
 from agent_sft.envs.registry import (
     ENTRY_POINT_GROUP,
@@ -26,6 +27,7 @@ register(alfworld.SPEC)
 register(babyai_env.SPEC)
 list(map(register, gym_env.SPECS))
 register(textarena_env.SPEC)
+register(textworld_env.SPEC)
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -118,6 +118,8 @@ def find_games(path: str | os.PathLike) -> tuple[Path, list[Path]]:
         GameFileError: the path does not exist, a folder holds no games, or a game cannot be played.
     """
     p = Path(path).expanduser()
+    if p.suffix == ".json" and p.with_suffix(".z8").is_file():
+        p = p.with_suffix(".z8")  # the game's data file named instead of its story file
     if p.is_file():
         check_story(p)
         return p.parent, [p]

@@ -82,7 +82,7 @@ def write_archive(folder: Path, path: Path) -> None:
     """A reproducible tar.xz of the folder's games (sorted names, no times or owners)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w:xz", preset=9 | lzma.PRESET_EXTREME) as tar:
-        for file in sorted(folder.iterdir()):
+        for file in sorted(f for f in folder.iterdir() if f.suffix in (".z8", ".json")):
             data = file.read_bytes()
             info = tarfile.TarInfo(file.name)
             info.size, info.mtime, info.mode = len(data), 0, 0o644

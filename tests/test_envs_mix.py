@@ -1,0 +1,121 @@
+"""Several real engines in one run: a mixed run killed and resumed, and a tiny model driving every env.
+
+- ALFWorld + TextWorld + BabyAI + FrozenLake with their experts into one folder, SIGKILLed once episodes
+  are sealed, then resumed: the folder loads with every env, the card counts each, no task is in both
+  splits, and the rows equal an uninterrupted run's.
+- Every built-in env in one mix, played by the tiny model through the HTTP policy on the session's vLLM
+  server, twice: the same seed gives the same text, and the folder loads and exports.
+"""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from faults import CLI, TESTS, check_folders
+from fixtures_models import SERVED_NAME, needs_vllm
+
+import agent_sft
+
+pytestmark = [pytest.mark.envs, pytest.mark.alfworld]
+
+EXPERT_MIX = ("env.mix=[{env: alfworld, episodes: 4}, {env: textworld, episodes: 4}, "
+              "{env: babyai, episodes: 4}, {env: frozenlake, episodes: 4}]")
+
+
+def _env(cache):
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "AGENT_SFT_CACHE": str(cache),
+            "PYTHONPATH": TESTS + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _collect(folder, cache, *extra):
+    return [*CLI, "collect", "--no-progress", EXPERT_MIX, "data.val_batch_size=4", "data.val_fraction=0.25",
+            "env.seed=3", "output.flush_every_episodes=2", f"output.dir={folder}", *extra]
+
+
+def _kill_after_first_shard(cmd, env, timeout=240.0):
+    """Run `cmd`; SIGKILL its process group once a raw shard is sealed. True when it was killed."""
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    folder = cmd[-1].split("=", 1)[1]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and p.poll() is None:
+        if glob.glob(os.path.join(folder, "data", "raw", "*", "*.arrow")):
+            time.sleep(0.2)
+            break
+        time.sleep(0.05)
+    if p.poll() is not None:
+        return False
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    return True
+
+
+def test_mixed_run_killed_and_resumed_loads_with_every_env(tmp_path):
+    cache = tmp_path / "cache"
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    done = subprocess.run(_collect(ref, cache), env=_env(cache), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Playing 16 episodes of 4 envs" in done.stdout
+
+    assert _kill_after_first_shard(_collect(killed, cache), _env(cache)), "the run ended before it could be killed"
+    partial = check_folders([str(killed)], str(tmp_path / "hf"))[str(killed)]
+    assert "error" not in partial and 0 < len(partial["raw"]) < 16
+    again = subprocess.run(_collect(killed, cache), env=_env(cache), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resuming" in again.stdout
+
+    got = check_folders([str(ref), str(killed)], str(tmp_path / "hf"))
+    ref_rows = {eid: (end, d) for eid, end, d in got[str(ref)]["raw"]}
+    assert {eid: (end, d) for eid, end, d in got[str(killed)]["raw"]} == ref_rows
+    assert sorted(got[str(killed)]["sft"]) == sorted(got[str(ref)]["sft"])
+
+    raw = agent_sft.load_raw(str(killed))
+    rows = [r for sp in raw for r in raw[sp]]
+    by_env = {}
+    for r in rows:
+        by_env.setdefault(r["env"], []).append(r)
+    assert {e: len(v) for e, v in by_env.items()} == {"alfworld": 4, "textworld": 4, "babyai": 4, "frozenlake": 4}
+    assert all(r["success"] for r in rows), [(r["env"], r["task_id"], r["end_reason"]) for r in rows if not r["success"]]
+    assert all(r["task_id"].startswith(f"{r['env']}/") for r in rows if r["env"] != "alfworld")
+    splits = {}
+    for r in rows:
+        splits.setdefault(r["task_id"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in splits.values())
+    assert {r["split"] for r in rows} == {"train", "validation"}
+    assert {r["policy"]["model"] for r in by_env["babyai"]} == {"babyai-bot"}
+    card = (killed / "README.md").read_text()
+    for env in by_env:
+        assert f"| **{env}** | all | 4 | 4 | 100.0% |" in card
+    stats = json.loads((killed / "meta" / "stats.json").read_text())
+    assert set(stats["by_env"]) == set(by_env)
+
+
+@needs_vllm
+def test_tiny_model_drives_every_env_through_the_http_policy(vllm_server, tmp_path):
+    mix = ("env.mix=[{env: alfworld, episodes: 2}, {env: textworld, episodes: 2}, {env: babyai, episodes: 2}, "
+           "{env: frozenlake, episodes: 2}, {env: taxi, episodes: 2}, {env: textarena, episodes: 2, games: "
+           "[TowerOfHanoi-v0]}, {env: gymnasium, episodes: 2, env_id: CliffWalking-v1, "
+           "action_names: [up, right, down, left], success_on_termination: true}]")
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        res = agent_sft.collect([mix, "env.max_steps=2", "data.val_batch_size=7", "env.seed=5", "policy.type=openai",
+                                 f"policy.model={SERVED_NAME}", f"policy.base_url={vllm_server}", "policy.max_tokens=16",
+                                 "policy.temperature=1.0", f"output.dir={out}", f"output.export_dir={tmp_path / (name + '_verl')}"])
+        assert res.run["errors"] == 0
+        raw = agent_sft.load_raw(str(out))
+        runs.append({r["episode_id"]: r for sp in raw for r in raw[sp]})
+        assert res.export_counts and sum(res.export_counts.values()) > 0
+    a, b = runs
+    assert a.keys() == b.keys() and len(a) == 14
+    assert {r["env"] for r in a.values()} == {"alfworld", "textworld", "babyai", "frozenlake", "taxi", "textarena",
+                                              "gymnasium"}
+    for k in a:
+        assert [s["response"] for s in a[k]["steps"]] == [s["response"] for s in b[k]["steps"]]
+        assert a[k]["messages"] == b[k]["messages"]
+        assert a[k]["steps"] and all(s["prompt_tokens"] for s in a[k]["steps"])
+    sft = agent_sft.load(str(tmp_path / "a"), "sft")
+    assert sum(len(sft[sp]) for sp in sft) > 0

@@ -14,12 +14,11 @@ import json
 import logging
 import os
 import random
-import shutil
 import sys
-import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from agent_sft.envs.cache import unpack_once, writable_cache
 
 logger = logging.getLogger(__name__)
 
@@ -112,29 +111,6 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def cache_dir() -> Path:
-    """Where agent-sft materialises game files: $AGENT_SFT_CACHE, else $XDG_CACHE_HOME/agent_sft."""
-    if os.environ.get("AGENT_SFT_CACHE"):
-        return Path(os.environ["AGENT_SFT_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "agent_sft"
-
-
-def writable_cache(sub: str) -> Path:
-    path = cache_dir() / sub
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".probe.{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-        return path
-    except OSError as e:
-        fallback = Path(tempfile.gettempdir()) / f"agent_sft-{os.getuid() if hasattr(os, 'getuid') else 0}" / sub
-        logger.info("cache %s is not writable (%s); using %s", path, e, fallback)
-        fallback.mkdir(parents=True, exist_ok=True)
-        return fallback
-
-
 def builtin_games_root(archive: str | Path = BUILTIN_ARCHIVE) -> Path:
     """Unpack the built-in game set once into the cache and write its game files; returns its root.
 
@@ -148,32 +124,12 @@ def builtin_games_root(archive: str | Path = BUILTIN_ARCHIVE) -> Path:
     h = hashlib.sha256(archive.read_bytes())
     h.update(Path(pddl_path).read_bytes())
     h.update(Path(twl2_path).read_bytes())
-    games = writable_cache("games")
-    root = games / h.hexdigest()[:16]
-    if (root / ".complete").exists():
-        return root
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=games))
-    try:
-        with tarfile.open(archive) as tar:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(tmp, filter="data")
-            else:
-                tar.extractall(tmp)
+
+    def prepare(tmp: Path) -> None:
         for traj in sorted(tmp.glob("json_2.1.1/*/*/*/traj_data.json")):
-            rel = traj.parent.relative_to(tmp).as_posix()
-            write_game_file(traj.parent, goal_seed=rel)
-        (tmp / ".complete").write_text("")
-        tmp.chmod(0o755)
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not (root / ".complete").exists():
-                shutil.rmtree(root, ignore_errors=True)
-                os.rename(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+            write_game_file(traj.parent, goal_seed=traj.parent.relative_to(tmp).as_posix())
+
+    return unpack_once(archive, writable_cache("games"), h.hexdigest()[:16], prepare)
 
 
 def resolve_root(data_path: str | Path | None) -> tuple[Path | None, str]:

@@ -15,10 +15,9 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tarfile
-import tempfile
 from pathlib import Path
+
+from agent_sft.envs.cache import unpack_once, writable_cache
 
 BUILTIN = "builtin"
 CUSTOM = "custom"
@@ -136,14 +135,6 @@ def find_games(path: str | os.PathLike) -> tuple[Path, list[Path]]:
     return p, stories
 
 
-def cache_dir() -> Path:
-    """Where agent-sft keeps unpacked game files: $AGENT_SFT_CACHE, else $XDG_CACHE_HOME/agent_sft."""
-    if os.environ.get("AGENT_SFT_CACHE"):
-        return Path(os.environ["AGENT_SFT_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "agent_sft"
-
-
 def builtin_games_root(archive: Path = BUILTIN_ARCHIVE) -> Path:
     """Unpack the built-in game set once into the cache (keyed by the archive's hash); returns its folder.
 
@@ -153,32 +144,4 @@ def builtin_games_root(archive: Path = BUILTIN_ARCHIVE) -> Path:
     if not archive.is_file():
         raise FileNotFoundError(f"built-in TextWorld game set not found at {archive}; reinstall agent-sft")
     key = hashlib.sha256(archive.read_bytes()).hexdigest()[:16]
-    for base in (cache_dir(), Path(tempfile.gettempdir()) / f"agent_sft-{os.getuid() if hasattr(os, 'getuid') else 0}"):
-        parent = base / "textworld"
-        root = parent / key
-        if (root / ".complete").exists():
-            return root
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=parent))
-        except OSError:
-            continue
-        try:
-            with tarfile.open(archive) as tar:
-                if hasattr(tarfile, "data_filter"):
-                    tar.extractall(tmp, filter="data")
-                else:
-                    tar.extractall(tmp)
-            (tmp / ".complete").write_text("")
-            tmp.chmod(0o755)
-            try:
-                os.rename(tmp, root)
-            except OSError:
-                if not (root / ".complete").exists():
-                    shutil.rmtree(root, ignore_errors=True)
-                    os.rename(tmp, root)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return root
-    raise OSError(f"no writable folder to unpack the built-in TextWorld games into (tried {cache_dir()})")
+    return unpack_once(archive, writable_cache("textworld"), key)

@@ -3,6 +3,7 @@ resuming with a longer mix, per-env figures, and bad mixes. Scripted envs keep i
 the real engines is in tests/test_envs_mix.py."""
 
 import json
+import os
 
 import partial_env
 import pytest
@@ -128,3 +129,10 @@ def test_same_env_twice_needs_disjoint_tasks(tmp_path):
     play = [r for r in got.values() if r["task_type"] == "play"]
     assert len(play) == 3 and all(r["episode_length"] == 1 for r in play)
     assert res.stats["total_episodes"] == len(partial_env.SCRIPTS) + 3
+
+
+def test_the_example_mix_config_resolves():
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "mixed_envs.yaml")
+    got = [(lane.name, lane.episodes, lane.max_steps, lane.expert) for lane in lanes(load_config(path, environ={}))]
+    assert got == [("alfworld", 24, 50, "planner"), ("textworld", 12, 40, "walkthrough"), ("babyai", 12, 50, "bot"),
+                   ("frozenlake", 12, 50, "shortest_path")]

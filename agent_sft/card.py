@@ -30,8 +30,11 @@ def env_entries(env_cfg: dict) -> list[tuple[str, str, dict]]:
     """(label, env name, entry) for each env of a folder's config: the `env.mix` entries, or the one env."""
     mix = env_cfg.get("mix") or {}
     if mix:
-        return [(label, str((e or {}).get("env") or label), e or {}) for label, e in mix.items()]
+        return [(label, str((e or {}).get("served_env") or (e or {}).get("env") or label), e or {})
+                for label, e in mix.items()]
     name = env_cfg.get("env_name", "")
+    options = env_cfg.get(name) if isinstance(env_cfg.get(name), dict) else {}
+    name = str(options.get("served_env") or name)  # an env server: the env it plays
     return [(name, name, {})] if name else []
 
 

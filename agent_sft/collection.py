@@ -85,6 +85,8 @@ def precheck(cfg: CollectConfig) -> str:
     from agent_sft.rollout import backend
 
     run = lanes(cfg)  # unknown envs, bad options (paths, task types), experts, counts
+    if prepare_envs(cfg, run):
+        run = lanes(cfg)
     for lane in run:
         missing = lane.spec.missing_packages()
         if missing:
@@ -101,6 +103,23 @@ def precheck(cfg: CollectConfig) -> str:
         if not os.path.isdir(os.path.expanduser(model)):
             raise ConfigError(f"policy.model: no model folder at {model} (give a local folder or a Hub model name)")
     return run[0].name
+
+
+def prepare_envs(cfg: CollectConfig, run: list) -> bool:
+    """Run each env's `prepare` hook (an env server is reached, and what it serves is written into the
+    env's options); True when an option was set."""
+    from agent_sft.envs.specs import load_entry_point
+
+    changed = False
+    for lane in run:
+        if lane.spec.prepare is None:
+            continue
+        updates = load_entry_point(lane.spec.prepare)(lane.options) or {}
+        if updates:
+            target = cfg.env.mix[lane.label] if cfg.env.mix else cfg.env.options.setdefault(lane.spec.name, {})
+            target.update(updates)
+            changed = True
+    return changed
 
 
 def collect(
@@ -227,8 +246,7 @@ def make_run_policy(cfg: CollectConfig, env_name: str):
     extra = {}
     if cfg.policy.type == "expert":
         lane = lanes(cfg)[0]
-        expert = lane.expert or "expert"
-        extra = {"expert_type": expert, "env_name": env_name, "model": lane.spec.expert_model(expert)}
+        extra = {"expert_type": lane.expert or "expert", "env_name": env_name, "model": lane.expert_model()}
     try:
         return make_policy(cfg.policy, **extra)
     except ImportError as err:

@@ -76,6 +76,22 @@ class EnvOptions:
         """The keyword arguments these options give the env factory (default: every field as is)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
+    def played_env(self) -> PlayedEnv | None:
+        """For an env that plays another one elsewhere (an env server), what episodes record: the played
+        env's name, experts and packages. None (the default): the env plays itself."""
+        return None
+
+
+@dataclass(frozen=True)
+class PlayedEnv:
+    """The env another env plays remotely, as its server describes it (see `EnvOptions.played_env`)."""
+
+    name: str
+    experts: tuple[str, ...] = ()
+    default_expert: str | None = None
+    expert_label: str = "{name}-{expert}"
+    packages: Mapping[str, str] = field(default_factory=dict)
+
 
 @dataclass(frozen=True)
 class EnvSpec:
@@ -108,6 +124,10 @@ class EnvSpec:
         task_types: the task types the env may report, for listings (`agent-sft envs`); empty when
             they depend on the env's options or data.
         description: one line saying what the env is, for listings.
+        prepare: `"module:function"` or a callable run before a collection starts (not when the config is
+            read), given the env's options; it may reach what the env needs (a server) and returns the
+            option values to set from what it found (e.g. the served env's name), raising `ConfigError`
+            when the env cannot be used.
     """
 
     name: str
@@ -129,6 +149,7 @@ class EnvSpec:
     extra: str | None = None
     task_types: tuple[str, ...] = ()
     description: str = ""
+    prepare: str | Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.entry_point, str) and ":" not in self.entry_point:

@@ -174,14 +174,17 @@ class Collector:
         for lane in self.lanes:
             pinfo = info
             if info.kind == "expert" and lane.expert:
-                pinfo = dataclasses.replace(info, model=lane.spec.expert_model(lane.expert))
+                pinfo = dataclasses.replace(info, model=lane.expert_model())
+            versions = package_versions(lane.name, info.kind)
+            if lane.played is not None:
+                versions.update(lane.played.packages)  # what the server runs
             self._runs.append(_LaneRun(
                 lane=lane,
                 template=template or resolve_template(lane.name, cfg.prompt.style, lane.template),
                 env_kwargs=lane.env_kwargs(cfg) if env_kwargs is None else env_kwargs,
                 episode_keys=lane.spec.info_keys_per_episode(),
                 policy_info=pinfo,
-                versions=json.dumps(package_versions(lane.name, info.kind), sort_keys=True),
+                versions=json.dumps(versions, sort_keys=True),
             ))
         first = self._runs[0]
         self.spec: EnvSpec = first.lane.spec

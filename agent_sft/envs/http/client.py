@@ -1,0 +1,119 @@
+"""HTTP calls to env servers: JSON in and out, bounded retries with backoff for calls safe to repeat.
+
+A call that may change the env (a step) is sent once: it is repeated only when the connection was never
+made (nothing reached the server). Everything else (listing tasks, health, opening a session, a reset,
+closing) is retried `retries` times on connection errors, timeouts, 5xx answers and malformed JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Any
+
+
+class ServerError(RuntimeError):
+    """An env server answered with an error, or not at all.
+
+    Attributes:
+        status: the HTTP status (None when no answer came).
+        kind: the protocol's error kind (`unknown_session`, `env_error`, ...) when the server said one.
+    """
+
+    def __init__(self, message: str, status: int | None = None, kind: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+
+
+def load_httpx():
+    try:
+        import httpx
+    except ImportError as err:
+        raise ImportError(f"the http env needs httpx: pip install 'agent-sft[openai]' ({err})") from err
+    return httpx
+
+
+class JsonClient:
+    """One server's JSON API over a kept-alive connection.
+
+    Args:
+        base_url: the server's root URL.
+        timeout_s: seconds a request may take.
+        retries: how many times a call safe to repeat is repeated.
+        token_env: environment variable holding a bearer token (sent when set).
+    """
+
+    def __init__(self, base_url: str, timeout_s: float = 60.0, retries: int = 3, token_env: str | None = None):
+        httpx = load_httpx()
+        self.base_url = base_url.rstrip("/")
+        self.retries = int(retries)
+        headers = {}
+        token = os.environ.get(token_env) if token_env else None
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._httpx = httpx
+        self._client = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers)
+
+    def call(self, method: str, path: str, body: Any = None, *, idempotent: bool = True,
+             params: dict | None = None) -> Any:
+        """The reply's JSON.
+
+        Raises:
+            ServerError: an error status (with the server's message), no answer, or a reply that is not JSON.
+        """
+        httpx = self._httpx
+        attempts = 1 + (self.retries if idempotent else 0)
+        never_sent = (httpx.ConnectError, httpx.ConnectTimeout)
+        last: ServerError | None = None
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                r = self._client.request(method, path, json=body, params=params)
+            except never_sent as e:
+                last = ServerError(f"{method} {self.base_url}{path}: cannot connect ({type(e).__name__}: {e})")
+                if attempt <= self.retries:  # nothing reached the server: safe even for a step
+                    self._backoff(attempt)
+                    continue
+                raise last from None
+            except httpx.HTTPError as e:
+                last = ServerError(f"{method} {self.base_url}{path}: no answer ({type(e).__name__}: {e})")
+                if attempt < attempts:
+                    self._backoff(attempt)
+                    continue
+                raise last from None
+            if r.status_code >= 400:
+                message, kind = self._error_of(r)
+                last = ServerError(f"{method} {self.base_url}{path}: HTTP {r.status_code}: {message}", r.status_code, kind)
+                if r.status_code >= 500 and kind != "env_error" and attempt < attempts:
+                    self._backoff(attempt)
+                    continue
+                raise last
+            try:
+                return r.json()
+            except ValueError:
+                last = ServerError(f"{method} {self.base_url}{path}: the reply is not JSON: {r.text[:200]!r}", r.status_code)
+                if attempt < attempts:
+                    self._backoff(attempt)
+                    continue
+                raise last from None
+
+    @staticmethod
+    def _error_of(r: Any) -> tuple[str, str]:
+        try:
+            d = r.json()
+        except ValueError:
+            return r.text[:300] or r.reason_phrase, ""
+        if isinstance(d, dict):
+            msg = d.get("error") or d.get("detail") or d
+            return str(msg)[:2000], str(d.get("kind") or "")
+        return str(d)[:300], ""
+
+    @staticmethod
+    def _backoff(attempt: int) -> None:
+        time.sleep(min(2.0, 0.1 * 2 ** (attempt - 1)) * (0.5 + random.random()))
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,208 @@
+"""The `http` env: episodes played on env servers (agent-sft's `serve-env`, or AgentGym's), as a `TextEnv`.
+
+Each instance holds one session on one server at a time, opened on the least busy of `url` at its first
+reset and closed after an error and by `close()`. Tasks, observations, rewards and infos pass through as
+the server gives them, so an episode played through an agent-sft server equals the one played in process.
+
+    env = HttpEnv(url=["http://127.0.0.1:8100"], expert="planner")
+    obs, info = env.reset(seed=3, options={"task_id": env.tasks()[0].task_id})
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from agent_sft.envs.base import TaskSpec
+from agent_sft.envs.http.client import JsonClient, ServerError
+from agent_sft.envs.http.protocol import PROTOCOL, task_from_json
+
+logger = logging.getLogger(__name__)
+
+
+class HttpEnv:
+    """Play tasks on env servers.
+
+    Args:
+        url: server URLs; sessions go to the one with the fewest sessions in use.
+        protocol: `agent-sft`, or an AgentGym server's (`agentgym-webshop`, ...; see `agentgym.ADAPTERS`).
+        served_env: the env the servers play (checked against what an agent-sft server reports).
+        data_indices: AgentGym servers: the task indices, `a-b` or `a,b,c`.
+        timeout_s, retries, token_env: see `JsonClient`.
+        seed, max_steps, expert: the generic env arguments, passed to the server's env for each session.
+    """
+
+    def __init__(
+        self,
+        url: list[str] | str,
+        protocol: str = "agent-sft",
+        served_env: str | None = None,
+        data_indices: str = "0-99",
+        timeout_s: float = 60.0,
+        retries: int = 3,
+        token_env: str | None = "AGENT_SFT_ENV_TOKEN",
+        seed: int = 0,
+        max_steps: int = 50,
+        expert: str | None = None,
+    ) -> None:
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise ValueError("the http env needs at least one server URL (env.http.url)")
+        self.protocol = protocol
+        self.served_env = served_env
+        self.max_steps = int(max_steps)
+        self.clients = [JsonClient(u, timeout_s, retries, token_env) for u in urls]
+        if protocol == "agent-sft":
+            self.adapter: Any = AgentSftAdapter(seed=seed, max_steps=max_steps, expert=expert)
+        else:
+            from agent_sft.envs.http.agentgym import make_adapter
+
+            self.adapter = make_adapter(protocol, data_indices=data_indices, max_steps=max_steps)
+        self._client: JsonClient | None = None
+        self._session: Any = None
+        self._tasks: list[TaskSpec] | None = None
+
+    # --- TextEnv --------------------------------------------------------------------------------------
+
+    def tasks(self) -> list[TaskSpec]:
+        if self._tasks is None:
+            errors = []
+            for c in self.clients:
+                try:
+                    self._tasks = self.adapter.tasks(c)
+                    break
+                except ServerError as e:
+                    errors.append(str(e))
+            else:
+                raise ServerError("no env server listed its tasks: " + "; ".join(errors))
+        return list(self._tasks)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
+        task_id = (options or {}).get("task_id")
+        try:
+            if self._session is None:
+                self._open()
+            return self.adapter.reset(self._client, self._session, seed, task_id)
+        except Exception:
+            self._drop()
+            raise
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
+        if self._session is None:
+            raise RuntimeError("the episode is over (or never started); call reset() first")
+        try:
+            return self.adapter.step(self._client, self._session, action)
+        except Exception:
+            self._drop()  # a session in an unknown state is closed; the next reset opens another
+            raise
+
+    def close(self) -> None:
+        self._drop()
+        for c in self.clients:
+            c.close()
+
+    # --- sessions -------------------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        """Open a session on the least busy server that answers."""
+        order = self._by_load()
+        errors = []
+        for c in order:
+            try:
+                self._session = self.adapter.create(c)
+                self._client = c
+                return
+            except ServerError as e:
+                errors.append(str(e))
+        raise ServerError("no env server opened a session: " + "; ".join(errors))
+
+    def _by_load(self) -> list[JsonClient]:
+        if len(self.clients) == 1:
+            return list(self.clients)
+        loads = []
+        for i, c in enumerate(self.clients):
+            try:
+                loads.append((self.adapter.load(c), i))
+            except ServerError:
+                loads.append((float("inf"), i))
+        return [self.clients[i] for _, i in sorted(loads)]
+
+    def _drop(self) -> None:
+        """Close the session, quietly (the server expires it anyway when it cannot be reached)."""
+        if self._session is not None and self._client is not None:
+            try:
+                self.adapter.close(self._client, self._session)
+            except Exception as e:  # noqa: BLE001 - best effort: the server's idle timeout closes it otherwise
+                logger.info("could not close env session %s on %s: %s", self._session, self._client.base_url, e)
+        self._session = None
+        self._client = None
+
+    def __repr__(self) -> str:
+        return f"HttpEnv(protocol={self.protocol!r}, servers={[c.base_url for c in self.clients]!r})"
+
+
+class AgentSftAdapter:
+    """agent-sft's own protocol (`agent_sft.envs.http.protocol`)."""
+
+    def __init__(self, seed: int, max_steps: int, expert: str | None):
+        self.params = {"seed": seed, "max_steps": max_steps, "task_types": None, "expert": expert}
+        self._index: dict[str, int] = {}
+
+    def tasks(self, c: JsonClient) -> list[TaskSpec]:
+        return [task_from_json(t) for t in c.call("GET", "/tasks")["tasks"]]
+
+    def load(self, c: JsonClient) -> float:
+        h = c.call("GET", "/health")
+        return float(h.get("sessions", 0)) / max(1.0, float(h.get("max_sessions") or 1))
+
+    def create(self, c: JsonClient) -> str:
+        sid = str(c.call("POST", "/sessions", self.params)["session_id"])
+        self._index[sid] = 0
+        return sid
+
+    def reset(self, c: JsonClient, sid: str, seed: int | None, task_id: str | None) -> tuple[str, dict]:
+        r = c.call("POST", f"/sessions/{sid}/reset", {"seed": seed, "options": {"task_id": task_id}})
+        self._index[sid] = 0
+        return _text(r, "observation"), _info(r)
+
+    def step(self, c: JsonClient, sid: str, action: str) -> tuple[str, float, bool, bool, dict]:
+        k = self._index.get(sid, 0)
+        r = c.call("POST", f"/sessions/{sid}/step", {"action": action, "index": k}, idempotent=False)
+        self._index[sid] = k + 1
+        try:
+            return (_text(r, "observation"), float(r["reward"]), bool(r["terminated"]), bool(r["truncated"]), _info(r))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ServerError(f"malformed step reply from {c.base_url}: {type(e).__name__}: {e}: {str(r)[:200]}") from None
+
+    def close(self, c: JsonClient, sid: str) -> None:
+        self._index.pop(sid, None)
+        c.call("DELETE", f"/sessions/{sid}")
+
+
+def _text(r: Any, key: str) -> str:
+    if not isinstance(r, dict) or not isinstance(r.get(key), str):
+        raise ServerError(f"malformed reply: no {key!r} text in {str(r)[:200]}")
+    return r[key]
+
+
+def _info(r: dict) -> dict:
+    info = r.get("info")
+    if not isinstance(info, dict):
+        raise ServerError(f"malformed reply: no 'info' mapping in {str(r)[:200]}")
+    return info
+
+
+def describe_server(url: str, timeout_s: float = 10.0, retries: int = 2, token_env: str | None = None) -> dict:
+    """A server's `/info`, checked to speak this protocol version.
+
+    Raises:
+        ServerError: it does not answer, or speaks another protocol.
+    """
+    c = JsonClient(url, timeout_s, retries, token_env)
+    try:
+        info = c.call("GET", "/info")
+    finally:
+        c.close()
+    if not isinstance(info, dict) or info.get("protocol") != PROTOCOL or not info.get("env"):
+        raise ServerError(f"{url} is not an agent-sft env server (protocol {PROTOCOL}): /info gave {str(info)[:200]}")
+    return info

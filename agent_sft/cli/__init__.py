@@ -21,6 +21,7 @@ COMMANDS = {
     "repair": ("agent_sft.cli.data", "Verify every shard; re-derive damaged sft, move damaged raw shards aside."),
     "push": ("agent_sft.cli.push", "Upload a dataset folder to the Hugging Face Hub."),
     "envs": ("agent_sft.cli.envs", "List the environments: options, task types, experts, installed or not."),
+    "serve-env": ("agent_sft.cli.serve", "Serve an environment over HTTP, one env per session (for the `http` env)."),
     "tiny-model": ("agent_sft.cli.data", "Build a tiny random chat model offline (for tests and dry runs)."),
 }
 

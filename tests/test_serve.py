@@ -1,0 +1,348 @@
+"""`agent-sft serve-env`: the real server in a subprocess, talked to over HTTP as a client would.
+
+Most tests serve `crash-test` (tests/crash_env.py: instant steps, and actions that raise, kill the env's
+worker or hang); one serves the real TextWorld engine and checks that an episode over HTTP is the one
+the env plays in process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import crash_env  # noqa: F401 - registers crash-test here too
+import httpx
+import pytest
+
+from agent_sft.config import ConfigError
+from agent_sft.envs import spec
+from agent_sft.envs.http.protocol import PROTOCOL, jsonable
+from agent_sft.rollout.pools import build_env
+from agent_sft.serve import env_options
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+CLI = [sys.executable, "-c", "import sys, crash_env; from agent_sft.cli import main; sys.exit(main(sys.argv[1:]))",
+       "serve-env"]
+TOKEN = "s3cret-Tok-4711"
+
+
+class Server:
+    """`agent-sft serve-env ARGS` on a free loopback port, its output in files."""
+
+    def __init__(self, tmp_path, *args: str, token: str | None = None, env: dict | None = None):
+        self.out_path, self.err_path = tmp_path / "server.out", tmp_path / "server.err"
+        full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]),
+                    **(env or {})}
+        full_env.pop("AGENT_SFT_ENV_TOKEN", None)
+        if token:
+            full_env["AGENT_SFT_ENV_TOKEN"] = token
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen([*CLI, *args, "--port", "0"], stdout=out, stderr=err, env=full_env)
+        self.token = token
+        self.url = self._await_ready()
+
+    def _await_ready(self, timeout_s: float = 90.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in self.out().splitlines():
+                if line.startswith("serving ") and " on http://" in line:
+                    return line.split(" on ", 1)[1].split()[0].replace("0.0.0.0", "127.0.0.1")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the server exited ({self.proc.returncode}): {self.err()}")
+            time.sleep(0.05)
+        raise AssertionError(f"the server did not start: {self.err()}")
+
+    def out(self) -> str:
+        return self.out_path.read_text()
+
+    def err(self) -> str:
+        return self.err_path.read_text()
+
+    def client(self, token: str | None = "own") -> httpx.Client:
+        token = self.token if token == "own" else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("serve"), "crash-test", "greeting=Hi", "env.crash-test.rooms=4",
+               "--max-sessions", "4", "--step-timeout-s", "2", token=TOKEN)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def http(server):
+    with server.client() as c:
+        yield c
+
+
+def session(c: httpx.Client, **body) -> str:
+    r = c.post("/sessions", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()["session_id"]
+
+
+def reset(c: httpx.Client, sid: str, task: str = "crash-test/room-1", seed: int = 7) -> dict:
+    r = c.post(f"/sessions/{sid}/reset", json={"seed": seed, "options": {"task_id": task}})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def step(c: httpx.Client, sid: str, action: str, index: int) -> httpx.Response:
+    return c.post(f"/sessions/{sid}/step", json={"action": action, "index": index})
+
+
+def error(r: httpx.Response, status: int, kind: str) -> str:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["kind"] == kind and body["error"], body
+    return body["error"]
+
+
+def without_pid(info: dict) -> dict:
+    return {k: v for k, v in info.items() if k != "pid"}
+
+
+def test_info_tasks_and_health(http):
+    info = http.get("/info").json()
+    assert info["env"] == "crash-test" and info["protocol"] == PROTOCOL and info["title"] == "Crash test"
+    assert info["experts"] == ["walk"] and info["default_expert"] == "walk"
+    assert info["fingerprint"] == {"greeting": "Hi"}  # rooms only selects tasks
+    assert info["packages"]["agent_sft"] and info["shared_process"] is True
+    tasks = http.get("/tasks").json()["tasks"]
+    assert [t["task_id"] for t in tasks] == [f"crash-test/room-{k}" for k in range(4)]
+    assert tasks[2] == {"task_id": "crash-test/room-2", "task_type": "room", "game_split": "test", "extra": {"k": 2}}
+    health = http.get("/health").json()
+    assert health["status"] == "ok" and health["env"] == "crash-test" and health["max_sessions"] == 4
+    assert health["protocol"] == PROTOCOL and health["sessions"] >= 0
+
+
+def test_every_request_needs_the_token_which_is_never_shown(server):
+    for token in (None, "wrong"):
+        with server.client(token) as c:
+            error(c.get("/health"), 401, "unauthorized")
+            error(c.post("/sessions", json={}), 401, "unauthorized")
+    with server.client() as c:
+        assert c.get("/health").status_code == 200
+    assert TOKEN not in server.out() + server.err()
+
+
+def test_an_episode_over_http_is_the_env_in_process(http):
+    before = http.get("/health").json()
+    sid = session(http, seed=5, max_steps=10, expert="walk")
+    assert http.get("/health").json()["sessions"] == before["sessions"] + 1
+    local = spec("crash-test")
+    kwargs = local.kwargs(env_options(local, {"greeting": "Hi", "rooms": 4}), seed=5, max_steps=10, task_types=[],
+                          expert="walk")
+    env, _ = build_env(local.entry_point, kwargs)
+    first = reset(http, sid, "crash-test/room-2", seed=11)
+    obs, info = env.reset(seed=11, options={"task_id": "crash-test/room-2"})
+    assert first["observation"] == obs == "Hi 11: you are in crash-test/room-2."
+    assert without_pid(first["info"]) == without_pid(info)
+    for k, action in enumerate(["go", "look", "go", "go"]):
+        r = step(http, sid, action, k)
+        assert r.status_code == 200, r.text
+        got = r.json()
+        o, reward, terminated, truncated, i = env.step(action)
+        assert (got["observation"], got["reward"], got["terminated"], got["truncated"]) == (o, reward, terminated, truncated)
+        assert without_pid(got["info"]) == without_pid(i)
+    assert got["info"]["won"] is True and got["terminated"] is True
+    assert http.delete(f"/sessions/{sid}").json() == {"closed": True}
+    assert http.delete(f"/sessions/{sid}").json() == {"closed": True}  # closing is idempotent
+    error(step(http, sid, "go", 4), 404, "unknown_session")
+    error(http.post(f"/sessions/{sid}/reset", json={}), 404, "unknown_session")
+    assert http.get("/health").json()["sessions"] == before["sessions"]
+
+
+def test_a_retried_step_is_applied_once(http):
+    sid = session(http)
+    error(step(http, sid, "go", 0), 409, "conflict")  # no reset yet
+    reset(http, sid)
+    replays = http.get("/health").json()["counters"]["step_replays"]
+    first = step(http, sid, "go", 0).json()
+    again = step(http, sid, "go", 0)  # the reply was "lost": the client asks again
+    assert again.status_code == 200 and again.json() == first and first["info"]["step"] == 1
+    second = step(http, sid, "go", 1).json()
+    assert second["info"]["step"] == 2  # the env stepped once for index 0
+    assert step(http, sid, "look", 1).json() == second  # the answer of index 1, whatever the action
+    assert "the next step is 2" in error(step(http, sid, "go", 3), 409, "conflict")
+    error(step(http, sid, "go", 0), 409, "conflict")  # older than the last answer
+    assert step(http, sid, "go", 2).json()["info"]["won"] is True
+    assert http.get("/health").json()["counters"]["step_replays"] == replays + 2
+    reset(http, sid)  # a new episode starts the indexes again
+    assert step(http, sid, "go", 0).json()["info"]["step"] == 1
+    http.delete(f"/sessions/{sid}")
+
+
+def test_bad_requests_are_422_and_unknown_sessions_404(http):
+    assert "not JSON" in error(http.post("/sessions", content=b"{nope"), 422, "bad_request")
+    error(http.post("/sessions", json={"seed": "one"}), 422, "bad_request")
+    error(http.post("/sessions", json={"max_steps": 0}), 422, "bad_request")
+    error(http.post("/sessions", json={"colour": "red"}), 422, "bad_request")
+    assert "one of walk" in error(http.post("/sessions", json={"expert": "oracle"}), 422, "bad_request")
+    error(http.post("/sessions", json=[1, 2]), 422, "bad_request")
+    sid = session(http)
+    error(http.post(f"/sessions/{sid}/reset", json={"options": {"task_id": "crash-test/room-9"}}), 422, "bad_request")
+    error(http.post(f"/sessions/{sid}/reset", json={"seed": 1.5}), 422, "bad_request")
+    reset(http, sid)
+    error(http.post(f"/sessions/{sid}/step", json={"index": 0}), 422, "bad_request")
+    error(http.post(f"/sessions/{sid}/step", json={"action": "go", "index": -1}), 422, "bad_request")
+    error(http.post(f"/sessions/{sid}/step", content=b"\xff"), 422, "bad_request")
+    error(http.post("/sessions/nope/reset", json={}), 404, "unknown_session")
+    error(step(http, "nope", "go", 0), 404, "unknown_session")
+    assert http.get("/nope").json()["kind"]  # any error is JSON with a kind
+    http.delete(f"/sessions/{sid}")
+
+
+def test_a_failing_env_fails_only_its_session(http):
+    a, b = session(http), session(http)
+    pid_a, pid_b = reset(http, a)["info"]["pid"], reset(http, b)["info"]["pid"]
+    assert pid_a != pid_b  # one process per session
+    assert step(http, b, "go", 0).status_code == 200
+
+    r = step(http, a, "crash", 0)
+    assert "asked to crash" in error(r, 500, "env_error") and "RuntimeError" in r.json()["details"]
+    assert step(http, a, "crash", 0).json() == r.json()  # a retry gets the same answer; the env is not asked again
+    assert "reset" in error(step(http, a, "go", 1), 409, "conflict")  # its env was replaced: reset first
+    second = step(http, b, "go", 1).json()
+    assert second["info"]["pid"] == pid_b and second["info"]["step"] == 2  # the other session went on
+
+    new_a = reset(http, a)["info"]["pid"]
+    assert new_a != pid_a
+    error(step(http, a, "die", 0), 500, "env_error")  # the worker process itself died
+    assert reset(http, a)["info"]["pid"] != new_a
+
+    # A hung step fails after the step timeout (2 s); the other session answers meanwhile.
+    hung: dict = {}
+    t = threading.Thread(target=lambda: hung.update(r=step(http, a, "hang", 0)))
+    t0 = time.monotonic()
+    t.start()
+    time.sleep(0.3)
+    third = step(http, b, "go", 2)
+    assert third.status_code == 200 and third.json()["info"]["won"] is True
+    assert time.monotonic() - t0 < 1.5
+    t.join(30)
+    assert "timed out" in error(hung["r"], 500, "env_error")
+    assert reset(http, a)["observation"].startswith("Hi 7:")
+    for sid in (a, b):
+        http.delete(f"/sessions/{sid}")
+
+
+def test_max_sessions_and_idle_expiry(tmp_path):
+    s = Server(tmp_path, "crash-test", "--max-sessions", "2", "--idle-timeout-s", "1")
+    try:
+        with s.client() as c:
+            idle, busy = session(c), session(c)
+            assert "2 sessions" in error(c.post("/sessions", json={}), 503, "busy")
+            assert c.get("/health").json()["sessions"] == 2
+            reset(c, busy)
+            for k in range(8):  # `busy` keeps being used; `idle` is left alone past the timeout
+                assert step(c, busy, "look", k).status_code == 200
+                time.sleep(0.25)
+            error(c.post(f"/sessions/{idle}/reset", json={}), 404, "unknown_session")
+            assert step(c, busy, "go", 8).status_code == 200
+            health = c.get("/health").json()
+            assert health["sessions"] == 1 and health["counters"]["sessions_expired"] == 1
+            third = session(c)  # the expired session's slot is free again
+            reset(c, third)
+    finally:
+        s.stop()
+
+
+def test_exit_after_steps_stops_right_after_the_answer(tmp_path):
+    s = Server(tmp_path, "crash-test", "--host", "0.0.0.0", "--exit-after-steps", "3")
+    assert "without a token" in s.err()  # listening beyond loopback without a token
+    with s.client() as c:
+        sid = session(c)
+        reset(c, sid)
+        assert step(c, sid, "go", 0).status_code == 200
+        assert step(c, sid, "go", 0).status_code == 200  # a replay is not a step
+        assert step(c, sid, "go", 1).status_code == 200
+        last = step(c, sid, "go", 2)
+        assert last.status_code == 200 and last.json()["info"]["won"] is True  # the 3rd step is answered
+        assert s.proc.wait(timeout=15) == 3
+        with pytest.raises(httpx.TransportError):
+            c.get("/health")
+    assert "--exit-after-steps" not in subprocess.run([*CLI, "--help"], capture_output=True, text=True).stdout
+
+
+def test_sigterm_closes_every_session(tmp_path):
+    s = Server(tmp_path, "crash-test")
+    with s.client() as c:
+        pids = [reset(c, session(c))["info"]["pid"] for _ in range(2)]
+    for pid in pids:
+        os.kill(pid, 0)  # alive
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(timeout=20) == 128 + signal.SIGTERM
+    assert "closed" in s.err()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_bad_options_fail_before_listening():
+    env = spec("crash-test")
+    assert env_options(env, ["greeting=Yo", "env.rooms=2"]) == env.options(greeting="Yo", rooms=2)
+    with pytest.raises(ConfigError, match="has no option 'colour'.*greeting, rooms"):
+        env_options(env, ["colour=red"])
+    with pytest.raises(ConfigError, match="each session's client sets it"):
+        env_options(env, ["max_steps=3"])
+    with pytest.raises(ConfigError, match="env.crash-test.rooms: expected int"):
+        env_options(env, ["rooms=many"])
+    out = subprocess.run([*CLI, "crash-test", "greeting= ", "--port", "0"], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "PYTHONPATH": TESTS})
+    assert out.returncode == 2 and "env.crash-test.greeting: must not be empty" in out.stderr
+    assert "serving" not in out.stdout
+
+
+def test_import_agent_sft_does_not_import_the_server_stack():
+    code = "import sys, agent_sft, agent_sft.envs; print([m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+@pytest.mark.envs
+def test_textworld_over_http_equals_the_env_in_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGENT_SFT_CACHE", str(tmp_path / "cache"))  # the server's and this process's
+    s = Server(tmp_path, "textworld", "env.textworld.task_types=tw-simple")
+    try:
+        with s.client() as c:
+            tasks = c.get("/tasks").json()["tasks"]
+            assert tasks and all(t["task_type"].startswith("tw-simple") for t in tasks)
+            assert c.get("/info").json()["default_expert"] == spec("textworld").default_expert()
+            sid = session(c, seed=3, max_steps=20, expert="walkthrough")
+            task = tasks[0]["task_id"]
+            first = reset(c, sid, task, seed=3)
+            remote = [[first["observation"], first["info"]]]
+            for k in range(4):
+                got = step(c, sid, remote[-1][-1]["expert_plan"][0], k).json()
+                remote.append([got["observation"], got["reward"], got["terminated"], got["truncated"], got["info"]])
+    finally:
+        s.stop()
+    tw = spec("textworld")
+    kwargs = tw.kwargs(env_options(tw, {"task_types": "tw-simple"}), seed=3, max_steps=20, task_types=[],
+                       expert="walkthrough")
+    env, _ = build_env(tw.entry_point, kwargs)
+    try:
+        local = [env.reset(seed=3, options={"task_id": task})]
+        for _ in range(4):
+            local.append(env.step(local[-1][-1]["expert_plan"][0]))
+    finally:
+        env.close()
+    assert remote == jsonable(local)
+    assert remote[-1][-1]["score"] > 0 or remote[-1][-1]["moves"] == 4

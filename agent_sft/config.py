@@ -235,7 +235,7 @@ def validate(cfg: CollectConfig) -> None:
     from agent_sft.mix import lanes
 
     run = lanes(cfg)  # each env's options, expert and count
-    if len(run) == 1 and cfg.policy.expert is None:
+    if len(run) == 1 and cfg.policy.expert is None and run[0].spec.prepare is None:
         cfg.policy.expert = run[0].expert  # the env's own default, shown as such in the folder's config
 
 

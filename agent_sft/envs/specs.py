@@ -91,6 +91,7 @@ class PlayedEnv:
     default_expert: str | None = None
     expert_label: str = "{name}-{expert}"
     packages: Mapping[str, str] = field(default_factory=dict)
+    episode_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,7 @@ class Collector:
                 lane=lane,
                 template=template or resolve_template(lane.name, cfg.prompt.style, lane.template),
                 env_kwargs=lane.env_kwargs(cfg) if env_kwargs is None else env_kwargs,
-                episode_keys=lane.spec.info_keys_per_episode(),
+                episode_keys=lane.spec.info_keys_per_episode() | set(lane.played.episode_keys if lane.played else ()),
                 policy_info=pinfo,
                 versions=json.dumps(versions, sort_keys=True),
             ))

@@ -200,6 +200,7 @@ class SessionManager:
             "experts": list(s.experts) if s.expert_kwarg else [],
             "default_expert": s.default_expert() if s.expert_kwarg else None,
             "has_expert": bool(s.expert_kwarg),
+            "episode_keys": sorted(s.info_keys_per_episode()),
             "task_types": list(s.task_types),
             "fingerprint": jsonable(s.fingerprint(self.options)),
             "packages": package_versions(s.name, "expert"),

@@ -47,14 +47,15 @@ def prepare(options: HttpOptions) -> dict[str, Any]:
             raise ConfigError(f"env.http.url: {err}. Nothing was played.") from None
         served = {"env": info["env"], "fingerprint": info.get("fingerprint") or {},
                   "experts": list(info.get("experts") or []), "default_expert": info.get("default_expert"),
-                  "packages": dict(info.get("packages") or {})}
+                  "packages": dict(info.get("packages") or {}),
+                  "episode_keys": list(info.get("episode_keys") or [])}
         if seen and (served["env"], served["fingerprint"]) != (seen["env"], seen["fingerprint"]):
             raise ConfigError(f"env.http.url: {u} serves {served['env']} {served['fingerprint']}, but "
                               f"{options.url[0]} serves {seen['env']} {seen['fingerprint']}; give servers of one env")
         seen = served
     if options.served_env and options.served_env != seen["env"]:
         raise ConfigError(f"env.http.served_env: the servers play {seen['env']!r}, not {options.served_env!r}")
-    return {"served_env": seen.pop("env"), "served": seen}
+    return {"served_env": seen.pop("env"), "served_options": seen.pop("fingerprint"), "served": seen}
 
 
 SPEC = EnvSpec(

@@ -11,6 +11,7 @@ the server gives them, so an episode played through an agent-sft server equals t
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 from agent_sft.envs.base import TaskSpec
@@ -60,6 +61,7 @@ class HttpEnv:
             self.adapter = make_adapter(protocol, data_indices=data_indices, max_steps=max_steps)
         self._client: JsonClient | None = None
         self._session: Any = None
+        self._tie = random.Random()
         self._tasks: list[TaskSpec] | None = None
 
     # --- TextEnv --------------------------------------------------------------------------------------
@@ -122,10 +124,13 @@ class HttpEnv:
         loads = []
         for i, c in enumerate(self.clients):
             try:
-                loads.append((self.adapter.load(c), i))
+                load = self.adapter.load(c)
             except ServerError:
-                loads.append((float("inf"), i))
-        return [self.clients[i] for _, i in sorted(loads)]
+                load = float("inf")
+            # Ties (sessions opened at the same moment see the same loads) are broken at random, so
+            # they spread; which server plays an episode never changes what it plays.
+            loads.append((load, self._tie.random(), i))
+        return [self.clients[i] for _, _, i in sorted(loads)]
 
     def _drop(self) -> None:
         """Close the session, quietly (the server expires it anyway when it cannot be reached)."""

@@ -32,8 +32,10 @@ class HttpOptions(EnvOptions):
                              "twice.", fingerprint=False)
     token_env: str = option("AGENT_SFT_ENV_TOKEN", "Environment variable holding the servers' bearer token "
                                                    "(sent when set; never stored).", fingerprint=False)
-    served: dict = option({}, "What the agent-sft server reported at the start of the run (its env's options, "
-                              "experts, packages); filled in, not set by hand.")
+    served_options: dict = option({}, "The served env's options that decide its episodes, as the agent-sft "
+                                      "server reports them at the start of a run (filled in).")
+    served: dict = option({}, "What else the agent-sft server reported at the start of the run (experts, "
+                              "packages, per-episode info keys); filled in, not set by hand.", fingerprint=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.url, str):
@@ -65,7 +67,7 @@ class HttpOptions(EnvOptions):
             return None
         s = self.served or {}
         return PlayedEnv(self.served_env, tuple(s.get("experts") or ()), s.get("default_expert"),
-                         packages=dict(s.get("packages") or {}))
+                         packages=dict(s.get("packages") or {}), episode_keys=tuple(s.get("episode_keys") or ()))
 
 
 def parse_indices(text: str) -> list[int]:

@@ -4,7 +4,8 @@
                                           "protocol": 1, "steps": total steps served}
     GET    /info                        {"env": NAME, "protocol": 1, "title", "experts": [...],
                                           "default_expert", "fingerprint": {option: value}, "packages":
-                                          {dist: version}, "shared_process": bool}
+                                          {dist: version}, "episode_keys": [info keys kept once per
+                                          episode, not in each step's info], "shared_process": bool}
     GET    /tasks                       {"tasks": [TASK, ...]}   TASK = {"task_id", "task_type",
                                                                         "game_split", "extra"}
     POST   /sessions                    body {"seed", "max_steps", "task_types", "expert"} (the generic

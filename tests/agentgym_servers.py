@@ -9,8 +9,8 @@ lack. The visual-mode routes (BabyAI's /render, SciWorld's /step_visual and frie
 
 What each plays:
 - WebShop: the built-in TextWorld games (the data index is the goal); a search page first, then the
-  game with its admissible commands as the page's clickables; `click[buy now]`'s role is the game's
-  end: reward 1.0 when won, 0.0 when lost.
+  game with its admissible commands as the page's clickables; the game's end plays the part of
+  `click[buy now]`: done, with reward 1.0 when won and 0.0 when lost.
 - ALFWorld: `AlfworldEnv(data_path="builtin")`, game index -> its task list; the server's 50-step limit.
 - BabyAI: `BabyAIEnv` on AgentGym's level (`data_idx % 40 + 1`) and layout seed (`data_idx // 40`),
   restricted to the levels installed minigrid registers (another level's reset is an `{"error"}`); the
@@ -29,6 +29,7 @@ after a reset of that index fail the way the server reports failures.
         ...  # env.http.url=url env.http.protocol=agentgym-babyai
 """
 
+import asyncio
 import random
 import re
 import socket
@@ -138,10 +139,11 @@ class Served:
 
 
 class FakeServer:
-    """What the fakes share: sequential ids, one lock around every env call, the test hooks."""
+    """What the fakes share: sequential ids, requests served one at a time (the wrapped envs are not
+    thread-safe; AgentGym's ALFWorld server serves one at a time too), the test hooks."""
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()
         self.plans: dict[int, list[str]] = {}
         self.faults: dict[int, int] = {}
         self.env: dict[int, object] = {}
@@ -182,6 +184,16 @@ class FakeServer:
             raise ValueError(f"The task with environment {idx} has been deleted.")
         if done_check and not is_reset and self.info[idx]["done"]:
             raise ValueError(f"The task with environment {idx} has finished.")
+
+    def new_app(self) -> FastAPI:
+        app, one = FastAPI(), asyncio.Lock()
+
+        @app.middleware("http")
+        async def one_at_a_time(request, call_next):
+            async with one:
+                return await call_next(request)
+
+        return app
 
     def make_app(self) -> FastAPI:
         raise NotImplementedError
@@ -285,7 +297,7 @@ class BabyAIServer(FakeServer):
             return False
 
     def make_app(self) -> FastAPI:
-        app, lock = FastAPI(), self.lock
+        app = self.new_app()
 
         @app.get("/")
         def hello():
@@ -293,28 +305,23 @@ class BabyAIServer(FakeServer):
 
         @app.post("/create")
         def create():
-            with lock:
-                return self.create()
+            return self.create()
 
         @app.post("/step")
         def step(body: IdStep):
-            with lock:
-                return self.step(body.id, body.action)
+            return self.step(body.id, body.action)
 
         @app.post("/reset")
         def reset(body: DataReset):
-            with lock:
-                return self.reset(body.id, body.data_idx)
+            return self.reset(body.id, body.data_idx)
 
         @app.get("/observation")
         def get_observation(id: int):
-            with lock:
-                return self.observe(id)
+            return self.observe(id)
 
         @app.post("/close")
         def close(body: Close):
-            with lock:
-                return self.close(body.id)
+            return self.close(body.id)
 
         return app
 
@@ -394,7 +401,7 @@ class AlfworldServer(FakeServer):
             return {"error": str(e)}
 
     def make_app(self) -> FastAPI:
-        app, lock = FastAPI(), self.lock
+        app = self.new_app()
 
         @app.get("/")
         def hello():
@@ -402,33 +409,27 @@ class AlfworldServer(FakeServer):
 
         @app.post("/create")
         def create():
-            with lock:
-                return self.create()
+            return self.create()
 
         @app.post("/step")
         def step(body: IdStep):
-            with lock:
-                return self.step(body.id, body.action)
+            return self.step(body.id, body.action)
 
         @app.post("/reset")
         def reset(body: GameReset):
-            with lock:
-                return self.reset(body.id, body.game, body.world_type)
+            return self.reset(body.id, body.game, body.world_type)
 
         @app.get("/available_actions")
         def get_available_actions(id: int):
-            with lock:
-                return self.get(id, "available_actions")
+            return self.get(id, "available_actions")
 
         @app.get("/observation")
         def get_observation(id: int):
-            with lock:
-                return self.get(id, "observation")
+            return self.get(id, "observation")
 
         @app.get("/detail")
         def get_detailed_info(id: int):
-            with lock:
-                return self.get(id, None)
+            return self.get(id, None)
 
         return app
 
@@ -530,7 +531,7 @@ class SciWorldServer(FakeServer):
             return {"error": str(e)}
 
     def make_app(self) -> FastAPI:
-        app, lock = FastAPI(), self.lock
+        app = self.new_app()
 
         @app.get("/")
         def hello():
@@ -538,43 +539,35 @@ class SciWorldServer(FakeServer):
 
         @app.post("/create")
         def create():
-            with lock:
-                return self.create()
+            return self.create()
 
         @app.post("/step")
         def step(body: IdStep):
-            with lock:
-                return self.step(body.id, body.action)
+            return self.step(body.id, body.action)
 
         @app.post("/reset")
         def reset(body: DataReset):
-            with lock:
-                return self.reset(body.id, body.data_idx)
+            return self.reset(body.id, body.data_idx)
 
         @app.post("/close")
         def close(body: Close):
-            with lock:
-                return self.close(body.id)
+            return self.close(body.id)
 
         @app.get("/observation")
         def get_observation(id: int):
-            with lock:
-                return self.get(id, "observation")
+            return self.get(id, "observation")
 
         @app.get("/action_hint")
         def get_action_hint(id: int):
-            with lock:
-                return self.get(id, "action_hint")
+            return self.get(id, "action_hint")
 
         @app.get("/goals")
         def get_goals(id: int):
-            with lock:
-                return self.get(id, "goals")
+            return self.get(id, "goals")
 
         @app.get("/detail")
         def get_detailed_info(id: int):
-            with lock:
-                return self.get(id, "detail")
+            return self.get(id, "detail")
 
         return app
 
@@ -657,7 +650,7 @@ class TextCraftServer(FakeServer):
             return {"error": str(e)}
 
     def make_app(self) -> FastAPI:
-        app, lock = FastAPI(), self.lock
+        app = self.new_app()
 
         @app.get("/")
         def hello():
@@ -665,23 +658,19 @@ class TextCraftServer(FakeServer):
 
         @app.post("/create")
         def create(body: CraftCreate):
-            with lock:
-                return self.create()
+            return self.create()
 
         @app.post("/step")
         def step(body: IdStep):
-            with lock:
-                return self.step(body.id, body.action)
+            return self.step(body.id, body.action)
 
         @app.post("/reset")
         def reset(body: CraftReset):
-            with lock:
-                return self.reset(body.id, body.data_idx)
+            return self.reset(body.id, body.data_idx)
 
         @app.get("/observation")
         def get_observation(id: int):
-            with lock:
-                return self.get(id, "observation")
+            return self.get(id, "observation")
 
         @app.get("/commands")
         def get_commands(id: int):
@@ -693,13 +682,11 @@ class TextCraftServer(FakeServer):
 
         @app.get("/detail")
         def get_detailed_info(id: int):
-            with lock:
-                return self.get(id, None)
+            return self.get(id, None)
 
         @app.post("/close")
         def close(body: Close):
-            with lock:
-                return self.close(body.id)
+            return self.close(body.id)
 
         return app
 
@@ -767,7 +754,7 @@ class WebShopServer(FakeServer):
         return StepResponse(state=e["text"], reward=reward, done=done, info=None)
 
     def make_app(self) -> FastAPI:
-        app, lock = FastAPI(), self.lock
+        app = self.new_app()
 
         @app.get("/", response_model=str)
         async def generate_ok():
@@ -779,19 +766,16 @@ class WebShopServer(FakeServer):
 
         @app.post("/create", response_model=int)
         def create():
-            with lock:
-                return self.create()
+            return self.create()
 
         @app.post("/step", response_model=StepResponse)
         def step(step_query: StepQuery):
-            with lock:
-                return self.step(step_query.env_idx, step_query.action)
+            return self.step(step_query.env_idx, step_query.action)
 
         @app.get("/available_actions", response_model=AvailableActionsResponse)
         def get_available_actions(env_idx: int):
-            with lock:
-                e = self.env[env_idx]
-                return AvailableActionsResponse(has_search_bar=e["page"] == "search", clickables=list(e["clickables"]))
+            e = self.env[env_idx]
+            return AvailableActionsResponse(has_search_bar=e["page"] == "search", clickables=list(e["clickables"]))
 
         @app.get("/instruction_text", response_model=str)
         def get_instruction_text(env_idx: int):
@@ -809,8 +793,7 @@ class WebShopServer(FakeServer):
 
         @app.post("/reset", response_model=tuple[str, None])
         def reset(reset_query: ResetQuery):
-            with lock:
-                return self.reset(reset_query.env_idx, reset_query.session_id)
+            return self.reset(reset_query.env_idx, reset_query.session_id)
 
         return app
 

@@ -4,6 +4,7 @@ server (tests/agentgym_servers.py, wrapping a real env of agent-sft), and the er
 import json
 import socket
 
+import httpx
 import pytest
 from agentgym_servers import SERVERS
 
@@ -22,9 +23,9 @@ pytestmark = pytest.mark.envs
 @pytest.fixture(scope="session")
 def fakes():
     """protocol -> (fake, url): the five fakes, serving until the session ends (their envs load lazily)."""
-    running = {name: (cls(), None) for name, cls in SERVERS.items()}
-    served = {name: fake.serve() for name, (fake, _) in running.items()}
-    yield {name: (fake, served[name].url) for name, (fake, _) in running.items()}
+    made = {name: cls() for name, cls in SERVERS.items()}
+    served = {name: fake.serve() for name, fake in made.items()}
+    yield {name: (fake, served[name].url) for name, fake in made.items()}
     for s in served.values():
         s.stop()
 
@@ -66,6 +67,8 @@ def indices(protocol):
 
 
 def collect(monkeypatch, out, protocol, url, policy, *extra):
+    """`agent_sft.collect` into `out` with `policy` (policies are built from the config; this one is the test's),
+    and the folder's raw rows by task id."""
     monkeypatch.setattr(collection, "make_run_policy", lambda cfg, env_name: policy)
     chosen = ",".join(map(str, indices(protocol)))
     result = agent_sft.collect([
@@ -102,6 +105,59 @@ def test_tasks_come_from_the_data_indices_and_babyai_levels_as_agentgym_maps_the
     assert clean_action("  craft 1 light_blue_dye using  1 blue orchid ") == "craft 1 lightbluedye using 1 blue orchid"
     with pytest.raises(ValueError, match="unknown AgentGym protocol 'agentgym-webarena'"):
         make_adapter("agentgym-webarena")
+
+
+def client(url):
+    # A new connection per request: uvicorn closes a connection after an HTTP 500 of an uncaught error.
+    return httpx.Client(base_url=url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+def test_the_fakes_answer_as_agentgyms_servers_do(fakes):
+    """The shapes the adapters rely on, as AgentGym's servers give them (see tests/agentgym_servers.py)."""
+    with client(fakes["agentgym-webshop"][1]) as c:
+        sid = c.post("/create").json()
+        assert isinstance(sid, int) and sid in c.get("/list_envs").json()
+        obs, none = c.post("/reset", json={"env_idx": sid, "session_id": 2}).json()
+        assert none is None and obs.startswith("WebShop [SEP] Instruction: [SEP] ") and obs.endswith(" [SEP] Search")
+        assert c.get("/available_actions", params={"env_idx": sid}).json() == {"has_search_bar": True,
+                                                                               "clickables": ["search"]}
+        assert c.get("/instruction_text", params={"env_idx": sid}).json().startswith("Instruction: ")
+        step = c.post("/step", json={"env_idx": sid, "action": "jump"}).json()
+        assert step == {"state": obs, "reward": 0.0, "done": False, "info": None}
+        assert c.post("/close", json={"env_idx": sid}).status_code == 404
+        assert c.post("/reset", json={"env_idx": sid + 1, "session_id": 0}).status_code == 500
+    with client(fakes["agentgym-babyai"][1]) as c:
+        sid = c.post("/create").json()["id"]
+        assert c.post("/step", json={"id": sid, "action": "turn left"}).json() == {"error": f"{sid}"}  # before reset
+        first = c.post("/reset", json={"id": sid, "data_idx": 0}).json()
+        assert set(first) == {"observation", "reward", "score", "deleted", "done"}
+        assert first["observation"].startswith("Your goal: go to the red ball\n")
+        step = c.post("/step", json={"id": sid, "action": "Jump"}).json()
+        assert set(step) == {"observation", "reward", "score", "done"}
+        assert step["observation"].startswith("The action is not recognized. Please check valid actions.\n"
+                                              'Available actions: ["turn left", "turn right", ')
+        assert c.post("/close", json={"id": sid}).json() is True and c.post("/close", json={"id": sid}).json() is False
+        assert c.post("/step", json={"id": sid, "action": "turn left"}).json() == {"error": f"The id {sid} is not valid."}
+    with client(fakes["agentgym-sciworld"][1]) as c:
+        sid = c.post("/create").json()["id"]
+        first = c.post("/reset", json={"id": sid, "data_idx": 9}).json()
+        assert (first["task_name"], first["var_num"], first["score"], first["deleted"]) == ("tw-cooking-l1", 0, 0, False)
+        assert c.post("/reset", json={"id": sid, "data_idx": 999}).json() == {"error": "list index out of range"}
+        assert c.post("/close", json={"id": sid}).json() is True
+        assert c.post("/close", json={"id": sid}).status_code == 500
+        assert c.post("/step", json={"id": sid, "action": "look"}).json() == {
+            "error": f"The task with environment {sid} has been deleted."}
+    with client(fakes["agentgym-textcraft"][1]) as c:
+        assert c.post("/create").status_code == 422  # a JSON body is required, even {}
+        made = c.post("/create", json={}).json()
+        assert set(made) == {"id", "observation", "done", "reward"} and made["observation"].startswith("Crafting commands:\n")
+        assert c.get("/commands", params={"id": made["id"]}).status_code == 500
+    with client(fakes["agentgym-alfworld"][1]) as c:
+        assert c.post("/reset", json={"id": 0, "game": 0, "world_type": "Real"}).json() == {
+            "error": 'world_type must be one of "Text", "Embody" and "Hybrid"'}
+        assert c.post("/reset", json={"id": 10**6, "game": 0, "world_type": "Text"}).json() == {
+            "error": f"The id {10**6} is not valid."}
+        assert c.post("/close", json={"id": 0}).status_code == 404
 
 
 # --- end to end, one protocol at a time ---------------------------------------------------------------

@@ -222,9 +222,10 @@ class AlfworldAdapter(AgentGymAdapter):
     agentenv/agentenv/envs/alfworld.py, at AgentGym 3ef9235d23e68e7c2920c5422ad957dc8ced5c6c).
 
     The data index is the game (`game` of /reset, world type "Text"): 0..2419 train, 2420..2619 the
-    servers' test games. The admissible actions are the `available_actions` of each reply, the goal
-    the text after "Your task is to: ", and the server's `task_type` (the game's folder) goes in the
-    info as `alfworld_task`. The reward is 1.0 when the game is won (then won and terminated); the
+    servers' test games. The admissible actions are the `available_actions` of each reply (the client
+    also appends them to its first prompt; agent-sft's prompt lists them itself), the goal the text
+    after "Your task is to: ", and the server's `task_type` (the game's folder) goes in the info as
+    `alfworld_task`. The reward is 1.0 when the game is won (then won and terminated); the
     server also ends a game after its own 50 steps, which counts as truncated.
     """
 

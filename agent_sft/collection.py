@@ -94,6 +94,10 @@ def precheck(cfg: CollectConfig) -> str:
             raise ConfigError(f"{where}: environment {lane.name!r} needs {', '.join(missing)}, which is not "
                               f"installed: {lane.spec.install_hint()}")
         backend(cfg.env.backend, lane.spec)  # an unknown backend, or threads for an env that may not share a process
+        if cfg.policy.type == "expert" and lane.played is not None and not lane.played.has_expert:
+            where = "env.env_name" if len(run) == 1 else f"env.mix.{lane.label}"
+            raise ConfigError(f"{where}: {lane.name} has no expert to replay (its servers give no plan); "
+                              "use a model policy (policy.type=vllm|hf|openai)")
         try:
             resolve_template(lane.name, cfg.prompt.style, lane.template)
         except PromptError as err:

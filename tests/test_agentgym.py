@@ -73,7 +73,8 @@ def collect(monkeypatch, out, protocol, url, policy, *extra):
     chosen = ",".join(map(str, indices(protocol)))
     result = agent_sft.collect([
         "env.env_name=http", f"env.http.protocol={protocol}", f"env.http.url={url}", f"env.http.data_indices={chosen}",
-        "env.backend=thread", "data.val_batch_size=2", "env.max_steps=20", "env.seed=5", f"output.dir={out}", *extra,
+        "env.backend=thread", "data.val_batch_size=2", "env.max_steps=20", "env.seed=5", f"output.dir={out}",
+        "policy.type=hf", "policy.model=scripted-test-policy", *extra,  # a model policy: AgentGym has no expert
     ])
     raw = agent_sft.load(str(out), "raw")
     rows = sorted((row for split in raw.values() for row in split), key=lambda row: row["task_id"])
@@ -301,3 +302,11 @@ def test_a_step_after_the_end_is_the_servers_error(fakes):
             env.step("turn left")
     finally:
         env.close()
+
+
+def test_agentgym_servers_have_no_expert(fakes, tmp_path):
+    _, url = fakes["agentgym-babyai"]
+    with pytest.raises(ConfigError, match=r"agentgym-babyai has no expert to replay"):
+        agent_sft.collect(["env.env_name=http", "env.http.protocol=agentgym-babyai", f"env.http.url={url}",
+                           "policy.type=expert", f"output.dir={tmp_path / 'x'}"])
+    assert not (tmp_path / "x").exists()

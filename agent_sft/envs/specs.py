@@ -92,6 +92,7 @@ class PlayedEnv:
     expert_label: str = "{name}-{expert}"
     packages: Mapping[str, str] = field(default_factory=dict)
     episode_keys: tuple[str, ...] = ()
+    has_expert: bool = True
 
 
 @dataclass(frozen=True)

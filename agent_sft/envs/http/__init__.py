@@ -48,7 +48,8 @@ def prepare(options: HttpOptions) -> dict[str, Any]:
         served = {"env": info["env"], "fingerprint": info.get("fingerprint") or {},
                   "experts": list(info.get("experts") or []), "default_expert": info.get("default_expert"),
                   "packages": dict(info.get("packages") or {}),
-                  "episode_keys": list(info.get("episode_keys") or [])}
+                  "episode_keys": list(info.get("episode_keys") or []),
+                  "has_expert": bool(info.get("has_expert", True))}
         if seen and (served["env"], served["fingerprint"]) != (seen["env"], seen["fingerprint"]):
             raise ConfigError(f"env.http.url: {u} serves {served['env']} {served['fingerprint']}, but "
                               f"{options.url[0]} serves {seen['env']} {seen['fingerprint']}; give servers of one env")

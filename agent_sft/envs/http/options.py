@@ -67,7 +67,8 @@ class HttpOptions(EnvOptions):
             return None
         s = self.served or {}
         return PlayedEnv(self.served_env, tuple(s.get("experts") or ()), s.get("default_expert"),
-                         packages=dict(s.get("packages") or {}), episode_keys=tuple(s.get("episode_keys") or ()))
+                         packages=dict(s.get("packages") or {}), episode_keys=tuple(s.get("episode_keys") or ()),
+                         has_expert=self.protocol == "agent-sft" and bool(s.get("has_expert", True)))
 
 
 def parse_indices(text: str) -> list[int]:

@@ -203,7 +203,8 @@ class DatasetWriter:
         else:
             old = info.get("fingerprint", {})
             diff = config_diff(old, fingerprint)
-            if diff and "mix" in str(fingerprint.get("env", {}).keys()) + str(old.get("env", {}).keys()):
+            envs = [fp.get("env") for fp in (old, fingerprint)]
+            if diff and any(isinstance(e, dict) and "mix" in e for e in envs):
                 diff = config_diff(as_mix(old), as_mix(fingerprint))
         if diff and not allow_config_change:
             raise ConfigMismatchError(

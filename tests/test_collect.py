@@ -124,7 +124,7 @@ def test_chat_style_run(workdir):
         (["env.max_step=3"], "unknown config key 'env.max_step': 'max_step' is not a field under 'env'"),
         (["env.max_steps=lots"], "env.max_steps: expected int, got 'lots'"),
         (["prompt.style=tree"], "prompt.style: 'tree' is not one of window, chat"),
-        (["policy.expert=oracle"], r"policy.expert: 'oracle' is not an expert of alfworld \(its experts: planner, handcoded\)"),
+        (["policy.expert=oracle"], "policy.expert: 'oracle' is not an expert of alfworld (its experts: planner, handcoded)"),
         (["env.env_name=alfworld/AlfredThorEnv"], "env.env_name: unknown environment 'alfworld/AlfredThorEnv'; registered: "),
         (["env.task_types=[cleaning]"], "env.alfworld.task_types: unknown ALFWorld task type 'cleaning'; allowed: "),
         (["env.alfworld.data_pth=x"], "unknown config key 'env.alfworld.data_pth': environment 'alfworld' has no option 'data_pth'"),

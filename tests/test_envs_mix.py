@@ -91,6 +91,40 @@ def test_mixed_run_killed_and_resumed_loads_with_every_env(tmp_path):
         assert f"| **{env}** | all | 4 | 4 | 100.0% |" in card
     stats = json.loads((killed / "meta" / "stats.json").read_text())
     assert set(stats["by_env"]) == set(by_env)
+    # Filters work across the mix: a step cap keeps the short episodes of every env.
+    short = {r["episode_id"] for r in rows if r["episode_length"] <= 6}
+    assert 0 < len(short) < len(rows)
+    built = subprocess.run([*CLI, "build", str(killed), "--max-steps", "6", "--style", "episode"], env=_env(cache),
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    sft = agent_sft.load(str(killed), "sft")
+    assert {r["episode_id"] for sp in sft for r in sft[sp]} == short
+
+
+def test_every_env_in_both_prompt_styles(tmp_path):
+    mix = ("env.mix=[{env: alfworld, episodes: 1}, {env: textworld, episodes: 1}, {env: babyai, episodes: 1}, "
+           "{env: frozenlake, episodes: 1}, {env: taxi, episodes: 1}, {env: textarena, episodes: 1, games: "
+           "[TowerOfHanoi-v0]}, {env: gymnasium, episodes: 1, env_id: CliffWalking-v1, "
+           "action_names: [up, right, down, left], success_on_termination: true}]")
+    firsts = {}
+    for style in ("window", "chat"):
+        out = tmp_path / style
+        res = agent_sft.collect([mix, f"prompt.style={style}", "data.val_batch_size=7", "env.seed=2",
+                                 "policy.expert_think=true", f"output.dir={out}"])
+        assert res.stats["success_rate"] == 1.0 and len(res.stats["by_env"]) == 7
+        raw = agent_sft.load_raw(str(out))
+        for r in (r for sp in raw for r in raw[sp]):
+            users = [m["content"] for m in r["messages"] if m["role"] == "user"]
+            assert len(users) == r["episode_length"] and r["goal"] and r["goal"] in users[0]
+            assert r["steps"][0]["observation"].strip()[:40] in users[0]
+            if style == "chat":
+                assert r["steps"][-1]["prompt_start"] == 0  # the whole growing chat
+            else:
+                assert all(s["prompt_end"] - s["prompt_start"] == 1 for s in r["steps"])
+            firsts.setdefault(r["env"], []).append(users[0])
+        sft = agent_sft.load(str(out), "sft")
+        assert sum(len(sft[sp]) for sp in sft) > 0
+    assert all(len(v) == 2 and v[0] != v[1] for v in firsts.values())
 
 
 @needs_vllm

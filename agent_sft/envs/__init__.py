@@ -11,6 +11,7 @@ from agent_sft.envs import gym as gym_env
 from agent_sft.envs import http as http_env
 from agent_sft.envs import textarena as textarena_env
 from agent_sft.envs import textworld as textworld_env
+from agent_sft.envs import webshop as webshop_env
 from agent_sft.envs.base import TaskSpec, TextEnv
 from agent_sft.envs.registry import (
     ENTRY_POINT_GROUP,
@@ -30,6 +31,7 @@ list(map(register, gym_env.SPECS))
 register(http_env.SPEC)
 register(textarena_env.SPEC)
 register(textworld_env.SPEC)
+register(webshop_env.SPEC)
 
 __all__ = [
     "ENTRY_POINT_GROUP",

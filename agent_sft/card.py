@@ -270,6 +270,7 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
         "versions": versions,
         "split_table": split_table,
         "task_table": task_table,
+        "reward_distribution": _reward_lines(st),
         "mean_reward": f"{st['mean_final_reward']:.3f}",
         "mean_length": f"{st['mean_length']:.1f}",
         "min_length": st["episode_length"]["min"],
@@ -303,6 +304,20 @@ def _task_table(st: dict) -> str:
     rows = [f"| {t} | {cells(b)}" for t, b in st["by_task_type"].items()] or ["| (none) | 0 | 0 | - | - |"]
     return "\n".join(["Success by task type:", "", "| task type | episodes | won | success rate | mean length |",
                       "|---|---:|---:|---:|---:|", *rows])
+
+
+def _reward_lines(st: dict) -> str:
+    """Each env's final rewards: value x episodes, or the non-empty bins of their histogram when many."""
+    lines = []
+    for env, e in (st.get("by_env") or {}).items():
+        d = e.get("final_rewards") or {}
+        parts = [f"{v} × {n}" for v, n in (d.get("values") or {}).items()]
+        if not parts:
+            h = d.get("histogram") or {"edges": [], "counts": []}
+            parts = [f"{a:g} to {b:g}: {n}" for a, b, n in zip(h["edges"], h["edges"][1:], h["counts"]) if n]
+        if parts:
+            lines.append(f"- {env}: {', '.join(parts)}")
+    return "Final rewards (value × episodes):\n\n" + "\n".join(lines) if lines else ""
 
 
 def set_repo(readme: str, repo_id: str) -> str:

@@ -46,6 +46,20 @@ def _hist(counts: Counter, bins: int = 20) -> dict:
     return {"edges": edges, "counts": out}
 
 
+def _reward_dist(counts: Counter, bins: int = 10, max_values: int = 12) -> dict:
+    """Final rewards as {value: episodes} when they take few values (WebShop's partial scores), and a
+    histogram of `bins` equal bins over [min(0, lowest), max(1, highest)], the last bin closed."""
+    if not counts:
+        return {"values": {}, "histogram": {"edges": [], "counts": []}}
+    lo, hi = min(0.0, min(counts)), max(1.0, max(counts))
+    width = (hi - lo) / bins
+    out = [0] * bins
+    for v, k in counts.items():
+        out[min(int((v - lo) / width), bins - 1)] += k
+    values = {f"{v:g}": k for v, k in sorted(counts.items())} if len(counts) <= max_values else {}
+    return {"values": values, "histogram": {"edges": [round(lo + i * width, 6) for i in range(bins + 1)], "counts": out}}
+
+
 def compute_stats(folder: str, s: F.Scan, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Counts, success by env and by task type, lengths, rewards, tokens, end reasons and filter drops.
 
@@ -57,7 +71,7 @@ def compute_stats(folder: str, s: F.Scan, exclude: frozenset[str] = frozenset())
     reward = seconds = 0.0
     pt = ct = with_counts = 0
     by_type: dict[str, dict] = defaultdict(lambda: {"episodes": 0, "successes": 0, "_len": 0})
-    by_env: dict[str, dict] = defaultdict(lambda: {"episodes": 0, "successes": 0, "_len": 0, "_reward": 0.0,
+    by_env: dict[str, dict] = defaultdict(lambda: {"episodes": 0, "successes": 0, "_len": 0, "_reward": 0.0, "_rewards": Counter(),
                                                    "by_task_type": defaultdict(lambda: {"episodes": 0, "successes": 0, "_len": 0})})
     per_split: Counter = Counter()
     lengths: Counter = Counter()
@@ -71,6 +85,7 @@ def compute_stats(folder: str, s: F.Scan, exclude: frozenset[str] = frozenset())
             successes += bool(ok)
             e = by_env[env or "(none)"]
             e["_reward"] += fr
+            e["_rewards"][round(fr, 4)] += 1
             for b in (by_type[tt or "(none)"], e, e["by_task_type"][tt or "(none)"]):
                 b["episodes"] += 1
                 b["successes"] += int(bool(ok))
@@ -91,6 +106,7 @@ def compute_stats(folder: str, s: F.Scan, exclude: frozenset[str] = frozenset())
         b["mean_length"] = b.pop("_len") / b["episodes"]
     for e in by_env.values():
         e["mean_final_reward"] = e.pop("_reward") / e["episodes"]
+        e["final_rewards"] = _reward_dist(e.pop("_rewards"))
         e["by_task_type"] = dict(sorted(e["by_task_type"].items()))
     drops: Counter = Counter()
     for sp in SPLITS:

@@ -39,6 +39,17 @@ def describe(spec) -> dict:
     }
 
 
+def checks(spec) -> list[dict] | None:
+    """What the env package's own `check()` finds on this machine (a checkout, data, services), when it has one."""
+    import importlib
+
+    if not isinstance(spec.entry_point, str):
+        return None
+    package = spec.entry_point.partition(":")[0].rpartition(".")[0]
+    report = getattr(importlib.import_module(package), "check_report", None) if package else None
+    return report() if callable(report) else None
+
+
 def run(args: argparse.Namespace) -> int:
     from agent_sft.envs import UnknownEnvError, spec
     from agent_sft.envs.registry import all_specs
@@ -51,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         chosen = all_specs()
     rows = [describe(s) for s in chosen]
+    if args.name and (found := checks(chosen[0])) is not None:
+        rows[0]["check"] = found
     if args.json:
         print(json.dumps(rows if not args.name else rows[0], indent=2, default=str))
         return 0
@@ -70,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {o['key']} = {o['default']!r}{choices}\n      {o['help']}")
         elif r["options"]:
             print(f"  options: {', '.join(o['key'].rsplit('.', 1)[1] for o in r['options'])}")
+        for c in r.get("check") or []:
+            print(f"  [{'ok' if c['ok'] else 'MISSING'}] {c['what']}: {c['detail']}" + (f"\n      fix: {c['fix']}" if c["fix"] else ""))
     if not args.name:
         print("\n`agent-sft envs NAME` shows one env's options; set them as env.<name>.<option>=value.")
     return 0

@@ -63,6 +63,10 @@ class HttpEnv:
         self._session: Any = None
         self._tie = random.Random()
         self._tasks: list[TaskSpec] | None = None
+        try:  # open the session now: a server builds its env meanwhile, while the pool starts its envs
+            self._open()
+        except ServerError as e:
+            logger.info("no env session opened yet (%s); the first reset tries again", e)
 
     # --- TextEnv --------------------------------------------------------------------------------------
 

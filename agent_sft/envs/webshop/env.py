@@ -122,7 +122,13 @@ class WebshopEnv:
         self._done = True
         self._cursor = 0
         self._available: dict = {"has_search_bar": False, "clickables": []}
+        self._instruction = ""
         self._oracle: Oracle | None = None
+
+    @property
+    def engine(self) -> Any:
+        """The engine's own `WebAgentTextEnv` (its `server` holds the goals, products and prices)."""
+        return self._engine
 
     # --- task list --------------------------------------------------------------------------------
 

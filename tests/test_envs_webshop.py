@@ -297,6 +297,7 @@ def test_original_command_require_success_kill_and_resume(webshop_checkout, tmp_
     end = time.monotonic() + 300
     while time.monotonic() < end and p.poll() is None and not glob.glob(str(killed / "data" / "raw" / "*" / "*.arrow")):
         time.sleep(0.02)
+    time.sleep(0.5)  # a sealed shard is listed on the folder's card a moment later: kill once episodes show
     assert p.poll() is None, "the run ended before it could be killed"
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()

@@ -33,4 +33,5 @@ cp -r scripts/spacy_shim/. "$shim"
 if ! command -v java >/dev/null 2>&1; then
     echo "warning: no java on PATH; WebShop's search (pyserini 0.17.0) needs Java 17: apt-get install openjdk-17-jre-headless" >&2
 fi
-"$PY" -c "import spacy; spacy.load('en_core_web_sm'); import pyserini, gym, bs4, thefuzz; print('WebShop engine dependencies installed')"
+# The model must load under its own name; the rest only needs to be there (importing pyserini starts a JVM).
+"$PY" -c "import spacy, importlib.util as u; spacy.load('en_core_web_sm'); assert all(u.find_spec(m) for m in ('pyserini', 'jnius', 'gym', 'bs4', 'thefuzz', 'selenium')); print('WebShop engine dependencies installed')"

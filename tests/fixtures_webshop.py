@@ -13,11 +13,18 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_ENGINE = REPO.parent / "shared" / "third_party" / "webshop"
+# Where else a machine may keep the shared folder (inside the checkout, or the workspace's).
+OTHER_PLACES = (REPO / "shared" / "third_party" / "webshop", Path("/work/shared/third_party/webshop"))
 
 
 def engine_source() -> Path:
-    """The WebShop checkout whose engine the tests copy."""
-    return Path(os.environ.get("WEBSHOP_PATH") or DEFAULT_ENGINE)
+    """The WebShop checkout whose engine the tests copy: $WEBSHOP_PATH, else the first shared copy found."""
+    if os.environ.get("WEBSHOP_PATH"):
+        return Path(os.environ["WEBSHOP_PATH"])
+    for place in (DEFAULT_ENGINE, *OTHER_PLACES):
+        if (place / "web_agent_site").is_dir():
+            return place
+    return DEFAULT_ENGINE
 
 
 @pytest.fixture(scope="session")
@@ -27,5 +34,6 @@ def webshop_checkout(tmp_path_factory) -> Path:
 
     src = engine_source()
     if not (src / "web_agent_site").is_dir():
-        raise RuntimeError(f"no WebShop engine at {src}: set $WEBSHOP_PATH to a WebShop checkout")
+        where = ", ".join(str(p) for p in (DEFAULT_ENGINE, *OTHER_PLACES))
+        raise RuntimeError(f"no WebShop engine (looked in {where}): set $WEBSHOP_PATH to a WebShop checkout")
     return prepare_checkout(src, tmp_path_factory.mktemp("webshop") / "webshop")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -31,7 +30,7 @@ from agent_sft.envs.alfworld.engine import (
     write_game_file,
 )
 from agent_sft.envs.alfworld.tasks import EXPERTS, SHORT_NAME, SPLITS, TASK_TYPES, normalize_task_types
-from agent_sft.envs.base import TaskSpec
+from agent_sft.envs.base import TaskList, TaskSpec
 
 logger = logging.getLogger(__name__)
 _GOAL_RE = re.compile(r"Your task is to: (.*?)\.?\s*$", re.S)
@@ -98,14 +97,13 @@ class AlfworldEnv:
         self.root = root
         self.game_split = game_split
         self._tasks = self._scan()
-        self._by_id = {t.task_id: t for t in self._tasks}
+        self._choice = TaskList(self._tasks, "ALFWorld", f"games in {self.source} ({self.game_split})")
         self._games: OrderedDict[str, Any] = OrderedDict()
         self._env = None
         self._task: TaskSpec | None = None
         self._goal = ""
         self._steps = 0
         self._done = True
-        self._cursor = 0
         self._seed = 0
         self._expert_error = ""
 
@@ -180,23 +178,7 @@ class AlfworldEnv:
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
         """Start a game: `options["task_id"]`, else one drawn from `seed`, else the next in order."""
-        task_id = (options or {}).get("task_id")
-        if task_id is None:
-            if not self._tasks:
-                raise RuntimeError(f"no ALFWorld games to play in {self.source} ({self.game_split})")
-            if seed is not None:
-                task = random.Random(seed).choice(self._tasks)
-            else:
-                task = self._tasks[self._cursor % len(self._tasks)]
-                self._cursor += 1
-        else:
-            task = self._by_id.get(str(task_id))
-            if task is None:
-                some = ", ".join(t.task_id for t in self._tasks[:3])
-                raise KeyError(
-                    f"unknown ALFWorld task_id {task_id!r} in {self.source} ({self.game_split}, "
-                    f"{len(self._tasks)} games; e.g. {some})"
-                )
+        task = self._choice.choose((options or {}).get("task_id"), seed)
         env = self._load(task)
         self._seed = seed if seed is not None else stable_seed(task.task_id)
         with engine_guard(self._seed):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import random
 from typing import Any
 
 from agent_sft.envs.babyai.tasks import (
@@ -25,7 +24,7 @@ from agent_sft.envs.babyai.tasks import (
     normalize_task_types,
 )
 from agent_sft.envs.babyai.text import ACTION_WORDS, describe
-from agent_sft.envs.base import TaskSpec
+from agent_sft.envs.base import TaskList, TaskSpec
 
 logger = logging.getLogger(__name__)
 _INSTALL_HINT = "pip install 'agent-sft[babyai]'"
@@ -92,7 +91,7 @@ class BabyAIEnv:
         self._actions = {word: actions[name] for name, word in ACTION_WORDS.items()}
         self.actions = list(self._actions)
         self._tasks = make_tasks(self.levels, int(seeds_per_level), int(seed_offset), self.task_types)
-        self._by_id = {t.task_id: t for t in self._tasks}
+        self._choice = TaskList(self._tasks, "BabyAI", "tasks (check levels and task_types)")
         self._engines: dict[str, Any] = {}
         self._env: Any = None
         self._task: TaskSpec | None = None
@@ -103,7 +102,6 @@ class BabyAIEnv:
         self._steps = 0
         self._won = False
         self._done = True
-        self._cursor = 0
 
     def _check_levels(self) -> None:
         known = [k for k in self._gym.envs.registry if k.startswith("BabyAI-")]
@@ -125,25 +123,9 @@ class BabyAIEnv:
             self._engines[level] = self._gym.make(level, disable_env_checker=True).unwrapped
         return self._engines[level]
 
-    def _pick(self, seed: int | None, options: dict | None) -> TaskSpec:
-        task_id = (options or {}).get("task_id")
-        if task_id is not None:
-            task = self._by_id.get(str(task_id))
-            if task is None:
-                some = ", ".join(t.task_id for t in self._tasks[:3])
-                raise KeyError(f"unknown BabyAI task_id {task_id!r} ({len(self._tasks)} tasks; e.g. {some})")
-            return task
-        if not self._tasks:
-            raise RuntimeError("no BabyAI tasks to play (check levels and task_types)")
-        if seed is not None:
-            return random.Random(seed).choice(self._tasks)
-        task = self._tasks[self._cursor % len(self._tasks)]
-        self._cursor += 1
-        return task
-
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
         """Start a task: `options["task_id"]`, else one drawn from `seed`, else the next in order."""
-        task = self._pick(seed, options)
+        task = self._choice.choose((options or {}).get("task_id"), seed)
         env = self._engine(task.extra["level"])
         obs, _ = env.reset(seed=task.extra["layout_seed"])
         self._env, self._task, self._image = env, task, obs["image"]

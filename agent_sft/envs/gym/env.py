@@ -14,10 +14,9 @@ it (slippery moves and the like), so the same (task, seed) always plays the same
 from __future__ import annotations
 
 import hashlib
-import random
 from typing import Any
 
-from agent_sft.envs.base import TaskSpec
+from agent_sft.envs.base import TaskList, TaskSpec
 from agent_sft.envs.gym.experts import TablePlanner
 from agent_sft.envs.gym.games import (
     EXPERT,
@@ -173,12 +172,12 @@ class GymTextEnv:
             TaskSpec(task_id(self.name, env_id, s), self.task_type, SPLIT, {"env_id": env_id, "seed": s})
             for s in task_seeds(int(seeds), int(seed_offset))
         ]
-        self._by_id = {t.task_id: t for t in self._tasks}
+        self._choice = TaskList(self._tasks, self.name, "tasks")
         self._env: Any = None
         self._env_kwargs: dict | None = None
         self._planner: TablePlanner | None = None
         self._task: TaskSpec | None = None
-        self._steps, self._done, self._won, self._cursor = 0, True, False, 0
+        self._steps, self._done, self._won = 0, True, False
         self._gym_info, self._obs, self._episode_goal = {}, None, ""
         self._load(self._tasks[0])  # fails now, not at the first reset, on a bad env id or action space
         if expert is not None:
@@ -269,19 +268,7 @@ class GymTextEnv:
         The task's seed seeds gymnasium's reset; `seed` (the episode's) then reseeds the env's random
         generator for what happens after the start.
         """
-        wanted = (options or {}).get("task_id")
-        if wanted is not None:
-            task = self._by_id.get(str(wanted))
-            if task is None:
-                raise KeyError(
-                    f"unknown {self.name} task_id {wanted!r} ({len(self._tasks)} tasks, "
-                    f"{self._tasks[0].task_id} .. {self._tasks[-1].task_id})"
-                )
-        elif seed is not None:
-            task = random.Random(seed).choice(self._tasks)
-        else:
-            task = self._tasks[self._cursor % len(self._tasks)]
-            self._cursor += 1
+        task = self._choice.choose((options or {}).get("task_id"), seed)
         env = self._load(task)
         obs, gym_info = env.reset(seed=task.extra["seed"])
         if seed is not None:

@@ -16,7 +16,7 @@ import random
 from contextlib import contextmanager
 from typing import Any
 
-from agent_sft.envs.base import TaskSpec
+from agent_sft.envs.base import TaskList, TaskSpec
 from agent_sft.envs.textarena.games import (
     DEFAULT_GAMES,
     EXPERTS,
@@ -87,14 +87,13 @@ class TextArenaEnv:
             if OFFLINE_GAMES[gid] in self.task_types
             for seed in range(int(seed_offset), int(seed_offset) + int(seeds_per_game))
         ]
-        self._by_id = {t.task_id: t for t in self._tasks}
+        self._choice = TaskList(self._tasks, "TextArena", "tasks (task_types may have filtered them all out)")
         self._game = None  # the TextArena env, unwrapped: its state is read for plans and outcomes
         self._play = None  # the same env behind TextArena's action formatting, which steps are sent to
         self._task: TaskSpec | None = None
         self._goal = ""
         self._steps = 0
         self._done = True
-        self._cursor = 0
         self._random_state: Any = None
         self._invalid: list[str] = []
 
@@ -152,7 +151,7 @@ class TextArenaEnv:
 
         The game's content depends on the task alone (its seed is part of the task id).
         """
-        task = self._pick(seed, (options or {}).get("task_id"))
+        task = self._choice.choose((options or {}).get("task_id"), seed)
         self._game = self._ta.make(f"{task.extra['env_id']}-raw")
         self._play = self._ta.wrappers.ActionFormattingWrapper(self._game)
         self._random_state = None
@@ -163,21 +162,6 @@ class TextArenaEnv:
         self._task, self._steps, self._done, self._invalid = task, 0, False, []
         self._goal = game_of(task.extra["env_id"]).goal(self._game)
         return obs, self._info(won=False)
-
-    def _pick(self, seed: int | None, tid: Any) -> TaskSpec:
-        if tid is not None:
-            task = self._by_id.get(str(tid))
-            if task is None:
-                some = ", ".join(t.task_id for t in self._tasks[:3])
-                raise KeyError(f"unknown TextArena task_id {tid!r} ({len(self._tasks)} tasks; e.g. {some})")
-            return task
-        if not self._tasks:
-            raise RuntimeError("no TextArena tasks to play (task_types filtered them all out)")
-        if seed is not None:
-            return random.Random(seed).choice(self._tasks)
-        task = self._tasks[self._cursor % len(self._tasks)]
-        self._cursor += 1
-        return task
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         if self._play is None or self._done:

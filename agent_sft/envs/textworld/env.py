@@ -10,12 +10,11 @@ Without `games`, the env plays the built-in game set shipped in this package.
 
 from __future__ import annotations
 
-import random
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from agent_sft.envs.base import TaskSpec
+from agent_sft.envs.base import TaskList, TaskSpec
 from agent_sft.envs.textworld.games import (
     BUILTIN,
     CUSTOM,
@@ -82,7 +81,7 @@ class TextworldEnv:
         all_tasks = [self._task(story) for story in stories]
         keep = set(select_task_types(task_types, sorted({t.task_type for t in all_tasks}), self.source))
         self._tasks = [t for t in all_tasks if t.task_type in keep]
-        self._by_id = {t.task_id: t for t in self._tasks}
+        self._choice = TaskList(self._tasks, "TextWorld", f"games in {self.source}")
         self._engines: OrderedDict[str, Any] = OrderedDict()
         self._engine = None
         self._task: TaskSpec | None = None
@@ -91,7 +90,6 @@ class TextworldEnv:
         self._seed = 1
         self._steps = 0
         self._done = True
-        self._cursor = 0
         self._sent: list[str] = []  # commands the game received this episode, to replay when replanning
         self._walk: list[str] = []
         self._replanning = False
@@ -142,20 +140,7 @@ class TextworldEnv:
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
         """Start a game: `options["task_id"]`, else one drawn from `seed`, else the next in order."""
-        task_id = (options or {}).get("task_id")
-        if task_id is None:
-            if not self._tasks:
-                raise RuntimeError(f"no TextWorld games to play in {self.source}")
-            if seed is not None:
-                task = random.Random(seed).choice(self._tasks)
-            else:
-                task = self._tasks[self._cursor % len(self._tasks)]
-                self._cursor += 1
-        else:
-            task = self._by_id.get(str(task_id))
-            if task is None:
-                some = ", ".join(t.task_id for t in self._tasks[:3])
-                raise KeyError(f"unknown TextWorld task_id {task_id!r} ({len(self._tasks)} games; e.g. {some})")
+        task = self._choice.choose((options or {}).get("task_id"), seed)
         engine = self._load(task)
         self._seed = int(seed) if seed is not None else 0
         self._replanning = self.expert == "policy"

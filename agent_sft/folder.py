@@ -46,10 +46,13 @@ from agent_sft.records import CONFIGS, END_ERROR, SCHEMA_VERSION, SPLITS
 from agent_sft.shards import (  # noqa: F401  (shard I/O, importable from here)
     SHARD_SUFFIX,
     TMP_PREFIX,
+    ShardGroup,
     cached_meta,
     file_checksum,
     iter_shard_batches,
+    overwrite_text,
     read_shard,
+    sealed_under,
     sealing,
     take_sealed_checksum,
     write_json_atomic,
@@ -149,6 +152,11 @@ def _shards(d: str) -> list[str]:
         return sorted(n for n in os.listdir(d) if n.endswith(SHARD_SUFFIX) and not n.startswith("."))
     except FileNotFoundError:
         return []
+
+
+def shard_names(folder: str) -> dict[tuple[str, str], set[str]]:
+    """(config, split) -> names of the shard files there (no metadata read: a cheap look for changes)."""
+    return {(c, sp): set(_shards(shard_dir(folder, c, sp))) for c in CONFIGS for sp in SPLITS}
 
 
 @dataclass
@@ -299,27 +307,49 @@ def read_checksums(folder: str) -> dict[str, dict]:
         return {}
 
 
+# checksums file path -> (its stat when this process last wrote it, what it wrote)
+_WRITTEN_SUMS: dict[str, tuple[tuple[int, int, int], dict[str, dict]]] = {}
+
+
+def _stat_key(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def record_checksums(folder: str, rel_paths: list[str]) -> dict[str, dict]:
     """Write meta/checksums.json for exactly `rel_paths` (call under the lock, before the README names them).
 
     Sums of shards sealed by this process are known from writing them; a shard sealed by a process that
     died before recording it is read once, and recorded only when it reads as a whole.
     """
-    old = read_checksums(folder)
+    path = os.path.join(folder, CHECKSUMS)
+    mine = _WRITTEN_SUMS.get(path)
+    key = _stat_key(path)
+    # the file as this process last wrote it is not read again (a shard's sum never changes, so even an
+    # older copy holds only true sums; what it lacks is computed from the shard)
+    old = mine[1] if mine is not None and key == mine[0] else read_checksums(folder)
+    sealed = sealed_under(folder)
     out = {}
     for rel in rel_paths:
-        path = os.path.join(folder, rel)
-        known = take_sealed_checksum(path) or old.get(rel)
+        known = (take_sealed_checksum(sealed[rel]) if rel in sealed else None) or old.get(rel)
         if known is None:
+            shard = os.path.join(folder, rel)
             try:
-                read_shard(path)
+                read_shard(shard)
             except CorruptShardError:
                 continue
-            known = file_checksum(path)
+            known = file_checksum(shard)
         out[rel] = known
-    if out != old:
-        # not fsynced: a lost or stale manifest only means sums are computed again from the shards
-        write_text_atomic(os.path.join(folder, CHECKSUMS), json.dumps(out, indent=1, sort_keys=True))
+    if out != old or key is None:
+        # Rewritten in place and not synced: a manifest cut short by a kill or lost in a crash does not
+        # parse, and only means that sums are computed again from the shards.
+        overwrite_text(path, json.dumps(out, sort_keys=True))
+        key = _stat_key(path)
+    if key is not None:
+        _WRITTEN_SUMS[path] = (key, out)
     return out
 
 

@@ -1,5 +1,6 @@
 """Shard files: immutable Arrow IPC files (zstd) carrying agent-sft metadata, written under a temporary
-name and renamed into place when complete, with their sha256 computed as they are written.
+name and renamed into place when complete and synced, with their sha256 computed as they are written.
+A `ShardGroup` seals the shards of one flush together (one round of syncs).
 
 Also the atomic writes of the folder's small text files, and the one-line error of a full disk.
 """
@@ -12,7 +13,9 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -53,6 +56,19 @@ def write_text_atomic(path: str, text: str) -> None:
     _write_atomic(path, text, fsync=False)
 
 
+def overwrite_text(path: str, text: str) -> None:
+    """Rewrite a small file in place (no new file, no sync). A reader or a kill may find it cut short:
+    only for files whose loss costs nothing but work (e.g. a cache of what the shards say)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        with open(path, "w") as fh:
+            fh.write(text)
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full_error(os.path.dirname(path) or ".", len(text.encode())) from None
+        raise
+
+
 def _write_atomic(path: str, text: str, fsync: bool) -> None:
     tmp = os.path.join(os.path.dirname(path) or ".", f"{TMP_PREFIX}{os.getpid()}-{os.path.basename(path)}")
     try:
@@ -75,8 +91,19 @@ def _schema_with_meta(config: str, meta: dict) -> pa.Schema:
     return SCHEMAS[config].with_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
 
 
-def _write_options() -> pa.ipc.IpcWriteOptions:
-    return pa.ipc.IpcWriteOptions(compression="zstd")
+_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+
+# A small shard (one flush) is compressed faster on the calling thread than spread over Arrow's pool.
+_SMALL_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd", use_threads=False)
+
+_SMALL_BYTES = 16 * 2**20
+
+_STRUCTS = {config: pa.struct(list(schema)) for config, schema in SCHEMAS.items()}
+
+
+def rows_table(config: str, rows: list[dict]) -> pa.Table:
+    """The rows (dicts, keys as in the config's schema; missing keys are null) as a table of that schema."""
+    return pa.Table.from_struct_array(pa.array(rows, type=_STRUCTS[config]))
 
 
 class _HashingFile:
@@ -108,32 +135,211 @@ class _HashingFile:
 _SEALED: dict[str, dict] = {}
 
 
+def _tmp_path(path: str) -> str:
+    d, name = os.path.split(path)
+    return os.path.join(d, f"{TMP_PREFIX}{os.getpid()}-{name}")
+
+
+def _folder_of(shard_dir: str) -> str:
+    """The dataset folder of a shard directory (`<folder>/data/<config>/<split>`)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(shard_dir)))
+
+
+def _fsync_dirs(dirs) -> None:
+    """Make renames into these directories durable."""
+    for d in dict.fromkeys(dirs):
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def sealing(path: str, config: str, meta: dict) -> Iterator[pa.ipc.RecordBatchFileWriter]:
-    """Write a shard batch by batch under a temporary name; rename it into place only when complete.
+    """Write a shard batch by batch under a temporary name; rename it into place only when complete
+    (and durable: the file, then its directory entry, are synced).
 
     Raises:
         DiskFullError: the device is full (the temporary file is removed; nothing else changed).
     """
-    d, name = os.path.split(path)
+    d = os.path.dirname(path)
     os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f"{TMP_PREFIX}{os.getpid()}-{name}")
+    tmp = _tmp_path(path)
     try:
         with open(tmp, "wb") as fh:
             hf = _HashingFile(fh)
-            with pa.ipc.new_file(hf, _schema_with_meta(config, meta), options=_write_options()) as w:
+            with pa.ipc.new_file(hf, _schema_with_meta(config, meta), options=_OPTIONS) as w:
                 yield w
             fh.flush()
             os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dirs([d])
     except BaseException as e:
         size = hf.size if "hf" in locals() else 0
         with contextlib.suppress(OSError):
             os.remove(tmp)
         if is_disk_full(e):
-            raise disk_full_error(os.path.dirname(os.path.dirname(os.path.dirname(d))), size or None) from None
+            raise disk_full_error(_folder_of(d), size or None) from None
         raise
-    os.replace(tmp, path)
     _SEALED[os.path.abspath(path)] = {"size": hf.size, "sha256": hf.sha.hexdigest()}
+
+
+class _Staged:
+    """A shard written completely under its temporary name (synced once `fd` is None), not yet renamed."""
+
+    __slots__ = ("path", "tmp", "fd", "size", "sha256")
+
+    def __init__(self, path: str, tmp: str, fd: int | None, size: int, sha256: str):
+        self.path, self.tmp, self.fd, self.size, self.sha256 = path, tmp, fd, size, sha256
+
+    def sync(self) -> None:
+        if self.fd is not None:
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = None
+
+    def discard(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+        with contextlib.suppress(OSError):
+            os.remove(self.tmp)
+
+
+def _stage(path: str, schema: pa.Schema, table: pa.Table, sync: bool) -> _Staged:
+    """Encode a shard in memory and write it under its temporary name in one write (synced if `sync`)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, schema, options=_SMALL_OPTIONS if table.nbytes < _SMALL_BYTES else _OPTIONS) as w:
+        if table.num_rows:
+            w.write_table(table, max_chunksize=1024)
+    data = memoryview(sink.getvalue())
+    d = os.path.dirname(path)
+    tmp = _tmp_path(path)
+    st = _Staged(path, tmp, None, len(data), "")
+    try:
+        os.makedirs(d, exist_ok=True)
+        st.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
+        done = 0
+        while done < len(data):
+            done += os.write(st.fd, data[done:])
+        st.sha256 = hashlib.sha256(data).hexdigest()
+        if sync:
+            st.sync()
+    except BaseException as e:
+        st.discard()
+        if is_disk_full(e):
+            raise disk_full_error(_folder_of(d), len(data)) from None
+        raise
+    return st
+
+
+def _commit(staged: list[_Staged], renamed: list[str] | None = None, sync_dirs: bool = True) -> None:
+    """Sync every staged file, rename them into place in order, then sync their directories: each shard
+    appears complete, and once this returns every one of them survives a crash of the machine.
+
+    The paths renamed into place are appended to `renamed` as they are. A failure while syncing renames
+    nothing, and every temporary file not renamed is removed.
+    """
+    done = 0
+    try:
+        for st in staged:
+            st.sync()
+        for st in staged:
+            os.replace(st.tmp, st.path)
+            done += 1
+            _SEALED[os.path.abspath(st.path)] = {"size": st.size, "sha256": st.sha256}
+            if renamed is not None:
+                renamed.append(st.path)
+        if sync_dirs:
+            _fsync_dirs(os.path.dirname(st.path) for st in staged)
+    except BaseException as e:
+        for st in staged[done:]:
+            st.discard()
+        if is_disk_full(e):
+            raise disk_full_error(_folder_of(os.path.dirname(staged[0].path))) from None
+        raise
+
+
+_GROUP = threading.local()
+
+_WORKER: tuple[int, ThreadPoolExecutor] | None = None
+
+_WORKER_LOCK = threading.Lock()
+
+
+def _worker() -> ThreadPoolExecutor:
+    """The thread that syncs staged shards (one per process, made when first used)."""
+    global _WORKER
+    with _WORKER_LOCK:
+        if _WORKER is None or _WORKER[0] != os.getpid():  # a forked child does not inherit threads
+            _WORKER = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-sft-seal"))
+        return _WORKER[1]
+
+
+class ShardGroup:
+    """Shards that `write_shard` writes in this block (in this thread) are sealed together when it ends.
+
+    Each is encoded and written under its temporary name as it comes, and synced by a worker thread
+    while the block goes on (a sync releases the GIL, so it overlaps the block's next shard). When the
+    block ends and all are synced, they are renamed into place in the order they were written; the
+    worker then syncs their directories while the caller writes its listing, and `durable()` waits for
+    that.
+
+    The shards written before an error (in the block, or while staging a shard) are sealed all the same,
+    as if each had been sealed on its own, and then the error is raised; the shards after a staging error
+    are discarded. `renamed` lists the paths now in place, in order. When sealing itself fails (e.g. a
+    full disk), the shards not renamed are removed and that error is raised.
+    """
+
+    def __init__(self):
+        self.pending: list[tuple[_Staged, Future]] = []
+        self.renamed: list[str] = []
+        self._dirs: Future | None = None
+
+    def __enter__(self) -> ShardGroup:
+        if getattr(_GROUP, "current", None) is not None:
+            raise RuntimeError("shard groups do not nest")
+        _GROUP.current = self
+        return self
+
+    def stage(self, path: str, schema: pa.Schema, table: pa.Table) -> None:
+        st = _stage(path, schema, table, sync=False)
+        self.pending.append((st, _worker().submit(st.sync)))
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        _GROUP.current = None
+        pending, self.pending = self.pending, []
+        staged: list[_Staged] = []
+        error: BaseException | None = None
+        for st, synced in pending:
+            try:
+                synced.result()
+            except BaseException as e:
+                error = error or e
+            if error is None:
+                staged.append(st)
+            else:
+                st.discard()
+        if staged:
+            _commit(staged, self.renamed, sync_dirs=False)
+            self._dirs = _worker().submit(_fsync_dirs, [os.path.dirname(p) for p in self.renamed])
+        if error is not None:
+            if is_disk_full(error):
+                raise disk_full_error(_folder_of(os.path.dirname(pending[0][0].path))) from None
+            raise error
+
+    def durable(self) -> None:
+        """Wait until the renames of the shards sealed are synced."""
+        if self._dirs is not None:
+            fut, self._dirs = self._dirs, None
+            try:
+                fut.result()
+            except BaseException as e:
+                if is_disk_full(e):
+                    raise disk_full_error(_folder_of(os.path.dirname(self.renamed[0]))) from None
+                raise
 
 
 def is_disk_full(e: BaseException | None) -> bool:
@@ -152,11 +358,17 @@ def is_disk_full(e: BaseException | None) -> bool:
 
 
 def write_shard(path: str, config: str, rows: list[dict] | pa.Table, meta: dict) -> int:
-    """Seal a shard of `rows`; returns the row count (also stored in the shard's metadata)."""
-    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=SCHEMAS[config])
-    with sealing(path, config, {**meta, "rows": table.num_rows}) as w:
-        if table.num_rows:
-            w.write_table(table, max_chunksize=1024)
+    """Seal a shard of `rows`; returns the row count (also stored in the shard's metadata).
+
+    Inside a `ShardGroup` the shard is only staged here, and sealed with the others when the group ends.
+    """
+    table = rows if isinstance(rows, pa.Table) else rows_table(config, rows)
+    schema = _schema_with_meta(config, {**meta, "rows": table.num_rows})
+    group = getattr(_GROUP, "current", None)
+    if group is not None:
+        group.stage(path, schema, table)
+    else:
+        _commit([_stage(path, schema, table, False)])
     return table.num_rows
 
 
@@ -200,13 +412,19 @@ def iter_shard_batches(path: str) -> Iterator[pa.RecordBatch]:
 
 _META_CACHE: dict[tuple[str, int, int], dict] = {}
 
+_META_CACHE_MAX = 8192  # entries; past it the cache starts over (shards compacted away leave theirs behind)
+
 
 def cached_meta(path: str) -> dict:
     st = os.stat(path)
     key = (path, st.st_ino, st.st_size)
-    if key not in _META_CACHE:
-        _META_CACHE[key] = shard_meta(path)
-    return _META_CACHE[key]
+    meta = _META_CACHE.get(key)
+    if meta is None:
+        meta = shard_meta(path)
+        if len(_META_CACHE) >= _META_CACHE_MAX:
+            _META_CACHE.clear()
+        _META_CACHE[key] = meta
+    return meta
 
 
 def file_checksum(path: str) -> dict:
@@ -216,6 +434,13 @@ def file_checksum(path: str) -> dict:
             sha.update(chunk)
             size += len(chunk)
     return {"size": size, "sha256": sha.hexdigest()}
+
+
+def sealed_under(folder: str) -> dict[str, str]:
+    """Relative path -> absolute path of the shards under `folder` this process sealed and whose checksum
+    is not recorded yet."""
+    prefix = os.path.join(os.path.abspath(folder), "")
+    return {p[len(prefix):].replace(os.sep, "/"): p for p in list(_SEALED) if p.startswith(prefix)}
 
 
 def take_sealed_checksum(path: str) -> dict | None:

@@ -83,6 +83,17 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+class _Unit:
+    """One split's part of a flush: its raw shard (and, once written, its sft shard's metadata)."""
+
+    __slots__ = ("split", "name", "path", "rows", "moved", "rests", "raw_meta", "sft")
+
+    def __init__(self, split: str, name: str, path: str, rows: list[dict], moved: dict, rests: list[str], raw_meta: dict):
+        self.split, self.name, self.path, self.rows = split, name, path, rows
+        self.moved, self.rests, self.raw_meta = moved, rests, raw_meta
+        self.sft: dict | None = None
+
+
 def new_writer_tag() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{secrets.token_hex(3)}"
 
@@ -133,6 +144,8 @@ class DatasetWriter:
         self._known: set[tuple[str, str]] = set()
         self._foreign_ids: set[str] = set()
         self._error_at: dict[str, tuple[str, str]] = {}  # error episode to replace -> (split, shard)
+        self._scan: F.Scan | None = None  # the folder as this writer last left it (None: scan it again)
+        self._names: dict[tuple[str, str], set[str]] = {}  # its shard file names then
         self.duplicates_skipped = 0
         self.episodes_written = 0
         self._finalized = False
@@ -187,6 +200,7 @@ class DatasetWriter:
                 done |= set(errors)
             self.done_ids: set[str] = done
             self._known = {(sp, n) for sp in SPLITS for n in s.raw[sp]}
+            self._remember(s)
         self.resumed_episodes = len(self.done_ids)
         self.errors_to_retry = len(self._error_at)
         self._stop = threading.Event()
@@ -264,49 +278,104 @@ class DatasetWriter:
                 raise
 
     def _seal(self, by_split: dict[str, list[dict]]) -> int:
-        """Seal each split's rows; a split is removed from `by_split` once sealed."""
-        from agent_sft import card
+        """Seal each split's rows; a split is removed from `by_split` once sealed.
 
-        sealed = 0
+        The raw and sft shards of every split are written under temporary names, then synced and renamed
+        together (`ShardGroup`: raw before its sft, split after split), so a kill anywhere leaves the last
+        README's listing intact and each shard complete or absent. A shard written before an error in the
+        flush is sealed all the same, and listed.
+        """
+        units: list[_Unit] = []
         with F.locked(self.path):
             self._follow_build()
             self._catch_up()
-            for split in list(by_split):
-                srows = [r for r in by_split[split] if r["episode_id"] not in self._foreign_ids]
-                self.duplicates_skipped += len(by_split[split]) - len(srows)
-                if not srows:
-                    del by_split[split]
-                    continue
-                name = f"{self.tag}-{self._seq:05d}{F.SHARD_SUFFIX}"
-                self._seq += 1
-                replaces, moved, rests = self._take_out_errors(split, name, srows)
-                F.write_shard(F.shard_path(self.path, "raw", split, name), "raw", srows,
-                              {"split": split, "writer": self.tag, "replaces": replaces, "identity": self._identity})
-                for r in srows:
-                    self._error_at.pop(r["episode_id"], None)
-                self._error_at.update(moved)
-                self._known.update((split, n) for n in rests)
-                # sealed: from here on the rows are in the folder (a missing sft shard is re-derived)
-                del by_split[split]
-                self._own[split].append(name)
-                self._known.add((split, name))
-                sealed += len(srows)
-                self.episodes_written += len(srows)
+            group = F.ShardGroup()
+            try:
+                with group:
+                    for split in list(by_split):
+                        srows = [r for r in by_split[split] if r["episode_id"] not in self._foreign_ids]
+                        self.duplicates_skipped += len(by_split[split]) - len(srows)
+                        if not srows:
+                            del by_split[split]
+                            continue
+                        name = f"{self.tag}-{self._seq:05d}{F.SHARD_SUFFIX}"
+                        self._seq += 1
+                        replaces, moved, rests = self._take_out_errors(split, name, srows)
+                        meta = {"split": split, "writer": self.tag, "replaces": replaces, "identity": self._identity}
+                        path = F.shard_path(self.path, "raw", split, name)
+                        F.write_shard(path, "raw", srows, meta)
+                        unit = _Unit(split, name, path, srows, moved, rests, {**meta, "rows": len(srows)})
+                        units.append(unit)
+                        unit.sft = self.deriver.write_for(self.path, split, name, self.generation, srows)
+            except BaseException:
+                self._record(units, group.renamed, by_split, failed=True)
                 try:
-                    self.deriver.write_for(self.path, split, name, self.generation, srows)
-                except BaseException:
-                    # list the sealed raw rows before giving up: the folder loads, and a resume re-derives
+                    group.durable()
+                except Exception as e:  # the error of the flush is the one to report
+                    log.info("%s: syncing the folder after a failed flush: %s", self.path, e)
+                raise
+            sealed = self._record(units, group.renamed, by_split, failed=False)
+            group.durable()
+            return sealed
+
+    def _record(self, units: list[_Unit], renamed: list[str], by_split: dict[str, list[dict]], failed: bool) -> int:
+        """Take note of the units whose raw shard was renamed into place, and list them in the README
+        (under the lock)."""
+        from agent_sft import card
+
+        renamed_paths = set(renamed)
+        done = [u for u in units if u.path in renamed_paths]
+        for u in done:
+            for r in u.rows:
+                self._error_at.pop(r["episode_id"], None)
+            self._error_at.update(u.moved)
+            self._known.update((u.split, n) for n in u.rests)
+            self._known.add((u.split, u.name))
+            # sealed: from here on the rows are in the folder (a missing sft shard is re-derived)
+            del by_split[u.split]
+            self._own[u.split].append(u.name)
+            self.episodes_written += len(u.rows)
+        sealed = sum(len(u.rows) for u in done)
+        if failed:
+            if done:
+                # list the sealed raw rows before giving up: the folder loads, and a resume re-derives
+                self._scan = None
+                try:
                     write_readme(self.path, F.scan(self.path, self.generation))
-                    raise
-                if len(self._own[split]) >= COMPACT_EVERY:
-                    # keep the shard count (and the cost of each flush) bounded on long runs
-                    merged = compact_shards(self.path, split, self._own[split], self.generation, self.tag, self.deriver)
-                    self._known.update((split, n) for n in merged)
-                    self._own_big[split] += merged
-                    self._own[split] = []
+                except Exception as e:  # the error of the flush is the one to report
+                    log.info("%s: README not rewritten after a failed flush: %s", self.path, e)
+            return sealed
+        if self._scan is not None and not any(u.moved or u.rests or u.raw_meta["replaces"] for u in units):
+            # nobody else changed the folder and nothing was replaced: list the new shards without a scan
+            s = self._scan
+            for u in units:
+                s.raw[u.split][u.name] = u.raw_meta
+                s.sft[u.split][u.name] = u.sft
+                self._names[("raw", u.split)].add(u.name)
+                self._names[("sft", u.split)].add(F.sft_name(u.name, self.generation))
+            if units:
+                write_readme(self.path, s, body=card.progress_body(s))
+        else:
             s = F.scan(self.path, self.generation)
-            repair(self.path, s, self.deriver, body=card.progress_body(s))
+            self._remember(repair(self.path, s, self.deriver, body=card.progress_body(s)))
+        compacted = False
+        for split in SPLITS:
+            if len(self._own[split]) >= COMPACT_EVERY:
+                # keep the shard count (and the cost of each flush) bounded on long runs
+                merged = compact_shards(self.path, split, self._own[split], self.generation, self.tag, self.deriver)
+                self._known.update((split, n) for n in merged)
+                self._own_big[split] += merged
+                self._own[split] = []
+                compacted = True
+        if compacted:
+            self._remember(F.scan(self.path, self.generation))
         return sealed
+
+    def _remember(self, s: F.Scan) -> None:
+        """`s` is the folder as this writer leaves it (under the lock); the next flush starts from it
+        unless the shard files there changed meanwhile."""
+        self._scan = s
+        self._names = F.shard_names(self.path)
 
     def _take_out_errors(self, split: str, name: str,
                          rows: list[dict]) -> tuple[list[str], dict[str, tuple[str, str]], list[str]]:
@@ -346,11 +415,15 @@ class DatasetWriter:
             self.build = F.build_spec(info)
             self.deriver = SftDeriver(self.build)
             self.generation = gen
+            self._scan = None
             self._identity = {**self._identity, "build": self.build.to_dict()}
             log.warning("%s was rebuilt (sft generation %d) while collecting; new episodes follow it", self.path, gen)
 
     def _catch_up(self) -> None:
         """Learn the episodes other processes sealed since we last looked (under the lock)."""
+        if self._scan is not None and F.shard_names(self.path) == self._names:
+            return  # the shard files are the ones this writer left: nothing new
+        self._scan = None
         s = F.scan(self.path, self.generation)
         check_not_corrupt(self.path, s)
         new = [(sp, n) for sp in SPLITS for n in s.raw[sp] if (sp, n) not in self._known]

@@ -3,9 +3,17 @@
     python bench/bench_writer.py --episodes 5000            # throughput
     python bench/bench_writer.py --memory 10000 100000      # peak memory, each size in a fresh process
 
-Both sides write the same raw and sft rows (zstd Arrow IPC files, one file per flush of
-`--flush-every` episodes); the writer also derives sft rows, seals atomically, updates the README, and
-compacts at the end. Episodes are built before timing starts.
+What each side does with the same episodes (built before timing starts), `--flush-every` at a time:
+  bare pyarrow IPC   raw rows (`episode_to_row`) and their sft rows (`derive_sft`) -> `Table.from_pylist`
+                     -> one raw and one sft zstd Arrow IPC file per flush, written in place: no splits,
+                     no temporary names, no sync, no listing.
+  agent-sft writer   `DatasetWriter.add` -> per flush and split, a raw and an sft shard (zstd Arrow IPC
+                     files, as the folder format has them), written under temporary names, synced,
+                     renamed into place, directories synced, then the README and checksums rewritten to
+                     list them: what a kill at any instant leaves is a folder that loads, and every
+                     sealed episode survives a crash of the machine.
+  writer+finalize    the same, then one `finalize` (compaction of the run's shards, stats, plots, card).
+Repeats alternate the sides, and the best time of each is kept (the machine's load moves over time).
 """
 
 from __future__ import annotations
@@ -86,18 +94,26 @@ def ours_finalized(eps, out: str, every: int) -> None:
 def timed(fn, n: int, every: int) -> tuple[float, float]:
     d = tempfile.mkdtemp(prefix="agent-sft-bench-")
     try:
+        eps = list(episodes(n)) if n <= 20000 else episodes(n)
         t = time.perf_counter()
-        fn(list(episodes(n)) if n <= 20000 else episodes(n), d, every)
+        fn(eps, d, every)
         dt = time.perf_counter() - t
         return dt, dir_mb(d)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
 
+SIDES = (("bare pyarrow IPC", bare), ("agent-sft writer", ours), ("writer+finalize", ours_finalized))
+
+
 def throughput(n: int, every: int, repeats: int) -> None:
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in SIDES}
+    for _ in range(repeats):
+        for name, fn in SIDES:
+            runs[name].append(timed(fn, n, every))
     rows = []
-    for name, fn in (("bare pyarrow IPC", bare), ("agent-sft writer", ours), ("writer+finalize", ours_finalized)):
-        best = min((timed(fn, n, every) for _ in range(repeats)), key=lambda x: x[0])
+    for name, _ in SIDES:
+        best = min(runs[name], key=lambda x: x[0])
         rows.append((name, n / best[0], best[1] / best[0], best[1]))
     print(f"{n} episodes, flush every {every}:")
     print(f"{'':<18} {'episodes/s':>11} {'MB/s':>8} {'MB on disk':>11}")
@@ -135,7 +151,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--episodes", type=int, default=5000)
     ap.add_argument("--flush-every", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--memory", type=int, nargs="*", help="episode counts for the peak-memory comparison")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()

@@ -265,6 +265,7 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
         "prompt": f"style `{prompt_cfg.get('style', 'window')}`, history {env_cfg.get('history_length', '')}, "
                   f"template `{prompt_cfg.get('template') or 'built-in'}`",
         "sft_style": {"auto": "follow the prompt style", "step": "one row per step", "episode": "one row per episode"}.get(style, style),
+        "rollout": _rollout(cfg, st.get("run") or {}),
         "filters": ", ".join(f"`{k}={v}`" for k, v in sorted(active.items())) or "none",
         "drops": ", ".join(f"{k}: {v}" for k, v in sorted(st["drops"].items())) or "none",
         "versions": versions,
@@ -286,6 +287,18 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
     }
     body = re.sub(r"\{\{(\w+)\}\}", lambda m: str(values.get(m.group(1), m.group(0))), template)
     return re.sub(r"\n{3,}", "\n\n", body)
+
+
+def _rollout(cfg: dict, run: dict) -> str:
+    """How the episodes were played: the loop mode and parallelism, and the last run's throughput."""
+    mode = run.get("mode") or (cfg.get("loop") or {}).get("mode") or "sync"
+    parallel = run.get("parallel_envs") or (cfg.get("data") or {}).get("val_batch_size")
+    text = f"`{mode}` loop" + (f", {parallel} episodes at once" if parallel else "")
+    if run.get("episodes"):
+        text += f"; last run {run['episodes']} episodes at {run.get('episodes_per_s', 0.0):.2f}/s"
+        if run.get("prefix_cache_hit_rate") is not None:
+            text += f", prefix cache hit rate {100 * run['prefix_cache_hit_rate']:.1f}%"
+    return text
 
 
 def _task_table(st: dict) -> str:

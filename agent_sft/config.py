@@ -18,7 +18,7 @@ from agent_sft.config_keys import describe as describe_keys
 from agent_sft.config_keys import keys as keys_of
 from agent_sft.errors import ConfigError
 
-__all__ = ["CollectConfig", "ConfigError", "DataConfig", "EnvConfig", "FilterConfig", "OutputConfig", "PolicyConfig",
+__all__ = ["CollectConfig", "ConfigError", "DataConfig", "EnvConfig", "FilterConfig", "LoopConfig", "OutputConfig", "PolicyConfig",
            "PromptConfig", "RolloutConfig", "describe", "env_options", "keys", "load_config", "set_key", "to_dict"]
 
 
@@ -71,8 +71,18 @@ class PromptConfig:
 
 @dataclass
 class DataConfig:
-    val_batch_size: int = _f(8, "Environments played in parallel (one policy batch per turn).")
+    val_batch_size: int = _f(8, "Episodes played at once (envs in parallel); alias loop.parallel. `sync`: one "
+                              "policy batch per turn; `async`: episodes in flight.")
     val_fraction: float = _f(0.1, "Fraction of tasks (by a stable hash of the task id) in the validation split.")
+
+
+@dataclass
+class LoopConfig:
+    mode: str = _f("sync", "`sync`: lock-step turns, every live episode answered in one policy batch (bit-for-bit "
+                   "batches); `async`: each episode advances as soon as its own observation or answer is ready, "
+                   "generation and env steps overlap. Both give the same ids, seeds and splits.", ("sync", "async"))
+    reorder_window: int | None = _f(None, "async: finished episodes held back at most to be written in plan order "
+                                    "(default 4x data.val_batch_size); a new episode waits while it is full.")
 
 
 @dataclass
@@ -93,6 +103,8 @@ class PolicyConfig:
     dtype: str = _f("auto", "Model dtype (auto, bfloat16, float16, float32).")
     chat_template: str | None = _f(None, "Path of a chat template overriding the model's.")
     enforce_eager: bool = _f(False, "vLLM: skip CUDA graph / compile warm-up.")
+    batch_invariant: bool = _f(False, "vLLM on a GPU: batch-invariant kernels (VLLM_BATCH_INVARIANT=1), so an answer's "
+                               "numerics do not depend on what else is in the batch (slower; not on CPU).")
     device: str | None = _f(None, "transformers: device (default cuda when available, else cpu).")
     base_url: str = _f("http://127.0.0.1:8000/v1", "OpenAI-compatible server URL.")
     api_key_env: str = _f("OPENAI_API_KEY", "Environment variable holding the API key (never stored).")
@@ -137,6 +149,7 @@ class CollectConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     data: DataConfig = field(default_factory=DataConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -219,6 +232,7 @@ def validate(cfg: CollectConfig) -> None:
         ("env.max_steps", cfg.env.max_steps, 1),
         ("env.rollout.n", cfg.env.rollout.n, 1),
         ("data.val_batch_size", cfg.data.val_batch_size, 1),
+        ("loop.reorder_window", cfg.loop.reorder_window or 1, 1),
         ("policy.max_tokens", cfg.policy.max_tokens, 1),
         ("env.history_length", cfg.env.history_length, 0),
     ):

@@ -24,6 +24,7 @@ ALIASES = {
     "actor_rollout_ref.rollout.gpu_memory_utilization": "policy.gpu_memory_utilization",
     "env.rollout.n": "env.rollout.n",
     "trainer.default_local_dir": "output.dir",
+    "loop.parallel": "data.val_batch_size",
 }
 
 # verl-agent keys that mean nothing here but appear in copied commands: accepted and ignored.

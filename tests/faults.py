@@ -320,8 +320,9 @@ def _with_errors(folder: str, every: int) -> int:
     return n
 
 
-def collect_scenario(samples: int = 4) -> Scenario:
-    return Scenario("collect", lambda wd: _collect_args("ds", samples=samples))
+def collect_scenario(samples: int = 4, mode: str = "sync") -> Scenario:
+    name = "collect" if mode == "sync" else f"collect ({mode})"
+    return Scenario(name, lambda wd: _collect_args("ds", [f"loop.mode={mode}"], samples=samples))
 
 
 def resume_scenario(samples: int = 4) -> Scenario:
@@ -362,5 +363,5 @@ def merge_scenario(n: int = 400) -> Scenario:
 def all_scenarios(small: bool = False) -> list[Scenario]:
     """Every scenario; `small` halves their work (for the default test run)."""
     k = 1 if small else 2
-    return [collect_scenario(2 * k), resume_scenario(2 * k), build_scenario(300 * k), compact_scenario(300 * k),
-            merge_scenario(200 * k)]
+    return [collect_scenario(2 * k), collect_scenario(2 * k, "async"), resume_scenario(2 * k), build_scenario(300 * k),
+            compact_scenario(300 * k), merge_scenario(200 * k)]

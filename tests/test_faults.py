@@ -16,7 +16,7 @@ import pytest
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
-SCENARIOS = ["collect", "resume (with error episodes to replay)", "build", "compact", "merge"]
+SCENARIOS = ["collect", "collect (async)", "resume (with error episodes to replay)", "build", "compact", "merge"]
 
 
 @pytest.fixture(scope="module")

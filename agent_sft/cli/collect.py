@@ -79,6 +79,9 @@ def summary_text(stats: dict, run: dict, folder: str) -> str:
         f"  sft rows          train {stats['sft_rows'].get('train', 0)}, validation {stats['sft_rows'].get('validation', 0)}",
         "  dropped by filter " + (", ".join(f"{k} {v}" for k, v in sorted(stats.get("drops", {}).items()) if v) or "none"),
     ]
+    if run.get("prefix_cache_hit_rate") is not None:
+        lines.append(f"  prefix cache      {_pct(run['prefix_cache_hit_rate'])} of {run['prompt_tokens']} prompt tokens "
+                     f"reused ({run.get('mode', 'sync')} loop)")
     if run.get("errors"):
         lines.append(f"  errors            {run['errors']} episodes ended in an error ({run['workers_replaced']} env workers replaced)")
     lines += ["", "Load it with:", f'  datasets.load_dataset("{folder}", "sft")']

@@ -16,6 +16,7 @@ class Completion:
     completion_tokens: int | None = None
     finish_reason: str | None = None  # "stop", "length", records.END_CONTEXT, "error"
     error: str = ""  # set when this request failed for good (the episode ends as an error)
+    cached_tokens: int | None = None  # prompt tokens the engine found in its prefix cache, when it says
 
 
 class PolicyError(AgentSFTError, RuntimeError):

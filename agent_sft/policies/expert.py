@@ -30,6 +30,8 @@ class ExpertPolicy:
             (`EnvSpec.expert_model`); default `<env_name>-<expert_type>`.
     """
 
+    thread_safe = True  # answers from the env info alone: the async loop calls it from every episode's thread
+
     def __init__(
         self, expert_type: str = "planner", think: bool = False, env_name: str = "alfworld", model: str | None = None
     ) -> None:

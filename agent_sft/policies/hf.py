@@ -35,9 +35,11 @@ class HFPolicy:
             (`auto`: bfloat16 on cuda, float32 on cpu), `max_model_len` (default the model's
             `max_position_embeddings`), `chat_template`.
         batch_size: Conversations generated together at most (default: the whole turn at once).
+        model: A loaded causal LM to use instead of loading `cfg.model`'s weights (the tokenizer is still
+            read from `cfg.model`); it is moved to the device and put in eval mode.
     """
 
-    def __init__(self, cfg: PolicyConfig, *, batch_size: int | None = None) -> None:
+    def __init__(self, cfg: PolicyConfig, *, batch_size: int | None = None, model: Any = None) -> None:
         self.cfg = cfg
         self.chat_template = read_chat_template(cfg.chat_template)
         self.torch = torch = require("torch", "hf")
@@ -54,7 +56,9 @@ class HFPolicy:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         check_chat_template(self.tokenizer, self.chat_template, cfg.model)
-        self.model = transformers.AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype).to(self.device)
+        if model is None:
+            model = transformers.AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype)
+        self.model = model.to(self.device)
         self.model.eval()
         self.max_model_len = cfg.max_model_len or _context_length(self.model.config, self.tokenizer)
         self.batch_size = batch_size

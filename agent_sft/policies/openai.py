@@ -107,6 +107,8 @@ class OpenAIPolicy:
         transport: An `httpx` transport to use instead of the network (for tests).
     """
 
+    thread_safe = True  # the async loop asks from every episode's thread; `policy.concurrency` still bounds requests
+
     def __init__(
         self,
         cfg: PolicyConfig,
@@ -220,11 +222,13 @@ class OpenAIPolicy:
                 usage = data.get("usage") or {}
             except (ValueError, KeyError, IndexError, TypeError) as e:
                 raise _Retryable(f"malformed response ({type(e).__name__}): {_snippet(r.text)}") from None
+            details = usage.get("prompt_tokens_details") or {}
             return Completion(
                 text=text,
                 prompt_tokens=usage.get("prompt_tokens"),
                 completion_tokens=usage.get("completion_tokens"),
                 finish_reason=choice.get("finish_reason"),
+                cached_tokens=details.get("cached_tokens") if isinstance(details, dict) else None,
             )
         detail = _error_message(r)
         if r.status_code in _RETRY_STATUS or r.status_code >= 500:

@@ -3,7 +3,9 @@
 Prompts are rendered with the model's chat template (or `policy.chat_template`) and tokenized here, so
 a prompt that no longer fits `max_model_len` is caught before it reaches the engine: that
 conversation gets `finish_reason="context_truncated"` (`records.END_CONTEXT`) and the rest of the batch runs. Each request is
-sampled with its own seed, so a sampled run reproduces whatever else is in the batch.
+sampled with its own seed, so a sampled run reproduces whatever else is in the batch (up to the numerics of
+batching: `policy.batch_invariant` asks vLLM for batch-invariant kernels on GPUs). With `loop.mode=async`,
+`EngineLoop` adds each request to the running engine as it comes (continuous batching across episodes).
 
 On a machine without CUDA, `VLLM_CPU_KVCACHE_SPACE` defaults to 1 (GiB), the engine runs in this
 process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) unless those variables are already set, and chunked
@@ -14,11 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any
 
-from agent_sft.config import PolicyConfig
+from agent_sft.config import ConfigError, PolicyConfig
 from agent_sft.policies.base import Completion
 from agent_sft.policies.common import (
     check_chat_template,
@@ -55,6 +60,11 @@ class VLLMPolicy:
             # A separate engine-core process re-imports vllm and torch: on a 2-core machine the engine
             # then starts in ~50 s instead of ~19 s, and `act` blocks on it anyway.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        if cfg.batch_invariant:
+            if on_cpu:
+                raise ConfigError("policy.batch_invariant needs a CUDA, ROCm or XPU GPU: vLLM's batch-invariant "
+                                  "kernels (VLLM_BATCH_INVARIANT) do not run on CPU")
+            os.environ["VLLM_BATCH_INVARIANT"] = "1"  # read by vLLM when the engine starts
         vllm = require("vllm", "vllm")
         self._owns_engine = llm is None
         if llm is None:
@@ -103,14 +113,14 @@ class VLLMPolicy:
         if prompts:
             results = self.llm.generate(prompts, params, use_tqdm=False)
             for i, prompt, res in zip(where, prompts, results):
-                o = res.outputs[0]
-                out[i] = Completion(
-                    text=o.text,
-                    prompt_tokens=len(prompt["prompt_token_ids"]),
-                    completion_tokens=len(o.token_ids),
-                    finish_reason=o.finish_reason,
-                )
+                out[i] = _completion(res, len(prompt["prompt_token_ids"]))
         return out  # type: ignore[return-value]
+
+    def requests(self) -> EngineLoop | None:
+        """The async loop's way in (`loop.mode=async`): each request joins the running engine at once."""
+        if not hasattr(self.llm, "enqueue"):
+            return None  # an older vLLM: the async loop batches the requests that wait instead
+        return EngineLoop(self)
 
     def prompt_ids(self, conversation: list[Message]) -> list[int]:
         """The token ids the engine is given for `conversation` (chat template, generation prompt)."""
@@ -138,6 +148,112 @@ class VLLMPolicy:
             if core is not None:
                 core.shutdown()
         self.llm = None
+
+
+def _completion(res: Any, prompt_tokens: int) -> Completion:
+    o = res.outputs[0]
+    return Completion(
+        text=o.text,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=len(o.token_ids),
+        finish_reason=o.finish_reason,
+        cached_tokens=getattr(res, "num_cached_tokens", None),
+    )
+
+
+class EngineLoop:
+    """Continuous batching for the async loop: one thread steps the engine; a request asked from any
+    thread is added to it before its next step, so the engine never waits for a turn to fill.
+
+    Prompts are tokenized in the asking thread (one at a time: a fast tokenizer may not be used from two
+    threads at once); the engine is only ever touched by the loop's thread.
+    """
+
+    def __init__(self, policy: VLLMPolicy) -> None:
+        self.policy = policy
+        self.engine_steps = 0
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._tokenize = threading.Lock()
+        self._failed: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._main, name="agent-sft-vllm", daemon=True)
+        self._thread.start()
+
+    def ask(self, conversation: list[Message], seed: int, info: dict[str, Any] | None = None) -> Completion:
+        from agent_sft.policies.dispatch import PolicyClosed
+
+        if self._failed is not None:
+            raise self._failed
+        if self._closed:
+            raise PolicyClosed("the policy is closed")
+        p = self.policy
+        with self._tokenize:
+            ids = p.prompt_ids(conversation)
+        room = p.max_model_len - len(ids)
+        if room < 1:
+            return context_truncated(len(ids))
+        answer: Future = Future()
+        self._inbox.put(({"prompt_token_ids": ids}, p._sampling(seed, min(p.cfg.max_tokens, room)), answer))
+        return answer.result()
+
+    def _main(self) -> None:
+        from agent_sft.policies.dispatch import PolicyClosed
+
+        llm = self.policy.llm
+        engine = llm.llm_engine
+        waiting: dict[str, tuple[Future, int]] = {}
+        try:
+            while True:
+                items = []
+                if not waiting:
+                    items.append(self._inbox.get())  # idle: sleep until a request comes
+                while True:
+                    try:
+                        items.append(self._inbox.get_nowait())
+                    except queue.Empty:
+                        break
+                if None in items:
+                    raise PolicyClosed("the policy is closed")
+                if items:
+                    ids = llm.enqueue([i[0] for i in items], [i[1] for i in items], use_tqdm=False)
+                    for rid, (prompt, _, answer) in zip(ids, items):
+                        # the engine answers under the id `LLM` gave (a number); it returned its own
+                        # unique form of it, "<number>-<random>"
+                        waiting[rid.split("-", 1)[0]] = (answer, len(prompt["prompt_token_ids"]))
+                for res in engine.step():
+                    if res.finished and res.request_id in waiting:
+                        answer, n = waiting.pop(res.request_id)
+                        answer.set_result(_completion(res, n))
+                self.engine_steps += 1
+                if waiting and not engine.has_unfinished_requests():
+                    raise RuntimeError(f"the engine finished without answering {len(waiting)} requests")
+        except BaseException as e:  # noqa: BLE001 - every waiting episode learns it; the run stops
+            if not isinstance(e, PolicyClosed):
+                from agent_sft.policies.base import PolicyError
+
+                failed = PolicyError(f"the vLLM engine failed: {type(e).__name__}: {e}")
+                failed.__cause__ = e
+                e = failed
+            self._failed = e
+            for answer, _ in waiting.values():
+                answer.set_exception(e)
+            while True:
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[2].set_exception(e)
+            if waiting and not isinstance(e, PolicyClosed):
+                try:
+                    engine.abort_request(list(waiting))
+                except Exception:  # noqa: BLE001 - the engine is already broken
+                    pass
+
+    def close(self) -> None:
+        self._closed = True
+        self._inbox.put(None)
+        self._thread.join(timeout=30.0)
 
 
 def _cuda_available() -> bool:

@@ -1,9 +1,16 @@
-"""The turn loop: every live episode advances one step per turn, the policy answers them in one batch.
+"""The rollout loop, in two modes (`loop.mode`).
 
-Continuous batching: each slot (one env worker) plays one episode at a time; when it ends, the slot takes
-the next episode of the plan at the next turn. The order of that refill, the policy's seeds and the env
-seeds are all functions of the plan, so the trajectories depend only on the config and the run seed,
-never on timing.
+`sync` (the default): every live episode advances one step per turn and the policy answers them in one
+batch. Continuous batching: each slot (one env worker) plays one episode at a time; when it ends, the slot
+takes the next episode of the plan at the next turn. The order of that refill, the policy's seeds and the
+env seeds are all functions of the plan, so the trajectories depend only on the config and the run seed,
+never on timing, and every policy batch is the same from run to run.
+
+`async`: each env worker plays its episodes in its own thread; an episode's request goes to the policy
+as soon as its observation is ready (`policies.dispatch`: vLLM's running engine, the HTTP policy's
+concurrent requests, experts inline) and its env steps while other episodes generate. Ids, seeds, splits
+and sampling seeds are the same as `sync`, so an episode's text is the same wherever the policy's answer
+depends only on its request and seed; finished episodes are yielded in the plan's order.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import hashlib
 import json
 import math
 import platform
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -120,6 +128,22 @@ class _Live:
     form: ParsedAction | None = None  # the last response parsed for its format only
 
 
+class _AsyncRun:
+    """What the threads of the async loop share, under `cond`: the lanes' queues of (plan order, task),
+    the finished episodes by plan order, the next order to yield, the first fatal error."""
+
+    def __init__(self, plan: Plan, n_lanes: int, window: int) -> None:
+        self.cond = threading.Condition()
+        self.queues: list[deque] = [deque() for _ in range(n_lanes)]
+        for order, et in enumerate(plan.episodes):
+            self.queues[et.lane].append((order, et))
+        self.window = window
+        self.done: dict[int, Episode] = {}
+        self.next_out = 0
+        self.error: BaseException | None = None
+        self.stop = False
+
+
 @dataclass
 class RunStats:
     episodes: int = 0
@@ -132,8 +156,28 @@ class RunStats:
     policy_s: float = 0.0  # wall time inside policy.act
     wall_s: float = 0.0  # wall time of `run` (the turn loop)
     startup_s: float = 0.0  # starting the env workers
-    turns: int = 0
+    turns: int = 0  # sync: policy batches; async: 0 (every request goes alone)
     per_env: dict = field(default_factory=dict)  # env name -> {"episodes", "steps", "errors"}
+    mode: str = "sync"  # loop.mode the episodes were played in
+    requests: int = 0  # policy requests answered
+    prompt_tokens: int = 0  # prompt tokens of the answers whose engine counted them
+    cached_tokens: int = 0  # of those, tokens the engine found in its prefix cache
+    cache_reported: int = 0  # answers that said how many prompt tokens were cached
+    completion_tokens: int = 0
+
+    def prefix_cache_hit_rate(self) -> float | None:
+        """Share of prompt tokens served from the engine's prefix cache (None when the engine said nothing)."""
+        if not self.cache_reported or not self.prompt_tokens:
+            return None
+        return self.cached_tokens / self.prompt_tokens
+
+    def count_answer(self, c: Completion) -> None:
+        self.requests += 1
+        if c.prompt_tokens and c.cached_tokens is not None:
+            self.prompt_tokens += c.prompt_tokens
+            self.cached_tokens += c.cached_tokens
+            self.cache_reported += 1
+        self.completion_tokens += c.completion_tokens or 0
 
 
 class Collector:
@@ -193,6 +237,7 @@ class Collector:
         self.env_kwargs = first.env_kwargs
         self.policy_info = first.policy_info
         self.stats = RunStats(env_backend=cfg.env.backend)
+        self._stats_lock = threading.Lock()
 
     @property
     def pool(self) -> EnvPool | None:
@@ -271,57 +316,158 @@ class Collector:
             r.pool.await_ready()
 
     def run(self, plan: Plan) -> Iterator[Episode]:
-        """Play `plan`, yielding each episode as it finishes (in a deterministic order)."""
+        """Play `plan`, yielding each episode as it finishes (in a deterministic order: `sync`, the order
+        episodes end in, turn by turn; `async`, the plan's order)."""
         self.start()
         size = min(self.cfg.data.val_batch_size, max(1, len(plan.episodes)))
         t = time.perf_counter()
         self._size_pools(plan, size)
         self.stats.startup_s += time.perf_counter() - t
+        self.stats.mode = self.cfg.loop.mode
+        play = self._play_async(plan, size) if self.cfg.loop.mode == "async" else self._play_sync(plan, size)
+        t_run = time.perf_counter()
+        try:
+            for ep in play:
+                self.stats.episodes += 1
+                self.stats.errors += ep.end_reason == END_ERROR
+                per = self.stats.per_env.setdefault(ep.env, {"episodes": 0, "steps": 0, "errors": 0})
+                per["episodes"] += 1
+                per["steps"] += len(ep.steps)
+                per["errors"] += ep.end_reason == END_ERROR
+                yield ep
+        finally:
+            play.close()
+            self.stats.wall_s += time.perf_counter() - t_run
+            self._count()
+
+    def _play_sync(self, plan: Plan, size: int) -> Iterator[Episode]:
+        """Lock-step turns: every live episode is answered in one policy batch, then every env steps."""
         queues: list[deque] = [deque() for _ in self._runs]
         for order, et in enumerate(plan.episodes):
             queues[et.lane].append((order, et))
         free = [list(range(r.size)) for r in self._runs]
         live: dict[int, _Live] = {}
-        t_run = time.perf_counter()
+        while True:
+            finished: list[Episode] = []
+            resets = {}
+            # Refill: the earliest queued episode whose env has a free worker, lowest worker first.
+            while len(live) < size:
+                ready = [j for j in range(len(self._runs)) if queues[j] and free[j]]
+                if not ready:
+                    break
+                j = min(ready, key=lambda j: queues[j][0][0])
+                _, et = queues[j].popleft()
+                w = self._runs[j].offset + free[j].pop(0)
+                live[w] = self._new_live(et)
+                resets[w] = ("reset", (et.seed, {"task_id": et.task.task_id}))
+            for w, r in self._env_call(resets).items():
+                lv = live[w]
+                if not r.ok:
+                    finished.append(self._end(lv, END_ERROR, f"env reset failed: {r.error}"))
+                    self._release(live, free, w)
+                else:
+                    lv.obs, lv.info = r.value
+                    self._start_episode(lv)
+            active = sorted(live)
+            if active:
+                finished += self._turn(live, free, active)
+                self.stats.turns += 1
+            yield from finished
+            if not live and not any(queues):
+                break
+
+    def _play_async(self, plan: Plan, size: int) -> Iterator[Episode]:
+        """Each env worker plays its episodes in its own thread: an episode asks the policy as soon as its
+        observation is ready and steps its env as soon as its answer is. Finished episodes are yielded in
+        the plan's order; an episode starts only within `loop.reorder_window` of the next one to yield,
+        so what is held back stays bounded."""
+        from agent_sft.policies.dispatch import requests_for
+
+        st = _AsyncRun(plan, len(self._runs), max(1, self.cfg.loop.reorder_window or 4 * size))
+        asker = requests_for(self.policy)
+        threads = [
+            threading.Thread(target=self._slot_main, args=(st, asker, j, local), name=f"agent-sft-episode-{r.offset + local}",
+                             daemon=True)
+            for j, r in enumerate(self._runs)
+            for local in range(r.size)
+        ]
+        for th in threads:
+            th.start()
+        try:
+            while st.next_out < len(plan.episodes):
+                with st.cond:
+                    while st.next_out not in st.done and st.error is None:
+                        st.cond.wait(timeout=1.0)
+                    if st.error is not None:
+                        raise st.error
+                    ep = st.done.pop(st.next_out)
+                    st.next_out += 1
+                    st.cond.notify_all()
+                yield ep
+        finally:
+            with st.cond:
+                st.stop = True
+                st.cond.notify_all()
+            asker.close()
+            deadline = time.monotonic() + 10.0  # a thread inside a hung env step is left to its pool's close
+            for th in threads:
+                th.join(max(0.0, deadline - time.monotonic()))
+
+    def _slot_main(self, st: _AsyncRun, asker: Any, j: int, local: int) -> None:
+        """Body of one env worker's thread in the async loop: take the lane's next episode, play it."""
         try:
             while True:
-                finished: list[Episode] = []
-                resets = {}
-                # Refill: the earliest queued episode whose env has a free worker, lowest worker first.
-                while len(live) < size:
-                    ready = [j for j in range(len(self._runs)) if queues[j] and free[j]]
-                    if not ready:
-                        break
-                    j = min(ready, key=lambda j: queues[j][0][0])
-                    _, et = queues[j].popleft()
-                    w = self._runs[j].offset + free[j].pop(0)
-                    live[w] = self._new_live(et)
-                    resets[w] = ("reset", (et.seed, {"task_id": et.task.task_id}))
-                for w, r in self._env_call(resets).items():
-                    lv = live[w]
-                    if not r.ok:
-                        finished.append(self._end(lv, END_ERROR, f"env reset failed: {r.error}"))
-                        self._release(live, free, w)
-                    else:
-                        lv.obs, lv.info = r.value
-                        self._start_episode(lv)
-                active = sorted(live)
-                if active:
-                    finished += self._turn(live, free, active)
-                    self.stats.turns += 1
-                for ep in finished:
-                    self.stats.episodes += 1
-                    self.stats.errors += ep.end_reason == END_ERROR
-                    per = self.stats.per_env.setdefault(ep.env, {"episodes": 0, "steps": 0, "errors": 0})
-                    per["episodes"] += 1
-                    per["steps"] += len(ep.steps)
-                    per["errors"] += ep.end_reason == END_ERROR
-                    yield ep
-                if not live and not any(queues):
-                    break
-        finally:
-            self.stats.wall_s += time.perf_counter() - t_run
-            self._count()
+                with st.cond:
+                    while True:
+                        q = st.queues[j]
+                        if st.stop or st.error is not None or not q:
+                            return
+                        if q[0][0] < st.next_out + st.window:
+                            break
+                        st.cond.wait(timeout=1.0)
+                    order, et = q.popleft()
+                ep = self._play_one(asker, self._runs[j], local, et)
+                with st.cond:
+                    st.done[order] = ep
+                    st.cond.notify_all()
+        except BaseException as e:  # noqa: BLE001 - the run stops and the main thread raises it
+            with st.cond:
+                if st.error is None and not st.stop:
+                    st.error = e
+                st.cond.notify_all()
+
+    def _play_one(self, asker: Any, r: _LaneRun, local: int, et: EpisodeTask) -> Episode:
+        """One whole episode on worker `local` of `r`'s pool (async loop)."""
+        lv = self._new_live(et)
+        reply = self._env_one(r, local, ("reset", (et.seed, {"task_id": et.task.task_id})))
+        if not reply.ok:
+            return self._end(lv, END_ERROR, f"env reset failed: {reply.error}")
+        lv.obs, lv.info = reply.value
+        self._start_episode(lv)
+        while True:
+            conversation, seed, info = self._ask(lv)
+            t = time.perf_counter()
+            c = asker.ask(conversation, seed, info)
+            dt = time.perf_counter() - t
+            with self._stats_lock:
+                self.stats.policy_s += dt
+                self.stats.count_answer(c)
+            ended, step, env_action = self._answered(lv, c, dt)
+            if ended is not None:
+                return ended
+            reply = self._env_one(r, local, ("step", (env_action,)))
+            with self._stats_lock:
+                self.stats.steps += 1
+            ended = self._stepped(lv, step, reply)
+            if ended is not None:
+                return ended
+
+    def _env_one(self, r: _LaneRun, local: int, request: tuple) -> Any:
+        t = time.perf_counter()
+        reply = r.pool.call({local: request})[local]
+        with self._stats_lock:
+            self.stats.env_s += time.perf_counter() - t
+        return reply
 
     def _release(self, live: dict[int, _Live], free: list[list[int]], w: int) -> None:
         """The worker `w` is free again (its episode ended)."""
@@ -399,16 +545,9 @@ class Collector:
 
     def _turn(self, live: dict[int, _Live], free: list[list[int]], active: list[int]) -> list[Episode]:
         """One policy batch over the live episodes, then one env step each."""
-        conversations, seeds, infos = [], [], []
-        for w in active:
-            lv = live[w]
-            lv.window = lv.conv.observe(lv.obs, list(lv.info.get("admissible_actions") or []))
-            lv.episode.goal = lv.episode.goal or lv.conv.goal
-            conversations.append(lv.conv.prompt(*lv.window))
-            seeds.append(turn_seed(lv.episode.seed, len(lv.episode.steps)))
-            infos.append(lv.info)
+        asks = [self._ask(live[w]) for w in active]
         t = time.perf_counter()
-        completions = self.policy.act(conversations, seeds, infos)
+        completions = self.policy.act([a[0] for a in asks], [a[1] for a in asks], [a[2] for a in asks])
         dt = time.perf_counter() - t
         self.stats.policy_s += dt
         if len(completions) != len(active):
@@ -418,51 +557,69 @@ class Collector:
         requests: dict[int, tuple[str, tuple]] = {}
         pending: dict[int, Step] = {}
         for w, c in zip(active, completions):
-            lv = live[w]
-            if c.error or c.finish_reason == END_CONTEXT:
-                lv.conv.retract()
-                reason = END_ERROR if c.error else END_CONTEXT
-                text = f"policy error: {c.error}" if c.error else ""
-                finished.append(self._end(lv, reason, text))
+            self.stats.count_answer(c)
+            ended, step, env_action = self._answered(live[w], c, share)
+            if ended is not None:
+                finished.append(ended)
                 self._release(live, free, w)
                 continue
-            pending[w], env_action = self._make_step(lv, c, share)
+            pending[w] = step
             requests[w] = ("step", (env_action,))
         for w, r in self._env_call(requests).items():
-            lv, step = live[w], pending[w]
-            max_steps = lv.run.lane.max_steps
-            lv.episode.steps.append(step)
             self.stats.steps += 1
-            if not r.ok:
-                step.done = True
-                step.info = self._merge_info(step.info, {"env_error": True})
-                finished.append(self._end(lv, END_ERROR, f"env step failed: {r.error}"))
+            ended = self._stepped(live[w], pending[w], r)
+            if ended is not None:
+                finished.append(ended)
                 self._release(live, free, w)
-                continue
-            obs, reward, terminated, truncated, info = r.value
-            won = bool(info.get("won", False))
-            step.reward = float(reward)
-            step.done = bool(terminated or truncated or won)
-            verdict = env_verdict(lv.form, info)
-            if verdict is not None:
-                step.valid, step.invalid_reason = verdict
-            extra = {k: v for k, v in info.items() if k not in lv.run.episode_keys and _jsonable(v)}
-            extra["won"] = won
-            if step.done or len(lv.episode.steps) >= max_steps:
-                extra["final_observation"] = obs
-            step.info = self._merge_info(step.info, extra)
-            if won:
-                reason = END_SUCCESS
-            elif terminated:
-                reason = END_FAILURE
-            elif truncated or len(lv.episode.steps) >= max_steps:
-                reason = END_STEP_LIMIT
-            else:
-                lv.obs, lv.info = obs, info
-                continue
-            finished.append(self._end(lv, reason, ""))
-            self._release(live, free, w)
         return finished
+
+    def _ask(self, lv: _Live) -> tuple[list, int, dict]:
+        """The episode's next prompt, its sampling seed and env info."""
+        lv.window = lv.conv.observe(lv.obs, list(lv.info.get("admissible_actions") or []))
+        lv.episode.goal = lv.episode.goal or lv.conv.goal
+        return lv.conv.prompt(*lv.window), turn_seed(lv.episode.seed, len(lv.episode.steps)), lv.info
+
+    def _answered(self, lv: _Live, c: Completion, latency: float) -> tuple[Episode | None, Step | None, str]:
+        """The policy's answer: the ended episode (a policy error, a prompt past the context), or the
+        step to record and the action to send to the env."""
+        if c.error or c.finish_reason == END_CONTEXT:
+            lv.conv.retract()
+            reason = END_ERROR if c.error else END_CONTEXT
+            text = f"policy error: {c.error}" if c.error else ""
+            return self._end(lv, reason, text), None, ""
+        step, env_action = self._make_step(lv, c, latency)
+        return None, step, env_action
+
+    def _stepped(self, lv: _Live, step: Step, r: Any) -> Episode | None:
+        """The env's reply to `step`'s action: the ended episode, or None when it goes on."""
+        max_steps = lv.run.lane.max_steps
+        lv.episode.steps.append(step)
+        if not r.ok:
+            step.done = True
+            step.info = self._merge_info(step.info, {"env_error": True})
+            return self._end(lv, END_ERROR, f"env step failed: {r.error}")
+        obs, reward, terminated, truncated, info = r.value
+        won = bool(info.get("won", False))
+        step.reward = float(reward)
+        step.done = bool(terminated or truncated or won)
+        verdict = env_verdict(lv.form, info)
+        if verdict is not None:
+            step.valid, step.invalid_reason = verdict
+        extra = {k: v for k, v in info.items() if k not in lv.run.episode_keys and _jsonable(v)}
+        extra["won"] = won
+        if step.done or len(lv.episode.steps) >= max_steps:
+            extra["final_observation"] = obs
+        step.info = self._merge_info(step.info, extra)
+        if won:
+            reason = END_SUCCESS
+        elif terminated:
+            reason = END_FAILURE
+        elif truncated or len(lv.episode.steps) >= max_steps:
+            reason = END_STEP_LIMIT
+        else:
+            lv.obs, lv.info = obs, info
+            return None
+        return self._end(lv, reason, "")
 
     def _make_step(self, live: _Live, c: Completion, latency: float) -> tuple[Step, str]:
         admissible = list(live.info.get("admissible_actions") or [])

@@ -91,6 +91,9 @@ class EnvPool(Protocol):
     def call(self, requests: dict[int, tuple[str, tuple]]) -> dict[int, Reply]:
         """Send `{slot: (command, args)}` at once (commands `reset`, `step`, `tasks`); every reply.
 
+        Several threads may call at once for disjoint slots (the async loop calls each slot from its
+        own thread); `resize` and `close` are called by one thread while no call runs.
+
         A request that raises, passes the step timeout, or whose env dies gets a failed `Reply`, and
         its slot gets a fresh env.
 

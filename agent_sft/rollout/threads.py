@@ -100,6 +100,7 @@ class ThreadPool:
         self.timeout_s = timeout_s
         self.start_timeout_s = start_timeout_s
         self.counters = PoolCounters()
+        self._lock = threading.Lock()  # counters: `call` runs in several threads at once in the async loop
         self.accepted: list[str] = []  # the env_kwargs the factory took
         self.sessions: list[_Session] = [self._start(i) for i in range(size)]
         try:
@@ -112,7 +113,8 @@ class ThreadPool:
         return len(self.sessions)
 
     def _start(self, slot: int) -> _Session:
-        self.counters.started += 1
+        with self._lock:
+            self.counters.started += 1
         return _Session(self.factory, self.kwargs, slot)
 
     def _take_ready(self, s: _Session) -> None:
@@ -148,7 +150,8 @@ class ThreadPool:
         """Retire the session of `slot` (left to finish on its own) and start a new one there."""
         self.sessions[slot].retire()
         self.sessions[slot] = self._start(slot)
-        self.counters.replaced += 1
+        with self._lock:
+            self.counters.replaced += 1
 
     def call(self, requests: dict[int, tuple[str, tuple]]) -> dict[int, Reply]:
         """Send `{slot: (command, args)}` to the envs at once, and collect every reply.
@@ -185,9 +188,11 @@ class ThreadPool:
                     del pending[slot]
         for slot, r in replies.items():
             if not r.ok:
-                self.counters.errors += 1
+                with self._lock:
+                    self.counters.errors += 1
                 self.replace(slot)
-        self.counters.env_s += time.perf_counter() - t0
+        with self._lock:
+            self.counters.env_s += time.perf_counter() - t0
         return replies
 
     def close(self, timeout: float = 5.0) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import threading
 import time
 from multiprocessing.connection import wait
 from typing import Any
@@ -124,6 +125,7 @@ class WorkerPool:
         self.start_timeout_s = start_timeout_s
         self.ctx = mp.get_context("spawn")
         self.counters = PoolCounters()
+        self._lock = threading.Lock()  # counters: `call` runs in several threads at once in the async loop
         self.accepted: list[str] = []  # the env_kwargs the factory took
         self.workers: list[_Worker] = [self._start(i) for i in range(size)]
         try:
@@ -136,7 +138,8 @@ class WorkerPool:
         return len(self.workers)
 
     def _start(self, slot: int) -> _Worker:
-        self.counters.started += 1
+        with self._lock:
+            self.counters.started += 1
         return _Worker(self.ctx, self.factory, self.kwargs, slot, quiet_build=self.counters.started > 1)
 
     def await_ready(self) -> None:
@@ -179,7 +182,8 @@ class WorkerPool:
         """Kill the worker of `slot` and start a new one there (it builds its env in the background)."""
         self.workers[slot].kill()
         self.workers[slot] = self._start(slot)
-        self.counters.replaced += 1
+        with self._lock:
+            self.counters.replaced += 1
 
     def call(self, requests: dict[int, tuple[str, tuple]]) -> dict[int, Reply]:
         """Send `{slot: (command, args)}` to the workers at once, and collect every reply.
@@ -226,9 +230,11 @@ class WorkerPool:
                     del pending[slot]
         for slot, r in replies.items():
             if not r.ok:
-                self.counters.errors += 1
+                with self._lock:
+                    self.counters.errors += 1
                 self.replace(slot)
-        self.counters.env_s += time.perf_counter() - t0
+        with self._lock:
+            self.counters.env_s += time.perf_counter() - t0
         return replies
 
     def close(self) -> None:

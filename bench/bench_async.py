@@ -3,6 +3,7 @@
     python bench/bench_async.py                    # both parts below
     python bench/bench_async.py --part http        # only the loopback policy with varying answer times
     python bench/bench_async.py --part vllm --episodes 16 --parallel 16 --max-steps 6
+    python bench/bench_async.py --part http --env babyai --ms-per-token 10   # an env that costs little
 
 Part `vllm` (needs vllm): the tiny random chat model on vLLM (CPU here), `--parallel` envs. Each mode's run
 is timed (the loop, env start-up apart), then its recorded episodes are replayed on the bare parts:
@@ -44,8 +45,17 @@ def play(cfg, policy):
         return eps, c.stats
 
 
+def cold_cache(policy) -> None:
+    """Empty a vLLM engine's prefix cache: the same seeds replay the same prompts, which would all hit it."""
+    llm = getattr(policy, "llm", None)
+    if llm is not None and hasattr(llm, "reset_prefix_cache"):
+        llm.reset_prefix_cache()
+
+
 def bare_generation(policy, eps) -> tuple[float, int]:
-    """Seconds for the engine alone to answer every recorded prompt, turn by turn; tokens generated."""
+    """Seconds for the engine alone to answer every recorded prompt, turn by turn, from a cold prefix
+    cache; tokens generated."""
+    cold_cache(policy)
     turns = max((len(e.steps) for e in eps), default=0)
     t = time.perf_counter()
     tokens = 0
@@ -109,6 +119,7 @@ def part_vllm(args) -> None:
     for mode in ("sync", "async"):
         cfg = load_config(None, [*common, f"loop.mode={mode}"], environ={})
         policy = VLLMPolicy(cfg.policy, llm=engine.llm)
+        cold_cache(policy)
         eps, st = play(cfg, policy)
         gen_s, _ = bare_generation(policy, eps)
         env_s = bare_env(cfg, eps, args.parallel)
@@ -122,13 +133,13 @@ def part_vllm(args) -> None:
 def part_http(args) -> None:
     from policy_server import PolicyServer
 
-    print(f"\npart http: {args.http_episodes} ALFWorld episodes, {args.parallel} in parallel, max {args.max_steps} steps; "
+    print(f"\npart http: {args.http_episodes} {args.env} episodes, {args.parallel} in parallel, max {args.max_steps} steps; "
           f"answers of 3 to {args.max_think + 2} tokens at {args.ms_per_token} ms per token\n")
     rows = {}
     with PolicyServer(ms_per_token=args.ms_per_token, max_think_tokens=args.max_think) as server:
         for mode in ("sync", "async"):
             cfg = load_config(None, [
-                f"env.num_episodes={args.http_episodes}", f"data.val_batch_size={args.parallel}",
+                f"env.env_name={args.env}", f"env.num_episodes={args.http_episodes}", f"data.val_batch_size={args.parallel}",
                 f"env.max_steps={args.max_steps}", "policy.type=openai", "policy.model=det",
                 f"policy.base_url={server.url}", f"policy.concurrency={args.parallel}", f"loop.mode={mode}",
                 f"env.seed={args.seed}"], environ={})
@@ -159,6 +170,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=32, help="part vllm: tokens per answer at most")
     ap.add_argument("--ms-per-token", type=float, default=2.0, help="part http: answer delay per token")
     ap.add_argument("--max-think", type=int, default=64, help="part http: longest think block, in tokens")
+    ap.add_argument("--env", default="alfworld", help="part http: the env (alfworld, babyai, ...)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default=os.path.join(os.path.expanduser("~"), ".cache", "agent-sft", "bench"))
     args = ap.parse_args()

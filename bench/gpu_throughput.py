@@ -73,7 +73,7 @@ def make_policy(backend: str, cfg, config, device: str | None):
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     t = time.perf_counter()
     with dev:
-        model = Qwen2ForCausalLM._from_config(config, torch_dtype=dtype)
+        model = Qwen2ForCausalLM._from_config(config, dtype=dtype)
     print(f"model built on {dev} in {time.perf_counter() - t:.1f} s: "
           f"{sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters, {dtype}")
     return HFPolicy(cfg.policy, model=model)
@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     args = ap.parse_args()
 
-    from bench_async import bare_generation, play
+    from bench_async import bare_generation, cold_cache, play
 
     from agent_sft.config import load_config
 
@@ -115,6 +115,7 @@ def main() -> None:
     results = {}
     for mode in args.modes:
         cfg = load_config(None, [*common, f"loop.mode={mode}"], environ={})
+        cold_cache(policy)
         eps, st = play(cfg, policy)
         gen_s, gen_tokens = bare_generation(policy, eps)
         rate = st.prefix_cache_hit_rate()

@@ -48,9 +48,10 @@ from agent_sft.shards import (  # noqa: F401  (shard I/O, importable from here)
     TMP_PREFIX,
     ShardGroup,
     cached_meta,
+    drop_spares,
     file_checksum,
     iter_shard_batches,
-    overwrite_text,
+    keep_spares,
     read_shard,
     sealed_under,
     sealing,
@@ -344,9 +345,8 @@ def record_checksums(folder: str, rel_paths: list[str]) -> dict[str, dict]:
             known = file_checksum(shard)
         out[rel] = known
     if out != old or key is None:
-        # Rewritten in place and not synced: a manifest cut short by a kill or lost in a crash does not
-        # parse, and only means that sums are computed again from the shards.
-        overwrite_text(path, json.dumps(out, sort_keys=True))
+        # not fsynced: a lost or stale manifest only means sums are computed again from the shards
+        write_text_atomic(path, json.dumps(out, sort_keys=True))
         key = _stat_key(path)
     if key is not None:
         _WRITTEN_SUMS[path] = (key, out)

@@ -56,21 +56,12 @@ def write_text_atomic(path: str, text: str) -> None:
     _write_atomic(path, text, fsync=False)
 
 
-def overwrite_text(path: str, text: str) -> None:
-    """Rewrite a small file in place (no new file, no sync). A reader or a kill may find it cut short:
-    only for files whose loss costs nothing but work (e.g. a cache of what the shards say)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    try:
-        with open(path, "w") as fh:
-            fh.write(text)
-    except OSError as e:
-        if is_disk_full(e):
-            raise disk_full_error(os.path.dirname(path) or ".", len(text.encode())) from None
-        raise
-
-
 def _write_atomic(path: str, text: str, fsync: bool) -> None:
     tmp = os.path.join(os.path.dirname(path) or ".", f"{TMP_PREFIX}{os.getpid()}-{os.path.basename(path)}")
+    folder = None if fsync else _spares_folder(path)
+    if folder is not None:
+        _replace_keeping_spare(path, tmp, text, folder)
+        return
     try:
         with open(tmp, "w") as fh:
             fh.write(text)
@@ -86,6 +77,86 @@ def _write_atomic(path: str, text: str, fsync: bool) -> None:
     os.replace(tmp, path)
 
 
+# folder (absolute) -> how many writers of this process keep spare files there; the spare files made
+_SPARE_USERS: dict[str, int] = {}
+_SPARE_FILES: dict[str, set[str]] = {}
+
+
+def keep_spares(folder: str) -> None:
+    """While a writer streams into `folder`, the small files it replaces at every flush (README, checksums)
+    are replaced through a spare file that keeps the replaced copy's inode and disk space for the next
+    write: creating a file and freeing the blocks of the one replaced cost far more than the write (most of
+    all on a disk mounted with online discard). `drop_spares` removes the spare files; those of a process
+    that died are temporary files like any other (`folder.remove_dead_tmp`)."""
+    folder = os.path.abspath(folder)
+    _SPARE_USERS[folder] = _SPARE_USERS.get(folder, 0) + 1
+
+
+def drop_spares(folder: str) -> None:
+    folder = os.path.abspath(folder)
+    n = _SPARE_USERS.get(folder, 0) - 1
+    if n > 0:
+        _SPARE_USERS[folder] = n
+        return
+    _SPARE_USERS.pop(folder, None)
+    for p in _SPARE_FILES.pop(folder, ()):
+        with contextlib.suppress(OSError):
+            os.remove(p)
+
+
+def _spares_folder(path: str) -> str | None:
+    if not _SPARE_USERS:
+        return None
+    path = os.path.abspath(path)
+    return next((f for f in _SPARE_USERS if path.startswith(os.path.join(f, ""))), None)
+
+
+def _replace_keeping_spare(path: str, tmp: str, text: str, folder: str) -> None:
+    """Write `text` to `tmp` (the spare: the copy `path` held before the last replace), rename it over
+    `path`, and keep the copy replaced as the next spare (a hard link taken before the rename).
+
+    A spare is written only when no other name links to it, so `path` is never written in place: a kill
+    at any point leaves `path` whole (old or new) and at worst a temporary file behind."""
+    spare = f"{tmp}.old"
+    _SPARE_FILES.setdefault(folder, set()).update((tmp, spare))
+    data = memoryview(text.encode())
+    fd = None
+    try:
+        try:
+            if os.stat(tmp).st_nlink == 1:
+                fd = os.open(tmp, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+            else:
+                os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        if fd is None:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
+        done = 0
+        while done < len(data):
+            done += os.write(fd, data[done:])
+        if os.fstat(fd).st_size > len(data):
+            os.ftruncate(fd, len(data))
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if is_disk_full(e):
+            raise disk_full_error(os.path.dirname(path) or ".", len(data)) from None
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(spare)  # left by an earlier call cut short: it may be linked to `path`
+    try:
+        os.link(path, spare)
+        kept = True
+    except OSError:  # no `path` yet, or a filesystem without hard links: the old copy goes
+        kept = False
+    os.replace(tmp, path)
+    if kept:
+        os.replace(spare, tmp)
+
+
 def _schema_with_meta(config: str, meta: dict) -> pa.Schema:
     meta = {"schema_version": SCHEMA_VERSION, "config": config, **meta}
     return SCHEMAS[config].with_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
@@ -96,7 +167,7 @@ _OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 # A small shard (one flush) is compressed faster on the calling thread than spread over Arrow's pool.
 _SMALL_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd", use_threads=False)
 
-_SMALL_BYTES = 16 * 2**20
+_SMALL_ROWS = 4096
 
 _STRUCTS = {config: pa.struct(list(schema)) for config, schema in SCHEMAS.items()}
 
@@ -211,7 +282,7 @@ class _Staged:
 def _stage(path: str, schema: pa.Schema, table: pa.Table, sync: bool) -> _Staged:
     """Encode a shard in memory and write it under its temporary name in one write (synced if `sync`)."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, schema, options=_SMALL_OPTIONS if table.nbytes < _SMALL_BYTES else _OPTIONS) as w:
+    with pa.ipc.new_file(sink, schema, options=_SMALL_OPTIONS if table.num_rows <= _SMALL_ROWS else _OPTIONS) as w:
         if table.num_rows:
             w.write_table(table, max_chunksize=1024)
     data = memoryview(sink.getvalue())
@@ -269,23 +340,26 @@ _WORKER: tuple[int, ThreadPoolExecutor] | None = None
 _WORKER_LOCK = threading.Lock()
 
 
+_SYNC_THREADS = 4  # syncs issued together are committed together by a journaling filesystem
+
+
 def _worker() -> ThreadPoolExecutor:
-    """The thread that syncs staged shards (one per process, made when first used)."""
+    """The threads that sync staged shards and their directories (made when first used)."""
     global _WORKER
     with _WORKER_LOCK:
         if _WORKER is None or _WORKER[0] != os.getpid():  # a forked child does not inherit threads
-            _WORKER = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-sft-seal"))
+            _WORKER = (os.getpid(), ThreadPoolExecutor(max_workers=_SYNC_THREADS, thread_name_prefix="agent-sft-sync"))
         return _WORKER[1]
 
 
 class ShardGroup:
     """Shards that `write_shard` writes in this block (in this thread) are sealed together when it ends.
 
-    Each is encoded and written under its temporary name as it comes, and synced by a worker thread
-    while the block goes on (a sync releases the GIL, so it overlaps the block's next shard). When the
-    block ends and all are synced, they are renamed into place in the order they were written; the
-    worker then syncs their directories while the caller writes its listing, and `durable()` waits for
-    that.
+    Each is encoded and written under its temporary name as it comes, and synced by worker threads while
+    the block goes on (a sync releases the GIL, so it overlaps the block's next shard, and syncs issued
+    together are committed together). When the block ends and all are synced, they are renamed into
+    place in the order they were written; the workers then sync their directories while the caller
+    writes its listing, and `durable()` waits for that.
 
     The shards written before an error (in the block, or while staging a shard) are sealed all the same,
     as if each had been sealed on its own, and then the error is raised; the shards after a staging error
@@ -296,7 +370,7 @@ class ShardGroup:
     def __init__(self):
         self.pending: list[tuple[_Staged, Future]] = []
         self.renamed: list[str] = []
-        self._dirs: Future | None = None
+        self._dirs: list[Future] = []
 
     def __enter__(self) -> ShardGroup:
         if getattr(_GROUP, "current", None) is not None:
@@ -324,7 +398,8 @@ class ShardGroup:
                 st.discard()
         if staged:
             _commit(staged, self.renamed, sync_dirs=False)
-            self._dirs = _worker().submit(_fsync_dirs, [os.path.dirname(p) for p in self.renamed])
+            # one job: the first directory's sync commits the renames of all on a journaling filesystem
+            self._dirs = [_worker().submit(_fsync_dirs, [os.path.dirname(p) for p in self.renamed])]
         if error is not None:
             if is_disk_full(error):
                 raise disk_full_error(_folder_of(os.path.dirname(pending[0][0].path))) from None
@@ -332,14 +407,17 @@ class ShardGroup:
 
     def durable(self) -> None:
         """Wait until the renames of the shards sealed are synced."""
-        if self._dirs is not None:
-            fut, self._dirs = self._dirs, None
+        dirs, self._dirs = self._dirs, []
+        error = None
+        for fut in dirs:
             try:
                 fut.result()
             except BaseException as e:
-                if is_disk_full(e):
-                    raise disk_full_error(_folder_of(os.path.dirname(self.renamed[0]))) from None
-                raise
+                error = error or e
+        if error is not None:
+            if is_disk_full(error):
+                raise disk_full_error(_folder_of(os.path.dirname(self.renamed[0]))) from None
+            raise error
 
 
 def is_disk_full(e: BaseException | None) -> bool:
@@ -412,18 +490,18 @@ def iter_shard_batches(path: str) -> Iterator[pa.RecordBatch]:
 
 _META_CACHE: dict[tuple[str, int, int], dict] = {}
 
-_META_CACHE_MAX = 8192  # entries; past it the cache starts over (shards compacted away leave theirs behind)
+_META_CACHE_MAX = 2048  # entries, least recently used first out (those of shards compacted away go first)
 
 
 def cached_meta(path: str) -> dict:
     st = os.stat(path)
     key = (path, st.st_ino, st.st_size)
-    meta = _META_CACHE.get(key)
+    meta = _META_CACHE.pop(key, None)
     if meta is None:
         meta = shard_meta(path)
-        if len(_META_CACHE) >= _META_CACHE_MAX:
-            _META_CACHE.clear()
-        _META_CACHE[key] = meta
+        while len(_META_CACHE) >= _META_CACHE_MAX:
+            del _META_CACHE[next(iter(_META_CACHE))]
+    _META_CACHE[key] = meta
     return meta
 
 

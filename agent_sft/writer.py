@@ -146,6 +146,7 @@ class DatasetWriter:
         self._error_at: dict[str, tuple[str, str]] = {}  # error episode to replace -> (split, shard)
         self._scan: F.Scan | None = None  # the folder as this writer last left it (None: scan it again)
         self._names: dict[tuple[str, str], set[str]] = {}  # its shard file names then
+        self._syncing: F.ShardGroup | None = None  # the last flush, until its renames are synced
         self.duplicates_skipped = 0
         self.episodes_written = 0
         self._finalized = False
@@ -153,7 +154,8 @@ class DatasetWriter:
         self._error: BaseException | None = None
         os.makedirs(self.path, exist_ok=True)
         if not os.path.exists(os.path.join(self.path, F.INFO)) and any(
-            e.name not in ("meta", "data", "README.md", F.QUARANTINE) for e in os.scandir(self.path)
+            e.name not in ("meta", "data", "README.md", F.QUARANTINE) and not e.name.startswith(F.TMP_PREFIX)
+            for e in os.scandir(self.path)
         ):
             raise F.NotADatasetError(
                 f"{self.path}: folder is not empty and is not an agent-sft dataset; choose another output.dir"
@@ -201,6 +203,7 @@ class DatasetWriter:
             self.done_ids: set[str] = done
             self._known = {(sp, n) for sp in SPLITS for n in s.raw[sp]}
             self._remember(s)
+        F.keep_spares(self.path)
         self.resumed_episodes = len(self.done_ids)
         self.errors_to_retry = len(self._error_at)
         self._stop = threading.Event()
@@ -261,7 +264,11 @@ class DatasetWriter:
                         log.info("flush of %s failed: %s", self.path, e)
 
     def flush(self) -> int:
-        """Seal every buffered episode now; returns the number sealed."""
+        """Seal every buffered episode now; returns the number sealed.
+
+        Sealed: the shards are complete on disk (their contents synced before they were renamed into
+        place) and the README lists them. Their directory entries are synced in the background; the
+        next flush and `close` wait for that."""
         with self._lock:
             self._last_flush = time.monotonic()
             if not self._buf:
@@ -287,6 +294,7 @@ class DatasetWriter:
         """
         units: list[_Unit] = []
         with F.locked(self.path):
+            self._synced()
             self._follow_build()
             self._catch_up()
             group = F.ShardGroup()
@@ -308,15 +316,18 @@ class DatasetWriter:
                         units.append(unit)
                         unit.sft = self.deriver.write_for(self.path, split, name, self.generation, srows)
             except BaseException:
+                self._syncing = group
                 self._record(units, group.renamed, by_split, failed=True)
-                try:
-                    group.durable()
-                except Exception as e:  # the error of the flush is the one to report
-                    log.info("%s: syncing the folder after a failed flush: %s", self.path, e)
                 raise
-            sealed = self._record(units, group.renamed, by_split, failed=False)
+            self._syncing = group
+            return self._record(units, group.renamed, by_split, failed=False)
+
+    def _synced(self) -> None:
+        """Wait until the directory entries of the last flush's shards are synced (their contents were
+        synced before they were renamed into place)."""
+        group, self._syncing = self._syncing, None
+        if group is not None:
             group.durable()
-            return sealed
 
     def _record(self, units: list[_Unit], renamed: list[str], by_split: dict[str, list[dict]], failed: bool) -> int:
         """Take note of the units whose raw shard was renamed into place, and list them in the README
@@ -363,6 +374,7 @@ class DatasetWriter:
             if len(self._own[split]) >= COMPACT_EVERY:
                 # keep the shard count (and the cost of each flush) bounded on long runs
                 merged = compact_shards(self.path, split, self._own[split], self.generation, self.tag, self.deriver)
+                self._known.difference_update((split, n) for n in self._own[split] if n not in merged)
                 self._known.update((split, n) for n in merged)
                 self._own_big[split] += merged
                 self._own[split] = []
@@ -453,7 +465,9 @@ class DatasetWriter:
         self._timer.join(timeout=5)
         with self._lock:
             self.flush()
+            self._synced()
             self._closed = True
+            F.drop_spares(self.path)
 
     def finalize(self, summary: dict | None = None) -> dict:
         """Flush, compact small shards (this run's and those left by earlier runs), write stats and the card.

@@ -199,3 +199,36 @@ def test_error_episodes_stay_until_their_replacements_are_sealed(tmp_path):
     w2.finalize()
     ds = agent_sft.load(str(d), "raw")["train"]
     assert sorted(list(ds["episode_id"])) == all_ids and "error" not in list(ds["end_reason"])
+
+
+@pytest.mark.parametrize("fail_at", [0, 1])
+def test_a_rewrite_of_the_readme_cut_short_at_any_step_leaves_it_whole(tmp_path, monkeypatch, fail_at):
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    readme = folder / "README.md"
+    F.keep_spares(str(folder))  # as while a writer streams: the replaced copy is kept for the next write
+    try:
+        for k in range(4):
+            F.write_text_atomic(str(readme), f"version {k}\n" * (4 - k))
+            assert readme.read_text() == f"version {k}\n" * (4 - k)
+        real, calls = os.replace, []
+
+        def failing(src, dst, *args, **kwargs):
+            calls.append(dst)
+            if len(calls) - 1 == fail_at:
+                raise OSError(5, "Input/output error")
+            return real(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(os, "replace", failing)
+        with pytest.raises(OSError, match="Input/output error"):
+            F.write_text_atomic(str(readme), "cut short\n")
+        monkeypatch.setattr(os, "replace", real)
+        assert readme.read_text() in ("version 3\n", "cut short\n")
+        # the next writes never write through a name that still links to the README
+        for text in ("a longer text than any before it\n" * 3, "short\n"):
+            F.write_text_atomic(str(readme), text)
+            assert readme.read_text() == text
+            assert os.stat(readme).st_nlink == 1
+    finally:
+        F.drop_spares(str(folder))
+    assert os.listdir(folder) == ["README.md"]

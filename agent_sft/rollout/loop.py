@@ -196,7 +196,7 @@ class Collector:
 
     Args:
         cfg: The run's configuration.
-        policy: Answers every live conversation once per turn.
+        policy: Answers every live conversation once per turn (None: a collector that only plans).
         env_kwargs: Keyword arguments for the env factory of a single-env run (default: from the config).
         template: Prompt template for every env (default: the lane's `template`, else `prompt.template`,
             else the env's built-in one).
@@ -205,7 +205,8 @@ class Collector:
         ConfigError: `env.backend` is unknown or cannot run an env of the run (before any env starts).
     """
 
-    def __init__(self, cfg: CollectConfig, policy: Policy, *, env_kwargs: dict | None = None, template: PromptTemplate | None = None):
+    def __init__(self, cfg: CollectConfig, policy: Policy | None, *, env_kwargs: dict | None = None,
+                 template: PromptTemplate | None = None):
         self.cfg = cfg
         self.policy = policy
         self.lanes = lanes(cfg)
@@ -213,7 +214,7 @@ class Collector:
             backend(cfg.env.backend, lane.spec)
         if env_kwargs is not None and len(self.lanes) > 1:
             raise ValueError("env_kwargs applies to a single-env run, not to env.mix")
-        info = policy.describe()
+        info = policy.describe() if policy is not None else PolicyInfo(kind="", model="")
         self._runs: list[_LaneRun] = []
         for lane in self.lanes:
             pinfo = info

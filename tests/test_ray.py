@@ -1,0 +1,149 @@
+"""`scale.backend=ray` on a real two-node Ray cluster on this machine (`ray.cluster_utils.Cluster`).
+
+The rows must be a single process's, whoever played them: with the ALFWorld expert, and with one or two
+collectors against a loopback policy server whose answers depend only on the request and its seed. A
+collector SIGKILLed after its k-th episode (a hook, not a timer) is restarted and its unfinished
+episodes are played again: every episode once. A driver killed mid-run is resumed by running the command
+again. A cluster without the GPUs asked for stops the run before any episode.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+import ray  # installed by scripts/install.sh --test (the `ray` extra)
+from policy_server import PolicyServer
+
+import agent_sft
+from agent_sft.config import ConfigError, load_config
+
+pytestmark = [pytest.mark.alfworld]
+
+TIMING = ("started_at", "duration_s")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two Ray nodes on this machine (2 CPUs each), token auth off and a short temp dir (socket paths)."""
+    from ray.cluster_utils import Cluster
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    os.makedirs("/tmp/ray", exist_ok=True)  # Cluster records the address there whatever the temp dir
+    c = Cluster(initialize_head=True, head_node_args=dict(
+        num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, temp_dir=temp))
+    second = c.add_node(num_cpus=2, object_store_memory=200 * 1024**2)
+    c.wait_for_nodes()
+    yield c, second
+    if ray.is_initialized():
+        ray.shutdown()
+    c.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def overrides(folder, *extra):
+    return [f"output.dir={folder}", "env.num_episodes=6", "env.max_steps=6", "data.val_batch_size=2", "env.seed=3",
+            "output.flush_every_episodes=2", *extra]
+
+
+def on_ray(c, *extra):
+    return ["scale.backend=ray", f"scale.address={c.address}", "scale.max_restarts=2", "scale.chunk_episodes=2", *extra]
+
+
+def rows_of(folder):
+    raw = agent_sft.load(str(folder), "raw")
+    out = {}
+    for split, rows in raw.items():
+        for r in rows:
+            r = {k: v for k, v in r.items() if k not in TIMING}
+            r["steps"] = [{k: v for k, v in s.items() if k != "latency_s"} for s in r["steps"]]
+            assert r["episode_id"] not in out, f"episode {r['episode_id']} is in the folder twice"
+            out[r["episode_id"]] = (split, r)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The expert run in this process (scale.backend=local)."""
+    folder = tmp_path_factory.mktemp("ray") / "local"
+    agent_sft.collect(load_config(None, overrides(folder), environ={}))
+    return rows_of(folder)
+
+
+def test_a_ray_run_gives_the_single_process_rows(cluster, reference, tmp_path):
+    c, _ = cluster
+    result = agent_sft.collect(load_config(None, overrides(tmp_path / "ray", *on_ray(c, "scale.collectors=2")), environ={}))
+    assert rows_of(tmp_path / "ray") == reference and len(reference) == 6
+    run = result.run
+    assert run["backend"] == "ray" and run["episodes"] == 6 and run["actors_restarted"] == 0
+    assert sum(x["episodes"] for x in run["collectors"]) == 6 and all(x["episodes"] for x in run["collectors"])
+    assert len({x["node"] for x in run["collectors"]}) >= 1
+
+
+def test_one_or_two_collectors_against_a_policy_server_give_the_same_rows(cluster, tmp_path):
+    c, _ = cluster
+    with PolicyServer(ms_per_token=1.0) as server:
+        http = ["policy.type=openai", "policy.model=det", f"policy.base_url={server.url}", "policy.do_sample=true",
+                "loop.mode=async"]
+        for n in (1, 2):
+            agent_sft.collect(load_config(None, overrides(tmp_path / f"c{n}", *http, *on_ray(c, f"scale.collectors={n}")),
+                                          environ={}))
+    one, two = rows_of(tmp_path / "c1"), rows_of(tmp_path / "c2")
+    assert one == two and len(one) == 6
+    assert all(r["policy"]["kind"] == "openai" and r["steps"] for _, r in one.values())
+
+
+def test_a_collector_killed_after_its_second_episode_is_replaced_and_every_episode_is_played_once(
+        cluster, reference, tmp_path, monkeypatch):
+    c, _ = cluster
+    monkeypatch.setenv("AGENT_SFT_RAY_KILL_AFTER", "0:2")  # collector 0 SIGKILLs itself after its 2nd episode
+    result = agent_sft.collect(load_config(None, overrides(tmp_path / "k", *on_ray(c, "scale.collectors=2")), environ={}))
+    assert rows_of(tmp_path / "k") == reference
+    run = result.run
+    assert run["actors_restarted"] == 1 and run["collectors"][0]["restarts"] == 1
+    assert run["requeued_episodes"] >= 1 and run["episodes"] == 6
+
+
+def _kill_once_sealed(cmd, folder, env, timeout=240):
+    """Run `cmd`; SIGKILL its process group once a raw shard is sealed. True when it was killed."""
+    p = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    raw = os.path.join(folder, "data", "raw")
+    while p.poll() is None and time.monotonic() < deadline:
+        if any(f.endswith(".arrow") and not f.startswith(".") for _, _, fs in os.walk(raw) for f in fs):
+            time.sleep(0.2)
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            return True
+        time.sleep(0.05)
+    p.wait(timeout=60)
+    return False
+
+
+def test_a_killed_driver_is_resumed_by_running_the_command_again(cluster, reference, tmp_path):
+    c, _ = cluster
+    folder = tmp_path / "d"
+    cmd = [sys.executable, "-m", "agent_sft", "collect", *overrides(folder, *on_ray(c, "scale.collectors=2")),
+           "--no-progress"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "disabled"}
+    assert _kill_once_sealed(cmd, str(folder), env)
+    partial = rows_of(folder)
+    assert len(partial) < 6 and all(reference[k] == v for k, v in partial.items())
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert rows_of(folder) == reference
+
+
+def test_a_cluster_without_the_gpus_asked_for_stops_before_any_episode(cluster, tmp_path):
+    c, _ = cluster
+    with pytest.raises(ConfigError, match="GPUs"):
+        agent_sft.collect(load_config(None, overrides(tmp_path / "g", *on_ray(c, "scale.gpus_per_collector=1")),
+                                      environ={}))
+    assert agent_sft.load(str(tmp_path / "g"), "raw")["train"].num_rows == 0

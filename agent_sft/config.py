@@ -50,8 +50,9 @@ class EnvConfig:
                                    "with a task_types option of its own, this key names it (env.<env>.task_types).")
     step_timeout_s: float = _f(120.0, "An env reset/step slower than this ends the episode as an error.")
     backend: str = _f("process", "How envs run: `process` (a spawned worker process each; a crashed or hung env is "
-                                 "killed and replaced) or `thread` (threads of this process, for envs that wait on "
-                                 "the network; a hung env is abandoned; refused for envs that may not share a process).")
+                                 "killed and replaced), `thread` (threads of this process, for envs that wait on "
+                                 "the network; a hung env is abandoned; refused for envs that may not share a process) "
+                                 "or `ray` (a Ray actor each, anywhere on the cluster; scale.cpus_per_env each).")
     mix: dict = field(default_factory=dict, metadata={
         "help": "Several envs in one run: a list of entries ({env: textworld, episodes: 40} or weight: w, with "
                 "max_steps, expert, template, task_types and env options per entry), or dotted keys "
@@ -95,6 +96,7 @@ class ScaleConfig:
     gpus_per_collector: float = _f(0.0, "ray: GPUs each collector reserves (its vLLM/transformers model runs there).")
     cpus_per_collector: float = _f(1.0, "ray: CPUs each collector reserves for itself (its env workers are processes "
                                    "beside it, or Ray actors with env.backend=ray).")
+    cpus_per_env: float = _f(1.0, "env.backend=ray: CPUs each env actor reserves.")
     chunk_episodes: int | None = _f(None, "ray: episodes handed to a collector at a time (default 2x data.val_batch_size); "
                                     "a collector holds two chunks, so faster collectors take more.")
     max_restarts: int = _f(3, "ray: times a dead collector actor is restarted; its unfinished episodes are played again.")

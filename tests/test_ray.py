@@ -35,6 +35,8 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
+    tests = os.path.dirname(os.path.abspath(__file__))  # the nodes' workers import the test envs from here
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     os.makedirs("/tmp/ray", exist_ok=True)  # Cluster records the address there whatever the temp dir
     c = Cluster(initialize_head=True, head_node_args=dict(
@@ -147,3 +149,27 @@ def test_a_cluster_without_the_gpus_asked_for_stops_before_any_episode(cluster, 
         agent_sft.collect(load_config(None, overrides(tmp_path / "g", *on_ray(c, "scale.gpus_per_collector=1")),
                                       environ={}))
     assert agent_sft.load(str(tmp_path / "g"), "raw")["train"].num_rows == 0
+
+
+def test_env_actors_spread_over_the_cluster_and_a_crashed_or_hung_env_ends_only_its_episode(cluster, monkeypatch):
+    import hang_env  # noqa: F401 - registers hang-test
+
+    from agent_sft.rollout import Collector
+    from agent_sft.rollout.ray_pool import RayEnvPool
+
+    c, _ = cluster
+    monkeypatch.setenv("RAY_ADDRESS", c.address)
+    cfg = load_config(None, ["env.env_name=hang-test", "env.backend=ray", "data.val_batch_size=3", "env.step_timeout_s=3",
+                             "scale.cpus_per_env=0.5", "loop.mode=async"], environ={})
+    from agent_sft.policies.expert import ExpertPolicy
+
+    with Collector(cfg, ExpertPolicy(env_name="hang-test"), env_kwargs={"hang_s": 60}) as col:
+        plan = col.plan()
+        assert isinstance(col.pool, RayEnvPool)
+        eps = {e.task_id: e for e in col.run(plan)}
+        stats = col.stats
+    assert len(eps) == 6
+    assert all(eps[f"ok/{k}"].success for k in range(4))
+    assert eps["hang/0"].end_reason == "error" and "timed out after 3 s" in eps["hang/0"].error
+    assert eps["raise/0"].end_reason == "error" and "RuntimeError" in eps["raise/0"].error
+    assert stats.workers_replaced == 2

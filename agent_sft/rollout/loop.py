@@ -263,6 +263,7 @@ class Collector:
                     r.env_kwargs,
                     timeout_s=self.cfg.env.step_timeout_s,
                     start_timeout_s=max(300.0, self.cfg.env.step_timeout_s),
+                    cpus_per_env=self.cfg.scale.cpus_per_env,
                 )
         self.stats.startup_s += time.perf_counter() - t
 

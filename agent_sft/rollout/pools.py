@@ -5,6 +5,8 @@ chooses one from `BACKENDS` (`"module:Class"`, imported only when chosen).
 
 - `process` (`rollout.workers.WorkerPool`): one spawned process per env. A crashed, raising or hung env
   is killed and a fresh one takes its slot; the main process never imports the env.
+- `ray` (`rollout.ray_pool.RayEnvPool`): one Ray actor per env, anywhere on the cluster; a crashed or hung
+  env's actor is killed and a fresh one takes its slot.
 - `thread` (`rollout.threads.ThreadPool`): one thread of the main process per env, for envs that spend
   their steps waiting on the network. A thread cannot be killed: a hung env is abandoned (its thread
   finishes on its own) and a fresh one takes its slot. Refused for an env whose spec says it may not
@@ -115,6 +117,9 @@ class PoolBackend:
 BACKENDS: dict[str, PoolBackend] = {
     "process": PoolBackend("agent_sft.rollout.workers:WorkerPool", False,
                            "one spawned worker process per env; a crashed or hung env is killed and replaced"),
+    "ray": PoolBackend("agent_sft.rollout.ray_pool:RayEnvPool", False,
+                       "one Ray actor per env, anywhere on the cluster (scale.cpus_per_env each); a crashed or hung "
+                       "env's actor is killed and replaced"),
     "thread": PoolBackend("agent_sft.rollout.threads:ThreadPool", True,
                           "one thread of this process per env, for envs that wait on the network; a hung env "
                           "is abandoned and replaced"),
@@ -141,16 +146,22 @@ def backend(name: str, env: EnvSpec | None = None) -> PoolBackend:
 
 
 def make_pool(
-    name: str, env: EnvSpec, size: int, env_kwargs: dict | None = None, *, timeout_s: float, start_timeout_s: float
+    name: str, env: EnvSpec, size: int, env_kwargs: dict | None = None, *, timeout_s: float, start_timeout_s: float,
+    **options: Any,
 ) -> EnvPool:
-    """A pool of the backend `name` with `size` envs of `env`, the first one built.
+    """A pool of the backend `name` with `size` envs of `env`, the first one built. `options` are settings
+    only some backends take (e.g. `cpus_per_env` for `ray`); each backend gets those it accepts.
 
     Raises:
         ConfigError: see `backend`; nothing has started then.
         WorkerStartError: the env could not be built.
     """
+    import inspect
+
     cls: Callable[..., EnvPool] = load_entry_point(backend(name, env).target)
-    return cls(env, size, env_kwargs, timeout_s=timeout_s, start_timeout_s=start_timeout_s)
+    accepted = inspect.signature(cls).parameters
+    extra = {k: v for k, v in options.items() if k in accepted}
+    return cls(env, size, env_kwargs, timeout_s=timeout_s, start_timeout_s=start_timeout_s, **extra)
 
 
 # --- what every backend does with its env ------------------------------------------------------------

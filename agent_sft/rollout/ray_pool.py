@@ -1,0 +1,182 @@
+"""The `ray` env pool (`env.backend=ray`): one Ray actor per env, placed anywhere on the cluster.
+
+Envs then spread over the cluster's CPUs independently of where the policy runs, as verl-agent runs its
+env workers. Each slot is an actor holding one env; a request is an actor call with a deadline. An env
+that raises, passes `env.step_timeout_s` or whose actor dies (its process, its node) gives a failed
+`Reply`, and the slot gets a fresh actor (the old one is killed). Each actor reserves `scale.cpus_per_env`
+CPUs. Joins the Ray this process is connected to (a collector actor's), else `$RAY_ADDRESS`, else starts
+a local one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from agent_sft.envs import EnvSpec, spec
+from agent_sft.rollout.pools import (
+    PoolCounters,
+    Reply,
+    WorkerStartError,
+    build_env,
+    build_failed,
+    run_command,
+    timed_out,
+)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as e:
+        raise ImportError(f"env.backend=ray needs the 'ray' package ({e}); pip install 'agent-sft[ray]'") from e
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False)
+    return ray
+
+
+class EnvActor:
+    """One env inside a Ray actor."""
+
+    def __init__(self, factory: Any, kwargs: dict) -> None:
+        self.env, self.accepted = build_env(factory, kwargs)
+
+    def ready(self) -> list[str]:
+        return self.accepted
+
+    def run(self, cmd: str, args: tuple) -> Any:
+        return run_command(self.env, cmd, args)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class RayEnvPool:
+    """`size` envs as Ray actors, addressed by slot: the `ray` backend of `EnvPool`.
+
+    Args:
+        env: Registered env name, or its spec.
+        size: Number of envs.
+        env_kwargs: Keyword arguments of the env factory.
+        timeout_s: Deadline of one reset/step.
+        start_timeout_s: Deadline for an env to be built.
+        cpus_per_env: CPUs each env actor reserves.
+    """
+
+    def __init__(self, env: str | EnvSpec, size: int, env_kwargs: dict | None = None, timeout_s: float = 120.0,
+                 start_timeout_s: float = 300.0, cpus_per_env: float = 1.0):
+        self.ray = _ray()
+        self.factory = (env if isinstance(env, EnvSpec) else spec(env)).entry_point
+        self.kwargs = dict(env_kwargs or {})
+        self.timeout_s = timeout_s
+        self.start_timeout_s = start_timeout_s
+        self.cpus_per_env = cpus_per_env
+        self.counters = PoolCounters()
+        self._lock = threading.Lock()
+        self.accepted: list[str] = []
+        self._remote = self.ray.remote(EnvActor)
+        self.actors: list[Any] = []
+        self.ready: list[Any] = []  # per slot: the pending `ready` call, None once built
+        self.started: list[float] = []
+        try:
+            self.resize(size)
+            self.await_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def __len__(self) -> int:
+        return len(self.actors)
+
+    def _start(self) -> tuple[Any, Any, float]:
+        with self._lock:
+            self.counters.started += 1
+        actor = self._remote.options(num_cpus=self.cpus_per_env, max_restarts=0).remote(self.factory, self.kwargs)
+        return actor, actor.ready.remote(), time.monotonic()
+
+    def resize(self, size: int) -> None:
+        for a in self.actors[size:]:
+            self._kill(a)
+        del self.actors[size:], self.ready[size:], self.started[size:]
+        while len(self.actors) < size:
+            a, r, t = self._start()
+            self.actors.append(a)
+            self.ready.append(r)
+            self.started.append(t)
+
+    def await_ready(self) -> None:
+        for i in range(len(self.actors)):
+            self._await(i)
+
+    def _await(self, i: int) -> None:
+        ref = self.ready[i]
+        if ref is None:
+            return
+        left = self.start_timeout_s - (time.monotonic() - self.started[i])
+        done, _ = self.ray.wait([ref], timeout=max(left, 0.0))
+        if not done:
+            raise WorkerStartError(f"env actor {i} did not start within {self.start_timeout_s:.0f} s (is there a free "
+                                   f"CPU on the cluster for it? scale.cpus_per_env={self.cpus_per_env:g})")
+        try:
+            self.accepted = self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as e:
+            raise build_failed(str(e.cause) if getattr(e, "cause", None) else str(e)) from None
+        except self.ray.exceptions.RayActorError as e:
+            raise build_failed(f"the env actor died while starting: {e}") from None
+        self.ready[i] = None
+
+    def replace(self, slot: int) -> None:
+        self._kill(self.actors[slot])
+        self.actors[slot], self.ready[slot], self.started[slot] = self._start()
+        with self._lock:
+            self.counters.replaced += 1
+
+    def call(self, requests: dict[int, tuple[str, tuple]]) -> dict[int, Reply]:
+        t0 = time.perf_counter()
+        for slot in requests:
+            self._await(slot)
+        now = time.monotonic()
+        refs = {self.actors[slot].run.remote(cmd, args): slot for slot, (cmd, args) in requests.items()}
+        deadline = now + self.timeout_s
+        replies: dict[int, Reply] = {}
+        pending = list(refs)
+        while pending:
+            done, pending = self.ray.wait(pending, num_returns=len(pending), timeout=max(0.0, deadline - time.monotonic()))
+            for ref in done:
+                replies[refs[ref]] = self._reply(ref)
+            if time.monotonic() >= deadline:
+                for ref in pending:
+                    replies[refs[ref]] = timed_out(requests[refs[ref]][0], self.timeout_s)
+                break
+        for slot, r in replies.items():
+            if not r.ok:
+                with self._lock:
+                    self.counters.errors += 1
+                self.replace(slot)
+        with self._lock:
+            self.counters.env_s += time.perf_counter() - t0
+        return replies
+
+    def _reply(self, ref: Any) -> Reply:
+        ray = self.ray
+        try:
+            return Reply(True, ray.get(ref))
+        except ray.exceptions.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            text = f"{type(cause).__name__}: {cause}\n{e}" if cause is not None else str(e)
+            return Reply(False, error=text[-4000:])
+        except ray.exceptions.RayActorError as e:
+            return Reply(False, error=f"env actor died: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+    def _kill(self, actor: Any) -> None:
+        try:
+            self.ray.kill(actor)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+    def close(self) -> None:
+        for a in self.actors:
+            self._kill(a)
+        self.actors, self.ready, self.started = [], [], []

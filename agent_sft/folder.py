@@ -346,11 +346,28 @@ def record_checksums(folder: str, rel_paths: list[str]) -> dict[str, dict]:
         out[rel] = known
     if out != old or key is None:
         # not fsynced: a lost or stale manifest only means sums are computed again from the shards
-        write_text_atomic(path, json.dumps(out, sort_keys=True))
+        write_text_atomic(path, _sums_json(path, out))
         key = _stat_key(path)
     if key is not None:
         _WRITTEN_SUMS[path] = (key, out)
     return out
+
+
+# checksums file path -> relative shard path -> (its sum, its `"path": {...}` entry as last encoded)
+_SUM_ENTRIES: dict[str, dict[str, tuple[dict, str]]] = {}
+
+
+def _sums_json(path: str, sums: dict[str, dict]) -> str:
+    """`json.dumps(sums, sort_keys=True)`, encoding only the entries not encoded for the last write."""
+    before = _SUM_ENTRIES.get(path, {})
+    entries = {}
+    for rel in sorted(sums):
+        hit = before.get(rel)
+        if hit is None or hit[0] != sums[rel]:
+            hit = (sums[rel], json.dumps({rel: sums[rel]}, sort_keys=True)[1:-1])
+        entries[rel] = hit
+    _SUM_ENTRIES[path] = entries
+    return "{" + ", ".join(e for _, e in entries.values()) + "}"
 
 
 def verify_shard(folder: str, rel: str, recorded: dict | None) -> str | None:

@@ -167,7 +167,7 @@ _OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
 # A small shard (one flush) is compressed faster on the calling thread than spread over Arrow's pool.
 _SMALL_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd", use_threads=False)
 
-_SMALL_ROWS = 4096
+_SMALL_ROWS = 4096  # rows up to which a shard counts as small
 
 _STRUCTS = {config: pa.struct(list(schema)) for config, schema in SCHEMAS.items()}
 
@@ -307,8 +307,9 @@ def _stage(path: str, schema: pa.Schema, table: pa.Table, sync: bool) -> _Staged
 
 
 def _commit(staged: list[_Staged], renamed: list[str] | None = None, sync_dirs: bool = True) -> None:
-    """Sync every staged file, rename them into place in order, then sync their directories: each shard
-    appears complete, and once this returns every one of them survives a crash of the machine.
+    """Sync every staged file, rename them into place in order, then (with `sync_dirs`) sync their
+    directories: each shard appears complete, and once the directories are synced every one of them
+    survives a crash of the machine.
 
     The paths renamed into place are appended to `renamed` as they are. A failure while syncing renames
     nothing, and every temporary file not renamed is removed.
@@ -404,6 +405,10 @@ class ShardGroup:
             if is_disk_full(error):
                 raise disk_full_error(_folder_of(os.path.dirname(pending[0][0].path))) from None
             raise error
+
+    def is_durable(self) -> bool:
+        """Whether the renames of the shards sealed are synced (or their sync failed: see `durable`)."""
+        return all(f.done() for f in self._dirs)
 
     def durable(self) -> None:
         """Wait until the renames of the shards sealed are synced."""

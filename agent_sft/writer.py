@@ -21,6 +21,7 @@ import os
 import secrets
 import threading
 import time
+import weakref
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
@@ -146,7 +147,7 @@ class DatasetWriter:
         self._error_at: dict[str, tuple[str, str]] = {}  # error episode to replace -> (split, shard)
         self._scan: F.Scan | None = None  # the folder as this writer last left it (None: scan it again)
         self._names: dict[tuple[str, str], set[str]] = {}  # its shard file names then
-        self._syncing: F.ShardGroup | None = None  # the last flush, until its renames are synced
+        self._syncing: list[F.ShardGroup] = []  # flushes whose renames are being synced
         self.duplicates_skipped = 0
         self.episodes_written = 0
         self._finalized = False
@@ -204,6 +205,7 @@ class DatasetWriter:
             self._known = {(sp, n) for sp in SPLITS for n in s.raw[sp]}
             self._remember(s)
         F.keep_spares(self.path)
+        self._spares = weakref.finalize(self, F.drop_spares, self.path)  # once: at close, or when dropped
         self.resumed_episodes = len(self.done_ids)
         self.errors_to_retry = len(self._error_at)
         self._stop = threading.Event()
@@ -267,8 +269,8 @@ class DatasetWriter:
         """Seal every buffered episode now; returns the number sealed.
 
         Sealed: the shards are complete on disk (their contents synced before they were renamed into
-        place) and the README lists them. Their directory entries are synced in the background; the
-        next flush and `close` wait for that."""
+        place) and the README lists them. Their directory entries are synced in the background, and
+        `close` waits for that."""
         with self._lock:
             self._last_flush = time.monotonic()
             if not self._buf:
@@ -316,18 +318,18 @@ class DatasetWriter:
                         units.append(unit)
                         unit.sft = self.deriver.write_for(self.path, split, name, self.generation, srows)
             except BaseException:
-                self._syncing = group
+                self._syncing.append(group)
                 self._record(units, group.renamed, by_split, failed=True)
                 raise
-            self._syncing = group
+            self._syncing.append(group)
             return self._record(units, group.renamed, by_split, failed=False)
 
-    def _synced(self) -> None:
-        """Wait until the directory entries of the last flush's shards are synced (their contents were
-        synced before they were renamed into place)."""
-        group, self._syncing = self._syncing, None
-        if group is not None:
-            group.durable()
+    def _synced(self, wait: bool = False) -> None:
+        """Take note of the flushes whose directory entries are synced (their contents were synced before
+        they were renamed into place), raising the error of one that failed; wait for them all with `wait`,
+        else only while more than two are pending."""
+        while self._syncing and (wait or len(self._syncing) > 2 or self._syncing[0].is_durable()):
+            self._syncing.pop(0).durable()
 
     def _record(self, units: list[_Unit], renamed: list[str], by_split: dict[str, list[dict]], failed: bool) -> int:
         """Take note of the units whose raw shard was renamed into place, and list them in the README
@@ -465,9 +467,9 @@ class DatasetWriter:
         self._timer.join(timeout=5)
         with self._lock:
             self.flush()
-            self._synced()
+            self._synced(wait=True)
             self._closed = True
-            F.drop_spares(self.path)
+            self._spares()
 
     def finalize(self, summary: dict | None = None) -> dict:
         """Flush, compact small shards (this run's and those left by earlier runs), write stats and the card.

@@ -97,7 +97,7 @@ class ScaleConfig:
     cpus_per_collector: float = _f(1.0, "ray: CPUs each collector reserves for itself (its env workers are processes "
                                    "beside it, or Ray actors with env.backend=ray).")
     cpus_per_env: float = _f(1.0, "env.backend=ray: CPUs each env actor reserves.")
-    chunk_episodes: int | None = _f(None, "ray: episodes handed to a collector at a time (default 2x data.val_batch_size); "
+    chunk_episodes: int | None = _f(None, "ray: episodes handed to a collector at a time (default 4x data.val_batch_size); "
                                     "a collector holds two chunks, so faster collectors take more.")
     max_restarts: int = _f(3, "ray: times a dead collector actor is restarted; its unfinished episodes are played again.")
     start_timeout_s: float = _f(600.0, "ray: a collector that is not ready (its policy and envs built) by then is an error.")

@@ -79,6 +79,11 @@ def summary_text(stats: dict, run: dict, folder: str) -> str:
         f"  sft rows          train {stats['sft_rows'].get('train', 0)}, validation {stats['sft_rows'].get('validation', 0)}",
         "  dropped by filter " + (", ".join(f"{k} {v}" for k, v in sorted(stats.get("drops", {}).items()) if v) or "none"),
     ]
+    if run.get("collectors"):
+        cs = run["collectors"]
+        lines.append(f"  ray collectors    {len(cs)} on {len({c['node'] for c in cs})} nodes, episodes "
+                     + ", ".join(str(c["episodes"]) for c in cs)
+                     + f"; {run.get('actors_restarted', 0)} restarted, {run.get('requeued_episodes', 0)} episodes played again")
     if run.get("prefix_cache_hit_rate") is not None:
         lines.append(f"  prefix cache      {_pct(run['prefix_cache_hit_rate'])} of {run['prompt_tokens']} prompt tokens "
                      f"reused ({run.get('mode', 'sync')} loop)")

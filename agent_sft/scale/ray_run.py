@@ -57,9 +57,13 @@ class CollectorActor:
     Built again from the config when Ray restarts the actor, so a restarted collector is a fresh one.
     """
 
-    def __init__(self, cfg: CollectConfig, env_name: str, index: int) -> None:
+    def __init__(self, cfg: CollectConfig, env_name: str, index: int, specs: list | None = None) -> None:
         from agent_sft.collection import make_run_policy
+        from agent_sft.envs import find_spec, register
 
+        for spec in specs or []:  # envs the driver registered at run time (a user's own, in their script)
+            if find_spec(spec.name) is None:
+                register(spec)
         self.index = index
         self.played = 0
         self.policy = make_run_policy(cfg, env_name)
@@ -196,11 +200,14 @@ class RayCollector:
         ray, s = self.ray, self.cfg.scale
         env_vars = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
         remote = ray.remote(CollectorActor)
+        from agent_sft.mix import lanes
+
+        specs = list({lane.spec.name: lane.spec for lane in lanes(self.cfg)}.values())
         for i in range(s.collectors):
             self.actors.append(remote.options(
                 num_cpus=s.cpus_per_collector, num_gpus=s.gpus_per_collector, max_restarts=s.max_restarts,
                 max_task_retries=0, name=None, runtime_env={"env_vars": env_vars} if env_vars else None,
-            ).remote(self.cfg, self.env_name, i))
+            ).remote(self.cfg, self.env_name, i, specs))
         refs = [a.ready.remote() for a in self.actors]
         ready, pending = ray.wait(refs, num_returns=len(refs), timeout=s.start_timeout_s)
         if pending:
@@ -224,7 +231,7 @@ class RayCollector:
         self._start_actors()
         self.stats.startup_s += time.perf_counter() - t0
         s = self.cfg.scale
-        chunk = s.chunk_episodes or 2 * self.cfg.data.val_batch_size
+        chunk = s.chunk_episodes or 4 * self.cfg.data.val_batch_size
         todo: deque[EpisodeTask] = deque(plan.episodes)
         streams: dict[Any, _Stream] = {}
         busy = [0] * len(self.actors)

@@ -166,6 +166,7 @@ class RayCollector:
 
     def plan(self, done_ids: set[str] | frozenset = frozenset()) -> Plan:
         """The episodes to play, planned here exactly as a local run plans them."""
+        self._connect()  # first: with env.backend=ray the planner's env is an actor on this cluster
         try:
             return self._planner.plan(done_ids)
         finally:

@@ -1,5 +1,6 @@
 """Damaged and unusual folders: lost meta/info.json, flipped bytes, truncated shards, a filter that
-raises mid-run, a folder with no rows, error episodes kept until their replacements are sealed."""
+raises mid-run, a folder with no rows, error episodes kept until their replacements are sealed, a README
+rewrite cut short."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from fixtures_data import make_episode
 
 import agent_sft
 from agent_sft import folder as F
+from agent_sft.formats import episode_to_row
 from agent_sft.maintain import compact, merge, rebuild
 from agent_sft.writer import BuildSpec, ConfigMismatchError, DatasetWriter
 
@@ -189,6 +190,26 @@ def test_a_kill_between_the_renames_of_a_flush_loses_nothing_sealed_and_plays_th
     per_episode = Counter(i for split in sft.values() for i in split["episode_id"])
     assert per_episode == Counter(steps)
     assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(F.TMP_PREFIX)]
+
+
+def test_each_flush_lists_the_shards_the_folder_holds_even_when_another_process_changed_them(tmp_path):
+    d = tmp_path / "ds"
+    w = DatasetWriter(d, fingerprint=FP, flush_every_episodes=1000, flush_every_s=3600)
+    eps = [make_episode(i, val_fraction=0.0) for i in range(9)]
+    for e in eps[:3]:
+        w.add(e)
+    w.flush()
+    # meanwhile, elsewhere: a shard of another writer appears, and this writer's first shard is moved away
+    (mine,) = os.listdir(d / "data/raw/train")
+    F.write_shard(str(d / "data/raw/train/other.arrow"), "raw", [episode_to_row(eps[3])], {"split": "train"})
+    os.rename(d / "data/raw/train" / mine, tmp_path / mine)
+    for e in eps[3:]:
+        w.add(e)
+    w.flush()
+    w.close()
+    got = load_in_fresh_process(d, "raw")
+    assert sorted(got["train"]) == sorted(e.episode_id for e in eps[3:])  # eps[3] once: the other's copy
+    assert w.duplicates_skipped == 1
 
 
 def test_two_writers_into_one_folder(tmp_path):

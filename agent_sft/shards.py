@@ -279,8 +279,8 @@ class _Staged:
             os.remove(self.tmp)
 
 
-def _stage(path: str, schema: pa.Schema, table: pa.Table, sync: bool) -> _Staged:
-    """Encode a shard in memory and write it under its temporary name in one write (synced if `sync`)."""
+def _stage(path: str, schema: pa.Schema, table: pa.Table) -> _Staged:
+    """Encode a shard in memory and write it under its temporary name in one write (not synced yet)."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, schema, options=_SMALL_OPTIONS if table.num_rows <= _SMALL_ROWS else _OPTIONS) as w:
         if table.num_rows:
@@ -296,8 +296,6 @@ def _stage(path: str, schema: pa.Schema, table: pa.Table, sync: bool) -> _Staged
         while done < len(data):
             done += os.write(st.fd, data[done:])
         st.sha256 = hashlib.sha256(data).hexdigest()
-        if sync:
-            st.sync()
     except BaseException as e:
         st.discard()
         if is_disk_full(e):
@@ -380,7 +378,7 @@ class ShardGroup:
         return self
 
     def stage(self, path: str, schema: pa.Schema, table: pa.Table) -> None:
-        st = _stage(path, schema, table, sync=False)
+        st = _stage(path, schema, table)
         self.pending.append((st, _worker().submit(st.sync)))
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -451,7 +449,7 @@ def write_shard(path: str, config: str, rows: list[dict] | pa.Table, meta: dict)
     if group is not None:
         group.stage(path, schema, table)
     else:
-        _commit([_stage(path, schema, table, False)])
+        _commit([_stage(path, schema, table)])
     return table.num_rows
 
 

@@ -298,6 +298,10 @@ def _rollout(cfg: dict, run: dict) -> str:
         text += f"; last run {run['episodes']} episodes at {run.get('episodes_per_s', 0.0):.2f}/s"
         if run.get("prefix_cache_hit_rate") is not None:
             text += f", prefix cache hit rate {100 * run['prefix_cache_hit_rate']:.1f}%"
+    if run.get("collectors"):
+        cs = run["collectors"]
+        text += (f"; on Ray: {len(cs)} collectors on {len({c['node'] for c in cs})} nodes, "
+                 f"{run.get('actors_restarted', 0)} restarted")
     return text
 
 

@@ -34,6 +34,8 @@ def cluster():
     """Two Ray nodes on this machine (2 CPUs each), token auth off and a short temp dir (socket paths)."""
     from ray.cluster_utils import Cluster
 
+    if ray.is_initialized():
+        ray.shutdown()  # a Ray another test started in this process
     os.environ["RAY_AUTH_MODE"] = "disabled"
     tests = os.path.dirname(os.path.abspath(__file__))  # the nodes' workers import the test envs from here
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
@@ -154,7 +156,7 @@ def test_a_cluster_without_the_gpus_asked_for_stops_before_any_episode(cluster, 
 def test_env_actors_spread_over_the_cluster_and_a_crashed_or_hung_env_ends_only_its_episode(cluster, monkeypatch):
     import hang_env  # noqa: F401 - registers hang-test
 
-    from agent_sft.rollout import Collector
+    from agent_sft.rollout import Collector, EnvPool
     from agent_sft.rollout.ray_pool import RayEnvPool
 
     c, _ = cluster
@@ -165,7 +167,8 @@ def test_env_actors_spread_over_the_cluster_and_a_crashed_or_hung_env_ends_only_
 
     with Collector(cfg, ExpertPolicy(env_name="hang-test"), env_kwargs={"hang_s": 60}) as col:
         plan = col.plan()
-        assert isinstance(col.pool, RayEnvPool)
+        pool = col.pool
+        assert isinstance(pool, EnvPool) and isinstance(pool, RayEnvPool) and pool.accepted == ["hang_s"]
         eps = {e.task_id: e for e in col.run(plan)}
         stats = col.stats
     assert len(eps) == 6

@@ -33,8 +33,20 @@ def _ray() -> Any:
     except ImportError as e:
         raise ImportError(f"env.backend=ray needs the 'ray' package ({e}); pip install 'agent-sft[ray]'") from e
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False)
+        address = os.environ.get("RAY_ADDRESS") or None
+        ray.init(address=address, include_dashboard=False, **local_runtime_env(address))
     return ray
+
+
+def local_runtime_env(address: str | None) -> dict:
+    """For a Ray started here (no address): workers import from this process's `sys.path`, so envs
+    defined in the user's own modules build in the actors as they do in worker processes."""
+    if address is not None:
+        return {}
+    import sys
+
+    path = os.pathsep.join(p for p in sys.path if p)
+    return {"runtime_env": {"env_vars": {"PYTHONPATH": path}}}
 
 
 class EnvActor:

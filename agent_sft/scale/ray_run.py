@@ -178,8 +178,10 @@ class RayCollector:
         ray = self.ray
         if ray.is_initialized():
             return
+        from agent_sft.rollout.ray_pool import local_runtime_env
+
         address = self.cfg.scale.address or os.environ.get("RAY_ADDRESS") or None
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, **local_runtime_env(address)}
         if address is None:
             self._owns_ray = True
         try:

@@ -244,7 +244,7 @@ class EngineLoop:
                     break
                 if item is not None:
                     item[2].set_exception(e)
-            if waiting and not isinstance(e, PolicyClosed):
+            if waiting:  # left in the engine, they would come back with the next `generate`'s answers
                 try:
                     engine.abort_request(list(waiting))
                 except Exception:  # noqa: BLE001 - the engine is already broken

@@ -102,6 +102,13 @@ def precheck(cfg: CollectConfig) -> str:
             resolve_template(lane.name, cfg.prompt.style, lane.template)
         except PromptError as err:
             raise ConfigError(str(err)) from None
+    if cfg.output.export_dir:
+        from agent_sft.exports import check_out
+
+        try:
+            check_out(cfg.output.export_dir)
+        except ConfigError as err:
+            raise ConfigError(f"output.export_dir: {err}") from None
     model = cfg.policy.model
     if cfg.policy.type in ("vllm", "hf") and model and model.startswith(("/", "./", "../", "~")):
         if not os.path.isdir(os.path.expanduser(model)):

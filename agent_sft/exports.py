@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agent_sft import folder as F
+from agent_sft.errors import ConfigError
 from agent_sft.formats import seed_record, verl_row
 from agent_sft.records import MESSAGES_TYPE, SPLITS
 
@@ -48,6 +49,28 @@ VERL_SCHEMA = pa.schema(
 )
 
 
+def check_out(out: str, what: str = "export folder") -> None:
+    """Refuse a folder to write that cannot be one: `out`, or the nearest path above it that exists, is a file.
+
+    Raises:
+        ConfigError: naming `what` and the file.
+    """
+    path = os.path.abspath(out)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        where = "is a file" if path == os.path.abspath(out) else f"is inside the file {path}"
+        raise ConfigError(f"{what} {out} {where}: name a new folder, or an existing one")
+
+
+def _make_out(out: str) -> None:
+    check_out(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the export folder {out}: {e.strerror}") from None
+
+
 def _status(folder: str) -> tuple[dict, F.Scan]:
     info = F.require_dataset(folder)
     return info, F.open_scan(folder, info)
@@ -75,7 +98,7 @@ def export_verl(folder: str, out: str) -> dict[str, int]:
         {"train": rows, "val": rows, "episodes": n}
     """
     _, s = _status(folder)
-    os.makedirs(out, exist_ok=True)
+    _make_out(out)
     counts: dict[str, int] = {}
     kept_ids: set[str] = set()
     for split in SPLITS:
@@ -116,7 +139,7 @@ def export_verl(folder: str, out: str) -> dict[str, int]:
 def export_jsonl(folder: str, out: str) -> dict[str, int]:
     """One chat per line (`{"messages": [...], ...metadata}`): train.jsonl and validation.jsonl."""
     _, s = _status(folder)
-    os.makedirs(out, exist_ok=True)
+    _make_out(out)
     counts = {}
     for split in SPLITS:
         path = os.path.join(out, f"{split}.jsonl")

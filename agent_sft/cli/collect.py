@@ -89,8 +89,26 @@ def summary_text(stats: dict, run: dict, folder: str) -> str:
                      f"reused ({run.get('mode', 'sync')} loop)")
     if run.get("errors"):
         lines.append(f"  errors            {run['errors']} episodes ended in an error ({run['workers_replaced']} env workers replaced)")
-    lines += ["", "Load it with:", f'  datasets.load_dataset("{folder}", "sft")']
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + load_hint(stats, folder))
+
+
+def has_sft_rows(stats: dict) -> bool:
+    return sum(stats.get("sft_rows", {}).values()) > 0
+
+
+def load_hint(stats: dict, folder: str) -> list[str]:
+    """How to load what the folder holds: the sft config, or, when no episode made an sft row (the
+    README then lists no `sft` config to load), the raw one and how to derive sft with other filters."""
+    if has_sft_rows(stats):
+        return ["Load it with:", f'  datasets.load_dataset("{folder}", "sft")']
+    if not stats.get("total_episodes"):
+        return [f"{folder} holds no episodes yet."]
+    drops = ", ".join(f"{k} {v}" for k, v in sorted(stats.get("drops", {}).items()) if v) or "none"
+    return [f"No sft rows: none of the {stats['total_episodes']} episodes passed the filters (dropped by filter: {drops}), "
+            "so the folder has no sft config to load. The episodes are in raw:",
+            f'  datasets.load_dataset("{folder}", "raw")',
+            f"Derive sft again with other filters: agent-sft build {folder} filters.<key>=<value> "
+            "(agent-sft build --help lists them)."]
 
 
 class _Progress:
@@ -154,16 +172,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nverl export (COLLECT_SFT): {cfg.output.export_dir}/ " + ", ".join(f"{k} {v}" for k, v in result.export_counts.items()))
     if result.pushed_url:
         repo_id = cfg.output.push_to_hub
-        print(f"\nPushed to {result.pushed_url}\n  datasets.load_dataset(\"{repo_id}\", \"sft\")")
+        config = "sft" if has_sft_rows(result.stats) else "raw"
+        print(f"\nPushed to {result.pushed_url}\n  datasets.load_dataset(\"{repo_id}\", \"{config}\")")
     return 0
 
 
 def fatal_hint(err: BaseException, folder: str) -> str:
     """What to do after a run stopped on `err` (a DatasetError, FilterError or PolicyError)."""
+    from agent_sft.errors import ConfigMismatchError
     from agent_sft.filters import FilterError
     from agent_sft.folder import CorruptShardError
     from agent_sft.policies.openai import ServerRefusedError, ServerUnreachableError
 
+    if isinstance(err, ConfigMismatchError):
+        return f"Nothing was played. To continue {folder} as it was collected, give the keys above the folder's values."
     if "agent-sft repair" in str(err):
         return "The episodes sealed in the intact shards are kept."
     if isinstance(err, ServerRefusedError) and err.kind == "auth":

@@ -7,7 +7,8 @@
 The n-th step request (1-based, counted over every session) gets: `500` (an error status, the request
 not forwarded), `garbage` (forwarded, then the reply replaced by bytes that are not JSON), `hang`
 (forwarded, then no reply until the client gives up), or `drop` (forwarded, then the connection closed
-without a reply). Every other request is forwarded as it is.
+without a reply). `close_faults` spoil the n-th session close (DELETE) the same way, and also take
+`lost` (not forwarded, and no reply until the client gives up). Every other request is forwarded as it is.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ import httpx
 
 
 class FaultProxy:
-    def __init__(self, target: str, faults: dict[int, str] | None = None, hang_s: float = 30.0):
+    def __init__(self, target: str, faults: dict[int, str] | None = None, hang_s: float = 30.0,
+                 close_faults: dict[int, str] | None = None):
         self.target = target.rstrip("/")
         self.faults = dict(faults or {})
+        self.close_faults = dict(close_faults or {})
         self.hang_s = hang_s
         self.steps = 0
+        self.closes = 0
         self.spoiled: list[tuple[int, str]] = []
         self._lock = threading.Lock()
         self._client = httpx.Client(timeout=120)
@@ -50,6 +54,17 @@ class FaultProxy:
                         fault = proxy.faults.get(proxy.steps)
                         if fault:
                             proxy.spoiled.append((proxy.steps, fault))
+                if method == "DELETE":
+                    with proxy._lock:
+                        proxy.closes += 1
+                        fault = proxy.close_faults.get(proxy.closes)
+                        if fault:
+                            proxy.spoiled.append((proxy.closes, fault))
+                if fault == "lost":
+                    time.sleep(proxy.hang_s)
+                    self.close_connection = True
+                    self.connection.close()
+                    return None
                 if fault == "500":
                     return self._send(500, b'{"error": "injected failure", "kind": "internal"}')
                 headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "authorization")}

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -36,7 +38,7 @@ class Server:
         while time.monotonic() < deadline:
             for line in self.out().splitlines():
                 if line.startswith("serving ") and " on http://" in line:
-                    return line.split(" on ", 1)[1].split()[0].replace("0.0.0.0", "127.0.0.1")
+                    return line.split(" on ", 1)[1].split()[0]
             if self.proc.poll() is not None:
                 raise AssertionError(f"the server exited ({self.proc.returncode}): {self.err()}")
             time.sleep(0.05)
@@ -61,3 +63,61 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def wait_for(probe: Callable[[], Any], timeout_s: float, what: str | Callable[[], str], every_s: float = 0.1) -> Any:
+    """`probe()`'s first truthy value, asked every `every_s` until `timeout_s` has passed (then fails saying
+    `what`, or what it returns, and the last value): a test waits for a condition, not for a fixed time."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value or time.monotonic() > deadline:
+            break
+        time.sleep(every_s)
+    assert value, f"after {timeout_s:g} s: {what() if callable(what) else what} (last: {value!r})"
+    return value
+
+
+def health(url: str, token: str | None = None) -> dict:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.get(url + "/health", headers=headers, timeout=10).json()
+
+
+def sessions_reach(url: str, n: int, timeout_s: float = 60.0, token: str | None = None) -> dict:
+    """The server's `/health` once it has `n` sessions open, waited for at most `timeout_s`."""
+    last: dict = {}
+
+    def probe() -> dict | None:
+        last.update(health(url, token))
+        return dict(last) if last["sessions"] == n else None
+
+    return wait_for(probe, timeout_s, lambda: f"{url} has {n} sessions open (health: {last})")
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def worker_pids(server_pid: int) -> set[int]:
+    """The env worker processes of the server `server_pid`: its running children started by
+    multiprocessing's spawn (not its resource tracker)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+            if int(ppid) != server_pid or state == "Z":
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if b"spawn_main" in f.read():
+                    out.add(int(entry))
+        except (OSError, ValueError):
+            continue
+    return out

@@ -7,15 +7,16 @@
   errors; the server restarted, a resume loses and duplicates nothing.
 - A proxy that answers 500, garbage, or nothing to chosen steps ends only those episodes as errors.
 - `env.backend=thread` drives many sessions from one process; sessions spread over two servers.
+- A session close that gets no answer is sent again before the env's worker is stopped.
+Every run ends with no session left open on its servers (waited for: a close may still be on its way).
 """
 
 from __future__ import annotations
 
-import httpx
 import partial_env  # noqa: F401 - registers partial-test (the servers import it too)
 import pytest
 from env_proxy import FaultProxy
-from serve_helpers import Server
+from serve_helpers import Server, health, sessions_reach
 
 import agent_sft
 from agent_sft.config import ConfigError
@@ -34,10 +35,6 @@ def rows(folder) -> dict[str, dict]:
             r["steps"] = [{k: v for k, v in s.items() if k != "latency_s"} for s in r["steps"]]
             out[r["episode_id"]] = r
     return out
-
-
-def health(url: str) -> dict:
-    return httpx.get(url + "/health", timeout=10).json()
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +59,7 @@ def test_alfworld_and_textworld_served_equal_in_process(textworld_server, tmp_pa
             assert a.keys() == b.keys() and len(a) == 4
             for k in a:
                 assert a[k] == b[k], (env, k)
-            assert health(url)["sessions"] == 0  # every session closed at the end of the run
+            sessions_reach(url, 0)  # every session closed at the end of the run
     finally:
         alf.stop()
 
@@ -93,7 +90,7 @@ def test_server_killed_after_a_step_then_resumed_loses_nothing(tmp_path):
         second = agent_sft.collect(["env.env_name=http", f"env.http.url=http://127.0.0.1:{port}", *common,
                                     f"output.dir={out}"])
         assert second.run["errors"] == 0 and second.run["episodes"] == first.run["errors"]
-        assert health(s2.url)["sessions"] == 0
+        sessions_reach(s2.url, 0)
     finally:
         s2.stop()
     got, want = rows(out), rows(tmp_path / "ref")
@@ -124,16 +121,29 @@ def test_bad_replies_end_only_their_episode(fast_servers, tmp_path, fault):
     bad = [r for r in got.values() if r["end_reason"] == "error"]
     assert len(bad) == 1 and "env step failed" in bad[0]["error"]
     assert all(r["end_reason"] in ("success", "failure") for r in got.values() if r is not bad[0])
-    assert health(fast_servers[0])["sessions"] == 0
+    sessions_reach(fast_servers[0], 0)
+
+
+def test_a_close_without_answer_is_sent_again_before_the_worker_stops(fast_servers, tmp_path):
+    proxy = FaultProxy(fast_servers[0], close_faults={1: "lost"}, hang_s=30)
+    try:
+        res = agent_sft.collect(["env.env_name=http", f"env.http.url={proxy.url}", "env.num_episodes=2",
+                                 "data.val_batch_size=1", f"output.dir={tmp_path / 'ds'}"])
+        assert res.run["errors"] == 0
+        sessions_reach(fast_servers[0], 0, timeout_s=20)  # the server's idle timeout is 600 s
+        assert proxy.spoiled == [(1, "lost")] and proxy.closes >= 2
+    finally:
+        proxy.close()
 
 
 def test_threads_drive_many_sessions_over_two_servers(fast_servers, tmp_path):
+    renewed = sum(health(u)["counters"]["renewals"] for u in fast_servers)
     res = agent_sft.collect(["env.env_name=http", f"env.http.url=[{fast_servers[0]},{fast_servers[1]}]",
                              "env.backend=thread", "env.num_episodes=24", "data.val_batch_size=12",
-                             f"output.dir={tmp_path / 'ds'}"])
+                             "env.http.lease_s=2", f"output.dir={tmp_path / 'ds'}"])
     assert res.run["errors"] == 0 and res.run["episodes"] == 24 and res.run["env_backend"] == "thread"
-    before = [health(u)["counters"]["sessions_created"] for u in fast_servers]
-    assert all(n > 0 for n in before)
-    assert all(health(u)["sessions"] == 0 for u in fast_servers)
+    ends = [sessions_reach(u, 0)["counters"] for u in fast_servers]
+    assert all(n["sessions_created"] > 0 for n in ends)
+    assert sum(n["renewals"] for n in ends) > renewed  # the sessions' leases were renewed while they played
     want = agent_sft.collect(["env.env_name=partial-test", "env.num_episodes=24", f"output.dir={tmp_path / 'local'}"])
     assert rows(tmp_path / "ds") == rows(tmp_path / "local") and want.run["errors"] == 0

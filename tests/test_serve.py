@@ -8,16 +8,18 @@ the env plays in process.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
 import crash_env  # noqa: F401 - registers crash-test here too
 import httpx
 import pytest
-from serve_helpers import CLI, TESTS, Server
+from serve_helpers import CLI, TESTS, Server, alive, sessions_reach, wait_for, worker_pids
 
 from agent_sft.config import ConfigError
 from agent_sft.envs import spec
@@ -194,30 +196,68 @@ def test_a_failing_env_fails_only_its_session(http):
         http.delete(f"/sessions/{sid}")
 
 
-def test_max_sessions_and_idle_expiry(tmp_path):
-    s = Server(tmp_path, "crash-test", "--max-sessions", "2", "--idle-timeout-s", "1")
+def test_max_sessions(http):
+    open_now = http.get("/health").json()["sessions"]
+    made = [session(http) for _ in range(4 - open_now)]
+    assert "4 sessions" in error(http.post("/sessions", json={}), 503, "busy")
+    http.delete(f"/sessions/{made.pop()}")
+    made.append(session(http))  # a closed session's slot is free again
+    for sid in made:
+        http.delete(f"/sessions/{sid}")
+
+
+def test_idle_sessions_expire_and_their_workers_stop(tmp_path):
+    s = Server(tmp_path, "crash-test", "--idle-timeout-s", "1")
     try:
         with s.client() as c:
-            idle, busy = session(c), session(c)
-            assert "2 sessions" in error(c.post("/sessions", json={}), 503, "busy")
-            assert c.get("/health").json()["sessions"] == 2
-            reset(c, busy)
-            for k in range(8):  # `busy` keeps being used; `idle` is left alone past the timeout
-                assert step(c, busy, "look", k).status_code == 200
-                time.sleep(0.25)
-            error(c.post(f"/sessions/{idle}/reset", json={}), 404, "unknown_session")
-            assert step(c, busy, "go", 8).status_code == 200
-            health = c.get("/health").json()
-            assert health["sessions"] == 1 and health["counters"]["sessions_expired"] == 1
-            third = session(c)  # the expired session's slot is free again
-            reset(c, third)
+            made = [session(c), c.post("/sessions", json={"lease_s": 30}).json()]
+            assert made[1]["lease_s"] == 1  # a lease never outlasts the idle timeout
+            seen = worker_pids(s.proc.pid)
+            health = sessions_reach(s.url, 0, timeout_s=30)
+            assert health["counters"]["sessions_expired"] == 2
+            assert "expired" in error(c.post(f"/sessions/{made[0]}/reset", json={}), 404, "unknown_session")
+            wait_for(lambda: not worker_pids(s.proc.pid) and not any(alive(p) for p in seen), 30,
+                     lambda: f"the expired sessions' env workers stop (seen: {seen}, left: {worker_pids(s.proc.pid)})")
     finally:
         s.stop()
 
 
+def test_a_killed_clients_sessions_and_workers_end_with_its_lease(server):
+    """A client renews its sessions' 1 s lease while it lives; SIGKILLed, its sessions and their worker
+    processes are gone a lease later, not after the server's idle timeout (600 s here)."""
+    client = textwrap.dedent(f"""
+        import time
+        from agent_sft.envs.http.env import HttpEnv
+        envs = [HttpEnv(url="{server.url}", lease_s=1.0) for _ in range(2)]
+        print(*[e.reset(seed=1, options={{"task_id": "crash-test/room-1"}})[1]["pid"] for e in envs], flush=True)
+        time.sleep(2.0)  # two leases without a request: only the renewals keep the sessions open
+        print(*[e.step("go")[4]["step"] for e in envs], flush=True)
+        time.sleep(300)
+    """)
+    with server.client() as c:
+        before = c.get("/health").json()
+    proc = subprocess.Popen([sys.executable, "-c", client], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "AGENT_SFT_ENV_TOKEN": TOKEN})
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    try:
+        pids = {int(p) for p in lines.get(timeout=60).split()}
+        assert lines.get(timeout=60).split() == ["1", "1"]  # both sessions outlived two leases
+        assert len(pids) == 2 and pids <= worker_pids(server.proc.pid)
+        assert sessions_reach(server.url, before["sessions"] + 2, 0, TOKEN)["counters"]["renewals"] > 0
+    except queue.Empty:
+        proc.kill()
+        raise AssertionError(f"the client did not report: {proc.stderr.read()}") from None
+    finally:
+        proc.kill()
+        proc.wait()
+    after = sessions_reach(server.url, before["sessions"], timeout_s=30, token=TOKEN)
+    assert after["counters"]["sessions_expired"] == before["counters"]["sessions_expired"] + 2
+    wait_for(lambda: not any(alive(p) for p in pids), 30, f"the killed client's env workers {pids} stop")
+
+
 def test_exit_after_steps_stops_right_after_the_answer(tmp_path):
-    s = Server(tmp_path, "crash-test", "--host", "0.0.0.0", "--exit-after-steps", "3")
-    assert "without a token" in s.err()  # listening beyond loopback without a token
+    s = Server(tmp_path, "crash-test", "--exit-after-steps", "3")
     with s.client() as c:
         sid = session(c)
         reset(c, sid)
@@ -259,6 +299,12 @@ def test_bad_options_fail_before_listening():
                          timeout=60, env={**os.environ, "PYTHONPATH": TESTS})
     assert out.returncode == 2 and "env.crash-test.greeting: must not be empty" in out.stderr
     assert "serving" not in out.stdout
+    # An address beyond loopback, without a token, is warned about. 192.0.2.1 (TEST-NET-1) is no address
+    # of this machine: the server stops there, having listened nowhere.
+    out = subprocess.run([*CLI, "crash-test", "--host", "192.0.2.1", "--port", "0"], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "PYTHONPATH": TESTS})
+    assert out.returncode == 2 and "serving" not in out.stdout
+    assert "192.0.2.1 without a token" in out.stderr and "cannot listen on 192.0.2.1:0" in out.stderr
 
 
 def test_import_agent_sft_does_not_import_the_server_stack():

@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--port", type=int, default=8100, help="port to listen on; 0 picks a free one (default: %(default)s)")
     parser.add_argument("--max-sessions", type=int, default=64, help="sessions open at once; more get 503 (default: %(default)s)")
     parser.add_argument("--idle-timeout-s", type=float, default=600.0,
-                        help="close a session unused this long (default: %(default)s)")
+                        help="close a session unused this long; a client may ask for a shorter lease, which it "
+                             "renews (default: %(default)s)")
     parser.add_argument("--step-timeout-s", type=float, default=120.0,
                         help="a reset or step taking longer fails and its env is replaced (default: %(default)s)")
     parser.add_argument("--start-timeout-s", type=float, default=300.0,

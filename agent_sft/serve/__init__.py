@@ -75,7 +75,8 @@ def is_loopback(host: str) -> bool:
     return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to `host:port`, not yet listening (connections are refused until the env is ready)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -84,7 +85,6 @@ def _listen(host: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
@@ -106,7 +106,8 @@ def serve(
     """Serve env `env_name` until Ctrl-C or SIGTERM; then every session's env is closed.
 
     `options`: the env's options (an instance of its options dataclass, or what `env_options` takes).
-    Before listening, one env is built to list the tasks (so bad options or missing data fail here).
+    The address is taken first (one already in use fails at once); then one env is built to list the
+    tasks (so bad options or missing data fail here), and only then are connections accepted.
     Prints `serving <env> on http://HOST:PORT (N tasks)` once it accepts connections (`port=0` picks a
     free port, and the line says which). Without a token on a host other than loopback, warns first.
 
@@ -131,11 +132,16 @@ def serve(
     if not token and not is_loopback(host):
         print(f"warning: serving {env.name} on {host} without a token: anyone who can reach this address can run "
               "the env; set a token (--token-env)", file=sys.stderr, flush=True)
-    manager = SessionManager(env, options, max_sessions=max_sessions, idle_timeout_s=idle_timeout_s,
-                             step_timeout_s=step_timeout_s, start_timeout_s=start_timeout_s,
-                             exit_after_steps=exit_after_steps)
+    sock = _bind(host, port)
     try:
-        sock = _listen(host, port)
+        manager = SessionManager(env, options, max_sessions=max_sessions, idle_timeout_s=idle_timeout_s,
+                                 step_timeout_s=step_timeout_s, start_timeout_s=start_timeout_s,
+                                 exit_after_steps=exit_after_steps)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        sock.listen(2048)
         app = make_app(manager, token)
         config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=5,
                                 lifespan="off")
@@ -146,3 +152,4 @@ def serve(
         server.run(sockets=[sock])
     finally:
         manager.close()
+        sock.close()

@@ -105,7 +105,13 @@ def make_app(manager: SessionManager, token: str | None = None, *, exit: Callabl
     @app.post("/sessions")
     async def create(request: Request) -> Response:
         body = await body_of(request)
-        return reply({"session_id": await in_thread(manager.create, body)})
+        return reply(await in_thread(manager.create, body))
+
+    @app.post("/renew")
+    async def renew(request: Request) -> Response:
+        # Inline, not in a worker thread: it only takes the manager's short lock, so it is answered even
+        # while every worker thread is busy with a slow env.
+        return reply(manager.renew(await body_of(request)))
 
     @app.post("/sessions/{session_id}/reset")
     async def reset(session_id: str, request: Request) -> Response:

@@ -8,8 +8,13 @@ different sessions run at the same time (each in its own process).
 
 The protocol's step rule lives here: a step whose index is the next one is applied; one whose index is
 the one just answered gets that answer again (a client retrying after a lost reply never makes the env
-step twice); any other index is a conflict. Sessions idle past `idle_timeout_s` are closed by a
-background thread.
+step twice); any other index is a conflict.
+
+A session lives while it is used: every request on it (a renewal included) starts its time to live
+again, and a background thread closes the sessions whose time ran out, stopping their env's worker.
+That time is `idle_timeout_s`, or the shorter lease the client asked for when it opened the session
+(`lease_s`): a client that renews a short lease in the background has its sessions closed soon after
+it is gone (killed, or cut off), where a client that asks for none keeps the idle timeout.
 
 Errors are raised as `ServeError(kind, message)` with the protocol's kinds; `agent_sft.serve.app`
 turns them into replies.
@@ -39,6 +44,7 @@ STATUS = {
 }
 
 DEFAULT_MAX_STEPS = 50  # env.max_steps' default, for a client that sends none
+MIN_LEASE_S = 0.5  # a shorter lease would be renewed more often than a loaded machine can promise
 
 
 class ServeError(AgentSFTError):
@@ -68,6 +74,7 @@ class ServerCounters:
     sessions_created: int = 0
     sessions_closed: int = 0
     sessions_expired: int = 0
+    renewals: int = 0  # sessions whose lease a `POST /renew` renewed
     resets: int = 0
     steps: int = 0  # steps applied to an env (replayed answers not counted)
     step_replays: int = 0
@@ -90,6 +97,7 @@ class _Session:
     kwargs: dict[str, Any]
     pool: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    lease_s: float = 600.0  # closed when unused this long
     last_used: float = field(default_factory=time.monotonic)
     steps: int | None = None  # steps applied since the last reset; None before a reset or after an env error
     last: tuple[int, ServeError | dict] | None = None  # (index, answer) of the last step answered
@@ -130,7 +138,7 @@ class SessionManager:
 
     Built, it has listed the env's tasks (one env built in a worker and closed), which proves the options
     work. Args other than the env's: `max_sessions` open at once (`busy` past it), `idle_timeout_s`
-    after which an unused session is closed, `step_timeout_s` for one reset/step (the env is replaced
+    after which an unused session is closed (and the longest lease granted), `step_timeout_s` for one reset/step (the env is replaced
     past it), `start_timeout_s` for a worker to build its env, and `exit_after_steps`: the step whose
     answer is the N-th in total is flagged (`StepResult.exit_after`), for tests that stop the server at
     an exact point. `pool_factory` builds a session's pool, `WorkerPool` by default.
@@ -167,6 +175,7 @@ class SessionManager:
         self._stop = threading.Event()
         self.tasks = self._list_tasks()
         self._task_ids = {t["task_id"] for t in self.tasks}
+        self._interval = max(0.05, min(0.25, idle_timeout_s / 4))  # how late an expiry may come
         self._reaper = threading.Thread(target=self._expire_loop, name="agent-sft-serve-expiry", daemon=True)
         self._reaper.start()
 
@@ -229,7 +238,7 @@ class SessionManager:
         Raises:
             ServeError: `bad_request` naming the field that is wrong.
         """
-        body = _check_keys(body, ("seed", "max_steps", "task_types", "expert"), "session")
+        body = _check_keys(body, ("seed", "max_steps", "task_types", "expert", "lease_s"), "session")
         seed = _int(body, "seed", 0)
         max_steps = _int(body, "max_steps", DEFAULT_MAX_STEPS, minimum=1)
         task_types = body.get("task_types") or []
@@ -246,14 +255,31 @@ class SessionManager:
                                                 f"(one of {', '.join(self.spec.experts)})")
         return self.spec.kwargs(self.options, seed=seed, max_steps=max_steps, task_types=task_types, expert=expert)
 
-    def create(self, body: dict) -> str:
-        """Start a session's env (in its own worker process); returns the session id.
+    def lease_of(self, body: dict) -> float:
+        """The time to live of a session asked for with `body`: its `lease_s` within [MIN_LEASE_S,
+        idle_timeout_s], else `idle_timeout_s`.
+
+        Raises:
+            ServeError: `bad_request` when `lease_s` is not a positive number.
+        """
+        lease = body.get("lease_s") if isinstance(body, dict) else None
+        if lease is None:
+            return self.idle_timeout_s
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
+            raise ServeError("bad_request", f"lease_s: expected a positive number of seconds or null, got {lease!r}")
+        return min(self.idle_timeout_s, max(MIN_LEASE_S, float(lease)))
+
+    def create(self, body: dict) -> dict[str, Any]:
+        """Start a session's env (in its own worker process).
+
+        Returns:
+            `{"session_id", "lease_s"}`: the session closes when unused for `lease_s` seconds.
 
         Raises:
             ServeError: `bad_request`, `busy` (max sessions open) or `env_error` (the env did not build).
         """
         kwargs = self.env_kwargs(body)
-        s = _Session(secrets.token_hex(16), kwargs)
+        s = _Session(secrets.token_hex(16), kwargs, lease_s=self.lease_of(body))
         with self._lock:
             if len(self._sessions) >= self.max_sessions:
                 self.counters.busy += 1
@@ -274,19 +300,43 @@ class SessionManager:
             if s.closed:  # closed (or expired, or the server stopped) while it was being built
                 s.close()
             s.last_used = time.monotonic()
-        return s.id
+        return {"session_id": s.id, "lease_s": s.lease_s}
 
     def _get(self, session_id: str) -> _Session:
         with self._lock:
             s = self._sessions.get(session_id)
         if s is None:
             raise ServeError("unknown_session", f"no session {session_id!r}: never made, closed, or expired "
-                                                f"after {self.idle_timeout_s:g} s idle")
+                                                "(unused past its lease or the idle timeout)")
         return s
 
     def _drop(self, session_id: str) -> _Session | None:
         with self._lock:
             return self._sessions.pop(session_id, None)
+
+    def renew(self, body: Any) -> dict[str, list[str]]:
+        """Start again the time to live of the sessions `body["session_ids"]` names (without waiting for a
+        request in progress on one); says which were renewed and which are unknown (closed or expired).
+
+        Raises:
+            ServeError: `bad_request` when `session_ids` is not a list of strings.
+        """
+        body = _check_keys(body, ("session_ids",), "renew")
+        ids = body.get("session_ids")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ServeError("bad_request", f"session_ids: expected a list of strings, got {ids!r}")
+        renewed, unknown = [], []
+        now = time.monotonic()
+        with self._lock:
+            for sid in ids:
+                s = self._sessions.get(sid)
+                if s is None:
+                    unknown.append(sid)
+                else:
+                    s.last_used = max(s.last_used, now)
+                    renewed.append(sid)
+            self.counters.renewals += len(renewed)
+        return {"renewed": renewed, "unknown": unknown}
 
     def close_session(self, session_id: str) -> bool:
         """Close a session and its env; False when there was none (closing is idempotent)."""
@@ -386,24 +436,22 @@ class SessionManager:
     # --- expiry and shutdown ------------------------------------------------------------------------
 
     def _expire_loop(self) -> None:
-        interval = min(1.0, max(0.05, self.idle_timeout_s / 4))
-        while not self._stop.wait(interval):
+        while not self._stop.wait(self._interval):
             self.expire()
 
     def expire(self) -> list[str]:
-        """Close the sessions unused for `idle_timeout_s` (not one in the middle of a request)."""
+        """Close the sessions unused for their lease (not one in the middle of a request), and stop their
+        env's worker."""
         now = time.monotonic()
         with self._lock:
-            idle = [s for s in self._sessions.values() if now - s.last_used > self.idle_timeout_s]
+            idle = [s for s in self._sessions.values() if now - s.last_used > s.lease_s]
         out = []
         for s in idle:
             if not s.lock.acquire(blocking=False):
                 continue  # busy: it is not idle
             try:
-                if time.monotonic() - s.last_used <= self.idle_timeout_s:
-                    continue
-                with self._lock:
-                    if self._sessions.get(s.id) is not s:
+                with self._lock:  # a renewal takes this lock too: checked and dropped at one instant
+                    if self._sessions.get(s.id) is not s or time.monotonic() - s.last_used <= s.lease_s:
                         continue
                     del self._sessions[s.id]
                     self.counters.sessions_expired += 1

@@ -16,6 +16,7 @@ from typing import Any
 
 from agent_sft.envs.base import TaskSpec
 from agent_sft.envs.http.client import JsonClient, ServerError
+from agent_sft.envs.http.leases import close_session, open_session
 from agent_sft.envs.http.protocol import PROTOCOL, task_from_json
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class HttpEnv:
         served_env: the env the servers play (checked against what an agent-sft server reports).
         data_indices: AgentGym servers: the task indices, `a-b` or `a,b,c`.
         timeout_s, retries, token_env: see `JsonClient`.
+        lease_s: agent-sft servers: the lease of each session, renewed in the background
+            (`agent_sft.envs.http.leases`); 0 for none (the server's idle timeout applies).
         seed, max_steps, expert: the generic env arguments, passed to the server's env for each session.
     """
 
@@ -45,6 +48,7 @@ class HttpEnv:
         seed: int = 0,
         max_steps: int = 50,
         expert: str | None = None,
+        lease_s: float = 30.0,
     ) -> None:
         urls = [url] if isinstance(url, str) else list(url)
         if not urls:
@@ -54,7 +58,7 @@ class HttpEnv:
         self.max_steps = int(max_steps)
         self.clients = [JsonClient(u, timeout_s, retries, token_env) for u in urls]
         if protocol == "agent-sft":
-            self.adapter: Any = AgentSftAdapter(seed=seed, max_steps=max_steps, expert=expert)
+            self.adapter: Any = AgentSftAdapter(seed=seed, max_steps=max_steps, expert=expert, lease_s=lease_s)
         else:
             from agent_sft.envs.http.agentgym import make_adapter
 
@@ -153,8 +157,9 @@ class HttpEnv:
 class AgentSftAdapter:
     """agent-sft's own protocol (`agent_sft.envs.http.protocol`)."""
 
-    def __init__(self, seed: int, max_steps: int, expert: str | None):
+    def __init__(self, seed: int, max_steps: int, expert: str | None, lease_s: float = 0.0):
         self.params = {"seed": seed, "max_steps": max_steps, "task_types": None, "expert": expert}
+        self.lease_s = lease_s
         self._index: dict[str, int] = {}
 
     def tasks(self, c: JsonClient) -> list[TaskSpec]:
@@ -165,7 +170,7 @@ class AgentSftAdapter:
         return float(h.get("sessions", 0)) / max(1.0, float(h.get("max_sessions") or 1))
 
     def create(self, c: JsonClient) -> str:
-        sid = str(c.call("POST", "/sessions", self.params)["session_id"])
+        sid, _ = open_session(c, self.params, self.lease_s)
         self._index[sid] = 0
         return sid
 
@@ -185,7 +190,7 @@ class AgentSftAdapter:
 
     def close(self, c: JsonClient, sid: str) -> None:
         self._index.pop(sid, None)
-        c.call("DELETE", f"/sessions/{sid}")
+        close_session(c, sid)
 
 
 def _text(r: Any, key: str) -> str:

@@ -30,6 +30,10 @@ class HttpOptions(EnvOptions):
                               fingerprint=False)
     retries: int = option(3, "Retries (with backoff) of requests that are safe to repeat; a step is never sent "
                              "twice.", fingerprint=False)
+    lease_s: float = option(30.0, "agent-sft servers: seconds a session outlives its client. The client renews "
+                                  "its sessions' lease in the background; a client killed or cut off has its "
+                                  "sessions closed by the server this long after (0: ask for none, the server's "
+                                  "--idle-timeout-s applies).", fingerprint=False)
     token_env: str = option("AGENT_SFT_ENV_TOKEN", "Environment variable holding the servers' bearer token "
                                                    "(sent when set; never stored).", fingerprint=False)
     served_options: dict = option({}, "The served env's options that decide its episodes, as the agent-sft "
@@ -48,6 +52,8 @@ class HttpOptions(EnvOptions):
             raise OptionError("protocol", f"{self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
         if self.timeout_s <= 0:
             raise OptionError("timeout_s", f"must be > 0 (got {self.timeout_s})")
+        if self.lease_s < 0:
+            raise OptionError("lease_s", f"must be at least 0 (got {self.lease_s})")
         if self.retries < 0:
             raise OptionError("retries", f"must be at least 0 (got {self.retries})")
         try:
@@ -60,6 +66,7 @@ class HttpOptions(EnvOptions):
     def kwargs(self) -> dict[str, Any]:
         return {"url": list(self.url), "protocol": self.protocol, "data_indices": self.data_indices,
                 "timeout_s": self.timeout_s, "retries": self.retries, "token_env": self.token_env,
+                "lease_s": self.lease_s,
                 "served_env": self.served_env}
 
     def played_env(self) -> PlayedEnv | None:
@@ -69,6 +76,11 @@ class HttpOptions(EnvOptions):
         return PlayedEnv(self.served_env, tuple(s.get("experts") or ()), s.get("default_expert"),
                          packages=dict(s.get("packages") or {}), episode_keys=tuple(s.get("episode_keys") or ()),
                          has_expert=self.protocol == "agent-sft" and bool(s.get("has_expert", True)))
+
+    def probe_servers(self) -> dict[str, str]:
+        from agent_sft.envs.http.env import probe_health
+
+        return {u: probe_health(u, self.protocol, self.timeout_s, self.token_env) for u in self.url}
 
 
 def parse_indices(text: str) -> list[int]:

@@ -9,23 +9,35 @@
     GET    /tasks                       {"tasks": [TASK, ...]}   TASK = {"task_id", "task_type",
                                                                         "game_split", "extra"}
     POST   /sessions                    body {"seed", "max_steps", "task_types", "expert"} (the generic
-                                          env kwargs; the env's options are the server's)
-                                        -> {"session_id": str}
+                                          env kwargs; the env's options are the server's), and
+                                          optionally "lease_s": seconds (see Leases)
+                                        -> {"session_id": str, "lease_s": the session's time to live}
     POST   /sessions/{id}/reset         body {"seed": int|null, "options": {"task_id": ...}}
                                         -> {"observation": str, "info": {...}}
     POST   /sessions/{id}/step          body {"action": str, "index": k (0-based step index since reset)}
                                         -> {"observation", "reward", "terminated", "truncated", "info"}
     DELETE /sessions/{id}               -> {"closed": true}  (also for an unknown id: closing is idempotent)
+    POST   /renew                       body {"session_ids": [id, ...]}
+                                        -> {"renewed": [id, ...], "unknown": [id, ...]}
 
 Errors are JSON `{"error": message, "kind": KIND}` with a status code: 401 `unauthorized` (a server
 started with a token and a request without `Authorization: Bearer <token>`), 404 `unknown_session`
-(never made, closed, or expired after the idle timeout), 409 `conflict` (a step before any reset, or a
+(never made, closed, or expired), 409 `conflict` (a step before any reset, or a
 step index that is neither the next one nor the last one answered), 422 `bad_request`, 500
 `env_error` (the env raised, hung past the step timeout or died: its process is replaced, the session
 lives on and needs a new reset), 503 `busy` (max sessions reached).
 
 A step is applied once: a step whose `index` is the one just answered gets that same answer again
 (a client retrying after a lost reply never makes the env step twice).
+
+Leases: a session is closed, and its env's worker stopped, once it goes unused for its time to live:
+every request on it (reset, step, a renewal) starts that time again, and a request in progress keeps it
+open. The time to live is the server's idle timeout (`--idle-timeout-s`, 600 s by default), or the
+`lease_s` the client asked for when it opened the session, bounded by [0.5 s, the idle timeout]; the
+reply says which. A client that asks for a lease renews its sessions (`POST /renew`, one request for
+all of them, more often than the lease: agent-sft's client every quarter of it), so that its sessions
+end soon after it is gone: killed, cut off or hung. A client that asks for none needs no renewals.
+A renewal answers at once, even while that session's step is in progress.
 """
 
 from __future__ import annotations

@@ -49,6 +49,11 @@ class EnvConfig:
     task_types: list[str] = _f([], "Only these task types (e.g. pick_and_place, clean); empty for all. For an env "
                                    "with a task_types option of its own, this key names it (env.<env>.task_types).")
     step_timeout_s: float = _f(120.0, "An env reset/step slower than this ends the episode as an error.")
+    max_consecutive_errors: int = _f(20, "Episodes of one env in a row that end in an env error (a reset or step "
+                                     "that failed or timed out): then every server the env plays on is asked "
+                                     "GET /health, and when none answers (or the env plays in this process) the "
+                                     "run stops with exit code 3; the sealed episodes are kept and a rerun plays "
+                                     "the error ones again.")
     backend: str = _f("process", "How envs run: `process` (a spawned worker process each; a crashed or hung env is "
                                  "killed and replaced), `thread` (threads of this process, for envs that wait on "
                                  "the network; a hung env is abandoned; refused for envs that may not share a process) "
@@ -130,6 +135,11 @@ class PolicyConfig:
     concurrency: int = _f(32, "HTTP requests in flight at most.")
     request_timeout_s: float = _f(120.0, "HTTP request timeout.")
     max_retries: int = _f(4, "HTTP retries on 429/5xx/connection errors, with backoff.")
+    max_consecutive_failures: int = _f(20, "HTTP: requests in a row, across all episodes, that failed for good "
+                                       "(5xx, 429 or an unreadable answer after their retries, a timeout, a 400 "
+                                       "not about the context length) with no good answer since: the run stops "
+                                       "with exit code 3; the sealed episodes are kept and a rerun plays the "
+                                       "error ones again.")
 
 
 @dataclass
@@ -273,6 +283,8 @@ def validate(cfg: CollectConfig) -> None:
         ("scale.max_restarts", cfg.scale.max_restarts, 0),
         ("policy.max_tokens", cfg.policy.max_tokens, 1),
         ("env.history_length", cfg.env.history_length, 0),
+        ("env.max_consecutive_errors", cfg.env.max_consecutive_errors, 1),
+        ("policy.max_consecutive_failures", cfg.policy.max_consecutive_failures, 1),
     ):
         if v < lo:
             raise ConfigError(f"{key}: must be at least {lo} (got {v})")

@@ -17,6 +17,15 @@ class AgentSFTError(Exception):
         return self
 
 
+class RunFailedError(AgentSFTError):
+    """The run stopped because what it plays with failed for good while it ran: a policy server that no
+    longer answers usefully, env servers that are all gone, an env that fails every episode.
+
+    The episodes sealed before the stop are kept; running the same collection again plays the rest,
+    the episodes that ended in the error included. `agent-sft` exits with code 3 on it.
+    """
+
+
 class ConfigError(AgentSFTError, ValueError):
     """A configuration key or value a user can fix."""
 

@@ -11,6 +11,11 @@ requests do not wait for each other.
 
 `fail_seeds_mod=(m, r)` answers 500 to every request whose seed is r modulo m (a request that fails for
 good: its episode ends as an error).
+
+`failing_url(kind)` is a base URL of the same server where every chat request fails the same way: `500`,
+`503`, `429` (with Retry-After: 0), `badjson` (a cut JSON body), `empty` (no `choices`), `400` (a plain bad
+request), `ctx` (a 400 saying the prompt exceeds the context length), `hang` (answers after `hang_s`), or
+answers well but `invalid` (text without an action).
 """
 
 from __future__ import annotations
@@ -47,8 +52,10 @@ class PolicyServer:
         fail_seeds_mod: (m, r): requests with seed % m == r get a 500.
     """
 
-    def __init__(self, ms_per_token: float = 0.0, max_think_tokens: int = 64, fail_seeds_mod: tuple[int, int] | None = None):
+    def __init__(self, ms_per_token: float = 0.0, max_think_tokens: int = 64, fail_seeds_mod: tuple[int, int] | None = None,
+                 hang_s: float = 2.0):
         self.ms_per_token = ms_per_token
+        self.hang_s = hang_s
         self.max_think_tokens = max_think_tokens
         self.fail_seeds_mod = fail_seeds_mod
         self.requests = 0
@@ -64,6 +71,10 @@ class PolicyServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def failing_url(self, kind: str) -> str:
+        """A base URL where every chat request fails as `kind` says (see the module's docstring)."""
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/fail-{kind}/v1"
 
     def __enter__(self) -> PolicyServer:
         return self
@@ -96,6 +107,9 @@ class PolicyServer:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
+                    first = self.path.strip("/").split("/")[0]
+                    if first.startswith("fail-"):
+                        return self._fail(first[len("fail-"):], body)
                     if server.fail_seeds_mod and seed % server.fail_seeds_mod[0] == server.fail_seeds_mod[1]:
                         return self._send(500, {"error": {"message": f"no answer for seed {seed}"}})
                     text, tokens = answer_for(last, seed, server.max_think_tokens)
@@ -113,11 +127,34 @@ class PolicyServer:
                     with server._lock:
                         server.in_flight -= 1
 
-            def _send(self, status, payload):
-                data = json.dumps(payload).encode()
+            def _fail(self, kind, body):
+                if kind in ("500", "503"):
+                    return self._send(int(kind), {"error": {"message": f"the server failed ({kind})"}})
+                if kind == "429":
+                    return self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"})
+                if kind == "badjson":
+                    return self._send(200, b'{"choices": [{"message": ')
+                if kind == "empty":
+                    return self._send(200, {"id": "x", "object": "chat.completion", "choices": []})
+                if kind == "400":
+                    return self._send(400, {"error": {"message": "'temperature' must be a number"}})
+                if kind == "ctx":
+                    return self._send(400, {"error": {"message": "This model's maximum context length is 512 "
+                                                                 "tokens; your prompt has 900 tokens."}})
+                if kind == "hang":
+                    time.sleep(server.hang_s)
+                text = "I am not sure what to do." if kind == "invalid" else answer_for("", 0)[0]
+                return self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                                     "finish_reason": "stop"}],
+                                        "usage": {"prompt_tokens": 5, "completion_tokens": 7}})
+
+            def _send(self, status, payload, headers=None):
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)

@@ -161,7 +161,7 @@ def test_no_server_at_base_url_fails_at_once_and_writes_nothing(workdir, capsys)
 def test_server_that_goes_away_stops_the_run_and_a_rerun_replays_what_it_lost(workdir, capsys):
     server = ChatServer(budget=5)
     try:
-        assert main(walk_args("ds", *openai_args(server.url))) == 2
+        assert main(walk_args("ds", *openai_args(server.url))) == 3  # a run that failed for good
     finally:
         server.close()
     err = capsys.readouterr().err

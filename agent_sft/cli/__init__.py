@@ -27,7 +27,12 @@ COMMANDS = {
 
 
 class CLIError(Exception):
-    """An error the user can fix; printed without a traceback."""
+    """An error the user can fix; printed without a traceback. `exit_code`: 2 for a bad config or usage, 3 for
+    a run that failed for good (`agent_sft.errors.RunFailedError`)."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class Terminated(KeyboardInterrupt):
@@ -84,14 +89,14 @@ def main(argv: list[str] | None = None) -> int:
             importlib.import_module(mod).add_arguments(p, name)
     args = _parse(parser, subparsers, argv)
     module = importlib.import_module(COMMANDS[args.command][0])
-    from agent_sft.errors import AgentSFTError
+    from agent_sft.errors import AgentSFTError, RunFailedError
 
     try:
         with _sigterm_raises():
             return module.run(args) or 0
     except (CLIError, AgentSFTError) as e:
         print(f"agent-sft {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return 3 if isinstance(e, RunFailedError) else getattr(e, "exit_code", 2)
     except Terminated as e:
         print(f"agent-sft {args.command}: terminated (SIGTERM); {e or 'what was written so far is kept'}", file=sys.stderr)
         return 128 + signal.SIGTERM

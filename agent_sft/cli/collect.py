@@ -9,7 +9,9 @@ Configuration comes from the defaults, then `--config FILE.yaml`, then `key=valu
 verl-agent spellings work too), then the `COLLECT_SFT`, `SFT_SEED` and `SFT_REQUIRE_SUCCESS` variables.
 Run `agent-sft collect --keys` for every key. Running again on the same `output.dir` resumes: only the
 episodes missing from the folder are played. Ctrl-C or SIGTERM (`docker stop`, a scheduler) stops the run
-after sealing the episodes that finished (exit code 130 or 143).
+after sealing the episodes that finished (exit code 130 or 143). A run whose policy server or env servers
+stop working for good (policy.max_consecutive_failures, env.max_consecutive_errors) stops with exit code 3
+after sealing what finished; running the same command again plays the rest.
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         _print_keys()
         return 0
     from agent_sft.collection import collect
-    from agent_sft.errors import AgentSFTError, DatasetError, DiskFullError
+    from agent_sft.errors import AgentSFTError, DatasetError, DiskFullError, RunFailedError
     from agent_sft.filters import FilterError
     from agent_sft.policies import PolicyError
 
@@ -161,9 +163,10 @@ def run(args: argparse.Namespace) -> int:
         result = collect(cfg, on_plan=on_plan, on_episode=lambda ep: progress[0].update(ep.success))
     except AgentSFTError as err:
         hint = err.hint
-        if hint is None and isinstance(err, (DatasetError, FilterError, PolicyError)) and not isinstance(err, DiskFullError):
+        if hint is None and isinstance(err, (DatasetError, FilterError, PolicyError, RunFailedError)) \
+                and not isinstance(err, DiskFullError):
             hint = fatal_hint(err, cfg.output.dir)
-        raise CLIError(f"{err}\n{hint}" if hint else str(err)) from None
+        raise CLIError(f"{err}\n{hint}" if hint else str(err), 3 if isinstance(err, RunFailedError) else 2) from None
     finally:
         for p in progress:
             p.close()
@@ -178,8 +181,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def fatal_hint(err: BaseException, folder: str) -> str:
-    """What to do after a run stopped on `err` (a DatasetError, FilterError or PolicyError)."""
-    from agent_sft.errors import ConfigMismatchError
+    """What to do after a run stopped on `err` (a DatasetError, FilterError, PolicyError or RunFailedError)."""
+    from agent_sft.errors import ConfigMismatchError, RunFailedError
     from agent_sft.filters import FilterError
     from agent_sft.folder import CorruptShardError
     from agent_sft.policies.openai import ServerRefusedError, ServerUnreachableError
@@ -197,6 +200,9 @@ def fatal_hint(err: BaseException, folder: str) -> str:
     if isinstance(err, ServerUnreachableError):
         return ("Restart the server (or fix policy.base_url), then run the same command again: the episodes sealed "
                 "so far are kept; the others, those whose requests were lost included, are played.")
+    if isinstance(err, RunFailedError):
+        return ("Fix or restart what failed (the message names it), then run the same command again: the episodes "
+                "sealed so far are kept and the error episodes are played again.")
     if isinstance(err, CorruptShardError):
         return f"A shard of {folder} is damaged: run `agent-sft repair {folder}`, then the same command again to resume."
     if isinstance(err, FilterError):

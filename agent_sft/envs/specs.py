@@ -81,6 +81,11 @@ class EnvOptions:
         env's name, experts and packages. None (the default): the env plays itself."""
         return None
 
+    def probe_servers(self) -> dict[str, str] | None:
+        """For an env played on servers: each server's URL -> "" when it answers its health check, else
+        why not (asked when the env's episodes keep failing). None (the default): no servers to ask."""
+        return None
+
 
 @dataclass(frozen=True)
 class PlayedEnv:

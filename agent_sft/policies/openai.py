@@ -7,10 +7,13 @@ its episode ends. A 400 saying the prompt exceeds the context becomes `finish_re
 (`records.END_CONTEXT`). The API key is read from the environment variable `policy.api_key_env` and never
 recorded.
 
-A server that is not there stops the run instead of failing every episode: `probe_server` checks it
-answers at all before a run starts, and once `UNREACHABLE_AFTER` requests in a row got no answer (after
-their retries) the policy raises `ServerUnreachableError`. A key the server refuses (401/403) or a model it
-does not know (404) raises `ServerRefusedError` at the first request.
+A server that is not there, or that is there but never answers usefully, stops the run instead of
+failing every episode: `probe_server` checks it answers at all before a run starts; once
+`UNREACHABLE_AFTER` requests in a row got no answer (after their retries) the policy raises
+`ServerGoneError`, and once `policy.max_consecutive_failures` requests in a row failed for good (no
+good answer since, whatever the failure) it raises `ServerFailingError`. Requests waiting to retry then
+give up at once, so the stop comes as soon as the count is reached. A key the server refuses (401/403) or a
+model it does not know (404) raises `ServerRefusedError` at the first request.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ import os
 import random
 import re
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agent_sft.config import PolicyConfig
+from agent_sft.errors import RunFailedError
 from agent_sft.policies.base import Completion, PolicyError
 from agent_sft.policies.common import check_seeds, context_truncated, model_label, require, sampling_json
 from agent_sft.records import Message, PolicyInfo
@@ -49,6 +52,18 @@ class ServerRefusedError(PolicyError):
 
 class ServerUnreachableError(PolicyError):
     """The server does not answer at all (connection refused, unknown host, timeouts)."""
+
+    def __init__(self, message: str, base_url: str) -> None:
+        super().__init__(message)
+        self.base_url = base_url
+
+
+class ServerGoneError(ServerUnreachableError, RunFailedError):
+    """The server answered earlier in the run and stopped answering at all."""
+
+
+class ServerFailingError(PolicyError, RunFailedError):
+    """The server answers, but `policy.max_consecutive_failures` requests in a row failed for good."""
 
     def __init__(self, message: str, base_url: str) -> None:
         super().__init__(message)
@@ -135,7 +150,9 @@ class OpenAIPolicy:
         self._lock = threading.Lock()
         self.requests_sent = 0
         self._lost_in_a_row = 0  # requests given up without any answer since the last answer
-        self._gone: ServerUnreachableError | None = None
+        self._failed_in_a_row = 0  # requests failed for good since the last good answer
+        self._stop: PolicyError | None = None  # once set, every request raises it: the run stops
+        self._stopping = threading.Event()  # wakes the requests waiting to retry when `_stop` is set
 
     def act(
         self,
@@ -169,12 +186,12 @@ class OpenAIPolicy:
         body = self.request_body(conversation, seed)
         reason, retry_after, answered = "", None, False
         for attempt in range(self.cfg.max_retries + 1):
-            if self._gone is not None:
-                raise self._gone
+            self._check_stop()
             if attempt:
                 self._sleep(attempt, retry_after)
+                self._check_stop()
             try:
-                return self._post(body)
+                done = self._post(body)
             except _NoAnswer as e:
                 reason, retry_after, answered = str(e), None, False
             except _Retryable as e:
@@ -182,10 +199,18 @@ class OpenAIPolicy:
             except PolicyError:
                 raise
             except Exception as e:  # anything else: this request is lost, the batch goes on
-                return self._failed(f"{type(e).__name__}: {e}")
+                return self._give_up(f"{type(e).__name__}: {e}")
+            else:
+                with self._lock:
+                    self._failed_in_a_row = 0
+                return done
         if not answered:
             self._lost(reason)
-        return self._failed(f"gave up after {self.cfg.max_retries + 1} tries: {reason}")
+        return self._give_up(f"gave up after {self.cfg.max_retries + 1} tries: {reason}")
+
+    def _check_stop(self) -> None:
+        if self._stop is not None:
+            raise self._stop
 
     def _answered(self) -> None:
         """The server answered (whatever it said): it is there."""
@@ -197,13 +222,32 @@ class OpenAIPolicy:
         base = self.cfg.base_url.rstrip("/")
         with self._lock:
             self._lost_in_a_row += 1
-            if self._lost_in_a_row >= UNREACHABLE_AFTER and self._gone is None:
-                self._gone = ServerUnreachableError(self._mask(
+            if self._lost_in_a_row >= UNREACHABLE_AFTER:
+                self._stop_with(ServerGoneError(self._mask(
                     f"the policy server at {base} stopped answering: {self._lost_in_a_row} requests in a row got no "
-                    f"answer after {self.cfg.max_retries + 1} tries each (last: {reason}); check that the server "
-                    "is still running and reachable at policy.base_url"), base)
-            if self._gone is not None:
-                raise self._gone
+                    f"answer after {self.cfg.max_retries + 1} tries each (last: {_snippet(reason)}); check that the server "
+                    "is still running and reachable at policy.base_url"), base))
+        self._check_stop()
+
+    def _give_up(self, reason: str) -> Completion:
+        """A request failed for good: its episode ends as an error, unless it is the
+        `policy.max_consecutive_failures`-th in a row, which stops the run."""
+        base = self.cfg.base_url.rstrip("/")
+        with self._lock:
+            self._failed_in_a_row += 1
+            n = self._failed_in_a_row
+            if n >= self.cfg.max_consecutive_failures:
+                self._stop_with(ServerFailingError(self._mask(
+                    f"the policy server at {base} failed {n} requests in a row with no good answer since "
+                    f"(policy.max_consecutive_failures={self.cfg.max_consecutive_failures}); the last: {_snippet(reason)}"), base))
+        self._check_stop()
+        return self._failed(reason)
+
+    def _stop_with(self, error: PolicyError) -> None:
+        """Stop the run with `error` (the first one stays); requests waiting to retry give up now. Under `_lock`."""
+        if self._stop is None:
+            self._stop = error
+            self._stopping.set()
 
     def _post(self, body: dict[str, Any]) -> Completion:
         httpx = self._httpx
@@ -246,7 +290,7 @@ class OpenAIPolicy:
         delay = random.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.max_backoff_s))
-        time.sleep(delay)
+        self._stopping.wait(delay)
 
     def _mask(self, message: str) -> str:
         return message.replace(self._key, "***") if self._key else message

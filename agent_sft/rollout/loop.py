@@ -51,6 +51,7 @@ from agent_sft.records import (
     PolicyInfo,
     Step,
 )
+from agent_sft.rollout.health import EnvHealth
 from agent_sft.rollout.pools import EnvPool, backend, make_pool
 from agent_sft.rollout.tasks import EpisodeTask, LaneTasks, Plan, make_plan
 
@@ -239,6 +240,7 @@ class Collector:
         self.policy_info = first.policy_info
         self.stats = RunStats(env_backend=cfg.env.backend)
         self._stats_lock = threading.Lock()
+        self.health = EnvHealth(self.lanes, cfg.env.max_consecutive_errors)
 
     @property
     def pool(self) -> EnvPool | None:
@@ -365,7 +367,7 @@ class Collector:
             for w, r in self._env_call(resets).items():
                 lv = live[w]
                 if not r.ok:
-                    finished.append(self._end(lv, END_ERROR, f"env reset failed: {r.error}"))
+                    finished.append(self._end(lv, END_ERROR, f"env reset failed: {r.error}", env_failed=True))
                     self._release(live, free, w)
                 else:
                     lv.obs, lv.info = r.value
@@ -375,6 +377,7 @@ class Collector:
                 finished += self._turn(live, free, active)
                 self.stats.turns += 1
             yield from finished
+            self.health.check()  # after the turn's episodes are handed out: they are sealed
             if not live and not any(queues):
                 break
 
@@ -400,12 +403,16 @@ class Collector:
                 with st.cond:
                     while st.next_out not in st.done and st.error is None:
                         st.cond.wait(timeout=1.0)
-                    if st.error is not None:
-                        raise st.error
-                    ep = st.done.pop(st.next_out)
-                    st.next_out += 1
-                    st.cond.notify_all()
-                yield ep
+                    error = st.error
+                    if error is not None:  # the episodes that finished are handed out (sealed) first
+                        held = [st.done.pop(k) for k in sorted(st.done)]
+                    else:
+                        held = [st.done.pop(st.next_out)]
+                        st.next_out += 1
+                        st.cond.notify_all()
+                yield from held
+                if error is not None:
+                    raise error
         finally:
             with st.cond:
                 st.stop = True
@@ -432,6 +439,7 @@ class Collector:
                 with st.cond:
                     st.done[order] = ep
                     st.cond.notify_all()
+                self.health.check()
         except BaseException as e:  # noqa: BLE001 - the run stops and the main thread raises it
             with st.cond:
                 if st.error is None and not st.stop:
@@ -443,7 +451,7 @@ class Collector:
         lv = self._new_live(et)
         reply = self._env_one(r, local, ("reset", (et.seed, {"task_id": et.task.task_id})))
         if not reply.ok:
-            return self._end(lv, END_ERROR, f"env reset failed: {reply.error}")
+            return self._end(lv, END_ERROR, f"env reset failed: {reply.error}", env_failed=True)
         lv.obs, lv.info = reply.value
         self._start_episode(lv)
         while True:
@@ -599,7 +607,7 @@ class Collector:
         if not r.ok:
             step.done = True
             step.info = self._merge_info(step.info, {"env_error": True})
-            return self._end(lv, END_ERROR, f"env step failed: {r.error}")
+            return self._end(lv, END_ERROR, f"env step failed: {r.error}", env_failed=True)
         obs, reward, terminated, truncated, info = r.value
         won = bool(info.get("won", False))
         step.reward = float(reward)
@@ -661,7 +669,8 @@ class Collector:
         info.update(more)
         return json.dumps(info, sort_keys=True, default=str)
 
-    def _end(self, live: _Live, reason: str, error: str) -> Episode:
+    def _end(self, live: _Live, reason: str, error: str, *, env_failed: bool = False) -> Episode:
+        self.health.ended(live.task.lane, error if env_failed else "")
         ep = live.episode
         ep.end_reason = reason
         ep.success = reason == END_SUCCESS

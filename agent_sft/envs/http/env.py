@@ -220,3 +220,16 @@ def describe_server(url: str, timeout_s: float = 10.0, retries: int = 2, token_e
     if not isinstance(info, dict) or info.get("protocol") != PROTOCOL or not info.get("env"):
         raise ServerError(f"{url} is not an agent-sft env server (protocol {PROTOCOL}): /info gave {str(info)[:200]}")
     return info
+
+
+def probe_health(url: str, protocol: str = "agent-sft", timeout_s: float = 5.0, token_env: str | None = None) -> str:
+    """"" when the server at `url` answers its health check (agent-sft's GET /health, an AgentGym server's
+    GET /), else why not. One retry, at most 5 s a try: it is asked while a run waits for the verdict."""
+    c = JsonClient(url, min(float(timeout_s), 5.0), retries=1, token_env=token_env)
+    try:
+        c.call("GET", "/health" if protocol == "agent-sft" else "/")
+    except ServerError as err:
+        return str(err)
+    finally:
+        c.close()
+    return ""

@@ -53,14 +53,14 @@ def main() -> None:
     import ray
 
     from agent_sft.envs import register
+    from agent_sft.rollout.ray_pool import init_ray
 
     register("bench-sleep", bench_rollout.SleepEnv)
     temp = tempfile.mkdtemp(prefix="rb", dir="/tmp")
     os.makedirs("/tmp/ray", exist_ok=True)
     t = time.perf_counter()
-    ray.init(num_cpus=max(8, 2 * max(args.collectors)), include_dashboard=False, _temp_dir=temp,
-             object_store_memory=256 * 1024**2)
-    print(f"local Ray started in {time.perf_counter() - t:.1f} s\n")
+    init_ray(None, num_cpus=max(8, 2 * max(args.collectors)), _temp_dir=temp, object_store_memory=256 * 1024**2)
+    print(f"local Ray (on 127.0.0.1) started in {time.perf_counter() - t:.1f} s\n")
     print("| env | run | episodes | loop s | episodes/s | vs local | vs 1 collector | start-up s | per collector |")
     print("|---|---|---|---|---|---|---|---|---|")
     for env in args.envs:

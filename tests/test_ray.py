@@ -4,11 +4,13 @@ The rows must be a single process's, whoever played them: with the ALFWorld expe
 collectors against a loopback policy server whose answers depend only on the request and its seed. A
 collector SIGKILLed after its k-th episode (a hook, not a timer) is restarted and its unfinished
 episodes are played again: every episode once. A driver killed mid-run is resumed by running the command
-again. A cluster without the GPUs asked for stops the run before any episode.
+again. A cluster without the GPUs asked for stops the run before any episode. The cluster, the driver,
+the collectors and the env actors talk over 127.0.0.1 only, as does a Ray that agent-sft starts itself.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import signal
@@ -17,12 +19,14 @@ import sys
 import tempfile
 import time
 
+import psutil
 import pytest
 import ray  # installed by scripts/install.sh --test (the `ray` extra)
 from policy_server import PolicyServer
 
 import agent_sft
 from agent_sft.config import ConfigError, load_config
+from agent_sft.rollout.ray_pool import LOOPBACK, init_ray
 
 pytestmark = [pytest.mark.alfworld]
 
@@ -31,7 +35,8 @@ TIMING = ("started_at", "duration_s")
 
 @pytest.fixture(scope="module")
 def cluster():
-    """Two Ray nodes on this machine (2 CPUs each), token auth off and a short temp dir (socket paths)."""
+    """Two Ray nodes on this machine (2 CPUs each) bound to 127.0.0.1, token auth off and a short temp dir
+    (socket paths)."""
     from ray.cluster_utils import Cluster
 
     if ray.is_initialized():
@@ -42,8 +47,8 @@ def cluster():
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     os.makedirs("/tmp/ray", exist_ok=True)  # Cluster records the address there whatever the temp dir
     c = Cluster(initialize_head=True, head_node_args=dict(
-        num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, temp_dir=temp))
-    second = c.add_node(num_cpus=2, object_store_memory=200 * 1024**2)
+        num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, temp_dir=temp, node_ip_address=LOOPBACK))
+    second = c.add_node(num_cpus=2, object_store_memory=200 * 1024**2, node_ip_address=LOOPBACK)
     c.wait_for_nodes()
     yield c, second
     if ray.is_initialized():
@@ -176,3 +181,60 @@ def test_env_actors_spread_over_the_cluster_and_a_crashed_or_hung_env_ends_only_
     assert eps["hang/0"].end_reason == "error" and "timed out after 3 s" in eps["hang/0"].error
     assert eps["raise/0"].end_reason == "error" and "RuntimeError" in eps["raise/0"].error
     assert stats.workers_replaced == 2
+
+
+def _loopback(host):
+    ip = ipaddress.ip_address(host)
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
+
+
+def _off_loopback(processes):
+    """The TCP sockets of `processes` and their descendants bound to or dialling a non-loopback address
+    (listening on all interfaces included)."""
+    seen, off = set(), []
+    for p in processes:
+        try:
+            family = [p, *p.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for q in family:
+            if q.pid in seen:
+                continue
+            seen.add(q.pid)
+            try:
+                name, conns = q.name(), q.net_connections(kind="tcp")
+            except psutil.Error:  # a worker that ended meanwhile
+                continue
+            off += [(name, s.status, s.laddr, s.raddr) for s in conns
+                    if (s.laddr and s.laddr.port and not _loopback(s.laddr.ip)) or (s.raddr and not _loopback(s.raddr.ip))]
+    return seen, off
+
+
+def test_the_cluster_the_driver_and_the_actors_talk_over_loopback_only(cluster):
+    """Runs after the runs above: their workers (collectors, env actors, now idle) are still up."""
+    c, _ = cluster
+    if not ray.is_initialized():
+        init_ray(c.address)
+    hosts = [c.address.rsplit(":", 1)[0], ray.get_runtime_context().gcs_address.rsplit(":", 1)[0],
+             ray.util.get_node_ip_address(), *(n["NodeManagerAddress"] for n in ray.nodes())]
+    assert len(hosts) >= 5 and all(_loopback(h) for h in hosts), hosts
+    ray_processes = [psutil.Process(info.process.pid) for node in c.list_all_nodes()
+                     for infos in node.all_processes.values() for info in infos]
+    seen, off = _off_loopback([psutil.Process(), *ray_processes])
+    assert len(seen) > 8 and off == []
+
+
+def test_a_ray_started_here_binds_loopback_only(cluster):
+    ray.shutdown()  # leave the test cluster: the next test that needs it joins it again
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    temp = tempfile.mkdtemp(prefix="rl", dir="/tmp")
+    try:
+        init_ray(None, num_cpus=1, object_store_memory=100 * 1024**2, _temp_dir=temp)
+        hosts = [ray.get_runtime_context().gcs_address.rsplit(":", 1)[0], *(n["NodeManagerAddress"] for n in ray.nodes())]
+        assert len(hosts) == 2 and all(_loopback(h) for h in hosts), hosts
+        started = [p for p in psutil.Process().children() if p.pid not in before]
+        seen, off = _off_loopback([psutil.Process(), *started])
+        assert len(seen) > 3 and off == []
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)

@@ -5,14 +5,17 @@ env workers. Each slot is an actor holding one env; a request is an actor call w
 that raises, passes `env.step_timeout_s` or whose actor dies (its process, its node) gives a failed
 `Reply`, and the slot gets a fresh actor (the old one is killed). Each actor reserves `scale.cpus_per_env`
 CPUs. Joins the Ray this process is connected to (a collector actor's), else `$RAY_ADDRESS`, else starts
-a local one.
+a local one, bound to 127.0.0.1 (`init_ray`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from agent_sft.envs import EnvSpec, spec
@@ -26,6 +29,9 @@ from agent_sft.rollout.pools import (
     timed_out,
 )
 
+# The address a Ray started here binds: its services then take no traffic from other machines.
+LOOPBACK = "127.0.0.1"
+
 
 def _ray() -> Any:
     try:
@@ -33,20 +39,47 @@ def _ray() -> Any:
     except ImportError as e:
         raise ImportError(f"env.backend=ray needs the 'ray' package ({e}); pip install 'agent-sft[ray]'") from e
     if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS") or None
-        ray.init(address=address, include_dashboard=False, **local_runtime_env(address))
+        init_ray(os.environ.get("RAY_ADDRESS") or None)
     return ray
 
 
-def local_runtime_env(address: str | None) -> dict:
-    """For a Ray started here (no address): workers import from this process's `sys.path`, so envs
-    defined in the user's own modules build in the actors as they do in worker processes."""
-    if address is not None:
-        return {}
-    import sys
+def init_ray(address: str | None, **kwargs: Any) -> None:
+    """Join the Ray cluster at `address`, or start a new local Ray bound to 127.0.0.1 when it is None.
 
-    path = os.pathsep.join(p for p in sys.path if p)
-    return {"runtime_env": {"env_vars": {"PYTHONPATH": path}}}
+    A new one even when `ray start` ran on this machine (Ray's own `ray.init()` would join that): a cluster
+    is joined only by address (`auto` for the running one). A cluster for several machines is one started
+    with `ray start` (its `--node-ip-address` chooses the address it binds). A Ray started here has no
+    dashboard, and its workers import from this process's `sys.path`, so envs defined in the user's own
+    modules build in the actors as they do in worker processes.
+
+    Args:
+        address: A cluster address as `ray.init` takes it (`auto`, `host:port`, `ray://host:port`), or None.
+        **kwargs: Further `ray.init` arguments.
+    """
+    import ray
+
+    kwargs.setdefault("include_dashboard", False)
+    if address is None:
+        path = os.pathsep.join(p for p in sys.path if p)
+        kwargs = {"_node_ip_address": LOOPBACK, "runtime_env": {"env_vars": {"PYTHONPATH": path}}, **kwargs}
+        address = "local"
+    with _loopback_kept():
+        ray.init(address=address, **kwargs)
+
+
+@contextlib.contextmanager
+def _loopback_kept() -> Iterator[None]:
+    """Ray (on Linux) replaces a loopback address given to `ray.init`, the node's or the cluster's, with this
+    machine's interface address before it binds or dials it; its switch for a local-only Ray (the constant
+    behind `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, read once at import) keeps it as given."""
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 class EnvActor:

@@ -178,14 +178,13 @@ class RayCollector:
         ray = self.ray
         if ray.is_initialized():
             return
-        from agent_sft.rollout.ray_pool import local_runtime_env
+        from agent_sft.rollout.ray_pool import init_ray
 
         address = self.cfg.scale.address or os.environ.get("RAY_ADDRESS") or None
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, **local_runtime_env(address)}
         if address is None:
             self._owns_ray = True
         try:
-            ray.init(address=address, **kwargs)
+            init_ray(address, log_to_driver=True)
         except ConnectionError as e:
             raise RayRunError(f"scale.address={address}: no Ray cluster answers there ({e})") from None
 

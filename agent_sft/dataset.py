@@ -211,13 +211,14 @@ def load(folder: str, config: str = "sft", split: str | None = None, streaming: 
     _, s = folder_status(folder)
     import datasets
 
-    from agent_sft.hf_builder import AgentSFT, readme_data_files
+    from agent_sft.hf_builder import AgentSFT
 
     # what the README lists is what load_dataset reads: the same files here
-    try:
-        listed = readme_data_files(os.path.abspath(folder), config)
-    except (ValueError, FileNotFoundError):  # nothing listed yet (or no card yet)
-        listed = {}
+    root = os.path.abspath(folder)
+    configs, why, _ = readme_listing(root, s)
+    if why:
+        raise F.DatasetError(f"{os.path.join(folder, 'README.md')}: {why}; run `agent-sft repair {folder}` to write it again")
+    listed = {sp: [os.path.join(root, p) for p in ps] for sp, ps in configs.get(config, {}).items()}
     features = datasets.Features.from_arrow_schema(SCHEMAS[config])
     wanted = [split] if split is not None else list(SPLITS)
     if not any(sp in listed for sp in wanted):
@@ -230,7 +231,8 @@ def load(folder: str, config: str = "sft", split: str | None = None, streaming: 
             parts = {sp: d.to_iterable_dataset() for sp, d in parts.items()}
             return parts[split] if split is not None else datasets.IterableDatasetDict(parts)
         return parts[split] if split is not None else datasets.DatasetDict(parts)
-    builder = AgentSFT(config_name=config, data_dir=os.path.abspath(folder), **kwargs)
+    kwargs.setdefault("data_files", listed)
+    builder = AgentSFT(config_name=config, data_dir=root, **kwargs)
     if streaming:
         ds = builder.as_streaming_dataset(split=split)
     else:
@@ -253,32 +255,83 @@ def load_sft(folder: str, split: str | None = None, **kw: Any):
     return load(folder, "sft", split, **kw)
 
 
-def check_folder(folder: str) -> dict:
-    """Verify every shard the folder lists against its checksum, without changing anything.
+def readme_listing(folder: str, s: F.Scan) -> tuple[dict[str, dict[str, list[str]]], str | None, int]:
+    """What `load_dataset(folder)` reads: config -> split -> relative paths, as the README lists them; why
+    it cannot load them (None when it can); and how many shards the listing lags behind (live shards with
+    rows it leaves out, or shards it names that the folder no longer counts: a rewrite cut short, which the
+    next command finishes).
 
-    Returns {"checked": n, "damaged": {relative path: why}, "unlisted_rows": bool}.
+    A writer at work rewrites the README before it deletes what the README no longer lists, so a README
+    replaced while it is checked is checked again, in its new version.
+    """
+    path = os.path.join(folder, "README.md")
+    for _ in range(3):
+        seen = _file_id(path)
+        out = _readme_listing(folder, s)
+        if out[1] is None or _file_id(path) == seen:
+            break
+    return out
+
+
+def _file_id(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _readme_listing(folder: str, s: F.Scan) -> tuple[dict[str, dict[str, list[str]]], str | None, int]:
+    from agent_sft.hf_builder import read_readme
+
+    configs, why = read_readme(folder)
+    if why is not None:
+        return {}, f"{why}, so `load_dataset` cannot load the folder", 0
+    rows = s.raw_rows()
+    if configs is None:
+        return {}, (f"missing, so `load_dataset` finds none of the {rows} episodes" if rows else None), 0
+    listed = {p for c, by_split in configs.items() for ps in by_split.values() for p in ps}
+    absent = sorted(p for p in listed if not os.path.isfile(os.path.join(folder, p)))
+    if absent:
+        more = f" and {len(absent) - 1} more" if len(absent) > 1 else ""
+        return configs, f"lists {absent[0]}{more}, not in the folder, so `load_dataset` fails", 0
+    misplaced = sorted(p for c, by_split in configs.items() for sp, ps in by_split.items() for p in ps
+                       if not p.startswith(f"data/{c}/{sp}/"))
+    if misplaced:
+        return configs, f"lists {misplaced[0]} under another config or split than its own", 0
+    live = {p for by_split in F.listing(folder, s).values() for ps in by_split.values() for p in ps}
+    return configs, None, len(live ^ listed)
+
+
+def check_folder(folder: str) -> dict:
+    """Verify what a user loads without changing anything: the README's listing as `datasets` reads it,
+    the checksum manifest, and every shard the folder lists against its checksum.
+
+    Returns {"checked": shards verified, "damaged": {relative path: why}, "missing_sft": sft shards to
+    derive, "unlisted": shards the README's listing lags behind}.
     """
     if not os.path.isdir(folder):
         raise F.NotADatasetError(f"{folder}: no such folder")
     info = F.read_info(folder) or F.recover_info(folder, write=False) or {}
     s = F.open_scan(folder, info)
-    sums = F.read_checksums(folder)
+    sums, sums_why = F.load_checksums(folder)
+    _, readme_why, unlisted = readme_listing(folder, s)
     damaged: dict[str, str] = {}
-    checked = 0
+    if readme_why:
+        damaged["README.md"] = readme_why
+    if sums_why:
+        damaged[F.CHECKSUMS] = f"{sums_why}; the shards were verified by reading them whole instead"
+    live = []
     for config in ("raw", "sft"):
         for split in SPLITS:
             bad = s.corrupt_raw[split] if config == "raw" else s.corrupt_sft[split]
             for n, why in bad.items():
                 damaged[f"data/{config}/{split}/{n}"] = why
-            live = s.raw[split] if config == "raw" else {F.sft_name(n, s.generation): m for n, m in s.sft[split].items()}
-            for n in sorted(live):
-                rel = f"data/{config}/{split}/{n}"
-                checked += 1
-                why = F.verify_shard(folder, rel, sums.get(rel))
-                if why:
-                    damaged[rel] = why
-    return {"checked": checked + sum(len(s.corrupt_raw[sp]) + len(s.corrupt_sft[sp]) for sp in SPLITS),
-            "damaged": damaged, "missing_sft": sum(len(v) for v in s.missing_sft.values())}
+            names = s.raw[split] if config == "raw" else [F.sft_name(n, s.generation) for n in s.sft[split]]
+            live += [f"data/{config}/{split}/{n}" for n in sorted(names)]
+    damaged.update(F.verify_shards(folder, live, sums))
+    return {"checked": len(live) + sum(len(s.corrupt_raw[sp]) + len(s.corrupt_sft[sp]) for sp in SPLITS),
+            "damaged": damaged, "missing_sft": sum(len(v) for v in s.missing_sft.values()), "unlisted": unlisted}
 
 
 def info_text(folder: str, check: bool = True) -> tuple[str, bool]:
@@ -287,8 +340,10 @@ def info_text(folder: str, check: bool = True) -> tuple[str, bool]:
     are reported and left out of the figures."""
     info, s = folder_status(folder)
     damaged: dict[str, str] = {}
+    unlisted = 0
     if check:
-        damaged = check_folder(folder)["damaged"]
+        r = check_folder(folder)
+        damaged, unlisted = r["damaged"], r["unlisted"]
     st = compute_stats(folder, s, exclude=frozenset(damaged))
     b = info.get("build", {})
     lines = []
@@ -321,15 +376,32 @@ def info_text(folder: str, check: bool = True) -> tuple[str, bool]:
     if st["tokens"]["completion"] is not None:
         lines.append(f"tokens: prompt {st['tokens']['prompt']}, completion {st['tokens']['completion']}")
     lines.append(f"shards: raw {st['shards']['raw']}, sft {st['shards']['sft']}")
-    if damaged:
-        lines.append(f"DAMAGED: {len(damaged)} shard(s) do not match their checksum or cannot be read "
+    files = {rel: why for rel, why in damaged.items() if not rel.startswith("data/")}
+    shards = {rel: why for rel, why in damaged.items() if rel.startswith("data/")}
+    lines += [f"DAMAGED: {rel}: {why}" for rel, why in sorted(files.items())]
+    if shards:
+        lines.append(f"DAMAGED: {len(shards)} shard(s) do not match their checksum or cannot be read "
                      "(left out of the figures above):")
-        lines += [f"  {rel}: {why}" for rel, why in sorted(damaged.items())]
-        lines.append(f"run `agent-sft repair {folder}`: it derives damaged sft shards again and moves damaged raw "
-                     "shards aside, whose episodes the next collect plays again")
+        lines += [f"  {rel}: {why}" for rel, why in sorted(shards.items())]
+    if damaged:
+        lines.append(f"run `agent-sft repair {folder}`: {repair_does(damaged)}")
     elif check:
-        lines.append("integrity: every shard matches its checksum")
+        lines.append("integrity: every shard matches its checksum" + (
+            f"; README.md lags {unlisted} shard(s) behind (a run cut short): `agent-sft repair {folder}` lists them"
+            if unlisted else ""))
     return "\n".join(lines), not damaged
+
+
+def repair_does(damaged: dict[str, str]) -> str:
+    """What `agent-sft repair` does about these damaged files (relative path -> why)."""
+    out = []
+    if "README.md" in damaged or F.CHECKSUMS in damaged:
+        out.append(f"it writes {' and '.join(r for r in ('README.md', F.CHECKSUMS) if r in damaged)} again from the shards")
+    if any(rel.startswith("data/sft/") for rel in damaged):
+        out.append("it derives damaged sft shards again")
+    if any(rel.startswith("data/raw/") for rel in damaged):
+        out.append("it moves damaged raw shards aside, whose episodes the next collect plays again")
+    return "; ".join(out)
 
 
 def stats_json(folder: str) -> str:

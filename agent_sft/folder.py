@@ -29,6 +29,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -299,13 +300,38 @@ def configs_front_matter(files: dict[str, dict[str, list[str]]]) -> list[dict]:
 
 
 def read_checksums(folder: str) -> dict[str, dict]:
-    """Relative shard path -> {"size", "sha256"} as recorded when the README last listed it."""
+    """Relative shard path -> {"size", "sha256"} as recorded when the README last listed it ({} when the
+    manifest is missing or unreadable: shards are then verified by reading them whole)."""
+    return load_checksums(folder)[0]
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def load_checksums(folder: str) -> tuple[dict[str, dict], str | None]:
+    """The checksum manifest, and why it cannot be used when it is there but unreadable (else None).
+
+    A manifest with one malformed entry is not trusted at all: whatever garbled it may have changed the
+    entries that still look right."""
+    path = os.path.join(folder, CHECKSUMS)
     try:
-        with open(os.path.join(folder, CHECKSUMS)) as fh:
-            out = json.load(fh)
-        return out if isinstance(out, dict) else {}
-    except (OSError, ValueError):
-        return {}
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return {}, None
+    except OSError as e:
+        return {}, f"cannot be read ({e.strerror or e})"
+    try:
+        sums = json.loads(data)
+    except ValueError as e:
+        return {}, f"not JSON ({'empty file' if not data.strip() else e})"
+    if not isinstance(sums, dict):
+        return {}, f"not a mapping of shard paths to checksums (a JSON {type(sums).__name__})"
+    for rel, entry in sums.items():
+        if not (isinstance(entry, dict) and type(entry.get("size")) is int and entry["size"] >= 0
+                and isinstance(entry.get("sha256"), str) and _SHA256.match(entry["sha256"])):
+            return {}, f"the entry of {rel!r} is not a size and a sha256 ({json.dumps(entry)[:80]})"
+    return sums, None
 
 
 # checksums file path -> (its stat when this process last wrote it, what it wrote)
@@ -331,7 +357,7 @@ def record_checksums(folder: str, rel_paths: list[str]) -> dict[str, dict]:
     key = _stat_key(path)
     # the file as this process last wrote it is not read again (a shard's sum never changes, so even an
     # older copy holds only true sums; what it lacks is computed from the shard)
-    old = mine[1] if mine is not None and key == mine[0] else read_checksums(folder)
+    old, unreadable = (mine[1], None) if mine is not None and key == mine[0] else load_checksums(folder)
     sealed = sealed_under(folder)
     out = {}
     for rel in rel_paths:
@@ -344,7 +370,7 @@ def record_checksums(folder: str, rel_paths: list[str]) -> dict[str, dict]:
                 continue
             known = file_checksum(shard)
         out[rel] = known
-    if out != old or key is None:
+    if out != old or key is None or unreadable:
         # not fsynced: a lost or stale manifest only means sums are computed again from the shards
         write_text_atomic(path, _sums_json(path, out))
         key = _stat_key(path)
@@ -388,6 +414,20 @@ def verify_shard(folder: str, rel: str, recorded: dict | None) -> str | None:
     except (CorruptShardError, pa.ArrowInvalid) as e:
         return str(e)
     return None
+
+
+_VERIFY_THREADS = max(2, min(8, os.cpu_count() or 1))
+
+
+def verify_shards(folder: str, rels: list[str], sums: dict[str, dict]) -> dict[str, str]:
+    """`verify_shard` for each of `rels`, a few at a time (reading and hashing release the GIL, so the
+    time is the disk's); returns relative path -> why, for the damaged ones only."""
+    if len(rels) < 2:
+        found = {rel: verify_shard(folder, rel, sums.get(rel)) for rel in rels}
+    else:
+        with ThreadPoolExecutor(max_workers=min(len(rels), _VERIFY_THREADS), thread_name_prefix="agent-sft-verify") as ex:
+            found = dict(zip(rels, ex.map(lambda rel: verify_shard(folder, rel, sums.get(rel)), rels)))
+    return {rel: why for rel, why in found.items() if why}
 
 
 def recover_info(folder: str, write: bool = True) -> dict | None:

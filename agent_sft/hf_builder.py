@@ -21,31 +21,52 @@ import pyarrow as pa
 import yaml
 from datasets.builder import Key
 
+from agent_sft.errors import DatasetError
 from agent_sft.records import SCHEMAS, SPLITS
 
 _SPLIT_NAMES = {"train": datasets.Split.TRAIN, "validation": datasets.Split.VALIDATION}
 
 
-def readme_data_files(folder: str, config: str) -> dict[str, list[str]]:
-    """split -> absolute data file paths of `config`, as the folder's README front matter lists them."""
-    path = os.path.join(folder, "README.md")
+def read_readme(folder: str) -> tuple[dict[str, dict[str, list[str]]] | None, str | None]:
+    """The README front matter as `datasets.load_dataset(folder)` reads it: config -> split -> data file
+    paths relative to the folder ({} when it lists none; None when the folder has no README.md), and why
+    `datasets` cannot read it (then the listing is None too; else None)."""
+    from datasets.data_files import sanitize_patterns
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCard
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
+
     try:
-        with open(path) as fh:
+        with open(os.path.join(folder, "README.md"), encoding="utf-8", newline="") as fh:  # as DatasetCard.load
             text = fh.read()
     except FileNotFoundError:
-        raise FileNotFoundError(f"{folder}: no README.md; not an agent-sft dataset folder") from None
-    if not text.startswith("---"):
-        raise ValueError(f"{path}: no YAML front matter")
-    meta = yaml.safe_load(text.split("---", 2)[1]) or {}
-    for entry in meta.get("configs") or []:
-        if entry.get("config_name") == config:
-            out: dict[str, list[str]] = {}
-            for df in entry.get("data_files", []):
-                paths = df["path"] if isinstance(df["path"], list) else [df["path"]]
-                out[df["split"]] = [os.path.join(folder, p) for p in paths]
-            return out
-    names = [e.get("config_name") for e in meta.get("configs") or []]
-    raise ValueError(f"{folder}: config {config!r} has no data (configs with data: {', '.join(map(str, names)) or 'none'})")
+        return None, None
+    except (OSError, UnicodeDecodeError) as e:
+        return None, f"cannot be read ({e})"
+    if not REGEX_YAML_BLOCK.search(text):  # the card's own rule: datasets then sees no configs at all
+        return None, "its YAML front matter has no end (cut short?)" if text.startswith("---") else "it has no YAML front matter"
+    try:
+        configs = MetadataConfigs.from_dataset_card_data(DatasetCard(text).data)
+        return {name: {split: list(paths) for split, paths in sanitize_patterns(c.get("data_files") or []).items()}
+                for name, c in configs.items()}, None
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError) as e:
+        return None, f"its YAML front matter cannot be read ({' '.join(str(e).split())[:200]})"
+
+
+def readme_data_files(folder: str, config: str) -> dict[str, list[str]]:
+    """split -> absolute data file paths of `config`, as the folder's README front matter lists them.
+
+    Raises:
+        DatasetError: the README cannot be read as `datasets` reads it, or it lists no data for `config`.
+    """
+    configs, why = read_readme(folder)
+    if why is not None:
+        raise DatasetError(f"{os.path.join(folder, 'README.md')}: {why}; run `agent-sft repair {folder}` to write it again")
+    if configs is None:
+        raise DatasetError(f"{folder}: no README.md; not an agent-sft dataset folder")
+    if config in configs:
+        return {split: [os.path.join(folder, p) for p in paths] for split, paths in configs[config].items()}
+    raise DatasetError(f"{folder}: config {config!r} has no data (configs with data: {', '.join(configs) or 'none'})")
 
 
 @dataclass

@@ -134,7 +134,9 @@ def repair_folder(folder: str) -> list[str]:
             done.append(f"rebuilt {F.INFO} from the identity recorded in shard {info.get('recovered_from')}")
         gen = F.generation(info)
         deriver = SftDeriver(F.build_spec(info))
-        sums = F.read_checksums(folder)
+        sums, sums_why = F.load_checksums(folder)
+        if sums_why:
+            done.append(f"{F.CHECKSUMS}: {sums_why}; written again from the shards")
         s = F.scan(folder, gen)
         q_dir = os.path.join(folder, F.QUARANTINE, time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
         raw_bad: dict[str, dict[str, str]] = {sp: dict(s.corrupt_raw[sp]) for sp in SPLITS}

@@ -79,14 +79,29 @@ def write_readme(folder: str, s: F.Scan, body: str | None = None, stats: dict | 
     F.write_text_atomic(os.path.join(folder, "README.md"), text + body)
 
 
-def check_not_corrupt(folder: str, s: F.Scan) -> None:
-    """Refuse to go on when a raw shard cannot be read: its episodes would be played twice."""
-    bad = [f"data/raw/{sp}/{n}" for sp in SPLITS for n in s.corrupt_raw[sp]]
+def check_not_corrupt(folder: str, s: F.Scan, verify: bool = False) -> list[tuple[str, str]]:
+    """Refuse to go on when a raw shard cannot be read: its episodes would be played twice.
+
+    With `verify`, every live shard is also read whole and checked against its checksum, so a shard
+    damaged inside (not only at its footer) is found before anything is played or written. Returns the
+    (split, raw shard name) whose sft shard is damaged: derived data, to derive again.
+    """
+    bad = {f"data/raw/{sp}/{n}": why for sp in SPLITS for n, why in s.corrupt_raw[sp].items()}
+    sft_bad: list[tuple[str, str]] = []
+    if verify:
+        raw = {f"data/raw/{sp}/{n}": (sp, n) for sp in SPLITS for n in sorted(s.raw[sp])}
+        sft = {f"data/sft/{sp}/{F.sft_name(n, s.generation)}": (sp, n) for sp in SPLITS for n in sorted(s.sft[sp])}
+        found = F.verify_shards(folder, [*raw, *sft], F.read_checksums(folder))
+        bad.update((rel, why) for rel, why in found.items() if rel in raw)
+        sft_bad = [sft[rel] for rel in found if rel in sft]
     if bad:
+        names = sorted(bad)
         raise F.CorruptShardError(
-            f"{folder}: {len(bad)} raw shard(s) cannot be read ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); "
-            f"run `agent-sft repair {folder}` to move them aside (their episodes are then played again by the next collect)"
+            f"{folder}: {len(bad)} raw shard(s) damaged ({names[0]}: {bad[names[0]]}"
+            f"{f'; and {len(bad) - 1} more' if len(bad) > 1 else ''}); run `agent-sft repair {folder}` to move them "
+            "aside (their episodes are then played again by the next collect)"
         )
+    return sft_bad
 
 
 def split_errors(folder: str, s: F.Scan, deriver: SftDeriver, tag: str) -> F.Scan:

@@ -189,10 +189,14 @@ class DatasetWriter:
             if not same_build(F.build_spec(info), self.build):
                 generation += 1
                 info["build"] = {**self.build.to_dict(), "generation": generation}
+            s = F.scan(self.path, generation)
+            # before anything is written or played: a damaged raw shard's episodes would count as done
+            damaged_sft = check_not_corrupt(self.path, s, verify=True)
             F.write_json_atomic(os.path.join(self.path, F.INFO), info)
             self.generation = generation
-            s = F.scan(self.path, generation)
-            check_not_corrupt(self.path, s)
+            for split, name in damaged_sft:
+                log.warning("%s: the sft shard of %s/%s does not match its checksum; derived again", self.path, split, name)
+                self.deriver.write_for(self.path, split, name, generation)  # replaces it in one rename
             s = repair(self.path, s, self.deriver)
             if retry_errors:
                 s = split_errors(self.path, s, self.deriver, new_writer_tag())

@@ -153,15 +153,19 @@ def _run(a: argparse.Namespace) -> int:
         print(text)
         return 0 if intact else 1
     elif a.command == "repair":
-        from agent_sft.dataset import check_folder
+        from agent_sft.dataset import check_folder, repair_does
         from agent_sft.maintain import repair_folder
 
         if a.check:
             r = check_folder(a.dir)
             for rel, why in sorted(r["damaged"].items()):
                 print(f"damaged: {rel}: {why}")
-            print(f"checked {r['checked']} shards: {len(r['damaged'])} damaged"
-                  + (f"; {r['missing_sft']} sft shard(s) to derive" if r["missing_sft"] else ""))
+            shards = sum(rel.startswith("data/") for rel in r["damaged"])
+            print(f"checked {r['checked']} shards: {shards} damaged"
+                  + (f"; {r['missing_sft']} sft shard(s) to derive" if r["missing_sft"] else "")
+                  + (f"; README.md lags {r['unlisted']} shard(s) behind" if r["unlisted"] else ""))
+            if r["damaged"]:
+                print(f"run `agent-sft repair {a.dir}`: {repair_does(r['damaged'])}")
             return 1 if r["damaged"] else 0
         actions = repair_folder(a.dir)
         print(f"repaired {a.dir}:")

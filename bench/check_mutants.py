@@ -1,5 +1,5 @@
-"""Mutation check of tests/test_promises.py: each bug below, put into a copy of the repository one at a
-time, must make at least one test fail; the unmutated copy must pass.
+"""Mutation check of tests/test_promises.py and tests/test_folder_checks.py: each bug below, put into a
+copy of the repository one at a time, must make at least one test fail; the unmutated copy must pass.
 
     python bench/check_mutants.py                 # the unmutated copy, then every mutant
     python bench/check_mutants.py 5 6 10b         # only these mutants (the unmutated copy still runs first)
@@ -10,7 +10,8 @@ time, must make at least one test fail; the unmutated copy must pass.
 Each mutant is a textual replacement in one source file. A mutant lists alternative (file, old, new)
 triples: the first `old` found exactly once in its file is replaced; when none is found the script stops,
 naming the mutant, before any test runs, so a pattern that no longer matches the code never passes
-silently. Update MUTANTS (top of this file) when the code moves.
+silently; tests/test_mutants.py checks that every pattern applies (in the default test run, without
+running the mutants). Update MUTANTS (top of this file) when the code moves.
 
 The copy holds the repository's tracked and untracked, not ignored, files. Tests run there with
 `cwd` and `PYTHONPATH` set to the copy, so `import agent_sft` (and the env worker processes it spawns)
@@ -32,7 +33,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-TEST_FILES = ["tests/test_promises.py"]
+TEST_FILES = ["tests/test_promises.py", "tests/test_folder_checks.py"]
 
 
 @dataclass
@@ -48,18 +49,14 @@ def alt(file: str, *pairs: tuple[str, str]) -> list[tuple[str, str, str]]:
     return [(file, old, new) for old, new in pairs]
 
 
-# Shard writing and sft derivation are moving between modules: mutants 5, 6 and 7 list every file
-# where their code has lived.
-SEAL_TMP = ('tmp = os.path.join(d, f"{TMP_PREFIX}{os.getpid()}-{name}")', "tmp = path")
+SEAL_TMP = ('return os.path.join(d, f"{TMP_PREFIX}{os.getpid()}-{name}")', "return path")
 DROPS = ("drops.update(d)", "drops = Counter(d)")
-README_FIRST = [
-    ("                try:\n                    self.deriver.write_for(self.path, split, name, self.generation, srows)\n",
-     "                write_readme(self.path, F.scan(self.path, self.generation))\n"
-     "                try:\n                    self.deriver.write_for(self.path, split, name, self.generation, srows)\n"),
-    ("                self.deriver.write_for(self.path, split, name, self.generation, srows)\n",
-     "                write_readme(self.path, F.scan(self.path, self.generation))\n"
-     "                self.deriver.write_for(self.path, split, name, self.generation, srows)\n"),
-]
+SFT_CALL = "                        unit.sft = self.deriver.write_for(self.path, split, name, self.generation, srows)\n"
+README_FIRST = (SFT_CALL,
+                # the raw shard sealed on its own, and listed, before the sft shard is written
+                "                        group.__exit__(None, None, None)\n"
+                "                        write_readme(self.path, F.scan(self.path, self.generation))\n"
+                "                        group.__enter__()\n" + SFT_CALL)
 
 MUTANTS = [
     Mutant("1", "collect ignores filters.* and SFT_REQUIRE_SUCCESS", alt("agent_sft/collection.py",
@@ -76,11 +73,11 @@ MUTANTS = [
         ("split=task_split(spec.task_id, cfg.data.val_fraction),", "split=task_split(spec.task_id, 0.1),"),
     ), "val_fraction"),
     Mutant("5", "shard written in place instead of temp file + rename",
-           alt("agent_sft/shards.py", SEAL_TMP) + alt("agent_sft/folder.py", SEAL_TMP), "midway or mid_shard"),
+           alt("agent_sft/shards.py", SEAL_TMP), "midway or mid_shard or final_name"),
     Mutant("6", "README rewritten before the sft shard of a flush is sealed",
-           alt("agent_sft/writer.py", *README_FIRST), "sft_shard or every_flush"),
+           alt("agent_sft/writer.py", README_FIRST), "sft_shard or every_flush"),
     Mutant("7", "drop counts overwritten per record batch instead of added",
-           alt("agent_sft/derive.py", DROPS) + alt("agent_sft/writer.py", DROPS), "several_record_batches"),
+           alt("agent_sft/derive.py", DROPS), "several_record_batches"),
     Mutant("8", "card totals taken from the last run only", alt("agent_sft/card.py",
         ('"total_episodes": st["total_episodes"],',
          '"total_episodes": (st.get("run") or {}).get("episodes", st["total_episodes"]),'),
@@ -95,6 +92,16 @@ MUTANTS = [
     Mutant("10b", "final_reward the last reward instead of the sum", alt("agent_sft/records.py",
         ("return float(sum(self.rewards))", "return float(self.rewards[-1]) if self.rewards else 0.0"),
     ), "envs_verdict"),
+    Mutant("11", "the listing ignores a shard's `after` marker (a rewrite not switched on counts)", alt("agent_sft/folder.py",
+        ('return any(a in metas and a not in replaced for a in m.get("after", []))', "return False"),
+    ), "splitting_out_error"),
+    Mutant("12", "the shards of a flush renamed sft before raw", alt("agent_sft/shards.py",
+        ("        for st in staged:\n            os.replace(st.tmp, st.path)",
+         "        for st in reversed(staged):\n            os.replace(st.tmp, st.path)"),
+    ), "second_rename"),
+    Mutant("13", "a resume does not verify its raw shards before playing", alt("agent_sft/writer.py",
+        ("check_not_corrupt(self.path, s, verify=True)", "check_not_corrupt(self.path, s)"),
+    ), "damaged_raw_shard or damaged_sft_shard"),
 ]
 
 

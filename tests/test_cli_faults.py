@@ -60,8 +60,10 @@ class ChatServer:
     after `budget` chat answers it goes away: the request in hand gets no answer and the port is closed.
     """
 
-    def __init__(self, status: int = 200, budget: int | None = None):
+    def __init__(self, status: int = 200, budget: int | None = None, hang_after: int | None = None):
         self.status, self.budget, self.answered = status, budget, 0
+        self.hang_after, self.held = hang_after, 0  # past `hang_after` answers, requests are held until close
+        self._released = threading.Event()
         self._lock = threading.Lock()
         server = self
 
@@ -79,7 +81,12 @@ class ChatServer:
                         threading.Thread(target=server.close, daemon=True).start()
                         self.close_connection = True
                         return  # no answer: the client sees the connection drop
-                    server.answered += 1
+                    held = server.hang_after is not None and server.answered >= server.hang_after
+                    server.held += held
+                    server.answered += not held
+                if held:
+                    server._released.wait(60)
+                    return
                 if server.status != 200:
                     self._send(server.status, {"error": {"message": f"refused with {server.status}"}})
                     return
@@ -102,6 +109,7 @@ class ChatServer:
         self._closed = False
 
     def close(self):
+        self._released.set()
         with self._lock:
             if self._closed:
                 return
@@ -371,6 +379,87 @@ def test_sigterm_seals_finished_episodes_stops_workers_and_the_rerun_completes(w
     rows = raw_rows(workdir / "ds")
     assert len(rows) == len({r["episode_id"] for r in rows}) == 4
     assert {r["episode_id"] for r in first} <= {r["episode_id"] for r in rows}
+
+
+def _children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid` (from /proc)."""
+    out = []
+    for child in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = open(f"/proc/{child}/stat").read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(child))
+    return out
+
+
+def _wait_for(probe, timeout_s: float, what) -> None:
+    """Ask `probe()` every 0.05 s until it is true; fail saying `what` (or what it returns) after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {timeout_s:g} s: {what() if callable(what) else what}")
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("stuck", ["env step", "policy request"])
+def test_sigterm_to_the_main_process_alone_stops_its_workers_at_once(workdir, stuck):
+    """SIGTERM to the collect process only (not its group) while both env workers are inside a step that
+    takes a minute, or while both policy requests wait on a server that does not answer: the run seals what
+    finished and exits 143 within seconds, and no process it started survives it."""
+    from serve_helpers import TESTS
+
+    markers = workdir / "markers"
+    markers.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
+    server = None
+    if stuck == "env step":
+        env["SLOW_ENV_MARKERS"] = str(markers)
+        more, busy = [], lambda: len(os.listdir(markers)) >= 2
+    else:
+        server = ChatServer(hang_after=2)
+        more, busy = openai_args(server.url, "policy.request_timeout_s=60"), lambda: server.held >= 2
+    cmd = [sys.executable, "-c", "import sys, slow_env; from agent_sft.cli import main; sys.exit(main(sys.argv[1:]))",
+           "collect", "--no-progress", "env.env_name=slow-test", "env.backend=process", "data.val_batch_size=2",
+           "env.num_episodes=8", "output.flush_every_episodes=1", "output.dir=ds", *more]
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        # two episodes won and sealed, then both workers (or both requests) stuck
+        _wait_for(lambda: proc.poll() is not None or (busy() and list((workdir / "ds").glob("data/raw/*/*.arrow"))),
+                 60, "two episodes sealed, then both workers stuck")
+        assert proc.poll() is None, proc.stderr.read()
+        children = _children(proc.pid)
+        assert len(children) >= 2  # the env workers (and multiprocessing's resource tracker)
+        t = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=8)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running {time.monotonic() - t:.1f} s after SIGTERM") from None
+        err = proc.stderr.read()
+        assert proc.returncode == 143, err
+        assert err.endswith("agent-sft collect: terminated (SIGTERM); the 2 episodes this run finished are sealed "
+                            "in ds; run the same command again to play the rest\n"), err
+        _wait_for(lambda: not any(map(_alive, children)) and not _session_processes(proc.pid), 5,
+                 lambda: f"processes of the run still alive: {_session_processes(proc.pid)}")
+    finally:
+        if proc.poll() is None or _session_processes(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if server is not None:
+            server.close()
+    rows = raw_rows(workdir / "ds")
+    assert len(rows) == 2 and all(r["success"] for r in rows)
 
 
 @ALFWORLD

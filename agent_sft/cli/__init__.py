@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from typing import NoReturn
 
 # subcommand -> (module, one-line help). Each module defines `add_arguments(parser)` and `run(args)`.
 COMMANDS = {
@@ -61,6 +62,25 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _exit_now(code: int) -> NoReturn:
+    """End the process with `code` once a command stopped on SIGTERM has sealed what it held.
+
+    Threads still blocked on the network (an HTTP policy's requests in flight, whose answers no episode
+    will take) are not waited for, as a normal exit would; exit functions still run (a Ray started here
+    is shut down) and output is flushed.
+    """
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed stream has nothing left to say
+            pass
+    os._exit(code)
+
+
 def _parse(parser: argparse.ArgumentParser, subparsers: dict[str, argparse.ArgumentParser], argv: list[str]) -> argparse.Namespace:
     """Parse `argv`; a command's options and positionals may come in any order (`key=value --flag key=value`)."""
     i = next((k for k, a in enumerate(argv) if not a.startswith("-")), None)
@@ -99,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3 if isinstance(e, RunFailedError) else getattr(e, "exit_code", 2)
     except Terminated as e:
         print(f"agent-sft {args.command}: terminated (SIGTERM); {e or 'what was written so far is kept'}", file=sys.stderr)
-        return 128 + signal.SIGTERM
+        _exit_now(128 + signal.SIGTERM)
     except KeyboardInterrupt as e:
         print(f"agent-sft {args.command}: interrupted; {e or 'what was written so far is kept'}", file=sys.stderr)
         return 130

@@ -302,7 +302,11 @@ class OpenAIPolicy:
         return PolicyInfo(kind="openai", model=model_label(self.cfg.model), sampling=sampling_json(self.cfg))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        # Requests in flight or waiting to retry (the run was interrupted) are not waited for: no episode is
+        # left to take their answers, and a slow server would hold the run's end for a request timeout.
+        with self._lock:
+            self._stop_with(PolicyError("the policy is closed"))
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
 
 

@@ -398,6 +398,7 @@ class Collector:
         ]
         for th in threads:
             th.start()
+        join_s = 10.0  # a thread inside a hung env step is left to its pool's close
         try:
             while st.next_out < len(plan.episodes):
                 with st.cond:
@@ -413,12 +414,15 @@ class Collector:
                 yield from held
                 if error is not None:
                     raise error
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: threads still waiting on the policy or an env are not waited for
+            join_s = 0.0
+            raise
         finally:
             with st.cond:
                 st.stop = True
                 st.cond.notify_all()
             asker.close()
-            deadline = time.monotonic() + 10.0  # a thread inside a hung env step is left to its pool's close
+            deadline = time.monotonic() + join_s
             for th in threads:
                 th.join(max(0.0, deadline - time.monotonic()))
 

@@ -72,6 +72,28 @@ def worker_main(conn: Any, factory: Any, kwargs: dict, quiet_build: bool = False
             env.close()
         except Exception:  # noqa: BLE001 - the process is going away anyway
             pass
+        _exit_now()
+
+
+def _exit_now() -> None:
+    """End the worker once its env is closed: exit functions run and output is flushed, but the
+    interpreter's teardown of an engine's modules (a second or more for ALFWorld, more under load) is
+    skipped: it frees nothing the OS does not."""
+    import atexit
+    import os
+    import sys
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed or broken stream has nothing left to say
+            pass
+    os._exit(0)
+
+
+# How long an idle worker may take to close its env before it is killed.
+CLOSE_TIMEOUT_S = 5.0
 
 
 class _Worker:
@@ -84,6 +106,18 @@ class _Worker:
         child.close()
         self.started = time.monotonic()
         self.ready = False
+        self.busy = False  # a request was sent and its reply not read yet
+
+    def stop(self) -> None:
+        """Ask the process to end without waiting. An idle worker closes its env; one still building its env,
+        or inside a request whose reply nobody will read (the caller was interrupted), is terminated at once."""
+        if self.ready and not self.busy:
+            try:
+                self.conn.send(("close", ()))
+                return
+            except (OSError, BrokenPipeError):
+                pass
+        self.process.terminate()
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -91,11 +125,8 @@ class _Worker:
         self.process.join(timeout=10)
         self.conn.close()
 
-    def close(self, timeout: float = 5.0) -> None:
-        try:
-            self.conn.send(("close", ()))
-        except (OSError, BrokenPipeError):
-            pass
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        self.stop()
         self.process.join(timeout=timeout)
         self.kill()
 
@@ -127,6 +158,7 @@ class WorkerPool:
         self.counters = PoolCounters()
         self._lock = threading.Lock()  # counters: `call` runs in several threads at once in the async loop
         self.accepted: list[str] = []  # the env_kwargs the factory took
+        self.closed = False
         self.workers: list[_Worker] = [self._start(i) for i in range(size)]
         try:
             self._await_ready(range(size))
@@ -179,7 +211,10 @@ class WorkerPool:
             self.workers.append(self._start(len(self.workers)))
 
     def replace(self, slot: int) -> None:
-        """Kill the worker of `slot` and start a new one there (it builds its env in the background)."""
+        """Kill the worker of `slot` and start a new one there (it builds its env in the background); nothing
+        once the pool is closed (a call that was in flight then sees its worker end)."""
+        if self.closed:
+            return
         self.workers[slot].kill()
         self.workers[slot] = self._start(slot)
         with self._lock:
@@ -193,10 +228,12 @@ class WorkerPool:
         """
         t0 = time.perf_counter()
         now = time.monotonic()
+        workers = self.workers  # `close` may empty the list while this call waits
         deadlines: dict[int, float] = {}
         for slot, msg in requests.items():
-            w = self.workers[slot]
+            w = workers[slot]
             deadlines[slot] = now + self.timeout_s + (0.0 if w.ready else self.start_timeout_s)
+            w.busy = True
             try:
                 w.conn.send(msg)
             except (OSError, BrokenPipeError):
@@ -204,11 +241,14 @@ class WorkerPool:
         replies: dict[int, Reply] = {}
         pending = dict(deadlines)
         while pending:
-            conns = {self.workers[s].conn: s for s in pending}
+            if self.closed:  # its workers are gone: nothing more will come
+                replies.update((slot, Reply(False, error="the env pool was closed")) for slot in pending)
+                break
+            conns = {workers[s].conn: s for s in pending}
             wait_s = max(0.0, min(pending.values()) - time.monotonic())
             for conn in wait(list(conns), timeout=wait_s):
                 slot = conns[conn]
-                w = self.workers[slot]
+                w = workers[slot]
                 try:
                     r = conn.recv()
                 except (EOFError, OSError):
@@ -221,6 +261,7 @@ class WorkerPool:
                         raise build_failed(r.error)
                     w.ready = True
                     continue
+                w.busy = False
                 replies[slot] = r
                 del pending[slot]
             now = time.monotonic()
@@ -238,9 +279,18 @@ class WorkerPool:
         return replies
 
     def close(self) -> None:
-        for w in self.workers:
+        """Stop every worker at once (see `_Worker.stop`), wait for them together, kill what is left."""
+        self.closed = True
+        workers, self.workers = self.workers, []
+        for w in workers:
             try:
-                w.close()
+                w.stop()
             except Exception:  # noqa: BLE001 - best effort while shutting down
                 pass
-        self.workers = []
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        for w in workers:
+            try:
+                w.process.join(max(0.0, deadline - time.monotonic()))
+                w.kill()
+            except Exception:  # noqa: BLE001 - best effort while shutting down
+                pass

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_sft.config_keys import ALIASES, IGNORED_PREFIXES, env_spec, flatten, set_key
+from agent_sft.config_keys import ALIASES, IGNORED_PREFIXES, env_spec, flatten, set_key, yaml_syntax_error
 from agent_sft.config_keys import describe as describe_keys
 from agent_sft.config_keys import keys as keys_of
 from agent_sft.errors import ConfigError
@@ -218,7 +218,7 @@ def load_config(
         except UnicodeDecodeError as e:
             raise ConfigError(f"config file {yaml_path} is not UTF-8 text: {e.reason}") from None
         except yaml.YAMLError as e:
-            raise ConfigError(yaml_error(yaml_path, e)) from None
+            raise ConfigError(f"config file {yaml_path}: {yaml_syntax_error(e)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{yaml_path}: expected a mapping at the top level")
         pairs += flatten(data)
@@ -238,17 +238,6 @@ def load_config(
         apply_env_vars(cfg, os.environ if environ is None else environ)
         validate(cfg)
     return cfg
-
-
-def yaml_error(path: str, e: Any) -> str:
-    """One line for a YAML syntax error in the file `path`: where it is (1-based line and column) and what."""
-    mark = getattr(e, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    what = getattr(e, "problem", None) or str(e).splitlines()[0]
-    context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
-    if context and start is not None and (mark is None or start.line != mark.line):
-        context += f" that starts at line {start.line + 1}"
-    return f"config file {path}: YAML syntax error{where}: {what}" + (f" ({context})" if context else "")
 
 
 def _truthy(v: str) -> bool:

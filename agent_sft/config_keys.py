@@ -27,6 +27,18 @@ ALIASES = {
     "loop.parallel": "data.val_batch_size",
 }
 
+def yaml_syntax_error(e: Exception) -> str:
+    """One line for a YAML syntax error (PyYAML's own message spans several): where (1-based), what, and in
+    what construct."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and start is not None and (mark is None or start.line != mark.line):
+        context += f" that starts at line {start.line + 1}"
+    return f"YAML syntax error{where}: {what}" + (f" ({context})" if context else "")
+
+
 # verl-agent keys that mean nothing here but appear in copied commands: accepted and ignored.
 IGNORED_PREFIXES = ("trainer.", "algorithm.", "critic.", "reward_model.", "actor_rollout_ref.", "data.")
 
@@ -52,7 +64,7 @@ def coerce(key: str, value: Any, f: dataclasses.Field, hint: Any) -> Any:
         try:
             value = yaml.safe_load(value)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{key}: cannot parse {value!r}: {e}") from None
+            raise ConfigError(f"{key}: cannot parse {value!r}: {yaml_syntax_error(e)}") from None
     try:
         if base is bool:
             if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):

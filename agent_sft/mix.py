@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent_sft.config import CollectConfig
-from agent_sft.config_keys import coerce, env_spec
+from agent_sft.config_keys import coerce, env_spec, yaml_syntax_error
 from agent_sft.errors import ConfigError
 
 MIX_FIELDS = {
@@ -249,7 +249,7 @@ def normalize_mix(value: Any, key: str = "env.mix") -> dict[str, dict]:
         try:
             value = yaml.safe_load(value)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{key}: cannot parse {value!r}: {e}") from None
+            raise ConfigError(f"{key}: cannot parse {value!r}: {yaml_syntax_error(e)}") from None
     out: dict[str, dict] = {}
     if isinstance(value, dict):
         items = [(str(k), v) for k, v in value.items()]

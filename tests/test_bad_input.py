@@ -47,6 +47,14 @@ def test_yaml_syntax_error_in_the_config_file_is_one_line_naming_where(tmp_path,
     assert line.startswith(f"agent-sft collect: error: config file {path}: YAML syntax error {where}"), line
 
 
+def test_override_that_is_not_yaml_is_one_line(capsys):
+    for argv, key in ((["collect", "env.seed=[1"], "env.seed"), (["collect", "env.mix=[a"], "env.mix")):
+        assert main(argv) == 2
+        (line,) = error_lines(capsys.readouterr().err)
+        assert line == (f"agent-sft collect: error: {key}: cannot parse {argv[1].split('=')[1]!r}: YAML syntax error at "
+                        "line 1, column 3: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence)")
+
+
 def test_config_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
     path = tmp_path / "run.yaml"
     path.write_bytes(b"env:\n  seed: \xff\xfe\n")

@@ -338,6 +338,7 @@ def _collect_cmd(folder, *more):
 
 @ALFWORLD
 @pytest.mark.alfworld
+@pytest.mark.extended
 def test_sigterm_seals_finished_episodes_stops_workers_and_the_rerun_completes(workdir):
     cmd = _collect_cmd("ds", "env.num_episodes=4", "data.val_batch_size=2")
     proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

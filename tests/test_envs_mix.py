@@ -1,8 +1,8 @@
 """Several real engines in one run: a mixed run killed and resumed, and a tiny model driving every env.
 
-- ALFWorld + TextWorld + BabyAI + FrozenLake with their experts into one folder, SIGKILLed once episodes
-  are sealed, then resumed: the folder loads with every env, the card counts each, no task is in both
-  splits, and the rows equal an uninterrupted run's.
+- ALFWorld + TextWorld + BabyAI + FrozenLake with their experts into one folder: it loads with every env,
+  the card counts each, no task is in both splits; SIGKILLed once episodes are sealed, then resumed, it
+  ends with the rows of an uninterrupted run (extended).
 - Every built-in env in one mix, played by the tiny model through the HTTP policy on the session's vLLM
   server, twice: the same seed gives the same text, and the folder loads and exports.
 """
@@ -53,13 +53,18 @@ def _kill_after_first_shard(cmd, env, timeout=240.0):
     return True
 
 
-def test_mixed_run_killed_and_resumed_loads_with_every_env(tmp_path):
-    cache = tmp_path / "cache"
-    ref, killed = tmp_path / "ref", tmp_path / "killed"
+def _reference(tmp_path, cache):
+    ref = tmp_path / "ref"
     done = subprocess.run(_collect(ref, cache), env=_env(cache), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Playing 16 episodes of 4 envs" in done.stdout
+    return ref
 
+
+@pytest.mark.extended
+def test_mixed_run_killed_and_resumed_equals_the_uninterrupted_run(tmp_path):
+    cache = tmp_path / "cache"
+    ref, killed = _reference(tmp_path, cache), tmp_path / "killed"
     assert _kill_after_first_shard(_collect(killed, cache), _env(cache)), "the run ended before it could be killed"
     partial = check_folders([str(killed)], str(tmp_path / "hf"))[str(killed)]
     assert "error" not in partial and 0 < len(partial["raw"]) < 16
@@ -72,7 +77,15 @@ def test_mixed_run_killed_and_resumed_loads_with_every_env(tmp_path):
     assert {eid: (end, d) for eid, end, d in got[str(killed)]["raw"]} == ref_rows
     assert sorted(got[str(killed)]["sft"]) == sorted(got[str(ref)]["sft"])
 
-    raw = agent_sft.load_raw(str(killed))
+
+def test_mixed_run_of_real_engines_loads_with_every_env(tmp_path):
+    # that a folder mix resumes is tests/test_mix.py's (scripted envs) and the extended test above (these engines)
+    cache = tmp_path / "cache"
+    folder = _reference(tmp_path, cache)
+    got = check_folders([str(folder)], str(tmp_path / "hf"))[str(folder)]
+    assert "error" not in got and len(got["raw"]) == 16
+
+    raw = agent_sft.load_raw(str(folder))
     rows = [r for sp in raw for r in raw[sp]]
     by_env = {}
     for r in rows:
@@ -86,18 +99,18 @@ def test_mixed_run_killed_and_resumed_loads_with_every_env(tmp_path):
     assert all(len(s) == 1 for s in splits.values())
     assert {r["split"] for r in rows} == {"train", "validation"}
     assert {r["policy"]["model"] for r in by_env["babyai"]} == {"babyai-bot"}
-    card = (killed / "README.md").read_text()
+    card = (folder / "README.md").read_text()
     for env in by_env:
         assert f"| **{env}** | all | 4 | 4 | 100.0% |" in card
-    stats = json.loads((killed / "meta" / "stats.json").read_text())
+    stats = json.loads((folder / "meta" / "stats.json").read_text())
     assert set(stats["by_env"]) == set(by_env)
     # Filters work across the mix: a step cap keeps the short episodes of every env.
     short = {r["episode_id"] for r in rows if r["episode_length"] <= 6}
     assert 0 < len(short) < len(rows)
-    built = subprocess.run([*CLI, "build", str(killed), "--max-steps", "6", "--style", "episode"], env=_env(cache),
+    built = subprocess.run([*CLI, "build", str(folder), "--max-steps", "6", "--style", "episode"], env=_env(cache),
                            capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-2000:]
-    sft = agent_sft.load(str(killed), "sft")
+    sft = agent_sft.load(str(folder), "sft")
     assert {r["episode_id"] for sp in sft for r in sft[sp]} == short
 
 
@@ -136,7 +149,9 @@ def test_tiny_model_drives_every_env_through_the_http_policy(vllm_server, tmp_pa
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        res = agent_sft.collect([mix, "env.max_steps=2", "data.val_batch_size=7", "env.seed=5", "policy.type=openai",
+        # the second run plays only the first env's episodes again: the same seed gives the same text per env
+        entries = mix if name == "a" else "env.mix=[{env: alfworld, episodes: 2}]"
+        res = agent_sft.collect([entries, "env.max_steps=2", "data.val_batch_size=7", "env.seed=5", "policy.type=openai",
                                  f"policy.model={SERVED_NAME}", f"policy.base_url={vllm_server}", "policy.max_tokens=16",
                                  "policy.temperature=1.0", f"output.dir={out}", f"output.export_dir={tmp_path / (name + '_verl')}"])
         assert res.run["errors"] == 0
@@ -144,12 +159,13 @@ def test_tiny_model_drives_every_env_through_the_http_policy(vllm_server, tmp_pa
         runs.append({r["episode_id"]: r for sp in raw for r in raw[sp]})
         assert res.export_counts and sum(res.export_counts.values()) > 0
     a, b = runs
-    assert a.keys() == b.keys() and len(a) == 14
+    assert len(a) == 14 and len(b) == 2
     assert {r["env"] for r in a.values()} == {"alfworld", "textworld", "babyai", "frozenlake", "taxi", "textarena",
                                               "gymnasium"}
     for k in a:
+        assert a[k]["steps"] and all(s["prompt_tokens"] for s in a[k]["steps"])
+    for k in b:
         assert [s["response"] for s in a[k]["steps"]] == [s["response"] for s in b[k]["steps"]]
         assert a[k]["messages"] == b[k]["messages"]
-        assert a[k]["steps"] and all(s["prompt_tokens"] for s in a[k]["steps"])
     sft = agent_sft.load(str(tmp_path / "a"), "sft")
     assert sum(len(sft[sp]) for sp in sft) > 0

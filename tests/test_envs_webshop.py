@@ -259,14 +259,23 @@ def _rows(folder):
     return out
 
 
-def test_original_command_require_success_kill_and_resume(webshop_checkout, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLLECT_SFT": "True", "SFT_REQUIRE_SUCCESS": "True",
+def _original_env():
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "COLLECT_SFT": "True", "SFT_REQUIRE_SUCCESS": "True",
            "PYTHONPATH": TESTS + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    ref, killed = tmp_path / "ref", tmp_path / "killed"
+
+
+def _reference_rows(webshop_checkout, tmp_path, env):
+    """The original command run to its end; its raw rows by episode id."""
+    ref = tmp_path / "ref"
     done = subprocess.run(_collect_cmd(ref, webshop_checkout, "data.val_batch_size=2"), env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = _rows(ref)
+    return ref, _rows(ref)
+
+
+def test_original_command_require_success(webshop_checkout, tmp_path):
+    env = _original_env()
+    ref, rows = _reference_rows(webshop_checkout, tmp_path, env)
     assert len(rows) == HUMAN_GOALS - TEST_GOALS
     partial = [r for r in rows.values() if not r["success"]]
     assert [UNSATISFIABLE_OPTION in r["goal"] for r in partial] == [True]
@@ -290,7 +299,13 @@ def test_original_command_require_success_kill_and_resume(webshop_checkout, tmp_
     sft = agent_sft.load(str(ref), "sft")
     assert {r["episode_id"] for sp in sft for r in sft[sp]} == set(rows)
 
+
+@pytest.mark.extended
+def test_original_command_killed_and_resumed(webshop_checkout, tmp_path):
     # SIGKILL once episodes are sealed, then resume: nothing lost, nothing twice, the same rows.
+    env = _original_env()
+    _, rows = _reference_rows(webshop_checkout, tmp_path, env)
+    killed = tmp_path / "killed"
     cmd = _collect_cmd(killed, webshop_checkout, "data.val_batch_size=1")
     p = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          start_new_session=True)
@@ -313,16 +328,14 @@ def test_original_command_require_success_kill_and_resume(webshop_checkout, tmp_
 def test_tiny_model_drives_webshop_in_a_mix_through_the_http_policy(vllm_server, webshop_checkout, tmp_path):
     mix = (f"env.mix=[{{env: webshop, episodes: 2, path: '{webshop_checkout}', test_goals: {TEST_GOALS}}}, "
            "{env: frozenlake, episodes: 2}]")
-    runs = []
-    for name in ("a", "b"):
-        res = agent_sft.collect([mix, "env.max_steps=2", "data.val_batch_size=2", "env.seed=5", "policy.type=openai",
-                                 f"policy.model={SERVED_NAME}", f"policy.base_url={vllm_server}", "policy.max_tokens=16",
-                                 "policy.temperature=1.0", f"output.dir={tmp_path / name}",
-                                 f"output.export_dir={tmp_path / (name + '_verl')}"])
-        assert res.run["errors"] == 0 and sum(res.export_counts.values()) > 0
-        runs.append(_rows(tmp_path / name))
-    a, b = runs
-    assert a == b and len(a) == 4 and {r["env"] for r in a.values()} == {"webshop", "frozenlake"}
+    # one run: that the same seed gives the same text over the HTTP policy is tests/test_model_collect.py's
+    res = agent_sft.collect([mix, "env.max_steps=2", "data.val_batch_size=2", "env.seed=5", "policy.type=openai",
+                             f"policy.model={SERVED_NAME}", f"policy.base_url={vllm_server}", "policy.max_tokens=16",
+                             "policy.temperature=1.0", f"output.dir={tmp_path / 'a'}",
+                             f"output.export_dir={tmp_path / 'a_verl'}"])
+    assert res.run["errors"] == 0 and sum(res.export_counts.values()) > 0
+    a = _rows(tmp_path / "a")
+    assert len(a) == 4 and {r["env"] for r in a.values()} == {"webshop", "frozenlake"}
     for r in (r for r in a.values() if r["env"] == "webshop"):
         users = [m["content"] for m in r["messages"] if m["role"] == "user"]
         assert "WebShop e\u2011commerce environment" in users[0] and r["goal"] in users[0]

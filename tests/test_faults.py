@@ -2,8 +2,9 @@
 
 After each kill the folder must load in a fresh process (`load_dataset` of every config its README lists,
 `agent_sft.load` of both) with no episode lost or duplicated, and the same command run again must end
-with exactly the rows of an uninterrupted run. The default suite kills each command twice; the soak
-(`pytest -m soak tests/test_faults.py`, or `python bench/kill_table.py`) kills each at least 20 times.
+with exactly the rows of an uninterrupted run. The default suite kills each command once, the extended
+run (`pytest -m extended`) three more times at other moments; the soak (`pytest -m soak tests/test_faults.py`,
+or `python bench/kill_table.py`) kills each at least 20 times.
 """
 
 from __future__ import annotations
@@ -19,18 +20,27 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 SCENARIOS = ["collect", "collect (async)", "resume (with error episodes to replay)", "build", "compact", "merge"]
 
 
-@pytest.fixture(scope="module")
-def kill_trials():
+def _kill_each(seeds):
     base = faults.scratch()
     try:
         h = faults.Harness(base)
         scenarios = faults.all_scenarios(small=True)
         h.setup(scenarios)
-        trials = h.trials([(sc, [0, 1]) for sc in scenarios])
+        trials = h.trials([(sc, seeds) for sc in scenarios])
         print("\n" + faults.summarize(trials))
         yield trials
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def kill_trials():
+    yield from _kill_each([0])
+
+
+@pytest.fixture(scope="module")
+def more_kill_trials():
+    yield from _kill_each([1, 2, 3])
 
 
 def _assert_trials(trials, name):
@@ -47,6 +57,12 @@ def _assert_trials(trials, name):
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_a_killed_command_leaves_a_folder_that_loads_and_finishes_when_run_again(kill_trials, name):
     _assert_trials(kill_trials, name)
+
+
+@pytest.mark.extended
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_a_command_killed_at_other_moments_leaves_a_folder_that_loads_and_finishes(more_kill_trials, name):
+    _assert_trials(more_kill_trials, name)
 
 
 @pytest.mark.soak

@@ -17,9 +17,12 @@ from agent_sft.writer import BuildSpec, DatasetWriter
 pytestmark = pytest.mark.alfworld
 
 
+EPISODES = 3  # a batch of three games: enough for invalid actions and a real prompt; the count itself is not the point
+
+
 def cfg_for(folder, *extra):
     return load_config(overrides=[
-        "env.num_episodes=6", "data.val_batch_size=3", "env.max_steps=3", "env.seed=11",
+        f"env.num_episodes={EPISODES}", f"data.val_batch_size={EPISODES}", "env.max_steps=3", "env.seed=11",
         "policy.max_tokens=24", "policy.temperature=1.0", f"output.dir={folder}", *extra,
     ], environ={})
 
@@ -35,7 +38,7 @@ def collect_into(folder, cfg, policy):
 
 
 def check_gibberish_run(rows, stats, kind):
-    assert len(rows) == 6
+    assert len(rows) == EPISODES
     steps = [s for r in rows.values() for s in r["steps"]]
     assert steps, "no step was played"
     for r in rows.values():
@@ -90,9 +93,9 @@ def test_vllm_growing_chat_past_the_context_is_recorded_as_truncated(vllm_policy
     from agent_sft.policies.vllm import VLLMPolicy
 
     cfg = cfg_for(tmp_path / "c", "policy.type=vllm", f"policy.model={tiny_model_dir}", "prompt.style=chat",
-                  "env.max_steps=12", "policy.max_tokens=200")
+                  "env.max_steps=12", "policy.max_tokens=200", "env.num_episodes=2", "data.val_batch_size=2")
     rows, stats = collect_into(tmp_path / "c", cfg, VLLMPolicy(cfg.policy, llm=vllm_policy.llm))
-    assert len(rows) == 6
+    assert len(rows) == 2
     assert stats["end_reasons"].get("context_truncated", 0) >= 1
     truncated = [r for r in rows.values() if r["end_reason"] == "context_truncated"]
     for r in truncated:

@@ -96,6 +96,7 @@ def test_a_ray_run_gives_the_single_process_rows(cluster, reference, tmp_path):
     assert "on Ray: 2 collectors" in (tmp_path / "ray" / "README.md").read_text()
 
 
+@pytest.mark.extended
 def test_one_or_two_collectors_against_a_policy_server_give_the_same_rows(cluster, tmp_path):
     c, _ = cluster
     with PolicyServer(ms_per_token=1.0) as server:
@@ -136,6 +137,7 @@ def _kill_once_sealed(cmd, folder, env, timeout=240):
     return False
 
 
+@pytest.mark.extended
 def test_a_killed_driver_is_resumed_by_running_the_command_again(cluster, reference, tmp_path):
     c, _ = cluster
     folder = tmp_path / "d"

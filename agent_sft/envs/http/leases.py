@@ -51,23 +51,25 @@ class Leases:
             if sessions is not None:
                 sessions.pop(session_id, None)
 
-    def held(self) -> int:
-        """How many sessions are renewed."""
-        with self._lock:
-            return sum(len(s) for s in self._held.values())
-
     def _run(self) -> None:
+        last = time.monotonic()  # the last round of renewals
         while True:
             with self._lock:
-                while not any(self._held.values()):
-                    self._wake.wait()
-                interval = min(lease for s in self._held.values() for lease in s.values()) / 4
+                while True:  # until a round is due; a new session wakes it to see a shorter lease
+                    leases = [lease for s in self._held.values() for lease in s.values()]
+                    if not leases:
+                        self._wake.wait()
+                        last = time.monotonic()
+                        continue
+                    interval = min(leases) / 4
+                    left = last + interval - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.wait(left)
                 due = {server: list(s) for server, s in self._held.items() if s}
-            started = time.monotonic()
+            last = time.monotonic()
             for server, ids in due.items():
                 self._renew(server, ids, timeout_s=interval)
-            with self._lock:
-                self._wake.wait(max(0.0, interval - (time.monotonic() - started)))
 
     def _renew(self, server: tuple[str, str | None], ids: list[str], timeout_s: float) -> None:
         client = self._renewers.get(server)

@@ -301,12 +301,22 @@ def test_bad_options_fail_before_listening():
                          timeout=60, env={**os.environ, "PYTHONPATH": TESTS})
     assert out.returncode == 2 and "env.crash-test.greeting: must not be empty" in out.stderr
     assert "serving" not in out.stdout
-    # An address beyond loopback, without a token, is warned about. 192.0.2.1 (TEST-NET-1) is no address
-    # of this machine: the server stops there, having listened nowhere.
-    out = subprocess.run([*CLI, "crash-test", "--host", "192.0.2.1", "--port", "0"], capture_output=True, text=True,
-                         timeout=60, env={**os.environ, "PYTHONPATH": TESTS})
-    assert out.returncode == 2 and "serving" not in out.stdout
-    assert "192.0.2.1 without a token" in out.stderr and "cannot listen on 192.0.2.1:0" in out.stderr
+
+
+
+def test_an_address_beyond_loopback_without_a_token_is_warned_about(monkeypatch, capsys):
+    import agent_sft.serve as serve_mod
+
+    def refuse(host, port):  # nothing is bound beyond loopback in a test: the warning comes before the bind
+        raise ConfigError(f"cannot listen on {host}:{port}: refused by the test")
+
+    monkeypatch.setattr(serve_mod, "_bind", refuse)
+    with pytest.raises(ConfigError, match="cannot listen on 192.0.2.1:0"):
+        serve_mod.serve("crash-test", host="192.0.2.1", port=0)
+    assert "serving crash-test on 192.0.2.1 without a token" in capsys.readouterr().err
+    with pytest.raises(ConfigError):
+        serve_mod.serve("crash-test", host="127.0.0.1", port=0)
+    assert "without a token" not in capsys.readouterr().err
 
 
 def test_import_agent_sft_does_not_import_the_server_stack():

@@ -317,18 +317,21 @@ def test_damaged_shard_points_to_repair_and_the_repaired_folder_resumes(workdir,
 ALFWORLD = pytest.mark.skipif(not __import__("importlib").util.find_spec("alfworld"), reason="needs the alfworld package")
 
 
-def _session_processes(sid: int) -> list[str]:
-    """`pid comm` of the live processes of session `sid` (from /proc)."""
-    out = []
+def _live_processes():
+    """(pid, command name, the /proc stat fields after the name) of every live process."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             stat = open(f"/proc/{pid}/stat").read()
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[3]) == sid and fields[0] != "Z":
-            out.append(f"{pid} {stat[stat.index('(') + 1:stat.rindex(')')]}")
-    return out
+        if fields[0] != "Z":
+            yield int(pid), stat[stat.index("(") + 1:stat.rindex(")")], fields
+
+
+def _session_processes(sid: int) -> list[str]:
+    """`pid comm` of the live processes of session `sid` (from /proc)."""
+    return [f"{pid} {comm}" for pid, comm, fields in _live_processes() if int(fields[3]) == sid]
 
 
 def _collect_cmd(folder, *more):
@@ -384,16 +387,7 @@ def test_sigterm_seals_finished_episodes_stops_workers_and_the_rerun_completes(w
 
 def _children(pid: int) -> list[int]:
     """The live processes whose parent is `pid` (from /proc)."""
-    out = []
-    for child in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = open(f"/proc/{child}/stat").read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(child))
-    return out
+    return [child for child, _, fields in _live_processes() if int(fields[1]) == pid]
 
 
 def _wait_for(probe, timeout_s: float, what) -> None:

@@ -83,7 +83,8 @@ class EnvOptions:
 
     def probe_servers(self) -> dict[str, str] | None:
         """For an env played on servers: each server's URL -> "" when it answers its health check, else
-        why not (asked when the env's episodes keep failing). None (the default): no servers to ask."""
+        why not (asked when the env's episodes keep failing, while the run waits: ask the servers together,
+        each within a few seconds). None (the default): no servers to ask."""
         return None
 
 

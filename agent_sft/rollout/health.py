@@ -5,6 +5,10 @@ An env error (a reset or step that raised, timed out or lost its worker) ends on
 asked whether it answers (`EnvOptions.probe_servers`). When one does, the run goes on (a server that died
 ends only the episodes it was playing) and the count starts again; when none does, or the env plays in
 this process (nothing else to ask), the run stops with `EnvFailedError`.
+
+The servers are asked by the thread whose episode reached the limit, outside the lock (a probe may take
+seconds): episodes ending meanwhile in other threads are counted at once, and one env is probed by one
+thread at a time.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class EnvHealth:
         self.limit = limit
         self.failed: EnvFailedError | None = None  # set once the run must stop
         self._in_a_row = [0] * len(lanes)
+        self._probing: set[int] = set()  # envs whose servers are being asked
         self._lock = threading.Lock()
 
     def ended(self, lane: int, env_error: str = "") -> None:
@@ -44,18 +49,26 @@ class EnvHealth:
                 self._in_a_row[lane] = 0
                 return
             self._in_a_row[lane] += 1
-            if self._in_a_row[lane] < self.limit or self.failed is not None:
-                return
+            if self._in_a_row[lane] < self.limit or self.failed is not None or lane in self._probing:
+                return  # a probe under way: errors meanwhile count towards the next one
             n, self._in_a_row[lane] = self._in_a_row[lane], 0
-            self._judge(lane, n, env_error)
+            self._probing.add(lane)
+        failed = None
+        try:
+            failed = self._judge(lane, n, env_error)
+        finally:
+            with self._lock:
+                self._probing.discard(lane)
+                if failed is not None and self.failed is None:
+                    self.failed = failed
 
     def check(self) -> None:
         """Raise `EnvFailedError` when an env was found failing for good."""
         if self.failed is not None:
             raise self.failed
 
-    def _judge(self, lane: int, n: int, env_error: str) -> None:
-        """Ask the env's servers; none answering (or none to ask) stops the run."""
+    def _judge(self, lane: int, n: int, env_error: str) -> EnvFailedError | None:
+        """Ask the env's servers: the error that stops the run when none answers (or there is none to ask)."""
         ln = self.lanes[lane]
         what = f"environment {ln.name!r}" + (f" (env.mix.{ln.label})" if len(self.lanes) > 1 else "")
         last = " ".join(env_error.strip().splitlines()[0].split()) if env_error.strip() else "no detail"
@@ -64,13 +77,12 @@ class EnvHealth:
             alive = [u for u, why in probes.items() if why == ""]
             logger.warning("%s: %d episodes in a row ended in an env error (the last: %s); %s still answer%s, "
                            "so the run goes on", what, n, last, ", ".join(alive), "s" if len(alive) == 1 else "")
-            return
+            return None
         if probes:
             servers = "; ".join(f"{u}: {' '.join(why.split())}" for u, why in probes.items())
-            self.failed = EnvFailedError(
+            return EnvFailedError(
                 f"{what}: {n} episodes in a row ended in an env error and none of its servers answers "
                 f"({servers}); the last error: {last}")
-        else:
-            self.failed = EnvFailedError(
-                f"{what}: {n} episodes in a row ended in an env error (env.max_consecutive_errors={self.limit}); "
-                f"the last: {last}")
+        return EnvFailedError(
+            f"{what}: {n} episodes in a row ended in an env error (env.max_consecutive_errors={self.limit}); "
+            f"the last: {last}")

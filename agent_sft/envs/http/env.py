@@ -141,11 +141,11 @@ class HttpEnv:
         return [self.clients[i] for _, _, i in sorted(loads)]
 
     def _drop(self) -> None:
-        """Close the session, quietly (the server expires it anyway when it cannot be reached)."""
+        """Close the session, quietly (one whose close does not get through ends when its lease runs out)."""
         if self._session is not None and self._client is not None:
             try:
                 self.adapter.close(self._client, self._session)
-            except Exception as e:  # noqa: BLE001 - best effort: the server's idle timeout closes it otherwise
+            except Exception as e:  # noqa: BLE001 - retried already; its lease (or the server's idle timeout) ends it
                 logger.info("could not close env session %s on %s: %s", self._session, self._client.base_url, e)
         self._session = None
         self._client = None
@@ -223,7 +223,7 @@ def describe_server(url: str, timeout_s: float = 10.0, retries: int = 2, token_e
 
 
 def probe_health(url: str, protocol: str = "agent-sft", timeout_s: float = 5.0, token_env: str | None = None) -> str:
-    """"" when the server at `url` answers its health check (agent-sft's GET /health, an AgentGym server's
+    """An empty string when the server at `url` answers its health check (agent-sft's GET /health, an AgentGym server's
     GET /), else why not. One retry, at most 5 s a try: it is asked while a run waits for the verdict."""
     c = JsonClient(url, min(float(timeout_s), 5.0), retries=1, token_env=token_env)
     try:

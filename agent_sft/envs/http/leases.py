@@ -1,11 +1,14 @@
 """Sessions on agent-sft env servers that always end: opened on a lease this process renews, closed with
 bounded retries.
 
-A session opened with `open_session(client, params, lease_s)` is renewed in the background (one
-`POST /renew` per server for all of this process's sessions there, every quarter of the shortest lease)
-until `close_session` closes it. When this process is killed, hangs or loses the network, the renewals
-stop and the server closes its sessions (and stops their env workers) one lease later: nothing waits
-for the server's idle timeout. See "Leases" in `agent_sft.envs.http.protocol`.
+A session opened with `open_session(client, params, lease_s)` is renewed in the background until
+`close_session` closes it: one daemon thread per server sends one `POST /renew` for all of this
+process's sessions there every quarter of their shortest lease, so a server that does not answer delays
+the renewals of no other (one that has not answered for a whole lease is asked once a lease after that).
+The renewals come from their own thread, so a process whose work hangs keeps its sessions while it lives;
+once it is killed, exits without closing them, or is cut off from the server, the renewals stop and the
+server closes its sessions (and stops their env workers) one lease later: nothing waits for the server's
+idle timeout. See "Leases" in `agent_sft.envs.http.protocol`.
 """
 
 from __future__ import annotations
@@ -26,23 +29,28 @@ CLOSE_WITHIN_S = 4.0
 
 
 class Leases:
-    """The sessions this process holds on lease, renewed by one daemon thread (started at the first)."""
+    """The sessions this process holds on lease, renewed by a daemon thread per server (started with its
+    first session there, ended once it holds none)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._held: dict[tuple[str, str | None], dict[str, float]] = {}  # server -> {session id: lease_s}
-        self._renewers: dict[tuple[str, str | None], JsonClient] = {}
-        self._pid: int | None = None  # the process whose thread renews (a forked child starts its own)
+        self._renewing: set[tuple[str, str | None]] = set()  # servers whose thread runs
+        self._pid: int | None = None  # the process whose threads renew (a forked child starts its own)
 
     def hold(self, client: JsonClient, session_id: str, lease_s: float) -> None:
         """Renew session `session_id` on `client`'s server until `release`."""
+        server = _server(client)
         with self._lock:
             if self._pid != os.getpid():
-                self._held, self._renewers, self._pid = {}, {}, os.getpid()
-                threading.Thread(target=self._run, name="agent-sft-env-leases", daemon=True).start()
-            self._held.setdefault(_server(client), {})[session_id] = float(lease_s)
-            self._wake.notify()
+                self._held, self._renewing, self._pid = {}, set(), os.getpid()
+            self._held.setdefault(server, {})[session_id] = float(lease_s)
+            if server not in self._renewing:
+                self._renewing.add(server)
+                threading.Thread(target=self._run, args=(server,), name=f"agent-sft-env-leases {server[0]}",
+                                 daemon=True).start()
+            self._wake.notify_all()  # a shorter lease brings the next renewal forward
 
     def release(self, client: JsonClient, session_id: str) -> None:
         """Stop renewing `session_id` (closed, or left to expire)."""
@@ -51,35 +59,45 @@ class Leases:
             if sessions is not None:
                 sessions.pop(session_id, None)
 
-    def _run(self) -> None:
-        last = time.monotonic()  # the last round of renewals
-        while True:
-            with self._lock:
-                while True:  # until a round is due; a new session wakes it to see a shorter lease
-                    leases = [lease for s in self._held.values() for lease in s.values()]
-                    if not leases:
-                        self._wake.wait()
-                        last = time.monotonic()
-                        continue
-                    interval = min(leases) / 4
-                    left = last + interval - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._wake.wait(left)
-                due = {server: list(s) for server, s in self._held.items() if s}
-            last = time.monotonic()
-            for server, ids in due.items():
-                self._renew(server, ids, timeout_s=interval)
+    def _run(self, server: tuple[str, str | None]) -> None:
+        """Renew `server`'s sessions until none is held there."""
+        client = JsonClient(server[0], retries=0, token_env=server[1])
+        last = time.monotonic()  # the last renewal
+        failing_since: float | None = None  # the first renewal of those in a row that got no answer
+        try:
+            while True:
+                with self._lock:
+                    while True:
+                        held = self._held.get(server)
+                        if not held:
+                            self._held.pop(server, None)
+                            self._renewing.discard(server)
+                            return
+                        lease = min(held.values())
+                        now = time.monotonic()
+                        # Unanswered for a whole lease, a live server has closed these sessions already:
+                        # asking once a lease is enough to hear that (or that they live) when it answers.
+                        slow = failing_since is not None and now - failing_since > lease
+                        left = last + (lease if slow else lease / 4) - now
+                        if left <= 0:
+                            break
+                        self._wake.wait(left)
+                    ids = list(held)
+                last = time.monotonic()
+                if self._renew(server, client, ids, timeout_s=lease / 4):
+                    failing_since = None
+                elif failing_since is None:
+                    failing_since = last
+        finally:
+            client.close()
 
-    def _renew(self, server: tuple[str, str | None], ids: list[str], timeout_s: float) -> None:
-        client = self._renewers.get(server)
-        if client is None:
-            client = self._renewers[server] = JsonClient(server[0], retries=0, token_env=server[1])
+    def _renew(self, server: tuple[str, str | None], client: JsonClient, ids: list[str], timeout_s: float) -> bool:
+        """One renewal of `ids`; whether the server answered."""
         try:
             reply = client.call("POST", "/renew", {"session_ids": ids}, within_s=timeout_s)
-        except ServerError as e:  # the next round tries again; past the lease the server closes them
+        except ServerError as e:  # the next renewal tries again; past the lease the server closes them
             logger.info("could not renew %d env session(s) on %s: %s", len(ids), server[0], e)
-            return
+            return False
         gone = reply.get("unknown") if isinstance(reply, dict) else None
         if gone:
             logger.info("env session(s) %s on %s expired or were closed", ", ".join(map(str, gone)), server[0])
@@ -87,6 +105,7 @@ class Leases:
                 sessions = self._held.get(server, {})
                 for sid in gone:
                     sessions.pop(sid, None)
+        return True
 
 
 LEASES = Leases()

@@ -78,9 +78,14 @@ class HttpOptions(EnvOptions):
                          has_expert=self.protocol == "agent-sft" and bool(s.get("has_expert", True)))
 
     def probe_servers(self) -> dict[str, str]:
+        from concurrent.futures import ThreadPoolExecutor
+
         from agent_sft.envs.http.env import probe_health
 
-        return {u: probe_health(u, self.protocol, self.timeout_s, self.token_env) for u in self.url}
+        # All at once: the verdict comes within one probe's time however many servers do not answer.
+        with ThreadPoolExecutor(max_workers=min(16, len(self.url)) or 1, thread_name_prefix="agent-sft-probe") as pool:
+            whys = pool.map(lambda u: probe_health(u, self.protocol, self.timeout_s, self.token_env), self.url)
+            return dict(zip(self.url, whys))
 
 
 def parse_indices(text: str) -> list[int]:

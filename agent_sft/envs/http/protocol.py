@@ -1,7 +1,12 @@
 """agent-sft's env-server protocol (`agent-sft serve-env`), version 1: JSON over HTTP, one env per session.
 
     GET    /health                      {"status": "ok", "env": NAME, "sessions": n, "max_sessions": m,
-                                          "protocol": 1, "steps": total steps served}
+                                          "protocol": 1, "steps": total steps served, "counters":
+                                          {"sessions_created", "sessions_closed" (by a DELETE),
+                                          "sessions_expired" (by their lease or the idle timeout),
+                                          "renewals" (sessions renewed), "resets", "steps",
+                                          "step_replays", "env_errors", "conflicts", "busy"}: counts
+                                          since the server started}
     GET    /info                        {"env": NAME, "protocol": 1, "title", "experts": [...],
                                           "default_expert", "fingerprint": {option: value}, "packages":
                                           {dist: version}, "episode_keys": [info keys kept once per
@@ -36,7 +41,9 @@ open. The time to live is the server's idle timeout (`--idle-timeout-s`, 600 s b
 `lease_s` the client asked for when it opened the session, bounded by [0.5 s, the idle timeout]; the
 reply says which. A client that asks for a lease renews its sessions (`POST /renew`, one request for
 all of them, more often than the lease: agent-sft's client every quarter of it), so that its sessions
-end soon after it is gone: killed, cut off or hung. A client that asks for none needs no renewals.
+end soon after its renewals stop: when it is killed, exits without closing them, or is cut off.
+agent-sft's client renews from a background thread: a client process that is alive but stuck keeps its
+sessions until it exits. A client that asks for no lease needs no renewals.
 A renewal answers at once, even while that session's step is in progress.
 """
 

@@ -94,6 +94,18 @@ def sessions_reach(url: str, n: int, timeout_s: float = 60.0, token: str | None 
     return wait_for(probe, timeout_s, lambda: f"{url} has {n} sessions open (health: {last})")
 
 
+def closed_by_client(url: str, before: dict, timeout_s: float = 15.0, token: str | None = None) -> dict:
+    """The server's `/health` once the sessions opened since `before` (its `/health` then) are all closed
+    by their client: none open after at most `timeout_s` (by default half the client's 30 s lease, so
+    sessions left to expire fail it), each counted as closed and none as expired."""
+    after = sessions_reach(url, before["sessions"], timeout_s, token)
+    was, now = before["counters"], after["counters"]
+    opened = now["sessions_created"] - was["sessions_created"]
+    assert opened > 0 and now["sessions_closed"] - was["sessions_closed"] == opened, (was, now)
+    assert now["sessions_expired"] == was["sessions_expired"], (was, now)
+    return after
+
+
 def alive(pid: int) -> bool:
     """Whether process `pid` runs (a zombie, exited but not yet reaped, does not)."""
     try:
@@ -121,3 +133,26 @@ def worker_pids(server_pid: int) -> set[int]:
         except (OSError, ValueError):
             continue
     return out
+
+
+def live_processes():
+    """(pid, command name, the /proc stat fields after the name) of every live process (zombies left out)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] != "Z":
+            yield int(pid), stat[stat.index("(") + 1:stat.rindex(")")], fields
+
+
+def children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid`."""
+    return [child for child, _, fields in live_processes() if int(fields[1]) == pid]
+
+
+def session_processes(sid: int) -> list[str]:
+    """`pid comm` of the live processes of session `sid`."""
+    return [f"{pid} {comm}" for pid, comm, fields in live_processes() if int(fields[3]) == sid]

@@ -154,3 +154,28 @@ def test_the_backend_is_not_part_of_the_folder_fingerprint(tmp_path, monkeypatch
     assert "backend" not in info["fingerprint"]["env"] and info["config"]["env"]["backend"] == "process"
     stats = json.loads((out / "meta" / "stats.json").read_text())
     assert sum(stats["episodes"].values()) == 8
+
+
+class _ClosingEnv:
+    def close(self):
+        print("env closed", file=__import__("sys").stderr)
+
+
+def test_a_worker_whose_loop_fails_says_why_and_exits_non_zero_and_one_told_to_close_exits_zero(capfd):
+    import multiprocessing as mp
+
+    from agent_sft.rollout.workers import worker_main
+
+    ctx = mp.get_context("fork")  # the worker's body on its own, no interpreter to start
+    codes = []
+    for message in ["not a command", ("close", ())]:
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=worker_main, args=(child, _ClosingEnv, {}))
+        p.start()
+        assert parent.recv().ok
+        parent.send(message)
+        p.join(30)
+        codes.append(p.exitcode)
+    err = capfd.readouterr().err
+    assert codes == [1, 0], err
+    assert err.count("env closed") == 2 and err.count("Traceback") == 1 and "ValueError" in err

@@ -9,7 +9,8 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from typing import NoReturn
+
+from agent_sft.procs import exit_now as _exit_now
 
 # subcommand -> (module, one-line help). Each module defines `add_arguments(parser)` and `run(args)`.
 COMMANDS = {
@@ -60,25 +61,6 @@ def _sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _exit_now(code: int) -> NoReturn:
-    """End the process with `code` once a command stopped on SIGTERM has sealed what it held.
-
-    Threads still blocked on the network (an HTTP policy's requests in flight, whose answers no episode
-    will take) are not waited for, as a normal exit would; exit functions still run (a Ray started here
-    is shut down) and output is flushed.
-    """
-    import atexit
-    import os
-
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001 - a closed stream has nothing left to say
-            pass
-    os._exit(code)
 
 
 def _parse(parser: argparse.ArgumentParser, subparsers: dict[str, argparse.ArgumentParser], argv: list[str]) -> argparse.Namespace:

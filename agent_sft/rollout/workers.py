@@ -11,10 +11,12 @@ import multiprocessing as mp
 import signal
 import threading
 import time
+import traceback
 from multiprocessing.connection import wait
 from typing import Any
 
 from agent_sft.envs import EnvSpec, canonical_name, spec
+from agent_sft.procs import exit_now
 from agent_sft.rollout.pools import (
     PoolCounters,
     Reply,
@@ -55,41 +57,41 @@ def worker_main(conn: Any, factory: Any, kwargs: dict, quiet_build: bool = False
     finally:
         logging.disable(logging.NOTSET)
     conn.send(Reply(True, accepted))
+    code = 0
     try:
-        while True:
-            try:
-                cmd, args = conn.recv()
-            except (EOFError, OSError):
-                break
-            if cmd == "close":
-                break
-            try:
-                conn.send(Reply(True, run_command(env, cmd, args)))
-            except Exception as e:  # noqa: BLE001 - becomes the episode's error
-                conn.send(Reply(False, error=describe_error(e)))
+        _serve(conn, env)
+    except BaseException:  # noqa: BLE001 - a bug of the loop itself: said, and the exit status tells the parent
+        traceback.print_exc()
+        code = 1
     finally:
         try:
             env.close()
         except Exception:  # noqa: BLE001 - the process is going away anyway
             pass
-        _exit_now()
+    # the interpreter's teardown of an engine's modules (a second or more for ALFWorld, more under load) is
+    # skipped: it frees nothing the OS does not
+    exit_now(code)
 
 
-def _exit_now() -> None:
-    """End the worker once its env is closed: exit functions run and output is flushed, but the
-    interpreter's teardown of an engine's modules (a second or more for ALFWorld, more under load) is
-    skipped: it frees nothing the OS does not."""
-    import atexit
-    import os
-    import sys
-
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
+def _serve(conn: Any, env: Any) -> None:
+    """Answer the parent's commands until `close`, or until the parent is gone."""
+    while True:
         try:
-            stream.flush()
-        except Exception:  # noqa: BLE001 - a closed or broken stream has nothing left to say
-            pass
-    os._exit(0)
+            cmd, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        if cmd == "close":
+            return
+        try:
+            reply = Reply(True, run_command(env, cmd, args))
+        except Exception as e:  # noqa: BLE001 - becomes the episode's error
+            reply = Reply(False, error=describe_error(e))
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        except Exception as e:  # noqa: BLE001 - an answer that cannot be pickled (nothing was sent)
+            conn.send(Reply(False, error=describe_error(e)))
 
 
 # How long an idle worker may take to close its env before it is killed.

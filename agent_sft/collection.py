@@ -103,10 +103,10 @@ def precheck(cfg: CollectConfig) -> str:
         except PromptError as err:
             raise ConfigError(str(err)) from None
     if cfg.output.export_dir:
-        from agent_sft.exports import check_out
+        from agent_sft.folder import check_out_folder
 
         try:
-            check_out(cfg.output.export_dir)
+            check_out_folder(cfg.output.export_dir)
         except ConfigError as err:
             raise ConfigError(f"output.export_dir: {err}") from None
     model = cfg.policy.model

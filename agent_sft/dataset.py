@@ -211,13 +211,13 @@ def load(folder: str, config: str = "sft", split: str | None = None, streaming: 
     _, s = folder_status(folder)
     import datasets
 
-    from agent_sft.hf_builder import AgentSFT
+    from agent_sft.hf_builder import AgentSFT, readme_error
 
     # what the README lists is what load_dataset reads: the same files here
     root = os.path.abspath(folder)
     configs, why, _ = readme_listing(root, s)
     if why:
-        raise F.DatasetError(f"{os.path.join(folder, 'README.md')}: {why}; run `agent-sft repair {folder}` to write it again")
+        raise readme_error(folder, why)
     listed = {sp: [os.path.join(root, p) for p in ps] for sp, ps in configs.get(config, {}).items()}
     features = datasets.Features.from_arrow_schema(SCHEMAS[config])
     wanted = [split] if split is not None else list(SPLITS)
@@ -266,19 +266,11 @@ def readme_listing(folder: str, s: F.Scan) -> tuple[dict[str, dict[str, list[str
     """
     path = os.path.join(folder, "README.md")
     for _ in range(3):
-        seen = _file_id(path)
+        seen = F.file_id(path)
         out = _readme_listing(folder, s)
-        if out[1] is None or _file_id(path) == seen:
+        if out[1] is None or F.file_id(path) == seen:
             break
     return out
-
-
-def _file_id(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _readme_listing(folder: str, s: F.Scan) -> tuple[dict[str, dict[str, list[str]]], str | None, int]:
@@ -321,17 +313,9 @@ def check_folder(folder: str) -> dict:
         damaged["README.md"] = readme_why
     if sums_why:
         damaged[F.CHECKSUMS] = f"{sums_why}; the shards were verified by reading them whole instead"
-    live = []
-    for config in ("raw", "sft"):
-        for split in SPLITS:
-            bad = s.corrupt_raw[split] if config == "raw" else s.corrupt_sft[split]
-            for n, why in bad.items():
-                damaged[f"data/{config}/{split}/{n}"] = why
-            names = s.raw[split] if config == "raw" else [F.sft_name(n, s.generation) for n in s.sft[split]]
-            live += [f"data/{config}/{split}/{n}" for n in sorted(names)]
-    damaged.update(F.verify_shards(folder, live, sums))
-    return {"checked": len(live) + sum(len(s.corrupt_raw[sp]) + len(s.corrupt_sft[sp]) for sp in SPLITS),
-            "damaged": damaged, "missing_sft": sum(len(v) for v in s.missing_sft.values()), "unlisted": unlisted}
+    found = F.find_damage(folder, s, sums)
+    damaged.update(found.paths())
+    return {"checked": found.checked, "damaged": damaged, "missing_sft": sum(len(v) for v in s.missing_sft.values()), "unlisted": unlisted}
 
 
 def info_text(folder: str, check: bool = True) -> tuple[str, bool]:

@@ -49,22 +49,8 @@ VERL_SCHEMA = pa.schema(
 )
 
 
-def check_out(out: str, what: str = "export folder") -> None:
-    """Refuse a folder to write that cannot be one: `out`, or the nearest path above it that exists, is a file.
-
-    Raises:
-        ConfigError: naming `what` and the file.
-    """
-    path = os.path.abspath(out)
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    if not os.path.isdir(path):
-        where = "is a file" if path == os.path.abspath(out) else f"is inside the file {path}"
-        raise ConfigError(f"{what} {out} {where}: name a new folder, or an existing one")
-
-
 def _make_out(out: str) -> None:
-    check_out(out)
+    F.check_out_folder(out)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from agent_sft.errors import (  # noqa: F401  (the folder's errors, importable from here)
+    ConfigError,
     CorruptShardError,
     DatasetError,
     DiskFullError,
@@ -85,6 +86,11 @@ def shard_path(folder: str, config: str, split: str, name: str) -> str:
 
 def sft_name(raw_name: str, generation: int) -> str:
     return f"g{generation}-{raw_name}"
+
+
+def raw_name(sft_file: str) -> str:
+    """The raw shard an sft file name (`g<generation>-<raw name>`) was derived from."""
+    return sft_file.split("-", 1)[1]
 
 
 @dataclass
@@ -338,7 +344,8 @@ def load_checksums(folder: str) -> tuple[dict[str, dict], str | None]:
 _WRITTEN_SUMS: dict[str, tuple[tuple[int, int, int], dict[str, dict]]] = {}
 
 
-def _stat_key(path: str) -> tuple[int, int, int] | None:
+def file_id(path: str) -> tuple[int, int, int] | None:
+    """(inode, size, mtime) of the file at `path`: changes when it is rewritten or replaced (None when absent)."""
     try:
         st = os.stat(path)
     except OSError:
@@ -354,7 +361,7 @@ def record_checksums(folder: str, rel_paths: list[str]) -> dict[str, dict]:
     """
     path = os.path.join(folder, CHECKSUMS)
     mine = _WRITTEN_SUMS.get(path)
-    key = _stat_key(path)
+    key = file_id(path)
     # the file as this process last wrote it is not read again (a shard's sum never changes, so even an
     # older copy holds only true sums; what it lacks is computed from the shard)
     old, unreadable = (mine[1], None) if mine is not None and key == mine[0] else load_checksums(folder)
@@ -373,7 +380,7 @@ def record_checksums(folder: str, rel_paths: list[str]) -> dict[str, dict]:
     if out != old or key is None or unreadable:
         # not fsynced: a lost or stale manifest only means sums are computed again from the shards
         write_text_atomic(path, _sums_json(path, out))
-        key = _stat_key(path)
+        key = file_id(path)
     if key is not None:
         _WRITTEN_SUMS[path] = (key, out)
     return out
@@ -428,6 +435,51 @@ def verify_shards(folder: str, rels: list[str], sums: dict[str, dict]) -> dict[s
         with ThreadPoolExecutor(max_workers=min(len(rels), _VERIFY_THREADS), thread_name_prefix="agent-sft-verify") as ex:
             found = dict(zip(rels, ex.map(lambda rel: verify_shard(folder, rel, sums.get(rel)), rels)))
     return {rel: why for rel, why in found.items() if why}
+
+
+@dataclass
+class Damage:
+    """The damaged shards of a scan: what it could not read, and the live shards that fail verification."""
+
+    raw: dict[str, dict[str, str]]  # split -> raw shard name -> why
+    sft: dict[str, dict[str, str]]  # split -> sft file name -> why
+    checked: int  # shards looked at
+
+    def paths(self) -> dict[str, str]:
+        """Relative path -> why, for every damaged shard."""
+        return {f"data/{config}/{split}/{n}": why for config, by_split in (("raw", self.raw), ("sft", self.sft))
+                for split in SPLITS for n, why in by_split[split].items()}
+
+
+def find_damage(folder: str, s: Scan, sums: dict[str, dict], verify: bool = True) -> Damage:
+    """The shards of `s` that cannot be used: those the scan could not read and, with `verify`, every live
+    shard that fails `verify_shard` against `sums` (its checksum manifest)."""
+    raw = {sp: dict(s.corrupt_raw[sp]) for sp in SPLITS}
+    sft = {sp: dict(s.corrupt_sft[sp]) for sp in SPLITS}
+    checked = sum(len(raw[sp]) + len(sft[sp]) for sp in SPLITS)
+    if verify:
+        live = {f"data/raw/{sp}/{n}": ("raw", sp, n) for sp in SPLITS for n in sorted(s.raw[sp])}
+        live.update((f"data/sft/{sp}/{n}", ("sft", sp, n))
+                    for sp in SPLITS for n in sorted(sft_name(r, s.generation) for r in s.sft[sp]))
+        for rel, why in verify_shards(folder, list(live), sums).items():
+            config, sp, n = live[rel]
+            (raw if config == "raw" else sft)[sp][n] = why
+        checked += len(live)
+    return Damage(raw, sft, checked)
+
+
+def check_out_folder(out: str, what: str = "export folder") -> None:
+    """Refuse a folder to write that cannot be one: `out`, or the nearest path above it that exists, is a file.
+
+    Raises:
+        ConfigError: naming `what` and the file.
+    """
+    path = os.path.abspath(out)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        where = "is a file" if path == os.path.abspath(out) else f"is inside the file {path}"
+        raise ConfigError(f"{what} {out} {where}: name a new folder, or an existing one")
 
 
 def recover_info(folder: str, write: bool = True) -> dict | None:

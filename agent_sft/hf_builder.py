@@ -13,8 +13,11 @@ builder is made, so a folder that grew (resume, merge) gets a new cache entry in
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import datasets
 import pyarrow as pa
@@ -26,16 +29,13 @@ from agent_sft.records import SCHEMAS, SPLITS
 
 _SPLIT_NAMES = {"train": datasets.Split.TRAIN, "validation": datasets.Split.VALIDATION}
 
+Configs = dict[str, dict[str, list[str]]]  # config -> split -> data file paths
 
-def read_readme(folder: str) -> tuple[dict[str, dict[str, list[str]]] | None, str | None]:
+
+def read_readme(folder: str) -> tuple[Configs | None, str | None]:
     """The README front matter as `datasets.load_dataset(folder)` reads it: config -> split -> data file
     paths relative to the folder ({} when it lists none; None when the folder has no README.md), and why
     `datasets` cannot read it (then the listing is None too; else None)."""
-    from datasets.data_files import sanitize_patterns
-    from datasets.utils.metadata import MetadataConfigs
-    from huggingface_hub import DatasetCard
-    from huggingface_hub.repocard import REGEX_YAML_BLOCK
-
     try:
         with open(os.path.join(folder, "README.md"), encoding="utf-8", newline="") as fh:  # as DatasetCard.load
             text = fh.read()
@@ -43,14 +43,81 @@ def read_readme(folder: str) -> tuple[dict[str, dict[str, list[str]]] | None, st
         return None, None
     except (OSError, UnicodeDecodeError) as e:
         return None, f"cannot be read ({e})"
-    if not REGEX_YAML_BLOCK.search(text):  # the card's own rule: datasets then sees no configs at all
-        return None, "its YAML front matter has no end (cut short?)" if text.startswith("---") else "it has no YAML front matter"
     try:
+        configs = (_card_reader() or _read_configs)(text)
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError, KeyError) as e:
+        return None, f"its YAML front matter cannot be read ({' '.join(str(e).split())[:200]})"
+    if configs is None:  # the card's own rule: datasets then sees no configs at all
+        return None, "its YAML front matter has no end (cut short?)" if text.startswith("---") else "it has no YAML front matter"
+    return configs, None
+
+
+def readme_error(folder: str, why: str) -> DatasetError:
+    """The error for a README that `datasets` cannot read (`why`, from `read_readme`)."""
+    return DatasetError(f"{os.path.join(folder, 'README.md')}: {why}; run `agent-sft repair {folder}` to write it again")
+
+
+@functools.cache
+def _card_reader() -> Callable[[str], Configs | None] | None:
+    """The configs of a card's text read by the helpers `datasets` and `huggingface_hub` read it with
+    (None when they are not where these versions keep them: `_read_configs` reads it then)."""
+    try:
+        from datasets.data_files import sanitize_patterns
+        from datasets.utils.metadata import MetadataConfigs
+        from huggingface_hub import DatasetCard
+        from huggingface_hub.repocard import REGEX_YAML_BLOCK
+    except (ImportError, AttributeError):
+        return None
+
+    def read(text: str) -> Configs | None:
+        if not REGEX_YAML_BLOCK.search(text):
+            return None
         configs = MetadataConfigs.from_dataset_card_data(DatasetCard(text).data)
         return {name: {split: list(paths) for split, paths in sanitize_patterns(c.get("data_files") or []).items()}
-                for name, c in configs.items()}, None
-    except (yaml.YAMLError, ValueError, TypeError, AttributeError) as e:
-        return None, f"its YAML front matter cannot be read ({' '.join(str(e).split())[:200]})"
+                for name, c in configs.items()}
+
+    return read
+
+
+def _read_configs(text: str) -> Configs | None:
+    """The configs of a card's text, read plainly: the YAML between a first line `---` and the next such
+    line (None when there is no such block), its `configs:` entries, each `data_files` as split -> paths."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---":
+        return None
+    end = next((i for i, line in enumerate(lines[1:], 1) if line.rstrip() == "---"), None)
+    if end is None:
+        return None
+    meta = yaml.safe_load("\n".join(lines[1:end])) or {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"the front matter is a {type(meta).__name__}, not a mapping")
+    entries = meta.get("configs") or []
+    if not isinstance(entries, list):
+        raise ValueError(f"`configs` is a {type(entries).__name__}, not a list")
+    out: Configs = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or "config_name" not in entry:
+            raise ValueError(f"a `configs` entry without `config_name`: {entry}")
+        out[str(entry["config_name"])] = _split_paths(entry.get("data_files") or [])
+    return out
+
+
+def _split_paths(data_files: Any) -> dict[str, list[str]]:
+    """`data_files` as split -> paths, in the forms a card may give it (as `datasets` sanitizes them)."""
+    if isinstance(data_files, str):
+        return {"train": [data_files]}
+    if isinstance(data_files, dict):
+        return {str(k): v if isinstance(v, list) else [v] for k, v in data_files.items()}
+    if isinstance(data_files, list) and any(isinstance(f, dict) for f in data_files):
+        out: dict[str, list[str]] = {}
+        for f in data_files:
+            if not (isinstance(f, dict) and "split" in f and isinstance(f.get("path"), (str, list))):
+                raise ValueError(f"a `data_files` entry is not a split and a path: {f}")
+            out[str(f["split"])] = f["path"] if isinstance(f["path"], list) else [f["path"]]
+        return out
+    if isinstance(data_files, list):
+        return {"train": list(data_files)}
+    raise ValueError(f"`data_files` is a {type(data_files).__name__}")
 
 
 def readme_data_files(folder: str, config: str) -> dict[str, list[str]]:
@@ -61,7 +128,7 @@ def readme_data_files(folder: str, config: str) -> dict[str, list[str]]:
     """
     configs, why = read_readme(folder)
     if why is not None:
-        raise DatasetError(f"{os.path.join(folder, 'README.md')}: {why}; run `agent-sft repair {folder}` to write it again")
+        raise readme_error(folder, why)
     if configs is None:
         raise DatasetError(f"{folder}: no README.md; not an agent-sft dataset folder")
     if config in configs:

@@ -139,19 +139,8 @@ def repair_folder(folder: str) -> list[str]:
             done.append(f"{F.CHECKSUMS}: {sums_why}; written again from the shards")
         s = F.scan(folder, gen)
         q_dir = os.path.join(folder, F.QUARANTINE, time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
-        raw_bad: dict[str, dict[str, str]] = {sp: dict(s.corrupt_raw[sp]) for sp in SPLITS}
-        sft_bad: dict[str, dict[str, str]] = {sp: dict(s.corrupt_sft[sp]) for sp in SPLITS}
-        for split in SPLITS:
-            for n in sorted(s.raw[split]):
-                rel = f"data/raw/{split}/{n}"
-                why = F.verify_shard(folder, rel, sums.get(rel))
-                if why:
-                    raw_bad[split][n] = why
-            for n in sorted(s.sft[split]):
-                rel = f"data/sft/{split}/{F.sft_name(n, gen)}"
-                why = F.verify_shard(folder, rel, sums.get(rel))
-                if why:
-                    sft_bad[split][F.sft_name(n, gen)] = why
+        found = F.find_damage(folder, s, sums)
+        raw_bad, sft_bad = found.raw, found.sft
         # every step keeps the README's files in place: damaged raw shards are copied aside, then replaced
         # by an empty shard, and deleted only once the README no longer names them
         tag = new_writer_tag()
@@ -171,9 +160,9 @@ def repair_folder(folder: str) -> list[str]:
                 done.append(f"data/raw/{split}/{n}: {why}; moved to {os.path.relpath(os.path.join(dest, n), folder)} "
                             f"({held} are played again by the next `agent-sft collect` with the same config)")
             for n, why in sorted(sft_bad[split].items()):
-                raw_name = n.split("-", 1)[1]
-                if raw_name in s.raw[split] and raw_name not in raw_bad[split]:
-                    deriver.write_for(folder, split, raw_name, gen)  # replaces the damaged file in one rename
+                raw = F.raw_name(n)
+                if raw in s.raw[split] and raw not in raw_bad[split]:
+                    deriver.write_for(folder, split, raw, gen)  # replaces the damaged file in one rename
                 done.append(f"data/sft/{split}/{n}: {why}; derived again from its raw shard")
         before = F.scan(folder, gen)
         garbage = sum(len(before.replaced_raw[sp]) + len(before.stale_sft[sp]) for sp in SPLITS)

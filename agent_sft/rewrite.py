@@ -86,14 +86,10 @@ def check_not_corrupt(folder: str, s: F.Scan, verify: bool = False) -> list[tupl
     damaged inside (not only at its footer) is found before anything is played or written. Returns the
     (split, raw shard name) whose sft shard is damaged: derived data, to derive again.
     """
-    bad = {f"data/raw/{sp}/{n}": why for sp in SPLITS for n, why in s.corrupt_raw[sp].items()}
-    sft_bad: list[tuple[str, str]] = []
-    if verify:
-        raw = {f"data/raw/{sp}/{n}": (sp, n) for sp in SPLITS for n in sorted(s.raw[sp])}
-        sft = {f"data/sft/{sp}/{F.sft_name(n, s.generation)}": (sp, n) for sp in SPLITS for n in sorted(s.sft[sp])}
-        found = F.verify_shards(folder, [*raw, *sft], F.read_checksums(folder))
-        bad.update((rel, why) for rel, why in found.items() if rel in raw)
-        sft_bad = [sft[rel] for rel in found if rel in sft]
+    found = F.find_damage(folder, s, F.read_checksums(folder) if verify else {}, verify)
+    bad = {f"data/raw/{sp}/{n}": why for sp in SPLITS for n, why in found.raw[sp].items()}
+    # an sft shard the scan could not read is not live: the repair that follows derives it anyway
+    sft_bad = [(sp, F.raw_name(n)) for sp in SPLITS for n in sorted(found.sft[sp]) if n not in s.corrupt_sft[sp]]
     if bad:
         names = sorted(bad)
         raise F.CorruptShardError(

@@ -99,6 +99,30 @@ def test_a_readme_cut_inside_its_front_matter_is_reported_and_repaired(tmp_path,
     assert sorted(i for split in got.values() for i in split["episode_id"]) == sorted(e.episode_id for e in eps)
 
 
+def test_the_card_is_read_as_plain_yaml_where_the_helpers_of_datasets_and_the_hub_moved(tmp_path, capsys, monkeypatch):
+    from huggingface_hub import repocard
+
+    from agent_sft import hf_builder
+
+    d = tmp_path / "ds"
+    eps = [make_episode(i) for i in range(4)]
+    write(d, eps)
+    hf_builder._card_reader.cache_clear()
+    as_datasets_reads_it = hf_builder.read_readme(str(d))
+    monkeypatch.delattr(repocard, "REGEX_YAML_BLOCK")
+    hf_builder._card_reader.cache_clear()
+    try:
+        assert hf_builder._card_reader() is None
+        assert hf_builder.read_readme(str(d)) == as_datasets_reads_it and as_datasets_reads_it[0]["sft"]
+        assert ids(d) == sorted(e.episode_id for e in eps)
+        text = (d / "README.md").read_text()
+        (d / "README.md").write_text(text[:text.index("\n---\n", 3) + 1])
+        rc, out = cli(capsys, "repair", "--check", str(d))
+        assert rc == 1 and "front matter has no end" in out and f"agent-sft repair {d}" in out, out
+    finally:
+        hf_builder._card_reader.cache_clear()
+
+
 @pytest.mark.parametrize("garbage", ["", '{"data/raw/train/x.arrow": {"size": "big"}}'])
 def test_garbage_in_the_checksum_manifest_is_reported_and_repair_writes_it_again(tmp_path, capsys, garbage):
     d = tmp_path / "ds"

@@ -136,10 +136,10 @@ def _run(a: argparse.Namespace) -> int:
         counts = FORMATS[a.format](a.dir, a.out)
         print(f"exported {a.format} to {a.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     elif a.command == "merge":
-        from agent_sft.exports import check_out
+        from agent_sft.folder import check_out_folder
         from agent_sft.maintain import merge
 
-        check_out(a.dest, "destination folder")
+        check_out_folder(a.dest, "destination folder")
         r = merge(a.dest, a.sources, allow_config_change=a.allow_config_change)
         print(f"merged {len(a.sources)} folders into {a.dest}: {r['added']} episodes added, "
               f"{r['duplicates']} duplicates skipped; now {r['stats']['total_episodes']} episodes")
@@ -177,10 +177,10 @@ def _run(a: argparse.Namespace) -> int:
         st = compact(a.dir)
         print(f"compacted {a.dir}: {st['shards']['raw']} raw and {st['shards']['sft']} sft shards")
     elif a.command == "tiny-model":
-        from agent_sft.exports import check_out
+        from agent_sft.folder import check_out_folder
         from agent_sft.tiny_model import build_tiny_chat_model
 
-        check_out(a.out, "model folder")
+        check_out_folder(a.out, "model folder")
         path = build_tiny_chat_model(a.out, seed=a.seed, generation_markers=a.generation_markers)
         print(f"tiny chat model written to {path}")
     return 0

@@ -15,6 +15,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from serve_helpers import TESTS, alive, children, session_processes, wait_for
 
 from agent_sft.cli import main
 from agent_sft.envs import TaskSpec, register
@@ -317,23 +318,6 @@ def test_damaged_shard_points_to_repair_and_the_repaired_folder_resumes(workdir,
 ALFWORLD = pytest.mark.skipif(not __import__("importlib").util.find_spec("alfworld"), reason="needs the alfworld package")
 
 
-def _live_processes():
-    """(pid, command name, the /proc stat fields after the name) of every live process."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = open(f"/proc/{pid}/stat").read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if fields[0] != "Z":
-            yield int(pid), stat[stat.index("(") + 1:stat.rindex(")")], fields
-
-
-def _session_processes(sid: int) -> list[str]:
-    """`pid comm` of the live processes of session `sid` (from /proc)."""
-    return [f"{pid} {comm}" for pid, comm, fields in _live_processes() if int(fields[3]) == sid]
-
-
 def _collect_cmd(folder, *more):
     return [sys.executable, "-m", "agent_sft", "collect", "--no-progress", "output.flush_every_episodes=1",
             f"output.dir={folder}", *more]
@@ -369,10 +353,10 @@ def test_sigterm_seals_finished_episodes_stops_workers_and_the_rerun_completes(w
     sealed = int(m.group(1))
     assert 1 <= progress <= sealed <= 4
     for _ in range(50):  # the env workers went with it
-        if not _session_processes(proc.pid):
+        if not session_processes(proc.pid):
             break
         time.sleep(0.1)
-    assert _session_processes(proc.pid) == []
+    assert session_processes(proc.pid) == []
     first = raw_rows(workdir / "ds")
     assert len(first) == sealed and all(r["success"] for r in first)
 
@@ -385,35 +369,11 @@ def test_sigterm_seals_finished_episodes_stops_workers_and_the_rerun_completes(w
     assert {r["episode_id"] for r in first} <= {r["episode_id"] for r in rows}
 
 
-def _children(pid: int) -> list[int]:
-    """The live processes whose parent is `pid` (from /proc)."""
-    return [child for child, _, fields in _live_processes() if int(fields[1]) == pid]
-
-
-def _wait_for(probe, timeout_s: float, what) -> None:
-    """Ask `probe()` every 0.05 s until it is true; fail saying `what` (or what it returns) after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"after {timeout_s:g} s: {what() if callable(what) else what}")
-        time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2:].split()[0] != "Z"
-
-
 @pytest.mark.parametrize("stuck", ["env step", "policy request"])
 def test_sigterm_to_the_main_process_alone_stops_its_workers_at_once(workdir, stuck):
     """SIGTERM to the collect process only (not its group) while both env workers are inside a step that
     takes a minute, or while both policy requests wait on a server that does not answer: the run seals what
     finished and exits 143 within seconds, and no process it started survives it."""
-    from serve_helpers import TESTS
-
     markers = workdir / "markers"
     markers.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
@@ -431,11 +391,11 @@ def test_sigterm_to_the_main_process_alone_stops_its_workers_at_once(workdir, st
                             start_new_session=True)
     try:
         # two episodes won and sealed, then both workers (or both requests) stuck
-        _wait_for(lambda: proc.poll() is not None or (busy() and list((workdir / "ds").glob("data/raw/*/*.arrow"))),
-                 60, "two episodes sealed, then both workers stuck")
+        wait_for(lambda: proc.poll() is not None or (busy() and list((workdir / "ds").glob("data/raw/*/*.arrow"))),
+                60, "two episodes sealed, then both workers stuck")
         assert proc.poll() is None, proc.stderr.read()
-        children = _children(proc.pid)
-        assert len(children) >= 2  # the env workers (and multiprocessing's resource tracker)
+        started = children(proc.pid)
+        assert len(started) >= 2  # the env workers (and multiprocessing's resource tracker)
         t = time.monotonic()
         os.kill(proc.pid, signal.SIGTERM)
         try:
@@ -446,10 +406,10 @@ def test_sigterm_to_the_main_process_alone_stops_its_workers_at_once(workdir, st
         assert proc.returncode == 143, err
         assert err.endswith("agent-sft collect: terminated (SIGTERM); the 2 episodes this run finished are sealed "
                             "in ds; run the same command again to play the rest\n"), err
-        _wait_for(lambda: not any(map(_alive, children)) and not _session_processes(proc.pid), 5,
-                 lambda: f"processes of the run still alive: {_session_processes(proc.pid)}")
+        wait_for(lambda: not any(map(alive, started)) and not session_processes(proc.pid), 5,
+                lambda: f"processes of the run still alive: {session_processes(proc.pid)}")
     finally:
-        if proc.poll() is None or _session_processes(proc.pid):
+        if proc.poll() is None or session_processes(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
         if server is not None:
             server.close()

@@ -212,18 +212,51 @@ def _off_loopback(processes):
     return seen, off
 
 
+@ray.remote(num_cpus=0)
+class _Peer:
+    def pid(self) -> int:
+        return os.getpid()
+
+    def pid_of(self, other) -> int:
+        return ray.get(other.pid.remote())
+
+
 def test_the_cluster_the_driver_and_the_actors_talk_over_loopback_only(cluster):
-    """Runs after the runs above: their workers (collectors, env actors, now idle) are still up."""
+    """An actor on each node, one calling the other: every node address and every socket of the driver, the
+    nodes' Ray processes and their workers is loopback."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     c, _ = cluster
     if not ray.is_initialized():
         init_ray(c.address)
-    hosts = [c.address.rsplit(":", 1)[0], ray.get_runtime_context().gcs_address.rsplit(":", 1)[0],
-             ray.util.get_node_ip_address(), *(n["NodeManagerAddress"] for n in ray.nodes())]
-    assert len(hosts) >= 5 and all(_loopback(h) for h in hosts), hosts
-    ray_processes = [psutil.Process(info.process.pid) for node in c.list_all_nodes()
-                     for infos in node.all_processes.values() for info in infos]
-    seen, off = _off_loopback([psutil.Process(), *ray_processes])
-    assert len(seen) > 8 and off == []
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    peers = [_Peer.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
+             for n in nodes]
+    try:
+        pids = ray.get([p.pid.remote() for p in peers], timeout=120)
+        assert ray.get(peers[0].pid_of.remote(peers[1]), timeout=60) == pids[1]
+        hosts = [c.address.rsplit(":", 1)[0], ray.get_runtime_context().gcs_address.rsplit(":", 1)[0],
+                 ray.util.get_node_ip_address(), *(n["NodeManagerAddress"] for n in nodes)]
+        assert len(nodes) == 2 and all(_loopback(h) for h in hosts), hosts
+        ray_processes = [psutil.Process(info.process.pid) for node in c.list_all_nodes()
+                         for infos in node.all_processes.values() for info in infos]
+        seen, off = _off_loopback([psutil.Process(), *ray_processes])
+        assert set(pids) <= seen and off == []
+    finally:
+        for p in peers:
+            ray.kill(p)
+
+
+def test_a_ray_without_its_loopback_switch_is_refused_in_one_line(monkeypatch):
+    from ray._private import ray_constants
+
+    from agent_sft.rollout.ray_pool import RayLoopbackError
+
+    monkeypatch.delattr(ray_constants, "ENABLE_RAY_CLUSTER")
+    for address in (None, "127.0.0.1:6379", "ray://localhost:10001"):
+        with pytest.raises(RayLoopbackError, match=rf"^Ray {ray.__version__} has no .*ENABLE_RAY_CLUSTER.*ray start") as e:
+            init_ray(address)
+        assert "\n" not in str(e.value)
 
 
 def test_a_ray_started_here_binds_loopback_only(cluster):

@@ -11,6 +11,7 @@ a local one, bound to 127.0.0.1 (`init_ray`).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import sys
 import threading
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from agent_sft.envs import EnvSpec, spec
+from agent_sft.errors import AgentSFTError
 from agent_sft.rollout.pools import (
     PoolCounters,
     Reply,
@@ -55,6 +57,10 @@ def init_ray(address: str | None, **kwargs: Any) -> None:
     Args:
         address: A cluster address as `ray.init` takes it (`auto`, `host:port`, `ray://host:port`), or None.
         **kwargs: Further `ray.init` arguments.
+
+    Raises:
+        RayLoopbackError: a Ray to start here, or one at a loopback address, and the installed Ray lacks the
+            switch that keeps it on loopback.
     """
     import ray
 
@@ -63,18 +69,40 @@ def init_ray(address: str | None, **kwargs: Any) -> None:
         path = os.pathsep.join(p for p in sys.path if p)
         kwargs = {"_node_ip_address": LOOPBACK, "runtime_env": {"env_vars": {"PYTHONPATH": path}}, **kwargs}
         address = "local"
-    with _loopback_kept():
+    with _loopback_kept(ray) if address == "local" or _is_loopback(address) else contextlib.nullcontext():
         ray.init(address=address, **kwargs)
 
 
+class RayLoopbackError(AgentSFTError, RuntimeError):
+    """The installed Ray cannot be kept on 127.0.0.1."""
+
+
+def _is_loopback(address: str) -> bool:
+    """Whether a cluster address (`host:port`, `ray://host:port`, `auto`) names this machine's loopback."""
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @contextlib.contextmanager
-def _loopback_kept() -> Iterator[None]:
+def _loopback_kept(ray: Any) -> Iterator[None]:
     """Ray (on Linux) replaces a loopback address given to `ray.init`, the node's or the cluster's, with this
     machine's interface address before it binds or dials it; its switch for a local-only Ray (the constant
-    behind `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, read once at import) keeps it as given."""
-    from ray._private import ray_constants
+    behind `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, read once at import) keeps it as given. The switch is
+    private to Ray: a Ray without it is refused rather than left to bind the interface address."""
+    try:
+        from ray._private import ray_constants
 
-    saved = ray_constants.ENABLE_RAY_CLUSTER
+        saved = ray_constants.ENABLE_RAY_CLUSTER
+    except (ImportError, AttributeError):
+        raise RayLoopbackError(
+            f"Ray {getattr(ray, '__version__', '?')} has no ray._private.ray_constants.ENABLE_RAY_CLUSTER, which "
+            "keeps a Ray on this machine on 127.0.0.1; install a Ray that has it (ray 2.60 does), or start one "
+            "with `ray start --head` and pass its address (scale.address or RAY_ADDRESS)") from None
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         yield

@@ -48,7 +48,7 @@ class Leases:
             self._held.setdefault(server, {})[session_id] = float(lease_s)
             if server not in self._renewing:
                 self._renewing.add(server)
-                threading.Thread(target=self._run, args=(server,), name=f"agent-sft-env-leases {server[0]}",
+                threading.Thread(target=self._run, args=(server,), name=f"agent-sft-leases {server[0]}",
                                  daemon=True).start()
             self._wake.notify_all()  # a shorter lease brings the next renewal forward
 

@@ -16,6 +16,15 @@ class AgentSFTError(Exception):
         self.hint = hint
         return self
 
+    def __reduce__(self) -> tuple:
+        # Rebuilt from its args and attributes without calling `__init__`, whose signature a subclass may
+        # change: the error a Ray collector raises reaches the driver as the same class, attributes and all.
+        return _rebuild, (type(self), self.args), self.__dict__
+
+
+def _rebuild(cls: type[AgentSFTError], args: tuple) -> AgentSFTError:
+    return cls.__new__(cls, *args)
+
 
 class RunFailedError(AgentSFTError):
     """The run stopped because what it plays with failed for good while it ran: a policy server that no

@@ -10,12 +10,14 @@ requests do not wait for each other.
         overrides = ["policy.type=openai", "policy.model=det", f"policy.base_url={server.url}"]
 
 `fail_seeds_mod=(m, r)` answers 500 to every request whose seed is r modulo m (a request that fails for
-good: its episode ends as an error).
+good: its episode ends as an error). `fail_seeds={seed: kind}` fails the requests with those seeds as
+`failing_url(kind)` does.
 
 `failing_url(kind)` is a base URL of the same server where every chat request fails the same way: `500`,
 `503`, `429` (with Retry-After: 0), `badjson` (a cut JSON body), `empty` (no `choices`), `400` (a plain bad
-request), `ctx` (a 400 saying the prompt exceeds the context length), `hang` (answers after `hang_s`), or
-answers well but `invalid` (text without an action).
+request), `ctx` (a 400 saying the prompt exceeds the context length), `hang` (answers after `hang_s`),
+`hang1` (the first request hangs as `hang`, every later one gets a 500), or answers well but `invalid`
+(text without an action). A hang ends early when the server is closed.
 """
 
 from __future__ import annotations
@@ -50,18 +52,24 @@ class PolicyServer:
         ms_per_token: Delay per answer token (0: answer at once).
         max_think_tokens: Longest think block.
         fail_seeds_mod: (m, r): requests with seed % m == r get a 500.
+        fail_seeds: seed -> how its requests fail (a `failing_url` kind).
+        hang_s: How long a hanging request waits before its answer.
     """
 
     def __init__(self, ms_per_token: float = 0.0, max_think_tokens: int = 64, fail_seeds_mod: tuple[int, int] | None = None,
-                 hang_s: float = 2.0):
+                 hang_s: float = 2.0, fail_seeds: dict[int, str] | None = None):
         self.ms_per_token = ms_per_token
         self.hang_s = hang_s
         self.max_think_tokens = max_think_tokens
         self.fail_seeds_mod = fail_seeds_mod
+        self.fail_seeds = fail_seeds or {}
         self.requests = 0
+        self.by_kind: dict[str, int] = {}  # failing requests received, per kind
+        self.last_failure_at = 0.0  # time.monotonic() of the last failing request's arrival
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
+        self._closed = threading.Event()  # ends the hangs
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.httpd.request_queue_size = 256
@@ -83,6 +91,7 @@ class PolicyServer:
         self.close()
 
     def close(self) -> None:
+        self._closed.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -110,6 +119,8 @@ class PolicyServer:
                     first = self.path.strip("/").split("/")[0]
                     if first.startswith("fail-"):
                         return self._fail(first[len("fail-"):], body)
+                    if seed in server.fail_seeds:
+                        return self._fail(server.fail_seeds[seed], body)
                     if server.fail_seeds_mod and seed % server.fail_seeds_mod[0] == server.fail_seeds_mod[1]:
                         return self._send(500, {"error": {"message": f"no answer for seed {seed}"}})
                     text, tokens = answer_for(last, seed, server.max_think_tokens)
@@ -128,6 +139,11 @@ class PolicyServer:
                         server.in_flight -= 1
 
             def _fail(self, kind, body):
+                with server._lock:
+                    server.by_kind[kind] = n = server.by_kind.get(kind, 0) + 1
+                    server.last_failure_at = time.monotonic()
+                if kind == "hang1":
+                    kind = "hang" if n == 1 else "500"
                 if kind in ("500", "503"):
                     return self._send(int(kind), {"error": {"message": f"the server failed ({kind})"}})
                 if kind == "429":
@@ -142,7 +158,7 @@ class PolicyServer:
                     return self._send(400, {"error": {"message": "This model's maximum context length is 512 "
                                                                  "tokens; your prompt has 900 tokens."}})
                 if kind == "hang":
-                    time.sleep(server.hang_s)
+                    server._closed.wait(server.hang_s)
                 text = "I am not sure what to do." if kind == "invalid" else answer_for("", 0)[0]
                 return self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                                      "finish_reason": "stop"}],

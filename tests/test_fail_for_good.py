@@ -7,10 +7,12 @@ that dies) ends only its episodes."""
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 import partial_env  # noqa: F401 - registers partial-test (the env servers import it too)
 import pytest
+from faults import CLI_WITH_TEST_ENV, TESTS
 from policy_server import PolicyServer
 from serve_helpers import Server
 
@@ -111,6 +113,31 @@ def test_policy_server_failing_every_request_stops_with_exit_3_and_a_rerun_repla
     assert len(rows) == 6 and not any(r["end_reason"] == "error" for r in rows)
 
 
+def test_the_run_ends_right_after_the_failure_that_stops_it_while_a_request_hangs(workdir):
+    """The stop comes from the failing requests: the one the server holds (for a minute) is not waited for,
+    neither by the episode that sent it nor by the process's exit."""
+    with PolicyServer(hang_s=60) as server:
+        url = server.failing_url("hang1")  # the first request hangs, the others get a 500
+        args = play_args("ds", *openai_args(url, "policy.request_timeout_s=60", "policy.max_retries=0",
+                                            "policy.max_consecutive_failures=2"), "loop.mode=async")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.Popen([*CLI_WITH_TEST_ENV, *args], cwd=workdir, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = proc.communicate(timeout=40)
+        finally:
+            proc.kill()
+            proc.wait()
+        ended = time.monotonic() - server.last_failure_at
+        assert server.by_kind["hang1"] == 3
+    assert proc.returncode == 3, err
+    assert ended < 8
+    line = error_lines(err)[0]
+    assert line.startswith(f"agent-sft collect: error: the policy server at {url} failed 2 requests in a row")
+    assert line.endswith("the last: gave up after 1 tries: HTTP 500: the server failed (500)")
+    assert raw_rows(workdir / "ds")  # the failed episodes are sealed
+
+
 def http_policy(url, **kw):
     from agent_sft.config import PolicyConfig
     from agent_sft.policies.registry import make_policy
@@ -158,6 +185,20 @@ def test_a_good_answer_resets_the_count():
         try:
             for seeds in ([1, 3], [2], [5, 7], [4], [9, 11]):  # never three failures in a row
                 assert all(bool(c.error) == (s % 2 == 1) for c, s in zip(policy.act(chats(len(seeds)), seeds), seeds))
+        finally:
+            policy.close()
+
+
+def test_a_context_length_400_neither_counts_nor_resets_the_count():
+    from agent_sft.policies.openai import ServerFailingError
+
+    with PolicyServer(fail_seeds={1: "500", 2: "500", 3: "ctx", 4: "ctx", 5: "500"}) as server:
+        policy = http_policy(server.url)  # stops at 3 failures in a row
+        try:
+            assert [c.finish_reason for c in policy.act(chats(2), [1, 2])] == ["error", "error"]
+            assert [c.finish_reason for c in policy.act(chats(2), [3, 4])] == ["context_truncated"] * 2
+            with pytest.raises(ServerFailingError, match="failed 3 requests in a row"):
+                policy.act(chats(1), [5])
         finally:
             policy.close()
 

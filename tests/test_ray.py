@@ -152,6 +152,22 @@ def test_a_killed_driver_is_resumed_by_running_the_command_again(cluster, refere
     assert rows_of(folder) == reference
 
 
+def test_a_policy_server_failing_every_request_stops_the_ray_run_with_exit_3(cluster, tmp_path, capsys):
+    import partial_env  # noqa: F401 - registers partial-test (the collectors get its spec from the driver)
+
+    from agent_sft.cli import main
+
+    c, _ = cluster
+    with PolicyServer() as server:
+        url = server.failing_url("500")
+        code = main(["collect", "--no-progress", f"output.dir={tmp_path / 'f'}", "env.env_name=partial-test",
+                     "env.task_types=[play]", "env.num_episodes=4", "data.val_batch_size=2", "env.backend=thread",
+                     "policy.type=openai", "policy.model=det", f"policy.base_url={url}", "policy.max_retries=0",
+                     "policy.max_consecutive_failures=2", *on_ray(c)])
+    assert code == 3  # the collector's error reached the driver as itself
+    assert f"agent-sft collect: error: the policy server at {url} failed 2 requests in a row" in capsys.readouterr().err
+
+
 def test_a_cluster_without_the_gpus_asked_for_stops_before_any_episode(cluster, tmp_path):
     c, _ = cluster
     with pytest.raises(ConfigError, match="GPUs"):

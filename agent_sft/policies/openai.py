@@ -11,9 +11,10 @@ A server that is not there, or that is there but never answers usefully, stops t
 failing every episode: `probe_server` checks it answers at all before a run starts; once
 `UNREACHABLE_AFTER` requests in a row got no answer (after their retries) the policy raises
 `ServerGoneError`, and once `policy.max_consecutive_failures` requests in a row failed for good (no
-good answer since, whatever the failure) it raises `ServerFailingError`. Requests waiting to retry then
-give up at once, so the stop comes as soon as the count is reached. A key the server refuses (401/403) or a
-model it does not know (404) raises `ServerRefusedError` at the first request.
+good answer since, whatever the failure; a context-length 400 is neither) it raises `ServerFailingError`.
+Requests waiting to retry then give up at once, so the stop comes as soon as the count is reached. A key
+the server refuses (401/403) or a model it does not know (404) raises `ServerRefusedError` at the first
+request. Requests run on daemon threads: one blocked on a server that hangs does not hold the process's end.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ import os
 import random
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agent_sft.config import PolicyConfig
 from agent_sft.errors import RunFailedError
 from agent_sft.policies.base import Completion, PolicyError
 from agent_sft.policies.common import check_seeds, context_truncated, model_label, require, sampling_json
+from agent_sft.policies.daemon_pool import DaemonPool
 from agent_sft.records import Message, PolicyInfo
 
 _CONTEXT_RE = re.compile(
@@ -72,6 +73,10 @@ class ServerFailingError(PolicyError, RunFailedError):
 
 class _NoAnswer(Exception):
     """A try that got no HTTP answer (a connection-level failure)."""
+
+
+class _ContextTooLong(Exception):
+    """The server refused the request because its prompt exceeds the model's context."""
 
 
 def probe_server(cfg: PolicyConfig, *, timeout_s: float = PROBE_TIMEOUT_S, transport: Any = None) -> None:
@@ -146,7 +151,7 @@ class OpenAIPolicy:
             limits=httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency),
             transport=transport,
         )
-        self._pool = ThreadPoolExecutor(max_workers=max(1, cfg.concurrency), thread_name_prefix="agent-sft-openai")
+        self._pool = DaemonPool(cfg.concurrency, "agent-sft-openai")
         self._lock = threading.Lock()
         self.requests_sent = 0
         self._lost_in_a_row = 0  # requests given up without any answer since the last answer
@@ -196,6 +201,8 @@ class OpenAIPolicy:
                 reason, retry_after, answered = str(e), None, False
             except _Retryable as e:
                 reason, retry_after, answered = str(e), e.retry_after, True
+            except _ContextTooLong:  # about this request only: it ends its episode, and says nothing of the server
+                return context_truncated(None)
             except PolicyError:
                 raise
             except Exception as e:  # anything else: this request is lost, the batch goes on
@@ -248,6 +255,7 @@ class OpenAIPolicy:
         if self._stop is None:
             self._stop = error
             self._stopping.set()
+            self._pool.abandon(error)  # `act` calls waiting on requests in flight raise it now
 
     def _post(self, body: dict[str, Any]) -> Completion:
         httpx = self._httpx
@@ -278,7 +286,7 @@ class OpenAIPolicy:
         if r.status_code in _RETRY_STATUS or r.status_code >= 500:
             raise _Retryable(f"HTTP {r.status_code}: {detail}", _retry_after(r))
         if r.status_code in (400, 413, 422) and _CONTEXT_RE.search(detail):
-            return context_truncated(None)
+            raise _ContextTooLong()
         if r.status_code in (401, 403, 404):
             # every request would fail the same way: stop the run instead of recording errors
             kind = "model" if r.status_code == 404 else "auth"
@@ -306,7 +314,7 @@ class OpenAIPolicy:
         # left to take their answers, and a slow server would hold the run's end for a request timeout.
         with self._lock:
             self._stop_with(PolicyError("the policy is closed"))
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
         self._client.close()
 
 

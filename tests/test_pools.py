@@ -166,7 +166,7 @@ def test_a_worker_whose_loop_fails_says_why_and_exits_non_zero_and_one_told_to_c
 
     from agent_sft.rollout.workers import worker_main
 
-    ctx = mp.get_context("fork")  # the worker's body on its own, no interpreter to start
+    ctx = mp.get_context("spawn")  # as the pools start workers (a fork of this process would inherit its engines' threads)
     codes = []
     for message in ["not a command", ("close", ())]:
         parent, child = ctx.Pipe()

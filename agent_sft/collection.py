@@ -102,13 +102,15 @@ def precheck(cfg: CollectConfig) -> str:
             resolve_template(lane.name, cfg.prompt.style, lane.template)
         except PromptError as err:
             raise ConfigError(str(err)) from None
-    if cfg.output.export_dir:
-        from agent_sft.folder import check_out_folder
+    from agent_sft.folder import check_out_folder
 
-        try:
-            check_out_folder(cfg.output.export_dir)
-        except ConfigError as err:
-            raise ConfigError(f"output.export_dir: {err}") from None
+    for key, out, what in (("output.dir", cfg.output.dir, "dataset folder"),
+                           ("output.export_dir", cfg.output.export_dir, "export folder")):
+        if out:
+            try:
+                check_out_folder(out, what)
+            except ConfigError as err:
+                raise ConfigError(f"{key}: {err}") from None
     model = cfg.policy.model
     if cfg.policy.type in ("vllm", "hf") and model and model.startswith(("/", "./", "../", "~")):
         if not os.path.isdir(os.path.expanduser(model)):

@@ -303,7 +303,7 @@ def check_folder(folder: str) -> dict:
     derive, "unlisted": shards the README's listing lags behind}.
     """
     if not os.path.isdir(folder):
-        raise F.NotADatasetError(f"{folder}: no such folder")
+        raise F.NotADatasetError(f"{folder}: " + ("a file, not a dataset folder" if os.path.isfile(folder) else "no such folder"))
     info = F.read_info(folder) or F.recover_info(folder, write=False) or {}
     s = F.open_scan(folder, info)
     sums, sums_why = F.load_checksums(folder)

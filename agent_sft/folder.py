@@ -135,7 +135,7 @@ def read_info(folder: str) -> dict | None:
 def require_dataset(folder: str) -> dict:
     """The folder's info, or a clear error when it is not an agent-sft dataset folder."""
     if not os.path.isdir(folder):
-        raise NotADatasetError(f"{folder}: no such folder")
+        raise NotADatasetError(f"{folder}: " + ("a file, not a dataset folder" if os.path.isfile(folder) else "no such folder"))
     info = read_info(folder)
     if info is None:
         raise NotADatasetError(f"{folder}: not an agent-sft dataset folder (no {INFO})")

@@ -113,7 +113,7 @@ def merge(dest: str, sources: list[str], *, allow_config_change: bool = False) -
 
 def require_folder(folder: str) -> None:
     if not os.path.isdir(folder):
-        raise F.NotADatasetError(f"{folder}: no such folder")
+        raise F.NotADatasetError(f"{folder}: " + ("a file, not a dataset folder" if os.path.isfile(folder) else "no such folder"))
     if not os.path.exists(os.path.join(folder, F.INFO)) and not os.path.isdir(os.path.join(folder, "data")):
         raise F.NotADatasetError(f"{folder}: not an agent-sft dataset folder (no {F.INFO})")
 

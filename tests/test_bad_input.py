@@ -76,6 +76,9 @@ def test_a_folder_to_write_that_is_a_file_is_one_line(no_sft, tmp_path, capsys):
         # checked before any episode is played, not after the run
         (_collect(tmp_path / "other", f"output.export_dir={file}"),
          f"agent-sft collect: error: output.export_dir: export folder {file} is a file"),
+        (_collect(file), f"agent-sft collect: error: output.dir: dataset folder {file} is a file"),
+        (["info", str(file)], f"agent-sft info: error: {file}: a file, not a dataset folder"),
+        (["repair", str(file)], f"agent-sft repair: error: {file}: a file, not a dataset folder"),
     ]
     for argv, start in cases:
         assert main(argv) == 2, argv

@@ -337,9 +337,4 @@ def _reward_lines(st: dict) -> str:
     return "Final rewards (value × episodes):\n\n" + "\n".join(lines) if lines else ""
 
 
-def set_repo(readme: str, repo_id: str) -> str:
-    """The card with its load snippets naming `repo_id`."""
-    return readme.replace("<user>/<dataset>", repo_id)
-
-
-__all__ = ["front_matter", "render_body", "write_plots", "progress_body", "public", "set_repo", "json"]
+__all__ = ["front_matter", "render_body", "write_plots", "progress_body", "public", "json"]

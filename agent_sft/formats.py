@@ -1,12 +1,10 @@
-"""Pure functions from episodes to rows: raw rows, sft rows, verl rows, JSONL chats, seed-format records.
+"""Pure functions from episodes to rows: raw rows, sft rows, verl rows, seed-format records.
 
 Nothing here does I/O; each function takes plain dicts (raw rows, as stored) and returns plain dicts.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -170,13 +168,3 @@ def seed_record(row: dict) -> dict[str, Any]:
         },
         "episode_length": row["episode_length"],
     }
-
-
-def jsonl_line(sft: dict) -> str:
-    """One chat per line: `{"messages": [...], ...metadata}`."""
-    return json.dumps(sft, ensure_ascii=False)
-
-
-def iter_sft(rows: list[dict], style: str) -> Iterator[dict]:
-    for row in rows:
-        yield from sft_rows(row, style)

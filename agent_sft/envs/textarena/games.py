@@ -96,17 +96,6 @@ def task_id(env_id: str, seed: int) -> str:
     return f"textarena/{env_id}/{seed}"
 
 
-def parse_task_id(tid: str) -> tuple[str, int] | None:
-    """(env id, seed) of a task id this env made, else None."""
-    parts = str(tid).split("/")
-    if len(parts) != 3 or parts[0] != "textarena" or parts[1] not in OFFLINE_GAMES:
-        return None
-    try:
-        return parts[1], int(parts[2])
-    except ValueError:
-        return None
-
-
 def normalize_task_types(task_types: list[str] | tuple[str, ...] | str | None) -> list[str]:
     """Game names (case-insensitive) as TASK_TYPES spells them; all of them for None."""
     if task_types is None:

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from agent_sft.config import CollectConfig, ConfigError, load_config, to_dict
+from agent_sft.config import CollectConfig, ConfigError, load_config, to_dict, validate
 from agent_sft.errors import AgentSFTError, DiskFullError
 from agent_sft.policies import PolicyError
 from agent_sft.shards import disk_full_error, is_disk_full
@@ -159,7 +159,9 @@ def collect(
         KeyboardInterrupt: Ctrl-C or SIGTERM (as the CLI raises it), after sealing the finished episodes;
             its message says how many.
     """
-    if not isinstance(cfg, CollectConfig):
+    if isinstance(cfg, CollectConfig):
+        validate(cfg)  # a config built in Python gets the checks of a loaded one (again for a loaded one: no change)
+    else:
         cfg = load_config(cfg, None) if isinstance(cfg, str) or cfg is None else load_config(None, list(cfg))
     env_name = precheck(cfg)
     repo_id = None
@@ -238,6 +240,7 @@ def open_writer(cfg: CollectConfig, env_name: str):
             flush_every_s=cfg.output.flush_every_s,
             flush_every_episodes=cfg.output.flush_every_episodes,
             versions=package_versions(env_name, policy_kind(cfg)),
+            env_versions=env_versions(cfg),
         )
     except AgentSFTError as err:
         if is_disk_full(err) and not isinstance(err, DiskFullError):
@@ -248,6 +251,20 @@ def open_writer(cfg: CollectConfig, env_name: str):
             raise disk_full_error(cfg.output.dir) from None
         # e.g. a filters.tokenizer that does not load
         raise ConfigError(f"cannot open {cfg.output.dir}: {type(err).__name__}: {err}") from None
+
+
+def env_versions(cfg: CollectConfig) -> dict[str, dict[str, str]]:
+    """Each env's package versions with the policy's, by its label in the run (as its episodes record them)."""
+    from agent_sft.mix import lanes
+    from agent_sft.rollout import package_versions
+
+    out = {}
+    for lane in lanes(cfg):
+        versions = package_versions(lane.name, policy_kind(cfg))
+        if lane.played is not None:
+            versions.update(lane.played.packages)  # what the server runs
+        out[lane.label] = versions
+    return out
 
 
 def make_run_policy(cfg: CollectConfig, env_name: str):

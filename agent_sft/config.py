@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_sft.config_keys import ALIASES, IGNORED_PREFIXES, env_spec, flatten, set_key, yaml_syntax_error
+from agent_sft.config_keys import ALIASES, check_fields, env_spec, flatten, ignored, set_key, yaml_syntax_error
 from agent_sft.config_keys import describe as describe_keys
 from agent_sft.config_keys import keys as keys_of
 from agent_sft.errors import ConfigError
@@ -231,9 +231,8 @@ def load_config(
     # The selected env decides what `env.<option>` names, whatever the order of the keys.
     pairs.sort(key=lambda kv: ALIASES.get(kv[0], kv[0]) != "env.env_name")
     for k, v in pairs:
-        if k not in ALIASES and k not in valid and k.startswith(IGNORED_PREFIXES):
-            continue  # a verl-agent trainer key with no meaning for collection
-        set_key(cfg, k, v)
+        if not ignored(k, valid):
+            set_key(cfg, k, v)
     if cls is CollectConfig:
         apply_env_vars(cfg, os.environ if environ is None else environ)
         validate(cfg)
@@ -257,7 +256,20 @@ def apply_env_vars(cfg: CollectConfig, environ: Any) -> None:
 
 
 def validate(cfg: CollectConfig) -> None:
-    """Cross-field checks that need the whole config."""
+    """Check a config, whether loaded from keys or built in Python: each value's type and choices, bounds,
+    cross-field rules and the run's envs. Idempotent: it fills in only what a default decides (the policy
+    kind, the env's expert), as loading does.
+
+    Raises:
+        ConfigError: naming the key, as loading does.
+    """
+    check_fields(cfg)
+    if not isinstance(cfg.env.mix, dict):
+        from agent_sft.mix import normalize_mix
+
+        cfg.env.mix = normalize_mix(cfg.env.mix)
+    if not isinstance(cfg.env.options, dict):
+        raise ConfigError(f"env.options: expected a mapping env -> {{option: value}}, got {cfg.env.options!r}")
     if cfg.policy.type is None:
         cfg.policy.type = "vllm" if cfg.policy.model else "expert"
     if cfg.policy.type in ("vllm", "hf", "openai") and not cfg.policy.model:

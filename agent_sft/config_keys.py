@@ -7,6 +7,7 @@ Works on any dataclass config (a field with `metadata["env_options"]` holds each
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from typing import Any
@@ -39,8 +40,47 @@ def yaml_syntax_error(e: Exception) -> str:
     return f"YAML syntax error{where}: {what}" + (f" ({context})" if context else "")
 
 
-# verl-agent keys that mean nothing here but appear in copied commands: accepted and ignored.
-IGNORED_PREFIXES = ("trainer.", "algorithm.", "critic.", "reward_model.", "actor_rollout_ref.", "data.")
+# verl-agent trainer keys that mean nothing here but appear in copied commands: accepted and ignored.
+IGNORED_PREFIXES = ("trainer.", "algorithm.", "critic.", "reward_model.", "actor_rollout_ref.")
+
+# The `data.` keys of verl's PPO trainer (verl-agent's `ppo_trainer.yaml`, verl's `data/legacy_data.yaml`,
+# the DAPO recipe's `gen_batch_size`): ignored too, sub-keys included (`data.custom_cls.path`). Any other
+# `data.` key is ours, so a misspelled one is an error rather than a silently ignored verl key.
+VERL_DATA_KEYS = frozenset({
+    "tokenizer", "use_shm", "train_files", "val_files", "train_max_samples", "val_max_samples", "prompt_key",
+    "reward_fn_key", "max_prompt_length", "max_response_length", "train_batch_size", "gen_batch_size",
+    "tool_config_path", "return_raw_input_ids", "return_raw_chat", "return_full_prompt", "shuffle", "seed",
+    "dataloader_num_workers", "image_patch_size", "validation_shuffle", "filter_overlong_prompts",
+    "filter_overlong_prompts_workers", "truncation", "image_key", "video_key", "trust_remote_code", "custom_cls",
+    "return_multi_modal_inputs", "sampler", "datagen", "databuffer", "apply_chat_template_kwargs",
+})
+
+
+def ignored(key: str, known: set[str]) -> bool:
+    """Whether `key` is a verl-agent trainer key with no meaning for collection (accepted and ignored)."""
+    if key in ALIASES or key in known:
+        return False
+    if key.startswith("data."):
+        return key.split(".")[1] in VERL_DATA_KEYS
+    return key.startswith(IGNORED_PREFIXES)
+
+
+def did_you_mean(key: str, candidates: list[str]) -> str:
+    """`; did you mean <key>?` for the candidate closest to a misspelled `key`, or ''."""
+    close = difflib.get_close_matches(key, candidates, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _known_near(cfg: Any, key: str) -> list[str]:
+    """The keys a misspelled `key` may have meant: those of its section (aliases and the selected env's
+    `env.<option>` included), or every key when its section is unknown."""
+    known = keys(type(cfg))
+    known += [alias for alias, target in ALIASES.items() if target in known and alias not in known]
+    env = getattr(cfg, "env", None)
+    if dataclasses.is_dataclass(env) and _holds_env_options(env):
+        known += [f"env.{name}" for name in _env_option_names(env)]
+    section = key.split(".")[0]
+    return [k for k in known if k.split(".")[0] == section] or known
 
 def field_type(tp: Any) -> tuple[type, bool]:
     """(base type, optional?) of an annotation such as `int | None` or `list[str]`."""
@@ -94,6 +134,26 @@ def coerce(key: str, value: Any, f: dataclasses.Field, hint: Any) -> Any:
             raise ConfigError(f"{key}: {bad[0]!r} is not one of {', '.join(map(str, choices))}")
     return value
 
+def check_fields(cfg: Any, prefix: str = "") -> None:
+    """Coerce every field of a config in place as a dotted key would be (a config built in Python gets the
+    type and choice checks of one loaded from keys); the mappings of env options and `env.mix` are checked
+    when the run's lanes are resolved. Idempotent.
+
+    Raises:
+        ConfigError: naming the key, as `set_key` does.
+    """
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        key, value = prefix + f.name, getattr(cfg, f.name)
+        if f.metadata.get("env_options") or f.metadata.get("mix"):
+            continue
+        if dataclasses.is_dataclass(hints[f.name]):
+            if not dataclasses.is_dataclass(value):
+                raise ConfigError(f"{key}: expected a {hints[f.name].__name__}, got {value!r}")
+            check_fields(value, key + ".")
+        else:
+            setattr(cfg, f.name, coerce(key, value, f, hints[f.name]))
+
 def keys(cfg_cls: type, prefix: str = "") -> list[str]:
     """Every dotted key of a config class (with `env.<env>.<option>` for every registered env's options)."""
     out = []
@@ -123,11 +183,13 @@ def set_key(cfg: Any, key: str, value: Any) -> None:
             where = ".".join(parts[:i])
             allowed = ", ".join(sorted(set(names) | set(_env_option_names(obj) if _holds_env_options(obj) else [])))
             near = f" under {where!r}" if where else ""
+            owners = _envs_with_option(part) if _holds_env_options(obj) else []
             if _holds_env_options(obj):
                 near += " nor a registered environment"
-                owners = _envs_with_option(part)
-                if owners:
-                    near += f"; it is an option of {', '.join(owners)} (env.{owners[0]}.{part}), not of {obj.env_name}"
+            if owners:
+                near += f"; it is an option of {', '.join(owners)} (env.{owners[0]}.{part}), not of {obj.env_name}"
+            else:
+                near += did_you_mean(key, _known_near(cfg, key))
             raise ConfigError(f"unknown config key {key!r}: {part!r} is not a field{near} (allowed: {allowed})")
         if i == len(parts) - 1:
             f = names[part]
@@ -231,8 +293,9 @@ def _set_env_option(env: Any, key: str, parts: list[str], value: Any) -> None:
     name = ".".join(rest)
     if name not in fields:
         allowed = ", ".join(f"{prefix}.{n}" for n in fields) or "none: it takes no options"
+        near = did_you_mean(f"{prefix}.{name}", [f"{prefix}.{n}" for n in fields])
         raise ConfigError(
-            f"unknown config key {key!r}: environment {spec.name!r} has no option {name!r} (allowed: {allowed})")
+            f"unknown config key {key!r}: environment {spec.name!r} has no option {name!r}{near} (allowed: {allowed})")
     hint = typing.get_type_hints(spec.options)[name]
     env.options.setdefault(spec.name, {})[name] = coerce(f"{prefix}.{name}", value, fields[name], hint)
 

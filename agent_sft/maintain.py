@@ -92,7 +92,9 @@ def merge(dest: str, sources: list[str], *, allow_config_change: bool = False) -
     build = BuildSpec(first["build"]["style"], first["build"]["filters"])
     w = DatasetWriter(dest, fingerprint=first.get("fingerprint", {}), meta=first.get("config", {}), build=build,
                       allow_config_change=allow_config_change, flush_every_s=1e9, flush_every_episodes=4096,
-                      versions=first.get("versions", {}))
+                      versions=first.get("versions", {}),
+                      # every source's envs; where two record one env, the first source's entry
+                      env_versions={k: v for i in reversed(infos) for k, v in (i.get("env_versions") or {}).items()})
     added = dup = 0
     try:
         for src, info in zip(sources, infos):

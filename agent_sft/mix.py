@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent_sft.config import CollectConfig
-from agent_sft.config_keys import coerce, env_spec, yaml_syntax_error
+from agent_sft.config_keys import coerce, did_you_mean, env_spec, yaml_syntax_error
 from agent_sft.errors import ConfigError
 
 MIX_FIELDS = {
@@ -163,9 +163,10 @@ def _lane(cfg: CollectConfig, label: str, raw: dict) -> Lane:
     values: dict[str, Any] = dict(cfg.env.options.get(spec.name, {}))  # env.<env>.* as the entry's defaults
     for k, v in [*options_raw.items(), *((k, v) for k, v in raw.items() if k not in known)]:
         if k not in fields:
-            allowed = ", ".join(sorted(known | set(fields)))
+            allowed = sorted(known | set(fields))
+            near = did_you_mean(f"{key}.{k}", [f"{key}.{n}" for n in allowed])
             raise ConfigError(f"unknown config key '{key}.{k}': neither an entry field nor an option of "
-                              f"{spec.name} (allowed: {allowed})")
+                              f"{spec.name}{near} (allowed: {', '.join(allowed)})")
         values[k] = coerce(f"{key}.{k}", v, fields[k], hints[k])
     try:
         options = spec.build_options(values)

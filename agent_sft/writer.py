@@ -110,6 +110,9 @@ class DatasetWriter:
             keeps the folder's spec (e.g. one chosen later with `agent-sft build`).
         allow_config_change: continue a folder whose fingerprint differs instead of refusing.
         flush_every_s, flush_every_episodes: sealing cadence.
+        versions: package versions recorded when the folder is created (those of its first env).
+        env_versions: each env's package versions by its label in the run (`env.mix.<label>`, the env's
+            name in a plain run); an env a resumed folder has not recorded yet is added.
         retry_errors: episodes that ended in an error (a crashed env, a failed request) are not counted
             as done when a folder is resumed, so they are played again; each stays in the folder until
             its replacement is sealed.
@@ -129,6 +132,7 @@ class DatasetWriter:
         flush_every_s: float = 5.0,
         flush_every_episodes: int = 64,
         versions: dict | None = None,
+        env_versions: dict[str, dict] | None = None,
         retry_errors: bool = True,
     ):
         self.path = os.path.abspath(path)
@@ -183,6 +187,8 @@ class DatasetWriter:
                     self._check_fingerprint(info, fingerprint, allow_config_change)
                 if meta:
                     info["config"] = meta
+            for label, v in (env_versions or {}).items():
+                info.setdefault("env_versions", {}).setdefault(label, v)
             info.setdefault("writers", []).append(self.tag)
             info["writers"] = info["writers"][-64:]
             generation = F.generation(info)

@@ -28,6 +28,7 @@ ALIASES = {
     "loop.parallel": "data.val_batch_size",
 }
 
+
 def yaml_syntax_error(e: Exception) -> str:
     """One line for a YAML syntax error (PyYAML's own message spans several): where (1-based), what, and in
     what construct."""
@@ -82,6 +83,7 @@ def _known_near(cfg: Any, key: str) -> list[str]:
     section = key.split(".")[0]
     return [k for k in known if k.split(".")[0] == section] or known
 
+
 def field_type(tp: Any) -> tuple[type, bool]:
     """(base type, optional?) of an annotation such as `int | None` or `list[str]`."""
     origin = typing.get_origin(tp)
@@ -91,6 +93,7 @@ def field_type(tp: Any) -> tuple[type, bool]:
     if origin is not None:
         return origin, False
     return tp, False
+
 
 def coerce(key: str, value: Any, f: dataclasses.Field, hint: Any) -> Any:
     base, optional = field_type(hint)
@@ -134,6 +137,7 @@ def coerce(key: str, value: Any, f: dataclasses.Field, hint: Any) -> Any:
             raise ConfigError(f"{key}: {bad[0]!r} is not one of {', '.join(map(str, choices))}")
     return value
 
+
 def check_fields(cfg: Any, prefix: str = "") -> None:
     """Coerce every field of a config in place as a dotted key would be (a config built in Python gets the
     type and choice checks of one loaded from keys); the mappings of env options and `env.mix` are checked
@@ -154,6 +158,7 @@ def check_fields(cfg: Any, prefix: str = "") -> None:
         else:
             setattr(cfg, f.name, coerce(key, value, f, hints[f.name]))
 
+
 def keys(cfg_cls: type, prefix: str = "") -> list[str]:
     """Every dotted key of a config class (with `env.<env>.<option>` for every registered env's options)."""
     out = []
@@ -167,6 +172,7 @@ def keys(cfg_cls: type, prefix: str = "") -> list[str]:
         else:
             out.append(prefix + f.name)
     return out
+
 
 def set_key(cfg: Any, key: str, value: Any) -> None:
     """Set a dotted key on a config, coercing and validating the value."""
@@ -205,6 +211,7 @@ def set_key(cfg: Any, key: str, value: Any) -> None:
             if not dataclasses.is_dataclass(obj):
                 raise ConfigError(f"unknown config key {key!r}: {'.'.join(parts[:i+1])!r} takes a value, not sub-keys")
 
+
 def _set_mix(obj: Any, part: str, key: str, rest: list[str], value: Any) -> None:
     """`env.mix` (a list or mapping of entries) or `env.mix.<label>[.<field>...]`: stored as given, checked
     when the run's lanes are resolved (`agent_sft.mix.lanes`)."""
@@ -232,6 +239,7 @@ def _set_mix(obj: Any, part: str, key: str, rest: list[str], value: Any) -> None
             raise ConfigError(f"{key}: {p!r} takes a value, not sub-keys")
     node[path[-1]] = value
 
+
 def env_spec(name: str, key: str = "env.env_name") -> Any:
     """The spec of env `name`, or a ConfigError naming `key` and the registered envs."""
     from agent_sft.envs import find_spec, registered
@@ -240,6 +248,7 @@ def env_spec(name: str, key: str = "env.env_name") -> Any:
     if found is None:
         raise ConfigError(f"{key}: unknown environment {name!r}; registered: {', '.join(registered())}")
     return found
+
 
 def _envs_with_option(name: str) -> list[str]:
     """The registered envs having an option `name`."""
@@ -252,8 +261,10 @@ def _envs_with_option(name: str) -> list[str]:
             out.append(spec.name)
     return out
 
+
 def _option_fields(spec: Any) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in spec.option_fields()}
+
 
 def _env_option_names(env: Any) -> list[str]:
     """The options of the selected env, as `env.<option>` may name them (none for an unknown env)."""
@@ -261,6 +272,7 @@ def _env_option_names(env: Any) -> list[str]:
 
     spec = find_spec(env.env_name)
     return sorted(_option_fields(spec)) if spec is not None else []
+
 
 def _is_env_option(env: Any, parts: list[str]) -> bool:
     """Whether `env.<parts>` names an env's options: `<env>.<option>`, `<env>` (a mapping), or an option
@@ -274,6 +286,7 @@ def _is_env_option(env: Any, parts: list[str]) -> bool:
     from agent_sft.envs import find_spec
 
     return find_spec(head) is not None
+
 
 def _set_env_option(env: Any, key: str, parts: list[str], value: Any) -> None:
     """Store `env.<env>.<option>` (raw, coerced to the field's type); checked when the env's options are built."""
@@ -299,6 +312,7 @@ def _set_env_option(env: Any, key: str, parts: list[str], value: Any) -> None:
     hint = typing.get_type_hints(spec.options)[name]
     env.options.setdefault(spec.name, {})[name] = coerce(f"{prefix}.{name}", value, fields[name], hint)
 
+
 def _env_option_rows(prefix: str) -> list[tuple[str, Any, str]]:
     """(key, default, help) of every registered env's options (aliases listed once, under the env's name)."""
     from agent_sft.envs import find_spec, registered
@@ -314,6 +328,7 @@ def _env_option_rows(prefix: str) -> list[tuple[str, Any, str]]:
                 for f in spec.option_fields()]
     return out
 
+
 def flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
     out = []
     for k, v in d.items():
@@ -322,6 +337,7 @@ def flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
         else:
             out.append((f"{prefix}{k}", v))
     return out
+
 
 def describe(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
     """(key, default, help) for every field, for `--help` and the docs."""

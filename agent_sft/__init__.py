@@ -20,22 +20,22 @@ __all__ = ["AgentSFTError", "CollectConfig", "CollectResult", "DatasetWriter", "
 if TYPE_CHECKING:
     from agent_sft.collection import CollectResult, collect
     from agent_sft.config import CollectConfig, load_config
-    from agent_sft.dataset import load, load_raw, load_sft
+    from agent_sft.dataset.reading import load, load_raw, load_sft
+    from agent_sft.dataset.writer import DatasetWriter
     from agent_sft.envs import register as register_env
     from agent_sft.errors import AgentSFTError
-    from agent_sft.writer import DatasetWriter
 
 _LAZY = {
     "collect": ("agent_sft.collection", "collect"),
     "CollectResult": ("agent_sft.collection", "CollectResult"),
     "CollectConfig": ("agent_sft.config", "CollectConfig"),
     "load_config": ("agent_sft.config", "load_config"),
-    "load": ("agent_sft.dataset", "load"),
-    "load_raw": ("agent_sft.dataset", "load_raw"),
-    "load_sft": ("agent_sft.dataset", "load_sft"),
+    "load": ("agent_sft.dataset.reading", "load"),
+    "load_raw": ("agent_sft.dataset.reading", "load_raw"),
+    "load_sft": ("agent_sft.dataset.reading", "load_sft"),
     "register_env": ("agent_sft.envs", "register"),
     "AgentSFTError": ("agent_sft.errors", "AgentSFTError"),
-    "DatasetWriter": ("agent_sft.writer", "DatasetWriter"),
+    "DatasetWriter": ("agent_sft.dataset.writer", "DatasetWriter"),
 }
 
 

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 from agent_sft.config import CollectConfig, ConfigError, load_config, to_dict, validate
+from agent_sft.dataset.shards import disk_full_error, is_disk_full
 from agent_sft.errors import AgentSFTError, DiskFullError
 from agent_sft.policies import PolicyError
-from agent_sft.shards import disk_full_error, is_disk_full
 
 
 @dataclasses.dataclass
@@ -102,7 +102,7 @@ def precheck(cfg: CollectConfig) -> str:
             resolve_template(lane.name, cfg.prompt.style, lane.template)
         except PromptError as err:
             raise ConfigError(str(err)) from None
-    from agent_sft.folder import check_out_folder
+    from agent_sft.dataset.layout import check_out_folder
 
     for key, out, what in (("output.dir", cfg.output.dir, "dataset folder"),
                            ("output.export_dir", cfg.output.export_dir, "export folder")):
@@ -166,7 +166,7 @@ def collect(
     env_name = precheck(cfg)
     repo_id = None
     if cfg.output.push_to_hub:
-        from agent_sft import hub
+        from agent_sft.publish import hub
 
         try:
             repo_id = hub.check_auth(cfg.output.push_to_hub)
@@ -194,11 +194,11 @@ def collect(
         raise
     result = CollectResult(cfg.output.dir, stats, run)
     if cfg.output.export_dir:
-        from agent_sft.exports import export_verl
+        from agent_sft.publish.exports import export_verl
 
         result.export_counts = export_verl(cfg.output.dir, cfg.output.export_dir)
     if repo_id:
-        from agent_sft import hub
+        from agent_sft.publish import hub
 
         try:
             result.pushed_url = hub.push_folder(cfg.output.dir, repo_id, private=cfg.output.private)
@@ -224,8 +224,8 @@ def _close_quietly(writer: Any) -> bool:
 def open_writer(cfg: CollectConfig, env_name: str):
     """Open (or resume) `output.dir` for this config: refused when the folder was collected with another."""
     from agent_sft.config import FilterConfig
+    from agent_sft.dataset.writer import BuildSpec, DatasetWriter
     from agent_sft.rollout import package_versions
-    from agent_sft.writer import BuildSpec, DatasetWriter
 
     filters = dataclasses.asdict(cfg.filters)
     # Filters and style left at their defaults keep what the folder has (e.g. a later `agent-sft build`).

@@ -1,7 +1,7 @@
 """The episode record: `Step`, `Episode`, `Message`, and their Arrow schemas.
 
 An `Episode` is what the rollout loop produces and what the writer stores as one row of the `raw`
-config. Everything here is plain data; turning episodes into rows lives in `agent_sft.formats`.
+config. Everything here is plain data; turning episodes into rows lives in `agent_sft.dataset.formats`.
 """
 
 from __future__ import annotations

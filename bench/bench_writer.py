@@ -38,10 +38,10 @@ import pyarrow as pa
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from fixtures_data import make_episode  # noqa: E402
 
-from agent_sft.filters import build_filters, derive_sft  # noqa: E402
-from agent_sft.formats import episode_to_row  # noqa: E402
+from agent_sft.dataset.filters import build_filters, derive_sft  # noqa: E402
+from agent_sft.dataset.formats import episode_to_row  # noqa: E402
+from agent_sft.dataset.writer import DatasetWriter  # noqa: E402
 from agent_sft.records import RAW_SCHEMA, SFT_SCHEMA  # noqa: E402
-from agent_sft.writer import DatasetWriter  # noqa: E402
 
 
 def episodes(n: int):

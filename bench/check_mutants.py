@@ -73,12 +73,12 @@ MUTANTS = [
         ("split=task_split(spec.task_id, cfg.data.val_fraction),", "split=task_split(spec.task_id, 0.1),"),
     ), "val_fraction"),
     Mutant("5", "shard written in place instead of temp file + rename",
-           alt("agent_sft/shards.py", SEAL_TMP), "midway or mid_shard or final_name"),
+           alt("agent_sft/dataset/shards.py", SEAL_TMP), "midway or mid_shard or final_name"),
     Mutant("6", "README rewritten before the sft shard of a flush is sealed",
-           alt("agent_sft/writer.py", README_FIRST), "sft_shard or every_flush"),
+           alt("agent_sft/dataset/writer.py", README_FIRST), "sft_shard or every_flush"),
     Mutant("7", "drop counts overwritten per record batch instead of added",
-           alt("agent_sft/derive.py", DROPS), "several_record_batches"),
-    Mutant("8", "card totals taken from the last run only", alt("agent_sft/card.py",
+           alt("agent_sft/dataset/derive.py", DROPS), "several_record_batches"),
+    Mutant("8", "card totals taken from the last run only", alt("agent_sft/dataset/card.py",
         ('"total_episodes": st["total_episodes"],',
          '"total_episodes": (st.get("run") or {}).get("episodes", st["total_episodes"]),'),
     ), "card_totals"),
@@ -92,14 +92,14 @@ MUTANTS = [
     Mutant("10b", "final_reward the last reward instead of the sum", alt("agent_sft/records.py",
         ("return float(sum(self.rewards))", "return float(self.rewards[-1]) if self.rewards else 0.0"),
     ), "envs_verdict"),
-    Mutant("11", "the listing ignores a shard's `after` marker (a rewrite not switched on counts)", alt("agent_sft/folder.py",
+    Mutant("11", "the listing ignores a shard's `after` marker (a rewrite not switched on counts)", alt("agent_sft/dataset/layout.py",
         ('return any(a in metas and a not in replaced for a in m.get("after", []))', "return False"),
     ), "splitting_out_error"),
-    Mutant("12", "the shards of a flush renamed sft before raw", alt("agent_sft/shards.py",
+    Mutant("12", "the shards of a flush renamed sft before raw", alt("agent_sft/dataset/shards.py",
         ("        for st in staged:\n            os.replace(st.tmp, st.path)",
          "        for st in reversed(staged):\n            os.replace(st.tmp, st.path)"),
     ), "second_rename"),
-    Mutant("13", "a resume does not verify its raw shards before playing", alt("agent_sft/writer.py",
+    Mutant("13", "a resume does not verify its raw shards before playing", alt("agent_sft/dataset/writer.py",
         ("check_not_corrupt(self.path, s, verify=True)", "check_not_corrupt(self.path, s)"),
     ), "damaged_raw_shard or damaged_sft_shard"),
 ]
@@ -187,7 +187,7 @@ def env_for(root: str) -> dict:
 
 
 def check_imports(root: str) -> str:
-    code = "import agent_sft, agent_sft.hf_builder as b; print(agent_sft.__file__); print(b.__file__)"
+    code = "import agent_sft, agent_sft.dataset.builder as b; print(agent_sft.__file__); print(b.__file__)"
     out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env_for(root), capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"the copy does not import:\n{out.stderr[-3000:]}")

@@ -281,7 +281,7 @@ def _synthetic(folder: str, indices: range, samples: int = 2, flush_every: int =
     """A folder of synthetic episodes left as a killed collection leaves it: many small shards."""
     from fixtures_data import make_episode
 
-    from agent_sft.writer import DatasetWriter
+    from agent_sft.dataset.writer import DatasetWriter
 
     w = DatasetWriter(folder, fingerprint={"env": "alfworld", "seed": 0}, flush_every_s=1e9, flush_every_episodes=flush_every)
     for i in indices:
@@ -294,15 +294,15 @@ def _with_errors(folder: str, every: int) -> int:
     """Turn every `every`-th episode of a collected folder into an error episode (as a crashed env leaves it)."""
     import pyarrow as pa
 
-    from agent_sft import folder as F
+    from agent_sft.dataset import layout
+    from agent_sft.dataset.writer import BuildSpec, DatasetWriter
     from agent_sft.records import SPLITS
-    from agent_sft.writer import BuildSpec, DatasetWriter
 
-    info = F.read_info(folder)
+    info = layout.read_info(folder)
     rows = []
     for sp in SPLITS:
-        for name in sorted(F.scan(folder, info["build"]["generation"]).raw[sp]):
-            rows += F.read_shard(os.path.join(F.shard_dir(folder, "raw", sp), name)).to_pylist()
+        for name in sorted(layout.scan(folder, info["build"]["generation"]).raw[sp]):
+            rows += layout.read_shard(os.path.join(layout.shard_dir(folder, "raw", sp), name)).to_pylist()
     shutil.rmtree(folder)
     rows.sort(key=lambda r: r["episode_id"])
     n = 0

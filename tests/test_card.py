@@ -1,7 +1,7 @@
 import yaml
 from fixtures_data import make_episode
 
-from agent_sft.writer import DatasetWriter
+from agent_sft.dataset.writer import DatasetWriter
 
 
 def write(folder, eps, meta=None):
@@ -39,7 +39,7 @@ def test_evaluation_games_are_flagged(tmp_path):
 
 
 def test_card_tells_what_the_filters_dropped(tmp_path):
-    from agent_sft.writer import BuildSpec
+    from agent_sft.dataset.writer import BuildSpec
 
     d = tmp_path / "d"
     with DatasetWriter(d, fingerprint={}, build=BuildSpec("auto", {"require_success": True})) as w:

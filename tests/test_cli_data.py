@@ -6,7 +6,7 @@ from fixtures_data import make_episode
 
 from agent_sft.cli import main
 from agent_sft.config import FilterConfig
-from agent_sft.writer import DatasetWriter
+from agent_sft.dataset.writer import DatasetWriter
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def test_build_refuses_keys_it_does_not_take_naming_them(folder, capsys):
 
 
 def test_default_filters_spelled_out_or_left_out_are_the_same_build(tmp_path):
-    from agent_sft.folder import BuildSpec, read_info
+    from agent_sft.dataset.layout import BuildSpec, read_info
 
     d = tmp_path / "ds"
     with DatasetWriter(str(d), fingerprint={"a": 1}) as w:  # collect's spec with default filters: {}

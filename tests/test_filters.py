@@ -1,8 +1,8 @@
 import pytest
 from fixtures_data import make_episode
 
-from agent_sft.filters import FilterError, build_filters, derive_sft
-from agent_sft.formats import episode_to_row
+from agent_sft.dataset.filters import FilterError, build_filters, derive_sft
+from agent_sft.dataset.formats import episode_to_row
 
 
 def rows():
@@ -84,7 +84,7 @@ def test_the_filters_are_the_fields_of_filter_config():
     import dataclasses
 
     from agent_sft.config import FilterConfig
-    from agent_sft.filters import FILTER_NAMES
+    from agent_sft.dataset.filters import FILTER_NAMES
 
     assert FILTER_NAMES == tuple(f.name for f in dataclasses.fields(FilterConfig))
     # a spec stored with every key (build, collect with filters set) means what the empty one means

@@ -18,12 +18,11 @@ from datasets import load_dataset
 from fixtures_data import make_episode
 
 import agent_sft
-from agent_sft import folder as F
-from agent_sft import shards
 from agent_sft.cli import main
-from agent_sft.dataset import stats_json
-from agent_sft.maintain import compact
-from agent_sft.writer import DatasetWriter
+from agent_sft.dataset import layout, shards
+from agent_sft.dataset.maintain import compact
+from agent_sft.dataset.reading import stats_json
+from agent_sft.dataset.writer import DatasetWriter
 
 FP = {"env": {"env_name": "alfworld", "seed": 0}}
 
@@ -62,7 +61,7 @@ def files(folder):
 
 def shard_files(folder):
     """Relative paths of the shard files the listing sees (dot-files are temporary)."""
-    return {f"data/{c}/{sp}/{n}" for (c, sp), names in F.shard_names(str(folder)).items() for n in names}
+    return {f"data/{c}/{sp}/{n}" for (c, sp), names in layout.shard_names(str(folder)).items() for n in names}
 
 
 def flip_bytes(path, at=0.5, n=64):
@@ -90,7 +89,7 @@ def test_a_readme_cut_inside_its_front_matter_is_reported_and_repaired(tmp_path,
     assert rc == 1 and "README.md" in out and f"agent-sft repair {d}" in out, out
     rc, out = cli(capsys, "repair", "--check", str(d))
     assert rc == 1 and "README.md" in out and f"agent-sft repair {d}" in out, out
-    with pytest.raises(F.DatasetError, match="README.md.*agent-sft repair"):
+    with pytest.raises(layout.DatasetError, match="README.md.*agent-sft repair"):
         agent_sft.load(str(d), "raw")
 
     assert cli(capsys, "repair", str(d))[0] == 0
@@ -102,44 +101,44 @@ def test_a_readme_cut_inside_its_front_matter_is_reported_and_repaired(tmp_path,
 def test_the_card_is_read_as_plain_yaml_where_the_helpers_of_datasets_and_the_hub_moved(tmp_path, capsys, monkeypatch):
     from huggingface_hub import repocard
 
-    from agent_sft import hf_builder
+    from agent_sft.dataset import builder
 
     d = tmp_path / "ds"
     eps = [make_episode(i) for i in range(4)]
     write(d, eps)
-    hf_builder._card_reader.cache_clear()
-    as_datasets_reads_it = hf_builder.read_readme(str(d))
+    builder._card_reader.cache_clear()
+    as_datasets_reads_it = builder.read_readme(str(d))
     monkeypatch.delattr(repocard, "REGEX_YAML_BLOCK")
-    hf_builder._card_reader.cache_clear()
+    builder._card_reader.cache_clear()
     try:
-        assert hf_builder._card_reader() is None
-        assert hf_builder.read_readme(str(d)) == as_datasets_reads_it and as_datasets_reads_it[0]["sft"]
+        assert builder._card_reader() is None
+        assert builder.read_readme(str(d)) == as_datasets_reads_it and as_datasets_reads_it[0]["sft"]
         assert ids(d) == sorted(e.episode_id for e in eps)
         text = (d / "README.md").read_text()
         (d / "README.md").write_text(text[:text.index("\n---\n", 3) + 1])
         rc, out = cli(capsys, "repair", "--check", str(d))
         assert rc == 1 and "front matter has no end" in out and f"agent-sft repair {d}" in out, out
     finally:
-        hf_builder._card_reader.cache_clear()
+        builder._card_reader.cache_clear()
 
 
 @pytest.mark.parametrize("garbage", ["", '{"data/raw/train/x.arrow": {"size": "big"}}'])
 def test_garbage_in_the_checksum_manifest_is_reported_and_repair_writes_it_again(tmp_path, capsys, garbage):
     d = tmp_path / "ds"
     write(d, [make_episode(i) for i in range(6)])
-    manifest = d / F.CHECKSUMS
+    manifest = d / layout.CHECKSUMS
     manifest.write_text(garbage)
 
     rc, out = cli(capsys, "info", str(d))
-    assert rc == 1 and F.CHECKSUMS in out and f"agent-sft repair {d}" in out, out
+    assert rc == 1 and layout.CHECKSUMS in out and f"agent-sft repair {d}" in out, out
     assert "every shard matches" not in out
     assert cli(capsys, "repair", "--check", str(d))[0] == 1
 
     rc, out = cli(capsys, "repair", str(d))
-    assert rc == 0 and F.CHECKSUMS in out, out
+    assert rc == 0 and layout.CHECKSUMS in out, out
     sums = json.loads(manifest.read_text())
     listed = shard_files(d)
-    assert set(sums) == listed and all(sums[rel] == F.file_checksum(str(d / rel)) for rel in listed)
+    assert set(sums) == listed and all(sums[rel] == layout.file_checksum(str(d / rel)) for rel in listed)
     assert cli(capsys, "info", str(d))[0] == 0
 
 
@@ -204,14 +203,14 @@ def test_a_shard_file_write_cut_short_leaves_nothing_under_a_final_name(tmp_path
         real = os.write
 
         def failing_write(fd, data):
-            if os.readlink(f"/proc/self/fd/{fd}").endswith(F.SHARD_SUFFIX):
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(layout.SHARD_SUFFIX):
                 cut_short(lambda: real(fd, bytes(data[:len(data) // 2])))
             return real(fd, data)
 
         w = DatasetWriter(str(d), fingerprint=FP, flush_every_s=1e9)
         w.add(make_episode(8, val_fraction=0.0))
         monkeypatch.setattr(os, "write", failing_write)
-        with pytest.raises(F.DatasetError, match="no space left"):
+        with pytest.raises(layout.DatasetError, match="no space left"):
             w.flush()
         monkeypatch.undo()
         w.close()
@@ -222,11 +221,11 @@ def test_a_shard_file_write_cut_short_leaves_nothing_under_a_final_name(tmp_path
             cut_short(lambda: (real(self, memoryview(data)[:len(data) // 2]), self.fh.flush()))
 
         monkeypatch.setattr(shards._HashingFile, "write", failing_write)
-        with pytest.raises(F.DatasetError, match="no space left"):
+        with pytest.raises(layout.DatasetError, match="no space left"):
             compact(str(d))
         monkeypatch.undo()
     assert seen and all(names == before for names in seen)
-    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(F.TMP_PREFIX)]
+    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(layout.TMP_PREFIX)]
     assert ids(d) == sorted(e.episode_id for e in eps + ([make_episode(8, val_fraction=0.0)] if how == "flush" else []))
 
 
@@ -238,7 +237,7 @@ def test_a_crash_while_splitting_out_error_episodes_lists_each_episode_once(tmp_
     for i in (2, 5, 6):
         eps[i].end_reason, eps[i].error, eps[i].success = "error", "RuntimeError: env crashed", False
     write(d, eps)
-    real, written = F.write_shard, []
+    real, written = layout.write_shard, []
 
     def crash_after_the_error_shard(path, config, rows, meta):
         if written and "errors_of" in written[-1]:
@@ -246,7 +245,7 @@ def test_a_crash_while_splitting_out_error_episodes_lists_each_episode_once(tmp_
         written.append(meta)
         return real(path, config, rows, meta)
 
-    monkeypatch.setattr(F, "write_shard", crash_after_the_error_shard)
+    monkeypatch.setattr(layout, "write_shard", crash_after_the_error_shard)
     with pytest.raises(OSError, match="Input/output error"):
         DatasetWriter(str(d), fingerprint=FP)
     monkeypatch.undo()
@@ -269,7 +268,7 @@ def test_a_flush_whose_second_rename_fails_leaves_no_orphan_sft_shard_and_no_tem
     real, renames = os.replace, []
 
     def second_shard_rename_fails(src, dst, *args, **kwargs):
-        if os.path.basename(str(src)).startswith(F.TMP_PREFIX) and str(dst).endswith(F.SHARD_SUFFIX):
+        if os.path.basename(str(src)).startswith(layout.TMP_PREFIX) and str(dst).endswith(layout.SHARD_SUFFIX):
             renames.append(dst)
             if len(renames) == 2:
                 raise OSError(errno.EIO, "Input/output error")
@@ -284,7 +283,7 @@ def test_a_flush_whose_second_rename_fails_leaves_no_orphan_sft_shard_and_no_tem
     orphans = [rel for rel in present if rel.startswith("data/sft/")
                and f"data/raw/train/{rel.rsplit('/', 1)[1].split('-', 1)[1]}" not in present]
     assert not orphans
-    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(F.TMP_PREFIX)]
+    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(layout.TMP_PREFIX)]
     assert ids(d) == sorted(e.episode_id for e in eps)  # the raw shard is sealed and listed
     write(d, eps)  # the next command derives its sft shard
     assert sorted(set(ids(d, "sft"))) == sorted(e.episode_id for e in eps)

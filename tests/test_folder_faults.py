@@ -13,9 +13,9 @@ import pytest
 from fixtures_data import make_episode
 
 import agent_sft
-from agent_sft import folder as F
-from agent_sft.filters import FilterError
-from agent_sft.writer import BuildSpec, ConfigMismatchError, DatasetWriter
+from agent_sft.dataset import layout
+from agent_sft.dataset.filters import FilterError
+from agent_sft.dataset.writer import BuildSpec, ConfigMismatchError, DatasetWriter
 
 FP = {"env": {"env_name": "alfworld", "seed": 0}}
 
@@ -66,7 +66,7 @@ def test_a_lost_info_json_is_rebuilt_from_the_shards_and_another_seed_is_still_r
     d = tmp_path / "ds"
     eps = [make_episode(i) for i in range(6)]
     write(d, eps, meta={"env": {"env_name": "alfworld", "seed": 0}}, build=BuildSpec("auto", {"require_success": True}))
-    os.remove(d / F.INFO)
+    os.remove(d / layout.INFO)
     # read-only commands work without it
     p = cli("info", str(d))
     assert p.returncode == 0 and "info.json is missing" in p.stdout, p.stdout + p.stderr
@@ -75,7 +75,7 @@ def test_a_lost_info_json_is_rebuilt_from_the_shards_and_another_seed_is_still_r
         DatasetWriter(str(d), fingerprint={"env": {"env_name": "alfworld", "seed": 1}})
     # the same config resumes, and the folder has its identity (and sft build spec) back
     write(d, [make_episode(6)])
-    info = F.read_info(str(d))
+    info = layout.read_info(str(d))
     assert info["fingerprint"] == FP and info["build"]["filters"] == {"require_success": True}
     assert "recovered_from" not in info
     assert len(raw_ids(d)) == 7
@@ -89,7 +89,7 @@ def test_info_reports_flipped_bytes_and_repair_moves_the_raw_shard_aside(tmp_pat
             w.add(make_episode(i, val_fraction=0.0))
         w.close()
     bad = shards(d)[1]
-    bad_ids = set(agent_sft.folder.read_shard(bad).column("episode_id").to_pylist())
+    bad_ids = set(agent_sft.dataset.layout.read_shard(bad).column("episode_id").to_pylist())
     flip_bytes(bad)
     p = cli("info", str(d))
     assert p.returncode == 1, p.stdout
@@ -135,7 +135,7 @@ def test_an_unreadable_raw_shard_stops_a_resume_with_the_command_that_fixes_it(t
     write(d, [make_episode(i) for i in range(4)])
     with open(shards(d)[0], "r+b") as fh:
         fh.truncate(200)
-    with pytest.raises(F.CorruptShardError, match="agent-sft repair"):
+    with pytest.raises(layout.CorruptShardError, match="agent-sft repair"):
         DatasetWriter(str(d), fingerprint=FP)
 
 
@@ -207,10 +207,10 @@ def test_a_rewrite_of_the_readme_cut_short_at_any_step_leaves_it_whole(tmp_path,
     folder = tmp_path / "ds"
     folder.mkdir()
     readme = folder / "README.md"
-    F.keep_spares(str(folder))  # as while a writer streams: the replaced copy is kept for the next write
+    layout.keep_spares(str(folder))  # as while a writer streams: the replaced copy is kept for the next write
     try:
         for k in range(4):
-            F.write_text_atomic(str(readme), f"version {k}\n" * (4 - k))
+            layout.write_text_atomic(str(readme), f"version {k}\n" * (4 - k))
             assert readme.read_text() == f"version {k}\n" * (4 - k)
         real, calls = os.replace, []
 
@@ -222,14 +222,14 @@ def test_a_rewrite_of_the_readme_cut_short_at_any_step_leaves_it_whole(tmp_path,
 
         monkeypatch.setattr(os, "replace", failing)
         with pytest.raises(OSError, match="Input/output error"):
-            F.write_text_atomic(str(readme), "cut short\n")
+            layout.write_text_atomic(str(readme), "cut short\n")
         monkeypatch.setattr(os, "replace", real)
         assert readme.read_text() in ("version 3\n", "cut short\n")
         # the next writes never write through a name that still links to the README
         for text in ("a longer text than any before it\n" * 3, "short\n"):
-            F.write_text_atomic(str(readme), text)
+            layout.write_text_atomic(str(readme), text)
             assert readme.read_text() == text
             assert os.stat(readme).st_nlink == 1
     finally:
-        F.drop_spares(str(folder))
+        layout.drop_spares(str(folder))
     assert os.listdir(folder) == ["README.md"]

@@ -1,6 +1,6 @@
 from fixtures_data import make_episode
 
-from agent_sft.formats import episode_to_row, resolve_style, seed_record, sft_rows, verl_row
+from agent_sft.dataset.formats import episode_to_row, resolve_style, seed_record, sft_rows, verl_row
 from agent_sft.records import SFT_SCHEMA, episode_id, prompt_of, task_split
 
 

@@ -116,8 +116,8 @@ def test_push_then_load_dataset_from_hub_gives_the_local_rows(hub, tmp_path):
 
 
 def test_writer_folder_round_trips_through_the_hub_across_resume_and_compaction(hub, tmp_path):
-    from agent_sft.maintain import compact
-    from agent_sft.writer import DatasetWriter
+    from agent_sft.dataset.maintain import compact
+    from agent_sft.dataset.writer import DatasetWriter
 
     folder = tmp_path / "alfworld-expert"
     meta = {"env": {"env_name": "alfworld", "data_path": str(tmp_path / "alfworld")}, "output": {"dir": str(folder)},
@@ -197,7 +197,7 @@ def test_check_auth_names_the_problem(hub):
     got = hub.python(
         """
 import json, sys
-from agent_sft.hub import HubError, check_auth
+from agent_sft.publish.hub import HubError, check_auth
 out = {}
 for name, repo, token in [("ok", sys.argv[1], None), ("org", sys.argv[3], None), ("bare", "plain-name", None),
                           ("theirs", sys.argv[2], None), ("read_only", sys.argv[1], sys.argv[4])]:
@@ -349,7 +349,7 @@ def test_push_refuses_a_folder_without_a_card(hub, tmp_path):
 
 
 def test_snapshot_reads_every_form_of_data_files_and_skips_dotfiles(tmp_path):
-    from agent_sft.hub import HubError, snapshot
+    from agent_sft.publish.hub import HubError, snapshot
 
     folder = make_folder(tmp_path / "ds")
     card = "---\nconfigs:\n- config_name: sft\n  data_files: data/sft/*/*.arrow\n- config_name: raw\n  data_files:\n"

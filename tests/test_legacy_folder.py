@@ -49,8 +49,8 @@ def legacy(tmp_path):
 
 
 def test_an_earlier_folder_loads_checks_and_rebuilds(legacy):
-    from agent_sft.maintain import rebuild
-    from agent_sft.writer import BuildSpec
+    from agent_sft.dataset.maintain import rebuild
+    from agent_sft.dataset.writer import BuildSpec
 
     before = rows(legacy)
     assert len(before) == 6

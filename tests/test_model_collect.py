@@ -11,8 +11,8 @@ from fixtures_models import SERVED_NAME, needs_hf, needs_vllm
 
 import agent_sft
 from agent_sft.config import load_config, to_dict
+from agent_sft.dataset.writer import BuildSpec, DatasetWriter
 from agent_sft.rollout import iter_collect
-from agent_sft.writer import BuildSpec, DatasetWriter
 
 pytestmark = pytest.mark.alfworld
 

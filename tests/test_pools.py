@@ -13,8 +13,8 @@ import partial_env
 import pytest
 
 from agent_sft.config import ConfigError, load_config
+from agent_sft.dataset.formats import episode_to_row
 from agent_sft.envs import spec
-from agent_sft.formats import episode_to_row
 from agent_sft.policies.base import Completion
 from agent_sft.records import END_ERROR, END_SUCCESS, PolicyInfo
 from agent_sft.rollout import BACKENDS, Collector, EnvPool, make_pool

@@ -27,11 +27,11 @@ from datasets import load_dataset
 from fixtures_data import make_episode
 
 import agent_sft
-from agent_sft import folder as F
 from agent_sft.cli import main
-from agent_sft.formats import episode_to_row
+from agent_sft.dataset import layout
+from agent_sft.dataset.formats import episode_to_row
+from agent_sft.dataset.writer import DatasetWriter
 from agent_sft.records import RAW_SCHEMA
-from agent_sft.writer import DatasetWriter
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 SWITCHES = ("COLLECT_SFT", "SFT_SEED", "SFT_REQUIRE_SUCCESS")
@@ -205,7 +205,7 @@ def test_a_shard_write_failing_midway_leaves_nothing_under_the_shard_name(tmp_pa
     d = tmp_path / "ds"
     write(d, [make_episode(i) for i in range(6)])
     before = raw_ids(d)
-    final = os.path.join(F.shard_dir(str(d), "raw", "train"), "zz-new.arrow")
+    final = os.path.join(layout.shard_dir(str(d), "raw", "train"), "zz-new.arrow")
     new_rows = [episode_to_row(make_episode(i, val_fraction=0.0)) for i in range(20, 26)]
     seen = []
 
@@ -216,10 +216,10 @@ def test_a_shard_write_failing_midway_leaves_nothing_under_the_shard_name(tmp_pa
 
     with monkeypatch.context() as m:
         _ArrowWriterFault(disk_full_after_first_batch).install(m)
-        with pytest.raises((OSError, F.DatasetError)):
-            F.write_shard(final, "raw", new_rows, {"split": "train"})
-        with pytest.raises((OSError, F.DatasetError)):
-            with F.sealing(final, "raw", {"split": "train"}) as w:
+        with pytest.raises((OSError, layout.DatasetError)):
+            layout.write_shard(final, "raw", new_rows, {"split": "train"})
+        with pytest.raises((OSError, layout.DatasetError)):
+            with layout.sealing(final, "raw", {"split": "train"}) as w:
                 for batch in pa.Table.from_pylist(new_rows, schema=RAW_SCHEMA).to_batches(max_chunksize=1):
                     w.write_batch(batch)
     assert seen == [False, False]
@@ -236,8 +236,8 @@ import os, signal, sys
 sys.path.insert(0, {tests!r})
 import pyarrow as pa, pyarrow.ipc
 from fixtures_data import make_episode
-from agent_sft import folder as F
-from agent_sft.formats import episode_to_row
+from agent_sft.dataset import layout
+from agent_sft.dataset.formats import episode_to_row
 
 class Dying(pyarrow.ipc.RecordBatchFileWriter):
     batches = 0
@@ -252,7 +252,7 @@ class Dying(pyarrow.ipc.RecordBatchFileWriter):
 
 pyarrow.ipc.RecordBatchFileWriter = pa.RecordBatchFileWriter = Dying
 rows = [episode_to_row(make_episode(i, val_fraction=0.0)) for i in range(20, 26)]
-F.write_shard({final!r}, "raw", rows, {{"split": "train"}})
+layout.write_shard({final!r}, "raw", rows, {{"split": "train"}})
 print("not killed")
 """
 
@@ -262,7 +262,7 @@ def test_a_process_killed_mid_shard_leaves_a_folder_that_loads_and_resumes(tmp_p
     eps = [make_episode(i) for i in range(6)]
     write(d, eps)
     before = raw_ids(d)
-    final = os.path.join(F.shard_dir(str(d), "raw", "train"), "zz-new.arrow")
+    final = os.path.join(layout.shard_dir(str(d), "raw", "train"), "zz-new.arrow")
     code = KILLED_MID_SHARD.format(tests=TESTS, final=final)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
@@ -272,7 +272,7 @@ def test_a_process_killed_mid_shard_leaves_a_folder_that_loads_and_resumes(tmp_p
     more = [make_episode(i) for i in range(6, 9)]
     write(d, eps + more)
     assert raw_ids(d) == sorted(e.episode_id for e in eps + more)
-    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(F.TMP_PREFIX)]
+    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(layout.TMP_PREFIX)]
 
 
 # --- the README lists an sft shard with every raw shard ---------------------------------------------
@@ -295,8 +295,8 @@ import json, os, signal, sys
 sys.path.insert(0, {tests!r})
 import pyarrow as pa, pyarrow.ipc
 from fixtures_data import make_episode
-from agent_sft import folder as F
-from agent_sft.writer import DatasetWriter
+from agent_sft.dataset import layout
+from agent_sft.dataset.writer import DatasetWriter
 
 armed = False
 class Dying(pyarrow.ipc.RecordBatchFileWriter):
@@ -339,7 +339,7 @@ def test_rebuild_counts_every_drop_of_a_shard_with_several_record_batches(tmp_pa
     eps = [make_episode(i, steps=1, success=i % 3 != 0, val_fraction=0.0) for i in range(1100)]
     failed = sum(not e.success for e in eps)
     write(d, eps, flush_every_episodes=5000, flush_every_s=3600)
-    shards = [os.path.join(F.shard_dir(str(d), "raw", "train"), n) for n in os.listdir(F.shard_dir(str(d), "raw", "train"))]
+    shards = [os.path.join(layout.shard_dir(str(d), "raw", "train"), n) for n in os.listdir(layout.shard_dir(str(d), "raw", "train"))]
     assert len(shards) == 1
     with pa.memory_map(shards[0]) as src:
         assert pa.ipc.open_file(src).num_record_batches > 1, "the shard must span several record batches"

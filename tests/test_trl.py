@@ -8,8 +8,8 @@ import transformers
 import trl
 from fixtures_data import make_episode
 
+from agent_sft.dataset.writer import DatasetWriter
 from agent_sft.tiny_model import build_tiny_chat_model
-from agent_sft.writer import DatasetWriter
 
 FP = {"env": "alfworld", "policy": "expert"}
 META_COLUMNS = {"episode_id", "env", "task_id", "task_type", "goal", "success", "final_reward", "episode_length",

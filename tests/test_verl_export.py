@@ -19,9 +19,9 @@ import pytest
 from fixtures_data import make_episode
 
 from agent_sft.cli import main as cli_main
-from agent_sft.exports import VERL_COLUMNS
+from agent_sft.dataset.writer import BuildSpec, DatasetWriter
+from agent_sft.publish.exports import VERL_COLUMNS
 from agent_sft.tiny_model import build_tiny_chat_model
-from agent_sft.writer import BuildSpec, DatasetWriter
 
 FP = {"env": "alfworld", "policy": "expert"}
 SEED_FIELDS = {"messages_list", "success", "rewards", "final_reward", "task_info", "episode_length"}

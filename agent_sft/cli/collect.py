@@ -148,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
         _print_keys()
         return 0
     from agent_sft.collection import collect
+    from agent_sft.dataset.filters import FilterError
     from agent_sft.errors import AgentSFTError, DatasetError, DiskFullError, RunFailedError
-    from agent_sft.filters import FilterError
     from agent_sft.policies import PolicyError
 
     cfg = load_config(args.config, args.overrides)
@@ -182,9 +182,9 @@ def run(args: argparse.Namespace) -> int:
 
 def fatal_hint(err: BaseException, folder: str) -> str:
     """What to do after a run stopped on `err` (a DatasetError, FilterError, PolicyError or RunFailedError)."""
+    from agent_sft.dataset.filters import FilterError
+    from agent_sft.dataset.layout import CorruptShardError
     from agent_sft.errors import ConfigMismatchError, RunFailedError
-    from agent_sft.filters import FilterError
-    from agent_sft.folder import CorruptShardError
     from agent_sft.policies.openai import ServerRefusedError, ServerUnreachableError
 
     if isinstance(err, ConfigMismatchError):

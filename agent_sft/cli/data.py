@@ -93,7 +93,7 @@ def build_spec(a: argparse.Namespace) -> Any:
         ConfigError: a key `build` does not take, or a bad value.
     """
     from agent_sft.config import CollectConfig, ConfigError, set_key
-    from agent_sft.folder import BuildSpec
+    from agent_sft.dataset.layout import BuildSpec
 
     cfg = CollectConfig()
     taken = [k for k, _, _ in build_keys()]
@@ -114,8 +114,8 @@ def build_spec(a: argparse.Namespace) -> Any:
 
 
 def run(a: argparse.Namespace) -> int:
-    from agent_sft.filters import FilterError
-    from agent_sft.folder import DatasetError
+    from agent_sft.dataset.filters import FilterError
+    from agent_sft.dataset.layout import DatasetError
 
     try:
         return _run(a)
@@ -125,26 +125,26 @@ def run(a: argparse.Namespace) -> int:
 
 def _run(a: argparse.Namespace) -> int:
     if a.command == "build":
-        from agent_sft.maintain import rebuild
+        from agent_sft.dataset.maintain import rebuild
 
         st = rebuild(a.dir, build_spec(a))
         print(f"rebuilt sft: {st['sft_rows']['train']} train rows, {st['sft_rows']['validation']} validation rows "
               f"from {st['total_episodes']} episodes; dropped: {json.dumps(st['drops']) if st['drops'] else 'none'}")
     elif a.command == "export":
-        from agent_sft.exports import FORMATS
+        from agent_sft.publish.exports import FORMATS
 
         counts = FORMATS[a.format](a.dir, a.out)
         print(f"exported {a.format} to {a.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     elif a.command == "merge":
-        from agent_sft.folder import check_out_folder
-        from agent_sft.maintain import merge
+        from agent_sft.dataset.layout import check_out_folder
+        from agent_sft.dataset.maintain import merge
 
         check_out_folder(a.dest, "destination folder")
         r = merge(a.dest, a.sources, allow_config_change=a.allow_config_change)
         print(f"merged {len(a.sources)} folders into {a.dest}: {r['added']} episodes added, "
               f"{r['duplicates']} duplicates skipped; now {r['stats']['total_episodes']} episodes")
     elif a.command == "info":
-        from agent_sft.dataset import info_text, stats_json
+        from agent_sft.dataset.reading import info_text, stats_json
 
         if a.json:
             print(stats_json(a.dir))
@@ -153,8 +153,8 @@ def _run(a: argparse.Namespace) -> int:
         print(text)
         return 0 if intact else 1
     elif a.command == "repair":
-        from agent_sft.dataset import check_folder, repair_does
-        from agent_sft.maintain import repair_folder
+        from agent_sft.dataset.maintain import repair_folder
+        from agent_sft.dataset.reading import check_folder, repair_does
 
         if a.check:
             r = check_folder(a.dir)
@@ -172,12 +172,12 @@ def _run(a: argparse.Namespace) -> int:
         for line in actions:
             print(f"  {line}")
     elif a.command == "compact":
-        from agent_sft.maintain import compact
+        from agent_sft.dataset.maintain import compact
 
         st = compact(a.dir)
         print(f"compacted {a.dir}: {st['shards']['raw']} raw and {st['shards']['sft']} sft shards")
     elif a.command == "tiny-model":
-        from agent_sft.folder import check_out_folder
+        from agent_sft.dataset.layout import check_out_folder
         from agent_sft.tiny_model import build_tiny_chat_model
 
         check_out_folder(a.out, "model folder")

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent_sft.hub import HubError, push_folder
+    from agent_sft.publish.hub import HubError, push_folder
 
     folder = Path(args.folder)
     if not folder.is_dir():

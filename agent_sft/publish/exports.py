@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agent_sft import folder as F
+from agent_sft.dataset import layout
+from agent_sft.dataset.formats import seed_record, verl_row
 from agent_sft.errors import ConfigError
-from agent_sft.formats import seed_record, verl_row
 from agent_sft.records import MESSAGES_TYPE, SPLITS
 
 VERL_SPLIT = {"train": "train", "validation": "val"}
@@ -50,26 +50,26 @@ VERL_SCHEMA = pa.schema(
 
 
 def _make_out(out: str) -> None:
-    F.check_out_folder(out)
+    layout.check_out_folder(out)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create the export folder {out}: {e.strerror}") from None
 
 
-def _status(folder: str) -> tuple[dict, F.Scan]:
-    info = F.require_dataset(folder)
-    return info, F.open_scan(folder, info)
+def _status(folder: str) -> tuple[dict, layout.Scan]:
+    info = layout.require_dataset(folder)
+    return info, layout.open_scan(folder, info)
 
 
-def iter_config_rows(folder: str, s: F.Scan, config: str, split: str) -> Iterator[list[dict]]:
+def iter_config_rows(folder: str, s: layout.Scan, config: str, split: str) -> Iterator[list[dict]]:
     """Batches of rows (dicts) of one config and split, shard by shard."""
     items = s.raw[split] if config == "raw" else s.sft[split]
     for name, meta in sorted(items.items()):
         if not meta["rows"]:
             continue
-        fname = name if config == "raw" else F.sft_name(name, s.generation)
-        for batch in F.iter_shard_batches(F.shard_path(folder, config, split, fname)):
+        fname = name if config == "raw" else layout.sft_name(name, s.generation)
+        for batch in layout.iter_shard_batches(layout.shard_path(folder, config, split, fname)):
             yield batch.to_pylist()
 
 

@@ -11,19 +11,19 @@ import os
 import shutil
 import time
 
-from agent_sft import folder as F
-from agent_sft.derive import SftDeriver
+from agent_sft.dataset import layout
+from agent_sft.dataset.derive import SftDeriver
+from agent_sft.dataset.layout import BuildSpec
+from agent_sft.dataset.rewrite import check_not_corrupt, compact_shards, repair
+from agent_sft.dataset.writer import DatasetWriter, config_diff, new_writer_tag
 from agent_sft.errors import ConfigMismatchError
-from agent_sft.folder import BuildSpec
 from agent_sft.records import SPLITS
-from agent_sft.rewrite import check_not_corrupt, compact_shards, repair
-from agent_sft.writer import DatasetWriter, config_diff, new_writer_tag
 
 
 def _info_under_lock(folder: str) -> dict:
-    info = F.read_info(folder) or F.recover_info(folder)
+    info = layout.read_info(folder) or layout.recover_info(folder)
     if info is None:
-        raise F.NotADatasetError(f"{folder}: not an agent-sft dataset folder (no {F.INFO} and no shards)")
+        raise layout.NotADatasetError(f"{folder}: not an agent-sft dataset folder (no {layout.INFO} and no shards)")
     return info
 
 
@@ -35,31 +35,31 @@ def rebuild(folder: str, build: BuildSpec) -> dict:
     """
     require_folder(folder)
     deriver = SftDeriver(build)  # fails early on a bad filter
-    with F.locked(folder):
+    with layout.locked(folder):
         info = _info_under_lock(folder)  # read under the lock: writers update it
-        old = F.generation(info)
-        s = F.scan(folder, old)
+        old = layout.generation(info)
+        s = layout.scan(folder, old)
         check_not_corrupt(folder, s)
         new = old + 1
         for split in SPLITS:
             for name in s.raw[split]:
                 deriver.write_for(folder, split, name, new)
         info["build"] = {**build.to_dict(), "generation": new}
-        F.write_json_atomic(os.path.join(folder, F.INFO), info)
-        s = repair(folder, F.scan(folder, new), deriver)
-        from agent_sft import dataset
+        layout.write_json_atomic(os.path.join(folder, layout.INFO), info)
+        s = repair(folder, layout.scan(folder, new), deriver)
+        from agent_sft.dataset import reading
 
-        return dataset.finalize_folder(folder, s)
+        return reading.finalize_folder(folder, s)
 
 
 def compact(folder: str) -> dict:
     """Compact every live shard of a folder (all writers) into few large ones."""
     require_folder(folder)
-    with F.locked(folder):
+    with layout.locked(folder):
         info = _info_under_lock(folder)  # read under the lock: a writer or a build may change it
-        gen = F.generation(info)
-        deriver = SftDeriver(F.build_spec(info))
-        s = F.scan(folder, gen)
+        gen = layout.generation(info)
+        deriver = SftDeriver(layout.build_spec(info))
+        s = layout.scan(folder, gen)
         check_not_corrupt(folder, s)
         s = repair(folder, s, deriver)
         tag = new_writer_tag()
@@ -67,10 +67,10 @@ def compact(folder: str) -> dict:
             names = sorted(s.raw[split])
             if len(names) > 1:
                 compact_shards(folder, split, names, gen, tag, deriver)
-        s = repair(folder, F.scan(folder, gen), deriver)
-        from agent_sft import dataset
+        s = repair(folder, layout.scan(folder, gen), deriver)
+        from agent_sft.dataset import reading
 
-        return dataset.finalize_folder(folder, s)
+        return reading.finalize_folder(folder, s)
 
 
 def merge(dest: str, sources: list[str], *, allow_config_change: bool = False) -> dict:
@@ -78,9 +78,9 @@ def merge(dest: str, sources: list[str], *, allow_config_change: bool = False) -
 
     Episodes are deduplicated by id (the same id means the same task, seed and sample). Returns counts.
     """
-    infos = [F.require_dataset(src) for src in sources]
+    infos = [layout.require_dataset(src) for src in sources]
     for src, info in zip(sources, infos):
-        check_not_corrupt(src, F.open_scan(src, info))
+        check_not_corrupt(src, layout.open_scan(src, info))
     first = infos[0]
     for src, info in zip(sources[1:], infos[1:]):
         diff = config_diff(first.get("fingerprint", {}), info.get("fingerprint", {}))
@@ -98,10 +98,10 @@ def merge(dest: str, sources: list[str], *, allow_config_change: bool = False) -
     added = dup = 0
     try:
         for src, info in zip(sources, infos):
-            s = F.open_scan(src, info)
+            s = layout.open_scan(src, info)
             for split in SPLITS:
                 for name in sorted(s.raw[split]):
-                    for batch in F.iter_shard_batches(F.shard_path(src, "raw", split, name)):
+                    for batch in layout.iter_shard_batches(layout.shard_path(src, "raw", split, name)):
                         for row in batch.to_pylist():
                             if w.add(row):
                                 added += 1
@@ -115,9 +115,9 @@ def merge(dest: str, sources: list[str], *, allow_config_change: bool = False) -
 
 def require_folder(folder: str) -> None:
     if not os.path.isdir(folder):
-        raise F.NotADatasetError(f"{folder}: " + ("a file, not a dataset folder" if os.path.isfile(folder) else "no such folder"))
-    if not os.path.exists(os.path.join(folder, F.INFO)) and not os.path.isdir(os.path.join(folder, "data")):
-        raise F.NotADatasetError(f"{folder}: not an agent-sft dataset folder (no {F.INFO})")
+        raise layout.NotADatasetError(f"{folder}: " + ("a file, not a dataset folder" if os.path.isfile(folder) else "no such folder"))
+    if not os.path.exists(os.path.join(folder, layout.INFO)) and not os.path.isdir(os.path.join(folder, "data")):
+        raise layout.NotADatasetError(f"{folder}: not an agent-sft dataset folder (no {layout.INFO})")
 
 
 def repair_folder(folder: str) -> list[str]:
@@ -129,19 +129,19 @@ def repair_folder(folder: str) -> list[str]:
     """
     require_folder(folder)
     done: list[str] = []
-    with F.locked(folder):
-        had_info = os.path.exists(os.path.join(folder, F.INFO))
+    with layout.locked(folder):
+        had_info = os.path.exists(os.path.join(folder, layout.INFO))
         info = _info_under_lock(folder)
         if not had_info:
-            done.append(f"rebuilt {F.INFO} from the identity recorded in shard {info.get('recovered_from')}")
-        gen = F.generation(info)
-        deriver = SftDeriver(F.build_spec(info))
-        sums, sums_why = F.load_checksums(folder)
+            done.append(f"rebuilt {layout.INFO} from the identity recorded in shard {info.get('recovered_from')}")
+        gen = layout.generation(info)
+        deriver = SftDeriver(layout.build_spec(info))
+        sums, sums_why = layout.load_checksums(folder)
         if sums_why:
-            done.append(f"{F.CHECKSUMS}: {sums_why}; written again from the shards")
-        s = F.scan(folder, gen)
-        q_dir = os.path.join(folder, F.QUARANTINE, time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
-        found = F.find_damage(folder, s, sums)
+            done.append(f"{layout.CHECKSUMS}: {sums_why}; written again from the shards")
+        s = layout.scan(folder, gen)
+        q_dir = os.path.join(folder, layout.QUARANTINE, time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
+        found = layout.find_damage(folder, s, sums)
         raw_bad, sft_bad = found.raw, found.sft
         # every step keeps the README's files in place: damaged raw shards are copied aside, then replaced
         # by an empty shard, and deleted only once the README no longer names them
@@ -149,12 +149,12 @@ def repair_folder(folder: str) -> list[str]:
         unreadable = []
         for split in SPLITS:
             for n, why in sorted(raw_bad[split].items()):
-                src = F.shard_path(folder, "raw", split, n)
+                src = layout.shard_path(folder, "raw", split, n)
                 dest = os.path.join(q_dir, "raw", split)
                 os.makedirs(dest, exist_ok=True)
                 shutil.copy2(src, os.path.join(dest, n))
                 if n in s.raw[split]:
-                    F.write_shard(F.shard_path(folder, "raw", split, f"{tag}-q{len(unreadable):03d}{F.SHARD_SUFFIX}"),
+                    layout.write_shard(layout.shard_path(folder, "raw", split, f"{tag}-q{len(unreadable):03d}{layout.SHARD_SUFFIX}"),
                                   "raw", [], {"split": split, "writer": tag, "replaces": [n], "quarantined": n})
                 unreadable.append(src)
                 rows = (s.raw[split].get(n) or {}).get("rows")
@@ -162,11 +162,11 @@ def repair_folder(folder: str) -> list[str]:
                 done.append(f"data/raw/{split}/{n}: {why}; moved to {os.path.relpath(os.path.join(dest, n), folder)} "
                             f"({held} are played again by the next `agent-sft collect` with the same config)")
             for n, why in sorted(sft_bad[split].items()):
-                raw = F.raw_name(n)
+                raw = layout.raw_name(n)
                 if raw in s.raw[split] and raw not in raw_bad[split]:
                     deriver.write_for(folder, split, raw, gen)  # replaces the damaged file in one rename
                 done.append(f"data/sft/{split}/{n}: {why}; derived again from its raw shard")
-        before = F.scan(folder, gen)
+        before = layout.scan(folder, gen)
         garbage = sum(len(before.replaced_raw[sp]) + len(before.stale_sft[sp]) for sp in SPLITS)
         missing = sum(len(before.missing_sft[sp]) for sp in SPLITS)
         s = repair(folder, before, deriver)
@@ -177,8 +177,8 @@ def repair_folder(folder: str) -> list[str]:
             done.append(f"derived {missing} missing sft shard(s)")
         if garbage:
             done.append(f"deleted {garbage} file(s) left by an interrupted rewrite")
-        from agent_sft import dataset
+        from agent_sft.dataset import reading
 
-        dataset.finalize_folder(folder, s)
+        reading.finalize_folder(folder, s)
         done.append("rewrote README.md: it lists exactly the intact shards")
     return done

@@ -26,13 +26,11 @@ import weakref
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
-from agent_sft import folder as F
-from agent_sft.derive import SftDeriver, same_build
-from agent_sft.errors import ConfigMismatchError, DatasetError
-from agent_sft.folder import BuildSpec
-from agent_sft.formats import episode_to_row
-from agent_sft.records import END_ERROR, SCHEMA_VERSION, SPLITS, Episode
-from agent_sft.rewrite import (
+from agent_sft.dataset import layout
+from agent_sft.dataset.derive import SftDeriver, same_build
+from agent_sft.dataset.formats import episode_to_row
+from agent_sft.dataset.layout import BuildSpec
+from agent_sft.dataset.rewrite import (
     COMPACT_EVERY,
     check_not_corrupt,
     compact_shards,
@@ -41,6 +39,8 @@ from agent_sft.rewrite import (
     split_errors,
     write_readme,
 )
+from agent_sft.errors import ConfigMismatchError, DatasetError
+from agent_sft.records import END_ERROR, SCHEMA_VERSION, SPLITS, Episode
 
 __all__ = ["BuildSpec", "ConfigMismatchError", "DatasetWriter"]
 
@@ -149,26 +149,26 @@ class DatasetWriter:
         self._known: set[tuple[str, str]] = set()
         self._foreign_ids: set[str] = set()
         self._error_at: dict[str, tuple[str, str]] = {}  # error episode to replace -> (split, shard)
-        self._scan: F.Scan | None = None  # the folder as this writer last left it (None: scan it again)
+        self._scan: layout.Scan | None = None  # the folder as this writer last left it (None: scan it again)
         self._names: dict[tuple[str, str], set[str]] = {}  # its shard file names then
-        self._syncing: list[F.ShardGroup] = []  # flushes whose renames are being synced
+        self._syncing: list[layout.ShardGroup] = []  # flushes whose renames are being synced
         self.duplicates_skipped = 0
         self.episodes_written = 0
         self._finalized = False
         self._closed = False
         self._error: BaseException | None = None
         os.makedirs(self.path, exist_ok=True)
-        if not os.path.exists(os.path.join(self.path, F.INFO)) and any(
-            e.name not in ("meta", "data", "README.md", F.QUARANTINE) and not e.name.startswith(F.TMP_PREFIX)
+        if not os.path.exists(os.path.join(self.path, layout.INFO)) and any(
+            e.name not in ("meta", "data", "README.md", layout.QUARANTINE) and not e.name.startswith(layout.TMP_PREFIX)
             for e in os.scandir(self.path)
         ):
-            raise F.NotADatasetError(
+            raise layout.NotADatasetError(
                 f"{self.path}: folder is not empty and is not an agent-sft dataset; choose another output.dir"
             )
-        with F.locked(self.path):
-            info = F.read_info(self.path) or F.recover_info(self.path)
+        with layout.locked(self.path):
+            info = layout.read_info(self.path) or layout.recover_info(self.path)
             if self.build is None:
-                self.build = F.build_spec(info)
+                self.build = layout.build_spec(info)
             self.deriver = SftDeriver(self.build)
             self._identity = shard_identity(fingerprint, meta, self.build)
             if info is None:
@@ -191,14 +191,14 @@ class DatasetWriter:
                 info.setdefault("env_versions", {}).setdefault(label, v)
             info.setdefault("writers", []).append(self.tag)
             info["writers"] = info["writers"][-64:]
-            generation = F.generation(info)
-            if not same_build(F.build_spec(info), self.build):
+            generation = layout.generation(info)
+            if not same_build(layout.build_spec(info), self.build):
                 generation += 1
                 info["build"] = {**self.build.to_dict(), "generation": generation}
-            s = F.scan(self.path, generation)
+            s = layout.scan(self.path, generation)
             # before anything is written or played: a damaged raw shard's episodes would count as done
             damaged_sft = check_not_corrupt(self.path, s, verify=True)
-            F.write_json_atomic(os.path.join(self.path, F.INFO), info)
+            layout.write_json_atomic(os.path.join(self.path, layout.INFO), info)
             self.generation = generation
             for split, name in damaged_sft:
                 log.warning("%s: the sft shard of %s/%s does not match its checksum; derived again", self.path, split, name)
@@ -206,7 +206,7 @@ class DatasetWriter:
             s = repair(self.path, s, self.deriver)
             if retry_errors:
                 s = split_errors(self.path, s, self.deriver, new_writer_tag())
-            done, errors = F.episode_ids(self.path, [(sp, n) for sp in SPLITS for n, m in s.raw[sp].items() if m["rows"]])
+            done, errors = layout.episode_ids(self.path, [(sp, n) for sp in SPLITS for n, m in s.raw[sp].items() if m["rows"]])
             if retry_errors:
                 self._error_at = errors
             else:
@@ -214,8 +214,8 @@ class DatasetWriter:
             self.done_ids: set[str] = done
             self._known = {(sp, n) for sp in SPLITS for n in s.raw[sp]}
             self._remember(s)
-        F.keep_spares(self.path)
-        self._spares = weakref.finalize(self, F.drop_spares, self.path)  # once: at close, or when dropped
+        layout.keep_spares(self.path)
+        self._spares = weakref.finalize(self, layout.drop_spares, self.path)  # once: at close, or when dropped
         self.resumed_episodes = len(self.done_ids)
         self.errors_to_retry = len(self._error_at)
         self._stop = threading.Event()
@@ -305,11 +305,11 @@ class DatasetWriter:
         flush is sealed all the same, and listed.
         """
         units: list[_Unit] = []
-        with F.locked(self.path):
+        with layout.locked(self.path):
             self._synced()
             self._follow_build()
             self._catch_up()
-            group = F.ShardGroup()
+            group = layout.ShardGroup()
             try:
                 with group:
                     for split in list(by_split):
@@ -318,12 +318,12 @@ class DatasetWriter:
                         if not srows:
                             del by_split[split]
                             continue
-                        name = f"{self.tag}-{self._seq:05d}{F.SHARD_SUFFIX}"
+                        name = f"{self.tag}-{self._seq:05d}{layout.SHARD_SUFFIX}"
                         self._seq += 1
                         replaces, moved, rests = self._take_out_errors(split, name, srows)
                         meta = {"split": split, "writer": self.tag, "replaces": replaces, "identity": self._identity}
-                        path = F.shard_path(self.path, "raw", split, name)
-                        F.write_shard(path, "raw", srows, meta)
+                        path = layout.shard_path(self.path, "raw", split, name)
+                        layout.write_shard(path, "raw", srows, meta)
                         unit = _Unit(split, name, path, srows, moved, rests, {**meta, "rows": len(srows)})
                         units.append(unit)
                         unit.sft = self.deriver.write_for(self.path, split, name, self.generation, srows)
@@ -344,7 +344,7 @@ class DatasetWriter:
     def _record(self, units: list[_Unit], renamed: list[str], by_split: dict[str, list[dict]], failed: bool) -> int:
         """Take note of the units whose raw shard was renamed into place, and list them in the README
         (under the lock)."""
-        from agent_sft import card
+        from agent_sft.dataset import card
 
         renamed_paths = set(renamed)
         done = [u for u in units if u.path in renamed_paths]
@@ -364,7 +364,7 @@ class DatasetWriter:
                 # list the sealed raw rows before giving up: the folder loads, and a resume re-derives
                 self._scan = None
                 try:
-                    write_readme(self.path, F.scan(self.path, self.generation))
+                    write_readme(self.path, layout.scan(self.path, self.generation))
                 except Exception as e:  # the error of the flush is the one to report
                     log.info("%s: README not rewritten after a failed flush: %s", self.path, e)
             return sealed
@@ -375,11 +375,11 @@ class DatasetWriter:
                 s.raw[u.split][u.name] = u.raw_meta
                 s.sft[u.split][u.name] = u.sft
                 self._names[("raw", u.split)].add(u.name)
-                self._names[("sft", u.split)].add(F.sft_name(u.name, self.generation))
+                self._names[("sft", u.split)].add(layout.sft_name(u.name, self.generation))
             if units:
                 write_readme(self.path, s, body=card.progress_body(s))
         else:
-            s = F.scan(self.path, self.generation)
+            s = layout.scan(self.path, self.generation)
             self._remember(repair(self.path, s, self.deriver, body=card.progress_body(s)))
         compacted = False
         for split in SPLITS:
@@ -392,14 +392,14 @@ class DatasetWriter:
                 self._own[split] = []
                 compacted = True
         if compacted:
-            self._remember(F.scan(self.path, self.generation))
+            self._remember(layout.scan(self.path, self.generation))
         return sealed
 
-    def _remember(self, s: F.Scan) -> None:
+    def _remember(self, s: layout.Scan) -> None:
         """`s` is the folder as this writer leaves it (under the lock); the next flush starts from it
         unless the shard files there changed meanwhile."""
         self._scan = s
-        self._names = F.shard_names(self.path)
+        self._names = layout.shard_names(self.path)
 
     def _take_out_errors(self, split: str, name: str,
                          rows: list[dict]) -> tuple[list[str], dict[str, tuple[str, str]], list[str]]:
@@ -415,15 +415,15 @@ class DatasetWriter:
             at = self._error_at.get(r["episode_id"])
             if at is not None and at[0] == split:
                 holders.setdefault(at[1], set()).add(r["episode_id"])
-        raw_dir = F.shard_dir(self.path, "raw", split)
+        raw_dir = layout.shard_dir(self.path, "raw", split)
         moved: dict[str, tuple[str, str]] = {}
         rests: list[str] = []
         for holder, ids in sorted(holders.items()):
-            table = F.read_shard(os.path.join(raw_dir, holder))
+            table = layout.read_shard(os.path.join(raw_dir, holder))
             keep = table.filter(pa.compute.invert(pa.compute.is_in(table.column("episode_id"), pa.array(sorted(ids)))))
             if keep.num_rows:
-                rest = f"{name[:-len(F.SHARD_SUFFIX)]}-{secrets.token_hex(2)}-err{F.SHARD_SUFFIX}"
-                F.write_shard(os.path.join(raw_dir, rest), "raw", keep,
+                rest = f"{name[:-len(layout.SHARD_SUFFIX)]}-{secrets.token_hex(2)}-err{layout.SHARD_SUFFIX}"
+                layout.write_shard(os.path.join(raw_dir, rest), "raw", keep,
                               {"split": split, "writer": self.tag, "after": [holder], "errors_of": holder})
                 ends = keep.column("end_reason").to_pylist()
                 moved.update({eid: (split, rest) for eid, e in zip(keep.column("episode_id").to_pylist(), ends)
@@ -433,10 +433,10 @@ class DatasetWriter:
 
     def _follow_build(self) -> None:
         """Adopt a build spec changed by `agent-sft build` while this writer runs (under the lock)."""
-        info = F.read_info(self.path) or {}
+        info = layout.read_info(self.path) or {}
         gen = int(info.get("build", {}).get("generation", self.generation))
         if gen != self.generation:
-            self.build = F.build_spec(info)
+            self.build = layout.build_spec(info)
             self.deriver = SftDeriver(self.build)
             self.generation = gen
             self._scan = None
@@ -445,16 +445,16 @@ class DatasetWriter:
 
     def _catch_up(self) -> None:
         """Learn the episodes other processes sealed since we last looked (under the lock)."""
-        if self._scan is not None and F.shard_names(self.path) == self._names:
+        if self._scan is not None and layout.shard_names(self.path) == self._names:
             return  # the shard files are the ones this writer left: nothing new
         self._scan = None
-        s = F.scan(self.path, self.generation)
+        s = layout.scan(self.path, self.generation)
         check_not_corrupt(self.path, s)
         new = [(sp, n) for sp in SPLITS for n in s.raw[sp] if (sp, n) not in self._known]
         self._known.update(new)
         if not new:
             return
-        done, errors = F.episode_ids(self.path, new)
+        done, errors = layout.episode_ids(self.path, new)
         for eid in done:
             self._error_at.pop(eid, None)
         self._foreign_ids |= done
@@ -489,18 +489,18 @@ class DatasetWriter:
         self.close()
         if self._error is not None:
             raise DatasetError(f"{self.path}: a flush failed: {self._error}") from self._error
-        with F.locked(self.path):
+        with layout.locked(self.path):
             self._follow_build()
-            s = repair(self.path, F.scan(self.path, self.generation), self.deriver)
+            s = repair(self.path, layout.scan(self.path, self.generation), self.deriver)
             for split in SPLITS:
                 small = small_shards(self.path, split, s)
                 if len(small) > 1:
                     self._own_big[split] = compact_shards(self.path, split, small, self.generation, self.tag, self.deriver)
                     self._own[split] = []
-            s = repair(self.path, F.scan(self.path, self.generation), self.deriver)
-            from agent_sft import dataset
+            s = repair(self.path, layout.scan(self.path, self.generation), self.deriver)
+            from agent_sft.dataset import reading
 
-            stats = dataset.finalize_folder(self.path, s, summary=summary)
+            stats = reading.finalize_folder(self.path, s, summary=summary)
         self._finalized = True
         return stats
 
@@ -519,14 +519,14 @@ def fingerprint_hash(fingerprint: dict) -> str:
 
 
 def public_fingerprint(fingerprint: dict) -> dict:
-    from agent_sft.card import public
+    from agent_sft.dataset.card import public
 
     return public(fingerprint)
 
 
 def shard_identity(fingerprint: dict | None, meta: dict | None, build: BuildSpec | None) -> dict:
     """What each raw shard carries so a lost meta/info.json can be rebuilt (published values only)."""
-    from agent_sft.card import public
+    from agent_sft.dataset.card import public
 
     out: dict = {"schema_version": SCHEMA_VERSION}
     if fingerprint is not None:

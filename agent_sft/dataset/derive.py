@@ -6,9 +6,9 @@ from collections import Counter
 
 import pyarrow as pa
 
-from agent_sft import folder as F
-from agent_sft.filters import active_filters, build_filters, derive_sft
-from agent_sft.folder import BuildSpec
+from agent_sft.dataset import layout
+from agent_sft.dataset.filters import active_filters, build_filters, derive_sft
+from agent_sft.dataset.layout import BuildSpec
 from agent_sft.records import SFT_SCHEMA
 
 
@@ -27,8 +27,8 @@ class SftDeriver:
         if raw_rows is not None:
             batches = iter([raw_rows])
         else:
-            path = F.shard_path(folder, "raw", split, raw_name)
-            batches = (b.to_pylist() for b in F.iter_shard_batches(path))
+            path = layout.shard_path(folder, "raw", split, raw_name)
+            batches = (b.to_pylist() for b in layout.iter_shard_batches(path))
         tables, drops, episodes = [], Counter(), 0
         for rows in batches:
             sft, d = self.derive(rows)
@@ -38,8 +38,8 @@ class SftDeriver:
                 tables.append(pa.Table.from_pylist(sft, schema=SFT_SCHEMA))
         table = pa.concat_tables(tables) if tables else SFT_SCHEMA.empty_table()
         meta = {"split": split, "generation": generation, "source": raw_name, "episodes": episodes, "drops": dict(drops)}
-        path = F.shard_path(folder, "sft", split, F.sft_name(raw_name, generation))
-        n = F.write_shard(path, "sft", table, meta)
+        path = layout.shard_path(folder, "sft", split, layout.sft_name(raw_name, generation))
+        n = layout.write_shard(path, "sft", table, meta)
         return {**meta, "rows": n}
 
 

@@ -2,7 +2,7 @@
 
 Usable on its own::
 
-    from agent_sft.hf_builder import AgentSFT
+    from agent_sft.dataset.builder import AgentSFT
     b = AgentSFT(config_name="sft", data_dir="path/to/folder")
     b.download_and_prepare()
     ds = b.as_dataset()

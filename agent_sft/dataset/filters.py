@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent_sft.config import FilterConfig
+from agent_sft.dataset.formats import sft_rows
 from agent_sft.errors import AgentSFTError
-from agent_sft.formats import sft_rows
 from agent_sft.records import END_ERROR
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pyarrow.dataset as pads
 
-from agent_sft import folder as F
-from agent_sft.filters import active_filters
+from agent_sft.dataset import layout
+from agent_sft.dataset.filters import active_filters
 from agent_sft.records import CONFIGS, SCHEMAS, SPLITS
 
 log = logging.getLogger(__name__)
@@ -21,15 +21,15 @@ STAT_COLUMNS = ["split", "task_type", "success", "episode_length", "final_reward
                 "prompt_tokens", "completion_tokens", "duration_s", "game_split", "env"]
 
 
-def _paths(folder: str, s: F.Scan, config: str = "raw", exclude: frozenset[str] = frozenset()) -> list[str]:
+def _paths(folder: str, s: layout.Scan, config: str = "raw", exclude: frozenset[str] = frozenset()) -> list[str]:
     out = []
     for sp in SPLITS:
         items = s.raw[sp] if config == "raw" else s.sft[sp]
         for name, m in sorted(items.items()):
             if m["rows"]:
-                fname = name if config == "raw" else F.sft_name(name, s.generation)
+                fname = name if config == "raw" else layout.sft_name(name, s.generation)
                 if f"data/{config}/{sp}/{fname}" not in exclude:
-                    out.append(F.shard_path(folder, config, sp, fname))
+                    out.append(layout.shard_path(folder, config, sp, fname))
     return out
 
 
@@ -60,7 +60,7 @@ def _reward_dist(counts: Counter, bins: int = 10, max_values: int = 12) -> dict:
     return {"values": values, "histogram": {"edges": [round(lo + i * width, 6) for i in range(bins + 1)], "counts": out}}
 
 
-def compute_stats(folder: str, s: F.Scan, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+def compute_stats(folder: str, s: layout.Scan, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Counts, success by env and by task type, lengths, rewards, tokens, end reasons and filter drops.
 
     Reads only the columns it needs, batch by batch, so memory does not grow with the folder. Shards
@@ -137,11 +137,11 @@ def compute_stats(folder: str, s: F.Scan, exclude: frozenset[str] = frozenset())
     }
 
 
-def sample_episode(folder: str, s: F.Scan, look_at: int = 256) -> dict | None:
+def sample_episode(folder: str, s: layout.Scan, look_at: int = 256) -> dict | None:
     """A short episode to show on the card: the shortest won one among the first few, else the shortest."""
     best, seen = None, 0
     for path in _paths(folder, s, "raw"):
-        for batch in F.iter_shard_batches(path):
+        for batch in layout.iter_shard_batches(path):
             for row in batch.to_pylist():
                 key = (not row["success"], row["episode_length"])
                 if best is None or key < best[0]:
@@ -152,38 +152,38 @@ def sample_episode(folder: str, s: F.Scan, look_at: int = 256) -> dict | None:
     return best[1] if best else None
 
 
-def finalize_folder(folder: str, s: F.Scan, summary: dict | None = None) -> dict:
+def finalize_folder(folder: str, s: layout.Scan, summary: dict | None = None) -> dict:
     """Write meta/stats.json, plots and the full card (call under the folder lock)."""
-    from agent_sft import card
+    from agent_sft.dataset import card
 
     stats = compute_stats(folder, s)
     if summary:
         stats["run"] = summary
     stats["finalized_at"] = time.time()
-    F.write_json_atomic(os.path.join(folder, F.STATS), stats)
-    info = F.read_info(folder) or {}
+    layout.write_json_atomic(os.path.join(folder, layout.STATS), stats)
+    info = layout.read_info(folder) or {}
     plots = card.write_plots(folder, stats)
     body = card.render_body(info, stats, sample_episode(folder, s), plots)
-    from agent_sft.rewrite import write_readme
+    from agent_sft.dataset.rewrite import write_readme
 
     write_readme(folder, s, body, stats)
     return stats
 
 
-def folder_status(folder: str) -> tuple[dict, F.Scan]:
+def folder_status(folder: str) -> tuple[dict, layout.Scan]:
     """The folder's info and scan; a lost meta/info.json is read back from the shards (not written)."""
-    if os.path.isdir(folder) and not os.path.exists(os.path.join(folder, F.INFO)):
-        info = F.recover_info(folder, write=False)
+    if os.path.isdir(folder) and not os.path.exists(os.path.join(folder, layout.INFO)):
+        info = layout.recover_info(folder, write=False)
         if info is not None:
-            return info, F.open_scan(folder, info)
-    info = F.require_dataset(folder)
-    return info, F.open_scan(folder, info)
+            return info, layout.open_scan(folder, info)
+    info = layout.require_dataset(folder)
+    return info, layout.open_scan(folder, info)
 
 
 def data_files(folder: str) -> dict[str, dict[str, list[str]]]:
     """config -> split -> absolute paths of the live shards with rows (the loadable files)."""
     info, s = folder_status(folder)
-    files = F.listing(folder, s)
+    files = layout.listing(folder, s)
     return {c: {sp: [os.path.join(os.path.abspath(folder), p) for p in ps] for sp, ps in v.items()} for c, v in files.items()}
 
 
@@ -205,13 +205,13 @@ def load(folder: str, config: str = "sft", split: str | None = None, streaming: 
         DatasetError: not a dataset folder, unknown config or split.
     """
     if config not in CONFIGS:
-        raise F.DatasetError(f"unknown config {config!r}; choose one of {', '.join(CONFIGS)}")
+        raise layout.DatasetError(f"unknown config {config!r}; choose one of {', '.join(CONFIGS)}")
     if split is not None and split not in SPLITS:
-        raise F.DatasetError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        raise layout.DatasetError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     _, s = folder_status(folder)
     import datasets
 
-    from agent_sft.hf_builder import AgentSFT, readme_error
+    from agent_sft.dataset.builder import AgentSFT, readme_error
 
     # what the README lists is what load_dataset reads: the same files here
     root = os.path.abspath(folder)
@@ -255,7 +255,7 @@ def load_sft(folder: str, split: str | None = None, **kw: Any):
     return load(folder, "sft", split, **kw)
 
 
-def readme_listing(folder: str, s: F.Scan) -> tuple[dict[str, dict[str, list[str]]], str | None, int]:
+def readme_listing(folder: str, s: layout.Scan) -> tuple[dict[str, dict[str, list[str]]], str | None, int]:
     """What `load_dataset(folder)` reads: config -> split -> relative paths, as the README lists them; why
     it cannot load them (None when it can); and how many shards the listing lags behind (live shards with
     rows it leaves out, or shards it names that the folder no longer counts: a rewrite cut short, which the
@@ -266,15 +266,15 @@ def readme_listing(folder: str, s: F.Scan) -> tuple[dict[str, dict[str, list[str
     """
     path = os.path.join(folder, "README.md")
     for _ in range(3):
-        seen = F.file_id(path)
+        seen = layout.file_id(path)
         out = _readme_listing(folder, s)
-        if out[1] is None or F.file_id(path) == seen:
+        if out[1] is None or layout.file_id(path) == seen:
             break
     return out
 
 
-def _readme_listing(folder: str, s: F.Scan) -> tuple[dict[str, dict[str, list[str]]], str | None, int]:
-    from agent_sft.hf_builder import read_readme
+def _readme_listing(folder: str, s: layout.Scan) -> tuple[dict[str, dict[str, list[str]]], str | None, int]:
+    from agent_sft.dataset.builder import read_readme
 
     configs, why = read_readme(folder)
     if why is not None:
@@ -291,7 +291,7 @@ def _readme_listing(folder: str, s: F.Scan) -> tuple[dict[str, dict[str, list[st
                        if not p.startswith(f"data/{c}/{sp}/"))
     if misplaced:
         return configs, f"lists {misplaced[0]} under another config or split than its own", 0
-    live = {p for by_split in F.listing(folder, s).values() for ps in by_split.values() for p in ps}
+    live = {p for by_split in layout.listing(folder, s).values() for ps in by_split.values() for p in ps}
     return configs, None, len(live ^ listed)
 
 
@@ -303,17 +303,17 @@ def check_folder(folder: str) -> dict:
     derive, "unlisted": shards the README's listing lags behind}.
     """
     if not os.path.isdir(folder):
-        raise F.NotADatasetError(f"{folder}: " + ("a file, not a dataset folder" if os.path.isfile(folder) else "no such folder"))
-    info = F.read_info(folder) or F.recover_info(folder, write=False) or {}
-    s = F.open_scan(folder, info)
-    sums, sums_why = F.load_checksums(folder)
+        raise layout.NotADatasetError(f"{folder}: " + ("a file, not a dataset folder" if os.path.isfile(folder) else "no such folder"))
+    info = layout.read_info(folder) or layout.recover_info(folder, write=False) or {}
+    s = layout.open_scan(folder, info)
+    sums, sums_why = layout.load_checksums(folder)
     _, readme_why, unlisted = readme_listing(folder, s)
     damaged: dict[str, str] = {}
     if readme_why:
         damaged["README.md"] = readme_why
     if sums_why:
-        damaged[F.CHECKSUMS] = f"{sums_why}; the shards were verified by reading them whole instead"
-    found = F.find_damage(folder, s, sums)
+        damaged[layout.CHECKSUMS] = f"{sums_why}; the shards were verified by reading them whole instead"
+    found = layout.find_damage(folder, s, sums)
     damaged.update(found.paths())
     return {"checked": found.checked, "damaged": damaged, "missing_sft": sum(len(v) for v in s.missing_sft.values()), "unlisted": unlisted}
 
@@ -332,7 +332,7 @@ def info_text(folder: str, check: bool = True) -> tuple[str, bool]:
     b = info.get("build", {})
     lines = []
     if info.get("recovered_from"):
-        lines.append(f"note: {F.INFO} is missing; identity read from the shards (`agent-sft repair {folder}` writes it back)")
+        lines.append(f"note: {layout.INFO} is missing; identity read from the shards (`agent-sft repair {folder}` writes it back)")
     lines += [
         f"dataset: {os.path.abspath(folder)}",
         f"schema version {info['schema_version']}; sft style {b.get('style')} (generation {b.get('generation')})",
@@ -379,8 +379,8 @@ def info_text(folder: str, check: bool = True) -> tuple[str, bool]:
 def repair_does(damaged: dict[str, str]) -> str:
     """What `agent-sft repair` does about these damaged files (relative path -> why)."""
     out = []
-    if "README.md" in damaged or F.CHECKSUMS in damaged:
-        out.append(f"it writes {' and '.join(r for r in ('README.md', F.CHECKSUMS) if r in damaged)} again from the shards")
+    if "README.md" in damaged or layout.CHECKSUMS in damaged:
+        out.append(f"it writes {' and '.join(r for r in ('README.md', layout.CHECKSUMS) if r in damaged)} again from the shards")
     if any(rel.startswith("data/sft/") for rel in damaged):
         out.append("it derives damaged sft shards again")
     if any(rel.startswith("data/raw/") for rel in damaged):

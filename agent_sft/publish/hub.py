@@ -54,14 +54,14 @@ def snapshot(folder: str | os.PathLike) -> tuple[bytes, list[str]]:
     """
     import yaml
 
-    from agent_sft import folder as F
+    from agent_sft.dataset import layout
 
     root = Path(folder)
     if not (root / "README.md").is_file():
         raise HubError(f"{root} is not a dataset folder (no README.md); write one with `agent-sft collect` first.")
     # Shards are sealed before the card lists them, so a card read before the listing names only files
     # the listing holds; the lock (taken only if the writer made one) keeps compaction out meanwhile.
-    lock = F.locked(str(root)) if (root / F.LOCK).exists() else contextlib.nullcontext()
+    lock = layout.locked(str(root)) if (root / layout.LOCK).exists() else contextlib.nullcontext()
     with lock:
         card = (root / "README.md").read_bytes()
         files = local_files(root)
@@ -230,7 +230,7 @@ def _public_meta(folder: Path, files: list[str]) -> dict[str, bytes]:
     """meta/info.json as published: the run config without local paths or server addresses."""
     if "meta/info.json" not in files:
         return {}
-    from agent_sft.card import public_info
+    from agent_sft.dataset.card import public_info
 
     try:
         info = json.loads((folder / "meta/info.json").read_text())

@@ -17,9 +17,8 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.dataset as pads
 
-from agent_sft import card
-from agent_sft import folder as F
-from agent_sft.derive import SftDeriver
+from agent_sft.dataset import card, layout
+from agent_sft.dataset.derive import SftDeriver
 from agent_sft.records import END_ERROR, SPLITS
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ COMPACT_EVERY = 128  # a writer merges its small shards once it has sealed this 
 COMPACT_SMALL_BYTES = 64 * 1024 * 1024  # at the end of a run, live shards below this size are merged
 
 
-def repair(folder: str, s: F.Scan, deriver: SftDeriver, body: str | None = None) -> F.Scan:
+def repair(folder: str, s: layout.Scan, deriver: SftDeriver, body: str | None = None) -> layout.Scan:
     """Bring a folder to a consistent state after a crash (call under the folder lock).
 
     Derives missing sft shards, rewrites the README to list exactly the live shards, and only then
@@ -40,20 +39,20 @@ def repair(folder: str, s: F.Scan, deriver: SftDeriver, body: str | None = None)
     for split in SPLITS:
         for n in s.missing_sft[split]:
             deriver.write_for(folder, split, n, s.generation)
-    s = F.scan(folder, s.generation)
+    s = layout.scan(folder, s.generation)
     write_readme(folder, s, body)
     collect_garbage(folder, s)
     return s
 
 
-def collect_garbage(folder: str, s: F.Scan) -> None:
+def collect_garbage(folder: str, s: layout.Scan) -> None:
     """Delete replaced raw shards (in a safe order), stale sft shards and dead temporary files."""
     for split in SPLITS:
         for n in s.replaced_raw[split]:
-            _remove(F.shard_path(folder, "raw", split, n))
+            _remove(layout.shard_path(folder, "raw", split, n))
         for n in s.stale_sft[split]:
-            _remove(F.shard_path(folder, "sft", split, n))
-    F.remove_dead_tmp(folder)
+            _remove(layout.shard_path(folder, "sft", split, n))
+    layout.remove_dead_tmp(folder)
 
 
 def _remove(path: str) -> None:
@@ -63,36 +62,36 @@ def _remove(path: str) -> None:
         pass
 
 
-def write_readme(folder: str, s: F.Scan, body: str | None = None, stats: dict | None = None) -> None:
+def write_readme(folder: str, s: layout.Scan, body: str | None = None, stats: dict | None = None) -> None:
     """Rewrite README.md atomically: front matter listing exactly the live shards, and a body.
 
     This is the only place the README is written. With no `body`, the card's current body is kept (a
     progress note when there is none yet). The checksums of the listed files are recorded first.
     """
-    files = F.listing(folder, s)
-    F.record_checksums(folder, [p for c in files.values() for ps in c.values() for p in ps])
-    text = card.front_matter(F.configs_front_matter(files), F.read_info(folder) or {}, stats)
+    files = layout.listing(folder, s)
+    layout.record_checksums(folder, [p for c in files.values() for ps in c.values() for p in ps])
+    text = card.front_matter(layout.configs_front_matter(files), layout.read_info(folder) or {}, stats)
     if body is None:
         body = card.current_body(folder)
         if body is None or (s.raw_rows() and body.startswith(card.EMPTY_TITLE)):
             body = card.progress_body(s)
-    F.write_text_atomic(os.path.join(folder, "README.md"), text + body)
+    layout.write_text_atomic(os.path.join(folder, "README.md"), text + body)
 
 
-def check_not_corrupt(folder: str, s: F.Scan, verify: bool = False) -> list[tuple[str, str]]:
+def check_not_corrupt(folder: str, s: layout.Scan, verify: bool = False) -> list[tuple[str, str]]:
     """Refuse to go on when a raw shard cannot be read: its episodes would be played twice.
 
     With `verify`, every live shard is also read whole and checked against its checksum, so a shard
     damaged inside (not only at its footer) is found before anything is played or written. Returns the
     (split, raw shard name) whose sft shard is damaged: derived data, to derive again.
     """
-    found = F.find_damage(folder, s, F.read_checksums(folder) if verify else {}, verify)
+    found = layout.find_damage(folder, s, layout.read_checksums(folder) if verify else {}, verify)
     bad = {f"data/raw/{sp}/{n}": why for sp in SPLITS for n, why in found.raw[sp].items()}
     # an sft shard the scan could not read is not live: the repair that follows derives it anyway
-    sft_bad = [(sp, F.raw_name(n)) for sp in SPLITS for n in sorted(found.sft[sp]) if n not in s.corrupt_sft[sp]]
+    sft_bad = [(sp, layout.raw_name(n)) for sp in SPLITS for n in sorted(found.sft[sp]) if n not in s.corrupt_sft[sp]]
     if bad:
         names = sorted(bad)
-        raise F.CorruptShardError(
+        raise layout.CorruptShardError(
             f"{folder}: {len(bad)} raw shard(s) damaged ({names[0]}: {bad[names[0]]}"
             f"{f'; and {len(bad) - 1} more' if len(bad) > 1 else ''}); run `agent-sft repair {folder}` to move them "
             "aside (their episodes are then played again by the next collect)"
@@ -100,7 +99,7 @@ def check_not_corrupt(folder: str, s: F.Scan, verify: bool = False) -> list[tupl
     return sft_bad
 
 
-def split_errors(folder: str, s: F.Scan, deriver: SftDeriver, tag: str) -> F.Scan:
+def split_errors(folder: str, s: layout.Scan, deriver: SftDeriver, tag: str) -> layout.Scan:
     """Move error episodes out of shards that also hold others, so a resume can replace them cheaply.
 
     Per shard: the error rows go to a new shard that counts only `after` the shard is replaced, then the
@@ -108,7 +107,7 @@ def split_errors(folder: str, s: F.Scan, deriver: SftDeriver, tag: str) -> F.Sca
     """
     changed = False
     for split in SPLITS:
-        raw_dir = F.shard_dir(folder, "raw", split)
+        raw_dir = layout.shard_dir(folder, "raw", split)
         for name in sorted(s.raw[split]):
             if not s.raw[split][name]["rows"]:
                 continue
@@ -117,21 +116,21 @@ def split_errors(folder: str, s: F.Scan, deriver: SftDeriver, tag: str) -> F.Sca
             n_err = reasons.count(END_ERROR)
             if not n_err or n_err == len(reasons):
                 continue
-            table = F.read_shard(path)
+            table = layout.read_shard(path)
             is_err = pa.compute.equal(table.column("end_reason"), END_ERROR)
             base = f"{tag}-e{secrets.token_hex(2)}"
-            F.write_shard(os.path.join(raw_dir, f"{base}-err{F.SHARD_SUFFIX}"), "raw", table.filter(is_err),
+            layout.write_shard(os.path.join(raw_dir, f"{base}-err{layout.SHARD_SUFFIX}"), "raw", table.filter(is_err),
                           {"split": split, "writer": tag, "after": [name], "errors_of": name})
-            F.write_shard(os.path.join(raw_dir, f"{base}{F.SHARD_SUFFIX}"), "raw", table.filter(pa.compute.invert(is_err)),
+            layout.write_shard(os.path.join(raw_dir, f"{base}{layout.SHARD_SUFFIX}"), "raw", table.filter(pa.compute.invert(is_err)),
                           {"split": split, "writer": tag, "replaces": [name]})
             changed = True
             log.info("%s: %d error episodes will be played again", name, n_err)
-    return repair(folder, F.scan(folder, s.generation), deriver) if changed else s
+    return repair(folder, layout.scan(folder, s.generation), deriver) if changed else s
 
 
-def small_shards(folder: str, split: str, s: F.Scan) -> list[str]:
+def small_shards(folder: str, split: str, s: layout.Scan) -> list[str]:
     """Live raw shards of `split` small enough to be worth merging (any writer's)."""
-    raw_dir = F.shard_dir(folder, "raw", split)
+    raw_dir = layout.shard_dir(folder, "raw", split)
     return sorted(n for n in s.raw[split] if os.path.getsize(os.path.join(raw_dir, n)) < COMPACT_SMALL_BYTES)
 
 
@@ -141,10 +140,10 @@ def compact_shards(folder: str, split: str, names: list[str], generation: int, t
 
     Streams batch by batch, so memory stays at one batch whatever the size. Call under the lock.
     """
-    raw_dir, sft_dir = F.shard_dir(folder, "raw", split), F.shard_dir(folder, "sft", split)
-    deriver = deriver or SftDeriver(F.build_spec(F.read_info(folder)))
+    raw_dir, sft_dir = layout.shard_dir(folder, "raw", split), layout.shard_dir(folder, "sft", split)
+    deriver = deriver or SftDeriver(layout.build_spec(layout.read_info(folder)))
     # another process (`agent-sft compact`, a rebuild) may have replaced some of them meanwhile
-    s = repair(folder, F.scan(folder, generation), deriver)
+    s = repair(folder, layout.scan(folder, generation), deriver)
     names = [n for n in names if n in s.raw[split]]
     groups, cur, size = [], [], 0
     for n in names:
@@ -161,29 +160,29 @@ def compact_shards(folder: str, split: str, names: list[str], generation: int, t
         if len(group) == 1:
             out.append(group[0])
             continue
-        name = f"{tag}-c{secrets.token_hex(2)}{i:03d}{F.SHARD_SUFFIX}"
+        name = f"{tag}-c{secrets.token_hex(2)}{i:03d}{layout.SHARD_SUFFIX}"
         metas = [s.raw[split][n] for n in group]
         sft_metas = [s.sft[split][n] for n in group]
         drops: Counter = Counter()
         for m in sft_metas:
             drops.update(m.get("drops", {}))
         # sft first: until the raw shard exists, the new sft shard is stale (deleted by a repair).
-        sft_meta = {"split": split, "generation": generation, "source": name, "replaces": [F.sft_name(n, generation) for n in group],
+        sft_meta = {"split": split, "generation": generation, "source": name, "replaces": [layout.sft_name(n, generation) for n in group],
                     "episodes": sum(m.get("episodes", 0) for m in sft_metas), "drops": dict(drops),
                     "rows": sum(m["rows"] for m in sft_metas)}
-        with F.sealing(os.path.join(sft_dir, F.sft_name(name, generation)), "sft", sft_meta) as w:
+        with layout.sealing(os.path.join(sft_dir, layout.sft_name(name, generation)), "sft", sft_meta) as w:
             for n in group:
-                for batch in F.iter_shard_batches(os.path.join(sft_dir, F.sft_name(n, generation))):
+                for batch in layout.iter_shard_batches(os.path.join(sft_dir, layout.sft_name(n, generation))):
                     w.write_batch(batch)
         identity = next((m["identity"] for m in reversed(metas) if m.get("identity")), None)
         raw_meta = {"split": split, "writer": tag, "replaces": group, "rows": sum(m["rows"] for m in metas)}
         if identity:
             raw_meta["identity"] = identity
-        with F.sealing(os.path.join(raw_dir, name), "raw", raw_meta) as w:
+        with layout.sealing(os.path.join(raw_dir, name), "raw", raw_meta) as w:
             for n in group:
-                for batch in F.iter_shard_batches(os.path.join(raw_dir, n)):
+                for batch in layout.iter_shard_batches(os.path.join(raw_dir, n)):
                     w.write_batch(batch)
         out.append(name)
     # the README names the new shards before the replaced ones are deleted
-    repair(folder, F.scan(folder, generation), deriver)
+    repair(folder, layout.scan(folder, generation), deriver)
     return out

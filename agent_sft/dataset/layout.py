@@ -36,16 +36,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from agent_sft.errors import (  # noqa: F401  (the folder's errors, importable from here)
-    ConfigError,
-    CorruptShardError,
-    DatasetError,
-    DiskFullError,
-    NotADatasetError,
-    SchemaVersionError,
-)
-from agent_sft.records import CONFIGS, END_ERROR, SCHEMA_VERSION, SPLITS
-from agent_sft.shards import (  # noqa: F401  (shard I/O, importable from here)
+from agent_sft.dataset.shards import (  # noqa: F401  (shard I/O, importable from here)
     SHARD_SUFFIX,
     TMP_PREFIX,
     ShardGroup,
@@ -62,6 +53,15 @@ from agent_sft.shards import (  # noqa: F401  (shard I/O, importable from here)
     write_shard,
     write_text_atomic,
 )
+from agent_sft.errors import (  # noqa: F401  (the folder's errors, importable from here)
+    ConfigError,
+    CorruptShardError,
+    DatasetError,
+    DiskFullError,
+    NotADatasetError,
+    SchemaVersionError,
+)
+from agent_sft.records import CONFIGS, END_ERROR, SCHEMA_VERSION, SPLITS
 
 INFO = "meta/info.json"
 

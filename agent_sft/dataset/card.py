@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from agent_sft import folder as F
+from agent_sft.dataset import layout
 from agent_sft.records import END_REASONS, SPLITS
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _configs_yaml(configs: list[dict]) -> str:
 EMPTY_TITLE = "# Agent trajectories (nothing collected yet)"
 
 
-def progress_body(s: F.Scan) -> str:
+def progress_body(s: layout.Scan) -> str:
     if not s.raw_rows():
         return (
             f"{EMPTY_TITLE}\n\n"
@@ -177,7 +177,7 @@ def write_plots(folder: str, stats: dict) -> list[str]:
 
 
 def _save(fig: Any, out_dir: str, name: str) -> str:
-    tmp = os.path.join(out_dir, f"{F.TMP_PREFIX}{os.getpid()}-{name}")
+    tmp = os.path.join(out_dir, f"{layout.TMP_PREFIX}{os.getpid()}-{name}")
     fig.savefig(tmp, dpi=110, format="png")
     os.replace(tmp, os.path.join(out_dir, name))
     return f"{PLOTS_DIR}/{name}"

@@ -1,0 +1,1 @@
+"""Getting a folder out: the Hub upload (`hub`) and the verl/JSONL exports (`exports`)."""

@@ -46,7 +46,7 @@ def fingerprint(cfg: CollectConfig, env_name: str | None = None) -> dict[str, An
     With `env.mix`, each env's part sits under `env.mix.<label>`: entries may be added to a folder's mix
     later, and their episode counts change freely.
     """
-    from agent_sft.mix import lanes
+    from agent_sft.config.lanes import lanes
 
     e, p, pr = cfg.env, cfg.policy, cfg.prompt
     run = lanes(cfg)
@@ -80,7 +80,7 @@ def precheck(cfg: CollectConfig) -> str:
     Raises:
         ConfigError: naming the key and what it may be.
     """
-    from agent_sft.mix import lanes
+    from agent_sft.config.lanes import lanes
     from agent_sft.prompts import PromptError, resolve_template
     from agent_sft.rollout import backend
 
@@ -255,7 +255,7 @@ def open_writer(cfg: CollectConfig, env_name: str):
 
 def env_versions(cfg: CollectConfig) -> dict[str, dict[str, str]]:
     """Each env's package versions with the policy's, by its label in the run (as its episodes record them)."""
-    from agent_sft.mix import lanes
+    from agent_sft.config.lanes import lanes
     from agent_sft.rollout import package_versions
 
     out = {}
@@ -270,7 +270,7 @@ def env_versions(cfg: CollectConfig) -> dict[str, dict[str, str]]:
 def make_run_policy(cfg: CollectConfig, env_name: str):
     """The configured policy; an expert replays its env's plan under the model label the env's spec gives
     (each env of a mix relabels it with its own)."""
-    from agent_sft.mix import lanes
+    from agent_sft.config.lanes import lanes
     from agent_sft.policies.registry import make_policy
 
     extra = {}

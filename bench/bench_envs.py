@@ -77,7 +77,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from agent_sft.config import load_config
-    from agent_sft.mix import lanes
+    from agent_sft.config.lanes import lanes
     from agent_sft.policies.expert import ExpertPolicy
     from agent_sft.rollout import Collector
 

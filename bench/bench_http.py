@@ -41,7 +41,7 @@ def play(overrides: list[str]) -> tuple[int, int, float, float]:
     """(steps, wins, seconds in the turn loop, start-up seconds) of one run through the collector."""
     from agent_sft.collection import prepare_envs
     from agent_sft.config import load_config
-    from agent_sft.mix import lanes
+    from agent_sft.config.lanes import lanes
     from agent_sft.policies.expert import ExpertPolicy
     from agent_sft.rollout import Collector
 

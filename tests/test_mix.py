@@ -11,9 +11,9 @@ import pytest
 import agent_sft
 from agent_sft.cli import main
 from agent_sft.config import ConfigError, load_config
+from agent_sft.config.lanes import lanes
 from agent_sft.dataset.reading import info_text
 from agent_sft.errors import ConfigMismatchError
-from agent_sft.mix import lanes
 
 A, B = partial_env.NAME, partial_env.NAME_B
 

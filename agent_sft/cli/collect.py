@@ -212,7 +212,7 @@ def fatal_hint(err: BaseException, folder: str) -> str:
 
 
 def _announce(cfg: CollectConfig, plan: Any) -> None:
-    from agent_sft.mix import lanes
+    from agent_sft.config.lanes import lanes
 
     run = lanes(cfg)
     eps = plan.episodes

@@ -10,7 +10,7 @@ from typing import Any
 
 from agent_sft.cli import CLIError
 from agent_sft.config import FilterConfig, OutputConfig
-from agent_sft.config_keys import field_type
+from agent_sft.config.dotted import field_type
 
 BUILD_USAGE = """Re-derive the sft config from raw with new filters or style.
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_sft.config import ConfigError
+from agent_sft.errors import ConfigError
 
 GENERIC_KWARGS = ("seed", "max_steps", "task_types", "expert")
 """What every env factory is offered besides its own options (each only when its signature takes it):

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent_sft.config import CollectConfig
+from agent_sft.config.lanes import Lane, lanes
 from agent_sft.envs import EnvSpec
 from agent_sft.errors import AgentSFTError
-from agent_sft.mix import Lane, lanes
 from agent_sft.policies.base import Completion, Policy
 from agent_sft.prompts import (
     Conversation,

@@ -18,7 +18,7 @@ from agent_sft.records import episode_id, episode_seed, task_split
 
 @dataclass(frozen=True)
 class EpisodeTask:
-    """One episode to play; `lane` is its env's index in the run's lanes (`agent_sft.mix.lanes`)."""
+    """One episode to play; `lane` is its env's index in the run's lanes (`agent_sft.config.lanes.lanes`)."""
 
     task: TaskSpec
     sample_index: int

@@ -202,7 +202,7 @@ class RayCollector:
         ray, s = self.ray, self.cfg.scale
         env_vars = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
         remote = ray.remote(CollectorActor)
-        from agent_sft.mix import lanes
+        from agent_sft.config.lanes import lanes
 
         specs = list({lane.spec.name: lane.spec for lane in lanes(self.cfg)}.values())
         for i in range(s.collectors):

@@ -32,7 +32,7 @@ def env_options(spec: EnvSpec, values: Mapping[str, Any] | Iterable[str] | None 
     Raises:
         ConfigError: an unknown key, a bad value, or a key naming another env.
     """
-    from agent_sft.config_keys import coerce
+    from agent_sft.config.dotted import coerce
 
     if values is None:
         values = {}

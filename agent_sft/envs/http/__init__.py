@@ -23,8 +23,8 @@ def prepare(options: HttpOptions) -> dict[str, Any]:
         ConfigError: no URL, a server that does not answer, servers serving different envs or options,
             or `served_env` naming another env than the servers play.
     """
-    from agent_sft.config import ConfigError
     from agent_sft.envs.http.client import ServerError
+    from agent_sft.errors import ConfigError
 
     if not options.url:
         raise ConfigError("env.http.url: give the env server URL(s), e.g. env.http.url=http://127.0.0.1:8100")

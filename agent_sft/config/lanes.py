@@ -27,21 +27,9 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from agent_sft.config import CollectConfig
-from agent_sft.config_keys import coerce, did_you_mean, env_spec, yaml_syntax_error
+from agent_sft.config.dotted import MIX_FIELDS, coerce, did_you_mean, env_spec
+from agent_sft.config.schema import CollectConfig
 from agent_sft.errors import ConfigError
-
-MIX_FIELDS = {
-    "env": "the env's registered name (default: the entry's label)",
-    "name": "the entry's label, for a second entry of the same env (default: the env's name)",
-    "episodes": "episodes of this env (default: a weight's share of env.num_episodes, else one pass over its tasks)",
-    "weight": "share of env.num_episodes (after the entries with `episodes`), > 0",
-    "max_steps": "step budget of this env's episodes (default env.max_steps)",
-    "expert": "the expert policy.type=expert replays here (default policy.expert, else the env's first)",
-    "template": "prompt template file for this env (default prompt.template, else the env's built-in one)",
-    "task_types": "only these task types of this env (default: all)",
-    "options": "the env's options as a mapping (they may also be given as keys of the entry)",
-}
 
 
 @dataclass(frozen=True)
@@ -235,42 +223,3 @@ def _share(out: list[Lane], total: int | None) -> list[Lane]:
         out[i] = dataclasses.replace(out[i], episodes=c)
     return out
 
-
-def normalize_mix(value: Any, key: str = "env.mix") -> dict[str, dict]:
-    """`env.mix` as given (a list of entries, or a mapping label -> entry) -> an ordered mapping label -> entry.
-
-    Raises:
-        ConfigError: not a list or mapping, an entry that is not a mapping or names no env, a repeated label.
-    """
-    if value is None or value == "" or value == []:
-        return {}
-    if isinstance(value, str):
-        import yaml
-
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{key}: cannot parse {value!r}: {yaml_syntax_error(e)}") from None
-    out: dict[str, dict] = {}
-    if isinstance(value, dict):
-        items = [(str(k), v) for k, v in value.items()]
-    elif isinstance(value, list):
-        items = []
-        for i, entry in enumerate(value):
-            if isinstance(entry, str):
-                entry = {"env": entry}
-            if not isinstance(entry, dict) or not (entry.get("name") or entry.get("env")):
-                raise ConfigError(f"{key}[{i}]: expected a mapping with `env` (e.g. {{env: textworld, weight: 1}}), got {entry!r}")
-            items.append((str(entry.get("name") or entry["env"]), entry))
-    else:
-        raise ConfigError(f"{key}: expected a list of entries or a mapping label -> entry, got {value!r}")
-    for label, entry in items:
-        if entry is None:
-            entry = {}
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{key}.{label}: expected a mapping of {', '.join(MIX_FIELDS)} and env options")
-        if label in out:
-            raise ConfigError(f"{key}: two entries are labelled {label!r}; give the second a `name`")
-        entry = {k: v for k, v in entry.items() if k != "name"}
-        out[label] = entry
-    return out

@@ -1,0 +1,172 @@
+"""Loading and checking the collect config: defaults, a YAML file, dotted overrides, env vars.
+
+Keys are dotted paths (`env.max_steps=30`); the
+verl-agent spellings used by the original PPO-trainer feature are accepted as aliases
+(`actor_rollout_ref.model.path`, `actor_rollout_ref.rollout.val_kwargs.temperature`, ...), and the
+`COLLECT_SFT`, `SFT_SEED` and `SFT_REQUIRE_SUCCESS` environment variables are honored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from agent_sft.config.dotted import (
+    ALIASES,
+    check_fields,
+    env_spec,
+    flatten,
+    ignored,
+    normalize_mix,
+    set_key,
+    yaml_syntax_error,
+)
+from agent_sft.config.dotted import describe as describe_keys
+from agent_sft.config.dotted import keys as keys_of
+from agent_sft.config.schema import CollectConfig, env_options
+from agent_sft.errors import ConfigError
+
+
+def load_config(
+    yaml_path: str | None = None,
+    overrides: list[str] | None = None,
+    environ: dict[str, str] | None = None,
+    cls: type = CollectConfig,
+) -> Any:
+    """Build a config: defaults, then a YAML file, then `key=value` overrides, then env vars.
+
+    Raises:
+        ConfigError: naming the key and the allowed keys or values.
+    """
+    cfg = cls()
+    pairs: list[tuple[str, Any]] = []
+    if yaml_path:
+        import yaml
+
+        try:
+            with open(yaml_path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {yaml_path}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {yaml_path} is not UTF-8 text: {e.reason}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {yaml_path}: {yaml_syntax_error(e)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{yaml_path}: expected a mapping at the top level")
+        pairs += flatten(data)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        k, v = item.split("=", 1)
+        pairs.append((k.strip().lstrip("+"), v))
+    valid = set(keys(cls))
+    # The selected env decides what `env.<option>` names, whatever the order of the keys.
+    pairs.sort(key=lambda kv: ALIASES.get(kv[0], kv[0]) != "env.env_name")
+    for k, v in pairs:
+        if not ignored(k, valid):
+            set_key(cfg, k, v)
+    if cls is CollectConfig:
+        apply_env_vars(cfg, os.environ if environ is None else environ)
+        validate(cfg)
+    return cfg
+
+
+def _truthy(v: str) -> bool:
+    return v.strip().lower() in ("1", "true", "yes", "on")
+
+
+def apply_env_vars(cfg: CollectConfig, environ: Any) -> None:
+    """The original feature's switch: SFT_SEED overrides env.seed, SFT_REQUIRE_SUCCESS filters."""
+    if environ.get("SFT_SEED", "").strip():
+        set_key(cfg, "env.seed", environ["SFT_SEED"])
+    if "SFT_REQUIRE_SUCCESS" in environ:
+        cfg.filters.require_success = _truthy(environ["SFT_REQUIRE_SUCCESS"])
+    if _truthy(environ.get("COLLECT_SFT", "")) and not cfg.output.export_dir:
+        import time
+
+        cfg.output.export_dir = time.strftime("sft_data_%Y%m%d_%H%M%S")
+
+
+def validate(cfg: CollectConfig) -> None:
+    """Check a config, whether loaded from keys or built in Python: each value's type and choices, bounds,
+    cross-field rules and the run's envs. Idempotent: it fills in only what a default decides (the policy
+    kind, the env's expert), as loading does.
+
+    Raises:
+        ConfigError: naming the key, as loading does.
+    """
+    check_fields(cfg)
+    if not isinstance(cfg.env.mix, dict):
+        cfg.env.mix = normalize_mix(cfg.env.mix)
+    if not isinstance(cfg.env.options, dict):
+        raise ConfigError(f"env.options: expected a mapping env -> {{option: value}}, got {cfg.env.options!r}")
+    if cfg.policy.type is None:
+        cfg.policy.type = "vllm" if cfg.policy.model else "expert"
+    if cfg.policy.type in ("vllm", "hf", "openai") and not cfg.policy.model:
+        raise ConfigError(f"policy.type={cfg.policy.type} needs policy.model (or actor_rollout_ref.model.path)")
+    for key, v, lo in (
+        ("env.max_steps", cfg.env.max_steps, 1),
+        ("env.rollout.n", cfg.env.rollout.n, 1),
+        ("data.val_batch_size", cfg.data.val_batch_size, 1),
+        ("loop.reorder_window", cfg.loop.reorder_window or 1, 1),
+        ("scale.collectors", cfg.scale.collectors, 1),
+        ("scale.chunk_episodes", cfg.scale.chunk_episodes or 1, 1),
+        ("scale.max_restarts", cfg.scale.max_restarts, 0),
+        ("policy.max_tokens", cfg.policy.max_tokens, 1),
+        ("env.history_length", cfg.env.history_length, 0),
+        ("env.max_consecutive_errors", cfg.env.max_consecutive_errors, 1),
+        ("policy.max_consecutive_failures", cfg.policy.max_consecutive_failures, 1),
+    ):
+        if v < lo:
+            raise ConfigError(f"{key}: must be at least {lo} (got {v})")
+    if cfg.env.num_episodes is not None and cfg.env.num_episodes < 1:
+        raise ConfigError(f"env.num_episodes: must be at least 1 (got {cfg.env.num_episodes})")
+    if not 0.0 <= cfg.data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction: must be in [0, 1) (got {cfg.data.val_fraction})")
+    if cfg.output.shard is not None:
+        parse_shard(cfg.output.shard)
+    if cfg.filters.max_tokens is not None and not cfg.filters.tokenizer:
+        raise ConfigError("filters.max_tokens needs filters.tokenizer (a tokenizer path or name)")
+    from agent_sft.config.lanes import lanes
+
+    run = lanes(cfg)  # each env's options, expert and count
+    if len(run) == 1 and cfg.policy.expert is None and run[0].spec.prepare is None:
+        cfg.policy.expert = run[0].expert  # the env's own default, shown as such in the folder's config
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """`"i/n"` -> (i, n) with 0 <= i < n."""
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ConfigError(f"output.shard: expected i/n such as 0/4, got {spec!r}") from None
+    if not 0 <= i < n:
+        raise ConfigError(f"output.shard: need 0 <= i < n, got {spec!r}")
+    return i, n
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config as plain data; each env's options under `env.<env>`, the selected env's complete."""
+    out = dataclasses.asdict(cfg)
+    if isinstance(cfg, CollectConfig):
+        env = out["env"]
+        for name, values in env.pop("options").items():
+            env[name] = dict(values)
+        opts = env_options(cfg)
+        if opts is not None:
+            env[env_spec(cfg.env.env_name).name] = dataclasses.asdict(opts)
+    return out
+
+
+
+
+def describe(cls: type = CollectConfig, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(key, default, help) for every key of `collect` (each registered env's options included)."""
+    return describe_keys(cls, prefix)
+
+
+def keys(cls: type = CollectConfig, prefix: str = "") -> list[str]:
+    """Every dotted key of `collect` (with `env.<env>.<option>` for every registered env's options)."""
+    return keys_of(cls, prefix)

@@ -37,39 +37,6 @@ class CollectResult:
     pushed_url: str | None = None  # the Hub commit, when output.push_to_hub was set
 
 
-def fingerprint(cfg: CollectConfig, env_name: str | None = None) -> dict[str, Any]:
-    """What must not change for a folder to be continued: what decides the episodes' content.
-
-    Not included: how many episodes or samples per task (an episode's content depends on its env,
-    task, seed and sample index only), how many in parallel, timeouts, output and filter settings, and
-    the env options its spec leaves out of the fingerprint (e.g. ALFWorld's task_types, a task filter).
-    With `env.mix`, each env's part sits under `env.mix.<label>`: entries may be added to a folder's mix
-    later, and their episode counts change freely.
-    """
-    from agent_sft.config.lanes import lanes
-
-    e, p, pr = cfg.env, cfg.policy, cfg.prompt
-    run = lanes(cfg)
-    policy = {
-        k: getattr(p, k)
-        for k in ("type", "model", "expert", "expert_think", "do_sample", "temperature", "top_p", "top_k",
-                  "max_tokens", "stop", "max_model_len", "chat_template")
-    }
-    prompt = {"style": pr.style, "template_sha256": None, "system": pr.system, "require_think": pr.require_think}
-    if len(run) == 1:  # a plain run, or a mix of one entry: the same folder
-        lane = run[0].fingerprint()
-        env = {"env_name": lane.pop("env_name"), "seed": e.seed, "max_steps": lane.pop("max_steps"),
-               "history_length": e.history_length}
-        policy["expert"] = lane.pop("expert")
-        prompt["template_sha256"] = lane.pop("template_sha256")
-        env.update(lane)
-    else:
-        env = {"seed": e.seed, "history_length": e.history_length,
-               "mix": {lane.label: lane.fingerprint() for lane in run}}
-        policy["expert"] = None
-    return {"env": env, "prompt": prompt, "policy": policy, "data": {"val_fraction": cfg.data.val_fraction}}
-
-
 def precheck(cfg: CollectConfig) -> str:
     """Checks that need no environment: the envs and their options, installed engines, the model
     folder, the prompt templates.
@@ -224,6 +191,7 @@ def _close_quietly(writer: Any) -> bool:
 def open_writer(cfg: CollectConfig, env_name: str):
     """Open (or resume) `output.dir` for this config: refused when the folder was collected with another."""
     from agent_sft.config import FilterConfig
+    from agent_sft.dataset.fingerprint import of_config
     from agent_sft.dataset.writer import BuildSpec, DatasetWriter
     from agent_sft.rollout import package_versions
 
@@ -231,9 +199,9 @@ def open_writer(cfg: CollectConfig, env_name: str):
     # Filters and style left at their defaults keep what the folder has (e.g. a later `agent-sft build`).
     default = filters == dataclasses.asdict(FilterConfig()) and cfg.output.sft_style == "auto"
     try:
-        return DatasetWriter(
+        return DatasetWriter.open(
             cfg.output.dir,
-            fingerprint=fingerprint(cfg, env_name),
+            fingerprint=of_config(cfg),
             meta=to_dict(cfg),
             build=None if default else BuildSpec(style=cfg.output.sft_style, filters=filters),
             allow_config_change=cfg.output.allow_config_change,

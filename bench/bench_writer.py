@@ -118,7 +118,7 @@ FINALIZE_S: list[float] = []
 
 
 def ours(eps, out: str, every: int) -> None:
-    w = DatasetWriter(out, fingerprint={}, flush_every_episodes=every, flush_every_s=3600)
+    w = DatasetWriter.open(out, fingerprint={}, flush_every_episodes=every, flush_every_s=3600)
     for e in eps:
         w.add(e)
     w.close()
@@ -127,7 +127,7 @@ def ours(eps, out: str, every: int) -> None:
 def ours_finalized(eps, out: str, every: int) -> None:
     ours(eps, out, every)
     t = time.perf_counter()
-    DatasetWriter(out, fingerprint={}).finalize()  # compaction, stats, plots, card: once per run
+    DatasetWriter.open(out, fingerprint={}).finalize()  # compaction, stats, plots, card: once per run
     FINALIZE_S.append(time.perf_counter() - t)
 
 

@@ -7,8 +7,8 @@ import pytest
 
 import agent_sft
 from agent_sft.cli import main
-from agent_sft.collection import fingerprint
 from agent_sft.config import CollectConfig, ConfigError, load_config
+from agent_sft.dataset.fingerprint import of_config
 
 
 @pytest.mark.parametrize("key, meant", [
@@ -83,4 +83,4 @@ def test_a_mixed_run_records_every_envs_versions(tmp_path):
     # the identity is the one the same keys give on the command line, and holds no versions
     same = load_config(None, ["env.mix=[{env: frozenlake, episodes: 1}, {env: taxi, episodes: 1}]",
                               "env.backend=thread", "env.max_steps=8"], environ={})
-    assert info["fingerprint"] == json.loads(json.dumps(fingerprint(same)))
+    assert info["fingerprint"] == json.loads(json.dumps(of_config(same)))

@@ -12,8 +12,8 @@ import pytest
 
 import agent_sft.envs as envs
 from agent_sft.cli import main
-from agent_sft.collection import fingerprint
 from agent_sft.config import ConfigError, env_options, load_config, to_dict
+from agent_sft.dataset.fingerprint import of_config
 from agent_sft.policies.base import Completion
 from agent_sft.records import PolicyInfo
 from agent_sft.rollout import Collector
@@ -90,7 +90,7 @@ def test_old_spellings_set_the_alfworld_options_and_the_fingerprint_is_unchanged
         "game_split": "valid_seen",
         "task_types": ["clean"],
     }
-    assert fingerprint(old, "alfworld")["env"] == {
+    assert of_config(old)["env"] == {
         "env_name": "alfworld",
         "seed": 0,
         "max_steps": 50,
@@ -104,7 +104,7 @@ def test_old_spellings_set_the_alfworld_options_and_the_fingerprint_is_unchanged
         overrides=["env.num_episodes=6", "data.val_fraction=0.5", "data.val_batch_size=3", "env.max_steps=30"],
         environ={},
     )
-    assert fingerprint(cfg, "alfworld") == legacy["fingerprint"]
+    assert of_config(cfg) == legacy["fingerprint"]
 
 
 def test_collect_keys_lists_each_envs_options(capsys):

@@ -274,6 +274,17 @@ def test_a_different_config_is_refused_unless_allowed(tmp_path, episodes):
     assert json.loads((d / "meta/info.json").read_text())["config_changes"]
 
 
+def test_a_folder_whose_config_left_the_policy_kind_unset_resumes_under_the_kind_it_played(tmp_path, episodes):
+    # A config built in Python and never checked recorded `policy.type: None`; that run played the expert
+    # (no model) or vLLM (a model). Resuming it with the kind filled in is the same run; another kind is not.
+    d = tmp_path / "ds"
+    old = {**FP, "policy": {"type": None, "model": None}}
+    DatasetWriter.open(d, fingerprint=old).close()
+    DatasetWriter.open(d, fingerprint={**FP, "policy": {"type": "expert", "model": None}}).close()
+    with pytest.raises(ConfigMismatchError, match=r"policy.type: 'expert' \(folder\) vs 'hf' \(now\)"):
+        DatasetWriter.open(d, fingerprint={**FP, "policy": {"type": "hf", "model": None}})
+
+
 def test_bad_folders_and_shards_get_clear_errors(tmp_path, episodes):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("x")

@@ -67,7 +67,7 @@ class Lane:
                                 task_types=list(self.task_types), expert=expert)
 
     def fingerprint(self) -> dict[str, Any]:
-        """What decides this lane's episodes (see `collection.fingerprint`)."""
+        """What decides this lane's episodes (see `agent_sft.dataset.fingerprint`)."""
         return {
             "env_name": self.name,
             "max_steps": self.max_steps,

@@ -13,9 +13,10 @@ import time
 
 from agent_sft.dataset import layout
 from agent_sft.dataset.derive import SftDeriver
+from agent_sft.dataset.fingerprint import diff as config_diff
 from agent_sft.dataset.layout import BuildSpec
 from agent_sft.dataset.rewrite import check_not_corrupt, compact_shards, repair
-from agent_sft.dataset.writer import DatasetWriter, config_diff, new_writer_tag
+from agent_sft.dataset.writer import DatasetWriter, new_writer_tag
 from agent_sft.errors import ConfigMismatchError
 from agent_sft.records import SPLITS
 
@@ -90,7 +91,7 @@ def merge(dest: str, sources: list[str], *, allow_config_change: bool = False) -
                 + "\nPass --allow-config-change to merge anyway."
             )
     build = BuildSpec(first["build"]["style"], first["build"]["filters"])
-    w = DatasetWriter(dest, fingerprint=first.get("fingerprint", {}), meta=first.get("config", {}), build=build,
+    w = DatasetWriter.open(dest, fingerprint=first.get("fingerprint", {}), meta=first.get("config", {}), build=build,
                       allow_config_change=allow_config_change, flush_every_s=1e9, flush_every_episodes=4096,
                       versions=first.get("versions", {}),
                       # every source's envs; where two record one env, the first source's entry

@@ -14,20 +14,22 @@ seals a replacement takes the error row out of its shard in the same rename (`fo
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import secrets
 import threading
 import time
 import weakref
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from agent_sft.dataset import layout
+from agent_sft.dataset.card import public
 from agent_sft.dataset.derive import SftDeriver, same_build
+from agent_sft.dataset.fingerprint import digest, mismatches
+from agent_sft.dataset.fingerprint import public as public_fingerprint
 from agent_sft.dataset.formats import episode_to_row
 from agent_sft.dataset.layout import BuildSpec
 from agent_sft.dataset.rewrite import (
@@ -47,43 +49,6 @@ __all__ = ["BuildSpec", "ConfigMismatchError", "DatasetWriter"]
 log = logging.getLogger(__name__)
 
 
-GROWABLE = ("env.mix.",)
-"""Fingerprint mappings a resume may add keys to (a longer `env.mix`)."""
-
-
-def as_mix(fingerprint: dict) -> dict:
-    """A plain run's fingerprint in the shape of a mix of its one env (`env.mix.<env_name>`), so that a
-    folder collected from one env can be continued as a mix that adds others."""
-    env = fingerprint.get("env")
-    if not isinstance(env, dict) or "mix" in env or "env_name" not in env:
-        return fingerprint
-    lane = {k: v for k, v in env.items() if k not in ("seed", "history_length")}
-    lane["expert"] = (fingerprint.get("policy") or {}).get("expert")
-    lane["template_sha256"] = (fingerprint.get("prompt") or {}).get("template_sha256")
-    out = {**fingerprint, "env": {"seed": env.get("seed"), "history_length": env.get("history_length"),
-                                  "mix": {env["env_name"]: lane}}}
-    if "policy" in out:
-        out["policy"] = {**out["policy"], "expert": None}
-    if "prompt" in out:
-        out["prompt"] = {**out["prompt"], "template_sha256": None}
-    return out
-
-
-def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """`key: folder value vs now` for each fingerprint value that differs (keys added under `GROWABLE`
-    are not differences)."""
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if k not in a and prefix in GROWABLE:
-            continue
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += config_diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k}: {va!r} (folder) vs {vb!r} (now)")
-    return out
-
-
 class _Unit:
     """One split's part of a flush: its raw shard (and, once written, its sft shard's metadata)."""
 
@@ -101,6 +66,10 @@ def new_writer_tag() -> str:
 
 class DatasetWriter:
     """Create or resume a dataset folder and stream episodes into it.
+
+    `DatasetWriter.open(path, ...)` (or `DatasetWriter(path, ...)`, the same) makes a writer in two visible
+    steps: the settings, then `prepare()`, which reads and repairs the folder under its lock; the writer then
+    starts its flush timer.
 
     Args:
         path: the dataset folder (created when missing).
@@ -157,6 +126,60 @@ class DatasetWriter:
         self._finalized = False
         self._closed = False
         self._error: BaseException | None = None
+        self.done_ids: set[str] = set()
+        self.prepare(fingerprint=fingerprint, meta=meta, allow_config_change=allow_config_change,
+                     versions=versions, env_versions=env_versions)
+        self._stop = threading.Event()
+        self._timer = threading.Thread(target=self._tick, name="agent-sft-flush", daemon=True)
+        self._last_flush = time.monotonic()
+        self._timer.start()
+
+    @classmethod
+    def open(cls, path: str, **settings: Any) -> DatasetWriter:
+        """Create or resume the folder at `path` and return its writer (the arguments are the class's)."""
+        return cls(path, **settings)
+
+    # -- preparing the folder ---------------------------------------------------------------------
+
+    def prepare(self, *, fingerprint: dict | None, meta: dict | None, allow_config_change: bool,
+                versions: dict | None, env_versions: dict[str, dict] | None) -> None:
+        """Make the folder ready to write, under its lock: read `meta/info.json` (or rebuild it from the
+        shards), check the fingerprint, note this writer and its build, check the shards against their
+        checksums (a damaged sft shard is derived again), finish an interrupted rewrite (`repair`), and move
+        error episodes into shards of their own so that they are played again. Sets `done_ids`."""
+        self._ensure_dataset_folder()
+        with layout.locked(self.path):
+            info = layout.read_info(self.path) or layout.recover_info(self.path)
+            if self.build is None:
+                self.build = layout.build_spec(info)
+            self.deriver = SftDeriver(self.build)
+            self._identity = shard_identity(fingerprint, meta, self.build)
+            info = self._updated_info(info, fingerprint, meta, allow_config_change, versions, env_versions)
+            s = layout.scan(self.path, self.generation)
+            # before anything is written or played: a damaged raw shard's episodes would count as done
+            damaged_sft = check_not_corrupt(self.path, s, verify=True)
+            layout.write_json_atomic(os.path.join(self.path, layout.INFO), info)
+            for split, name in damaged_sft:
+                log.warning("%s: the sft shard of %s/%s does not match its checksum; derived again", self.path, split, name)
+                self.deriver.write_for(self.path, split, name, self.generation)  # replaces it in one rename
+            s = repair(self.path, s, self.deriver)
+            if self.retry_errors:
+                s = split_errors(self.path, s, self.deriver, new_writer_tag())
+            done, errors = layout.episode_ids(self.path, [(sp, n) for sp in SPLITS for n, m in s.raw[sp].items() if m["rows"]])
+            if self.retry_errors:
+                self._error_at = errors
+            else:
+                done |= set(errors)
+            self.done_ids = done
+            self._known = {(sp, n) for sp in SPLITS for n in s.raw[sp]}
+            self._remember(s)
+        layout.keep_spares(self.path)
+        self._spares = weakref.finalize(self, layout.drop_spares, self.path)  # once: at close, or when dropped
+        self.resumed_episodes = len(self.done_ids)
+        self.errors_to_retry = len(self._error_at)
+
+    def _ensure_dataset_folder(self) -> None:
+        """Create the folder, or refuse one that holds other files and is not a dataset."""
         os.makedirs(self.path, exist_ok=True)
         if not os.path.exists(os.path.join(self.path, layout.INFO)) and any(
             e.name not in ("meta", "data", "README.md", layout.QUARANTINE) and not e.name.startswith(layout.TMP_PREFIX)
@@ -165,76 +188,39 @@ class DatasetWriter:
             raise layout.NotADatasetError(
                 f"{self.path}: folder is not empty and is not an agent-sft dataset; choose another output.dir"
             )
-        with layout.locked(self.path):
-            info = layout.read_info(self.path) or layout.recover_info(self.path)
-            if self.build is None:
-                self.build = layout.build_spec(info)
-            self.deriver = SftDeriver(self.build)
-            self._identity = shard_identity(fingerprint, meta, self.build)
-            if info is None:
-                info = {
-                    "schema_version": SCHEMA_VERSION,
-                    "created_at": time.time(),
-                    "fingerprint": fingerprint or {},
-                    "fingerprint_sha256": fingerprint_hash(fingerprint or {}),
-                    "config": meta or {},
-                    "build": {**self.build.to_dict(), "generation": 0},
-                    "versions": versions or {},
-                    "writers": [],
-                }
-            else:
-                if fingerprint is not None:
-                    self._check_fingerprint(info, fingerprint, allow_config_change)
-                if meta:
-                    info["config"] = meta
-            for label, v in (env_versions or {}).items():
-                info.setdefault("env_versions", {}).setdefault(label, v)
-            info.setdefault("writers", []).append(self.tag)
-            info["writers"] = info["writers"][-64:]
-            generation = layout.generation(info)
-            if not same_build(layout.build_spec(info), self.build):
-                generation += 1
-                info["build"] = {**self.build.to_dict(), "generation": generation}
-            s = layout.scan(self.path, generation)
-            # before anything is written or played: a damaged raw shard's episodes would count as done
-            damaged_sft = check_not_corrupt(self.path, s, verify=True)
-            layout.write_json_atomic(os.path.join(self.path, layout.INFO), info)
-            self.generation = generation
-            for split, name in damaged_sft:
-                log.warning("%s: the sft shard of %s/%s does not match its checksum; derived again", self.path, split, name)
-                self.deriver.write_for(self.path, split, name, generation)  # replaces it in one rename
-            s = repair(self.path, s, self.deriver)
-            if retry_errors:
-                s = split_errors(self.path, s, self.deriver, new_writer_tag())
-            done, errors = layout.episode_ids(self.path, [(sp, n) for sp in SPLITS for n, m in s.raw[sp].items() if m["rows"]])
-            if retry_errors:
-                self._error_at = errors
-            else:
-                done |= set(errors)
-            self.done_ids: set[str] = done
-            self._known = {(sp, n) for sp in SPLITS for n in s.raw[sp]}
-            self._remember(s)
-        layout.keep_spares(self.path)
-        self._spares = weakref.finalize(self, layout.drop_spares, self.path)  # once: at close, or when dropped
-        self.resumed_episodes = len(self.done_ids)
-        self.errors_to_retry = len(self._error_at)
-        self._stop = threading.Event()
-        self._timer = threading.Thread(target=self._tick, name="agent-sft-flush", daemon=True)
-        self._last_flush = time.monotonic()
-        self._timer.start()
+
+    def _updated_info(self, info: dict | None, fingerprint: dict | None, meta: dict | None, allow_config_change: bool,
+                      versions: dict | None, env_versions: dict[str, dict] | None) -> dict:
+        """The folder's info with this writer in it: new, or checked against `fingerprint`; sets `generation`."""
+        if info is None:
+            info = {
+                "schema_version": SCHEMA_VERSION,
+                "created_at": time.time(),
+                "fingerprint": fingerprint or {},
+                "fingerprint_sha256": digest(fingerprint or {}),
+                "config": meta or {},
+                "build": {**self.build.to_dict(), "generation": 0},
+                "versions": versions or {},
+                "writers": [],
+            }
+        else:
+            if fingerprint is not None:
+                self._check_fingerprint(info, fingerprint, allow_config_change)
+            if meta:
+                info["config"] = meta
+        for label, v in (env_versions or {}).items():
+            info.setdefault("env_versions", {}).setdefault(label, v)
+        info.setdefault("writers", []).append(self.tag)
+        info["writers"] = info["writers"][-64:]
+        generation = layout.generation(info)
+        if not same_build(layout.build_spec(info), self.build):
+            generation += 1
+            info["build"] = {**self.build.to_dict(), "generation": generation}
+        self.generation = generation
+        return info
 
     def _check_fingerprint(self, info: dict, fingerprint: dict, allow_config_change: bool) -> None:
-        if info.get("recovered_from") and info.get("fingerprint_sha256"):
-            # identity rebuilt from the shards: compare the whole fingerprint by its hash
-            same = info["fingerprint_sha256"] == fingerprint_hash(fingerprint)
-            diff = [] if same else (config_diff(info.get("fingerprint", {}), public_fingerprint(fingerprint))
-                                    or ["(values that are not published, e.g. local paths)"])
-        else:
-            old = info.get("fingerprint", {})
-            diff = config_diff(old, fingerprint)
-            envs = [fp.get("env") for fp in (old, fingerprint)]
-            if diff and any(isinstance(e, dict) and "mix" in e for e in envs):
-                diff = config_diff(as_mix(old), as_mix(fingerprint))
+        diff = mismatches(info, fingerprint)
         if diff and not allow_config_change:
             raise ConfigMismatchError(
                 f"{self.path} was collected with a different configuration:\n  " + "\n  ".join(diff[:20])
@@ -244,7 +230,7 @@ class DatasetWriter:
             info.setdefault("config_changes", []).append({"at": time.time(), "diff": diff})
         info.pop("recovered_from", None)
         info["fingerprint"] = fingerprint
-        info["fingerprint_sha256"] = fingerprint_hash(fingerprint)
+        info["fingerprint_sha256"] = digest(fingerprint)
 
     # -- streaming ------------------------------------------------------------------------------
 
@@ -514,24 +500,12 @@ class DatasetWriter:
             self.close()
 
 
-def fingerprint_hash(fingerprint: dict) -> str:
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def public_fingerprint(fingerprint: dict) -> dict:
-    from agent_sft.dataset.card import public
-
-    return public(fingerprint)
-
-
 def shard_identity(fingerprint: dict | None, meta: dict | None, build: BuildSpec | None) -> dict:
     """What each raw shard carries so a lost meta/info.json can be rebuilt (published values only)."""
-    from agent_sft.dataset.card import public
-
     out: dict = {"schema_version": SCHEMA_VERSION}
     if fingerprint is not None:
-        out["fingerprint"] = public(fingerprint)
-        out["fingerprint_sha256"] = fingerprint_hash(fingerprint)
+        out["fingerprint"] = public_fingerprint(fingerprint)
+        out["fingerprint_sha256"] = digest(fingerprint)
     if meta:
         out["config"] = public(meta)
     if build is not None:

@@ -226,7 +226,7 @@ def _announce(cfg: CollectConfig, plan: Any) -> None:
     else:
         env = run[0].spec
         splits = sorted({t.task.game_split for t in eps})
-        notes = [env.run_notes[s] for s in splits if s in env.run_notes]
+        notes = [env.card.run_notes[s] for s in splits if s in env.card.run_notes]
         where = "; ".join(notes) if notes else \
             f"{plan.selected_tasks} tasks of {cfg.env.env_name}" + (f" ({', '.join(splits)})" if any(splits) else "")
         print(f"Playing {len(eps)} episodes on {where}, {parallel} envs in parallel, {policy}.")
@@ -236,4 +236,4 @@ def _announce(cfg: CollectConfig, plan: Any) -> None:
         env = lane.spec
         evals = sorted({t.task.game_split for t in eps if t.lane == j} & set(env.eval_splits))
         if evals:
-            print(f"Note: {', '.join(evals)} holds {env.title or env.name}'s evaluation games; the dataset card says so.")
+            print(f"Note: {', '.join(evals)} holds {env.card.title or env.name}'s evaluation games; the dataset card says so.")

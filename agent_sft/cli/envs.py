@@ -26,15 +26,15 @@ def describe(spec) -> dict:
                             "fingerprint": f.metadata.get("fingerprint", True)})
     return {
         "name": spec.name,
-        "title": spec.title or spec.name,
-        "description": spec.description,
+        "title": spec.card.title or spec.name,
+        "description": spec.card.description,
         "aliases": list(spec.aliases),
         "installed": not missing,
         "missing": missing,
         "install": spec.install_hint(),
         "experts": list(spec.experts) if spec.expert_kwarg else [],
         "has_expert": bool(spec.expert_kwarg),
-        "task_types": list(spec.task_types),
+        "task_types": list(spec.card.task_types),
         "options": options,
     }
 

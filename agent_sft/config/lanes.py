@@ -46,19 +46,17 @@ class Lane:
     task_types: tuple[str, ...]
     episodes: int | None  # None: one pass over the tasks (x env.rollout.n)
     weight: float | None = None
-    played: Any = None  # PlayedEnv: the env a remote env (an env server) plays, as the server describes it
+
+    @property
+    def played(self) -> Any:
+        """What this lane's episodes record as played (`EnvSpec.played`, a `PlayedEnv`): its name, experts,
+        per-episode info keys and the package versions its servers reported; the env itself for a local
+        env, the env its servers play for an env server."""
+        return self.spec.played(self.options, self.name)
 
     def expert_model(self) -> str:
-        """The model recorded for the expert policy on this lane (the played env's label for a server)."""
-        expert = self.expert or "expert"
-        if self.played is not None:
-            from agent_sft.envs import find_spec
-
-            local = find_spec(self.played.name)
-            if local is not None:
-                return local.expert_model(expert)
-            return self.played.expert_label.format(name=self.played.name, expert=expert)
-        return self.spec.expert_model(expert)
+        """The model recorded for the expert policy on this lane."""
+        return self.played.expert_model(self.expert or "expert")
 
     def env_kwargs(self, cfg: CollectConfig) -> dict[str, Any]:
         """The env factory's keyword arguments (`EnvSpec.kwargs`); the expert only for an expert policy."""
@@ -97,10 +95,10 @@ def lanes(cfg: CollectConfig) -> list[Lane]:
     if not e.mix:
         spec = env_spec(e.env_name)
         options = spec.build_options(e.options.get(spec.name, {}))
-        played = _played(options)
-        return [Lane(spec.name, played.name if played else _canonical(e.env_name), spec, options, e.max_steps,
+        played = spec.played(options, _canonical(e.env_name))
+        return [Lane(spec.name, played.name, spec, options, e.max_steps,
                      _expert(cfg, spec, None, "policy.expert", played), cfg.prompt.template, tuple(e.task_types),
-                     e.num_episodes, played=played)]
+                     e.num_episodes)]
     if e.task_types:
         raise ConfigError("env.task_types: with env.mix, give task_types per entry (env.mix.<label>.task_types)")
     out = [_lane(cfg, label, dict(raw)) for label, raw in e.mix.items()]
@@ -118,20 +116,16 @@ def _canonical(name: str) -> str:
     return canonical_name(name)
 
 
-def _played(options: Any) -> Any:
-    return options.played_env() if options is not None and hasattr(options, "played_env") else None
+def _expert(cfg: CollectConfig, spec: Any, asked: str | None, key: str, played: Any) -> str | None:
+    """The expert of an env: the one asked for, else policy.expert, else the played env's first (for an
+    env server, those of the env it serves)."""
+    from agent_sft.envs.specs import FALLBACK_EXPERT
 
-
-def _expert(cfg: CollectConfig, spec: Any, asked: str | None, key: str, played: Any = None) -> str | None:
-    """The expert of an env: the one asked for, else policy.expert, else the env's first (for an env
-    server, those of the env it serves)."""
     if not spec.expert_kwarg:
         return None
-    experts, default, name_ = spec.experts, spec.default_expert(), spec.name
-    if played is not None:
-        experts, default, name_ = tuple(played.experts), played.default_expert, played.name
-    # An env that lists no experts judges the name itself; it gets `planner`, the historical default.
-    name = asked or cfg.policy.expert or default or "planner"
+    experts, default, name_ = tuple(played.experts), played.default_expert, played.name
+    # An env that lists no experts judges the name itself; it gets the historical default.
+    name = asked or cfg.policy.expert or default or FALLBACK_EXPERT
     if cfg.policy.type in (None, "expert") and experts and name not in experts:
         where = key if asked or key != "policy.expert" else "policy.expert"
         raise ConfigError(f"{where}: {name!r} is not an expert of {name_} (its experts: {', '.join(experts)})")
@@ -184,13 +178,13 @@ def _lane(cfg: CollectConfig, label: str, raw: dict) -> Lane:
     max_steps = num("max_steps", int, 1) or cfg.env.max_steps
     task_types = raw.get("task_types") or []
     task_types = [task_types] if isinstance(task_types, str) else [str(t) for t in task_types]
-    if "task_types" in fields:  # an env that filters its own tasks takes them as its option
+    if spec.filters_tasks and "task_types" in fields:  # the env filters its tasks; its option checks the names
         options = spec.build_options({**values, "task_types": task_types}) if task_types else options
     template = raw.get("template") or cfg.prompt.template
-    played = _played(options)
-    return Lane(label, played.name if played else _canonical(env_name), spec, options, max_steps,
+    played = spec.played(options, _canonical(env_name))
+    return Lane(label, played.name, spec, options, max_steps,
                 _expert(cfg, spec, raw.get("expert"), f"{key}.expert", played), template, tuple(task_types),
-                episodes, weight, played)
+                episodes, weight)
 
 
 def _share(out: list[Lane], total: int | None) -> list[Lane]:

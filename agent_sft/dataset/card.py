@@ -201,9 +201,10 @@ def _fmt_sample(sample: dict | None, max_steps: int = 6) -> str:
 def _env_spec(env_name: str) -> Any:
     """The spec of the env a folder was collected from (None when this process does not know it): it
     says which game splits are evaluation games and how the card words its games and its expert."""
+    from agent_sft.config.schema import EnvConfig
     from agent_sft.envs import find_spec
 
-    return find_spec(env_name or "alfworld")  # the default env, for a config that does not name one
+    return find_spec(env_name or EnvConfig().env_name)  # a config that names no env played the default one
 
 
 def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], repo: str = "<user>/<dataset>") -> str:
@@ -218,23 +219,26 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
     specs = [_env_spec(name) for _, name, _ in entries]
     mixed = len(entries) > 1
     game_desc = ", ".join(f"{k}: {v} episodes" for k, v in sorted(games.items())) or "n/a"
-    notes = list(dict.fromkeys(s.split_notes[g] for s in specs if s for g in sorted(games) if g in s.split_notes))
+    notes = list(dict.fromkeys(s.card.split_notes[g] for s in specs if s
+                               for g in sorted(games) if g in s.card.split_notes))
     if notes:
         game_desc += f" ({'; '.join(notes)})"
     warnings = []
     for spec in {s.name: s for s in specs if s}.values():
         evals = [g for g in games if g in spec.eval_splits]
         if evals:
-            warnings.append(f"> **Warning:** games came from {spec.title or spec.name}'s evaluation split(s) "
+            warnings.append(f"> **Warning:** games came from {spec.card.title or spec.name}'s evaluation split(s) "
                             f"{', '.join(evals)}. Do not train on this data if you evaluate on those games.")
     warning = "\n>\n".join(warnings)
     kind = pol.get("type") or "expert"
     policy = f"`{kind}`" + (f", model `{pol.get('model')}`" if pol.get("model") else "")
     if kind == "expert":
+        from agent_sft.envs.specs import FALLBACK_EXPERT
+
         experts = []
         for (label, _name, entry), spec in zip(entries, specs):
-            expert = entry.get("expert") or pol.get("expert") or (spec.default_expert() if spec else None) or "planner"
-            source = f" from {spec.expert_source}" if spec and spec.expert_source else ""
+            expert = entry.get("expert") or pol.get("expert") or (spec.default_expert() if spec else None) or FALLBACK_EXPERT
+            source = f" from {spec.card.expert_source}" if spec and spec.card.expert_source else ""
             experts.append(f"{expert} expert{source}" + (f" for {label}" if mixed else ""))
         policy += f" ({'; '.join(experts)})"
         sampling = "deterministic expert"

@@ -4,13 +4,15 @@ A spec names the env and the class (or factory) that builds it, and says what th
 otherwise have to special-case: the env's own options (`env.<name>.*` keys, checked when the config is
 read), which of them decide the episodes' content (the folder's fingerprint), the packages whose
 versions are recorded, which game splits are evaluation games, the info keys kept once per episode,
-how its expert is asked for, where its prompt templates are, and the words the dataset card uses.
+how its expert is asked for and where its prompt templates are. The words people read about it (the
+dataset card, `agent-sft envs`, the env server's description) are its `EnvCard`.
 
     @dataclass
     class MazeOptions(EnvOptions):
         size: int = option(5, "Side of the maze.")
 
-    register("maze", "my_pkg.maze:MazeEnv", options=MazeOptions, packages=("my-pkg",))
+    register("maze", "my_pkg.maze:MazeEnv", options=MazeOptions, packages=("my-pkg",),
+             card=EnvCard(title="Maze", description="Find the way out."))
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 from agent_sft.errors import ConfigError
@@ -26,8 +28,11 @@ from agent_sft.errors import ConfigError
 GENERIC_KWARGS = ("seed", "max_steps", "task_types", "expert")
 """What every env factory is offered besides its own options (each only when its signature takes it):
 `seed` (env.seed, the run seed), `max_steps` (env.max_steps), `task_types` (env.task_types, None for
-all), and the expert to plan with (policy.expert when policy.type=expert, else None), passed under the
-spec's `expert_kwarg`."""
+all; only to an env whose spec says `filters_tasks`), and the expert to plan with (policy.expert when
+policy.type=expert, else None), passed under the spec's `expert_kwarg`."""
+
+FALLBACK_EXPERT = "planner"
+"""The expert asked of an env that lists no experts (it judges the name itself), when none is named."""
 
 EPISODE_KEYS = (
     "task_id",
@@ -78,7 +83,7 @@ class EnvOptions:
 
     def played_env(self) -> PlayedEnv | None:
         """For an env that plays another one elsewhere (an env server), what episodes record: the played
-        env's name, experts and packages. None (the default): the env plays itself."""
+        env's name, experts and packages. None (the default): the env plays itself (`EnvSpec.played`)."""
         return None
 
     def probe_servers(self) -> dict[str, str] | None:
@@ -90,7 +95,17 @@ class EnvOptions:
 
 @dataclass(frozen=True)
 class PlayedEnv:
-    """The env another env plays remotely, as its server describes it (see `EnvOptions.played_env`)."""
+    """The env a run's episodes record as played: the env itself, or for an env that plays another one
+    remotely, that one as its server describes it (`EnvSpec.played`, `EnvOptions.played_env`).
+
+    Attributes:
+        name: the name episode ids use.
+        experts, default_expert, expert_label: its experts, the one used when none is named, and the model
+            label of the expert policy (a format with `{name}` and `{expert}`).
+        packages: package versions its servers reported (recorded over the local ones); empty when local.
+        episode_keys: info keys kept once per episode (`EPISODE_KEYS` and the env's own).
+        has_expert: whether the env gives a plan the expert policy can replay.
+    """
 
     name: str
     experts: tuple[str, ...] = ()
@@ -99,6 +114,38 @@ class PlayedEnv:
     packages: Mapping[str, str] = field(default_factory=dict)
     episode_keys: tuple[str, ...] = ()
     has_expert: bool = True
+
+    def expert_model(self, expert: str) -> str:
+        """The model recorded for the expert policy playing this env."""
+        return self.expert_label.format(name=self.name, expert=expert)
+
+
+CARD_FIELDS = ("title", "split_notes", "run_notes", "expert_source", "task_types", "description")
+
+
+@dataclass(frozen=True)
+class EnvCard:
+    """What people read about an env: the dataset card, `agent-sft envs` and the env server's description.
+
+    Args:
+        title: the env's name in prose ("ALFWorld").
+        description: one line saying what the env is, for listings.
+        task_types: the task types the env may report, for listings; empty when they depend on the
+            env's options or data.
+        split_notes: game split -> what the dataset card says about games from it.
+        run_notes: game split -> how the start of a run describes games from it.
+        expert_source: where the expert's plans come from ("the ALFWorld engine").
+    """
+
+    title: str = ""
+    description: str = ""
+    task_types: tuple[str, ...] = ()
+    split_notes: Mapping[str, str] = field(default_factory=dict)
+    run_notes: Mapping[str, str] = field(default_factory=dict)
+    expert_source: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "task_types", tuple(self.task_types))
 
 
 @dataclass(frozen=True)
@@ -123,15 +170,17 @@ class EnvSpec:
             process-wide state, such as `sys.argv` or the global `random`): the `thread` env backend
             (`env.backend`) refuses such an env, and code building envs in-process must honour it.
         templates: `"package:folder"` holding the env's prompt templates `<name>_<style>.txt`.
-        title: the env's name in prose ("ALFWorld").
-        split_notes: game split -> what the dataset card says about games from it.
-        run_notes: game split -> how the start of a run describes games from it.
-        expert_source: where the expert's plans come from, in prose ("the ALFWorld engine").
         extra: the agent-sft extra that installs the engine (`pip install 'agent-sft[<extra>]'`);
             a run of this env without its `packages` installed is refused, naming it.
-        task_types: the task types the env may report, for listings (`agent-sft envs`); empty when
-            they depend on the env's options or data.
-        description: one line saying what the env is, for listings.
+        card: the words people read about the env (`EnvCard`). The card's fields are also accepted as
+            keywords of their own (`title=...`) and read as attributes (`spec.title`).
+        filters_tasks: who keeps only the run's task types (`env.task_types`): True, the env itself (its
+            factory is given `task_types` and lists only those tasks); False, the run's plan, which keeps
+            the tasks whose `task_type` is listed (the factory is not given them).
+        goal_marker: for an env whose info gives no `goal`, the text of its first observation that the
+            goal follows ("Your task is to: "); the prompt's task description is read from there.
+        forward_env_vars: prefixes of environment variables the env reads (`ALFWORLD_`), passed on to
+            the processes that play it elsewhere (Ray's collector actors).
         prepare: `"module:function"` or a callable run before a collection starts (not when the config is
             read), given the env's options; it may reach what the env needs (a server) and returns the
             option values to set from what it found (e.g. the served env's name), raising `ConfigError`
@@ -150,23 +199,31 @@ class EnvSpec:
     expert_label: str = "{name}-{expert}"
     shared_process: bool = True
     templates: str | None = None
-    title: str = ""
-    split_notes: Mapping[str, str] = field(default_factory=dict)
-    run_notes: Mapping[str, str] = field(default_factory=dict)
-    expert_source: str = ""
     extra: str | None = None
-    task_types: tuple[str, ...] = ()
-    description: str = ""
     prepare: str | Callable[..., Any] | None = None
+    card: EnvCard = field(default_factory=EnvCard)
+    filters_tasks: bool = False
+    goal_marker: str | None = None
+    forward_env_vars: tuple[str, ...] = ()
+    # The card's fields as keywords of their own (the spelling before `card`), folded into `card`.
+    title: InitVar[str | None] = None
+    split_notes: InitVar[Mapping[str, str] | None] = None
+    run_notes: InitVar[Mapping[str, str] | None] = None
+    expert_source: InitVar[str | None] = None
+    task_types: InitVar[tuple[str, ...] | None] = None
+    description: InitVar[str | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, *prose: Any) -> None:
         if isinstance(self.entry_point, str) and ":" not in self.entry_point:
             raise ValueError(f"env {self.name!r}: entry_point must be 'module:attr', got {self.entry_point!r}")
         if self.options is not None and not dataclasses.is_dataclass(self.options):
             raise TypeError(f"env {self.name!r}: options must be a dataclass, got {self.options!r}")
         object.__setattr__(self, "aliases", tuple(self.aliases))
         object.__setattr__(self, "experts", tuple(self.experts))
-        object.__setattr__(self, "task_types", tuple(self.task_types))
+        object.__setattr__(self, "forward_env_vars", tuple(self.forward_env_vars))
+        given = {k: v for k, v in zip(CARD_FIELDS, prose) if v is not None}
+        if given:
+            object.__setattr__(self, "card", dataclasses.replace(self.card, **given))
 
     # --- building -----------------------------------------------------------------------------------
 
@@ -234,7 +291,9 @@ class EnvSpec:
         self, options: Any, *, seed: int, max_steps: int, task_types: list[str], expert: str | None
     ) -> dict[str, Any]:
         """The env factory's keyword arguments: the generic ones (`GENERIC_KWARGS`) and the options."""
-        out: dict[str, Any] = {"seed": seed, "max_steps": max_steps, "task_types": list(task_types) or None}
+        out: dict[str, Any] = {"seed": seed, "max_steps": max_steps}
+        if self.filters_tasks:
+            out["task_types"] = list(task_types) or None
         if self.expert_kwarg:
             out[self.expert_kwarg] = expert
         if options is not None:
@@ -249,6 +308,30 @@ class EnvSpec:
 
     def info_keys_per_episode(self) -> frozenset[str]:
         return frozenset(EPISODE_KEYS) | frozenset(self.episode_keys)
+
+    def played(self, options: Any, name: str | None = None) -> PlayedEnv:
+        """What episodes of this env record as played: for an env playing another one remotely (its
+        options' `played_env()`), that env as its servers describe it, its expert labelled as the local
+        spec of that name labels it; else this env itself, under `name` (default: its own name)."""
+        remote = options.played_env() if options is not None and hasattr(options, "played_env") else None
+        if remote is None:
+            return PlayedEnv(name or self.name, self.experts, self.default_expert(), self._own_label(),
+                             episode_keys=tuple(sorted(self.info_keys_per_episode())),
+                             has_expert=bool(self.expert_kwarg))
+        from agent_sft.envs.registry import find_spec
+
+        local = find_spec(remote.name)
+        keys = self.info_keys_per_episode() | set(remote.episode_keys)
+        return dataclasses.replace(remote, episode_keys=tuple(sorted(keys)),
+                                   expert_label=local._own_label() if local is not None else remote.expert_label)
+
+    def _own_label(self) -> str:
+        """`expert_label` with this spec's name filled in (an alias plays under its env's label)."""
+        return self.expert_label.replace("{name}", self.name)
+
+
+for _name in CARD_FIELDS:  # `spec.title` reads `spec.card.title`
+    setattr(EnvSpec, _name, property(lambda self, _n=_name: getattr(self.card, _n), doc=f"`card.{_name}`"))
 
 
 def load_entry_point(entry_point: str | Callable[..., Any]) -> Callable[..., Any]:

@@ -7,7 +7,7 @@
 from agent_sft.envs.alfworld.env import AlfworldEnv
 from agent_sft.envs.alfworld.options import AlfworldOptions
 from agent_sft.envs.alfworld.tasks import EXPERTS, SPLITS, TASK_TYPES, normalize_task_types
-from agent_sft.envs.specs import EnvSpec
+from agent_sft.envs.specs import EnvCard, EnvSpec
 
 SPEC = EnvSpec(
     name="alfworld",
@@ -22,16 +22,21 @@ SPEC = EnvSpec(
     expert_label="alfworld-{expert}",
     shared_process=False,  # the PDDL translator rewrites sys.argv; the engine draws from the global random
     templates="agent_sft.envs.alfworld:prompts",
-    title="ALFWorld",
-    split_notes={"builtin": "the game set built into agent-sft, in ALFWorld's own format"},
-    run_notes={
-        "builtin": "the built-in ALFWorld game set (no ALFWorld data configured: set env.alfworld.data_path "
-        "or $ALFWORLD_DATA for the real games)"
-    },
-    expert_source="the ALFWorld engine",
     extra="alfworld",
-    task_types=tuple(TASK_TYPES),
-    description="Household tasks in text (ALFRED scenes) on TextWorld's PDDL engine.",
+    card=EnvCard(
+        title="ALFWorld",
+        split_notes={"builtin": "the game set built into agent-sft, in ALFWorld's own format"},
+        run_notes={
+            "builtin": "the built-in ALFWorld game set (no ALFWorld data configured: set env.alfworld.data_path "
+            "or $ALFWORLD_DATA for the real games)"
+        },
+        expert_source="the ALFWorld engine",
+        task_types=tuple(TASK_TYPES),
+        description="Household tasks in text (ALFRED scenes) on TextWorld's PDDL engine.",
+    ),
+    filters_tasks=True,
+    goal_marker="Your task is to: ",
+    forward_env_vars=("ALFWORLD_",),
 )
 
 __all__ = ["SPEC", "AlfworldEnv", "AlfworldOptions", "EXPERTS", "SPLITS", "TASK_TYPES", "normalize_task_types"]

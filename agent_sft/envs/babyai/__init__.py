@@ -6,7 +6,7 @@
 from agent_sft.envs.babyai.env import BabyAIEnv
 from agent_sft.envs.babyai.options import BabyAIOptions
 from agent_sft.envs.babyai.tasks import DEFAULT_LEVELS, EXPERTS, GAME_SPLIT, short_name
-from agent_sft.envs.specs import EnvSpec
+from agent_sft.envs.specs import EnvCard, EnvSpec
 
 SPEC = EnvSpec(
     name="babyai",
@@ -18,15 +18,18 @@ SPEC = EnvSpec(
     expert_label="babyai-{expert}",
     shared_process=True,  # each level's engine draws from its own seeded np_random; the bot draws nothing
     templates="agent_sft.envs.babyai:prompts",
-    title="BabyAI",
-    split_notes={
-        GAME_SPLIT: "BabyAI levels (minigrid) played on fixed layout seeds: the task id names the level and the "
-        "seed that gymnasium's reset(seed=...) generates the layout from"
-    },
-    run_notes={GAME_SPLIT: "BabyAI levels on seeded layouts (env.babyai.levels x env.babyai.seeds_per_level)"},
-    expert_source="minigrid's BabyAIBot",
     extra="babyai",
-    description="BabyAI's language-conditioned grid levels (MiniGrid), the agent's partial view told in text.",
+    card=EnvCard(
+        title="BabyAI",
+        split_notes={
+            GAME_SPLIT: "BabyAI levels (minigrid) played on fixed layout seeds: the task id names the level and the "
+            "seed that gymnasium's reset(seed=...) generates the layout from"
+        },
+        run_notes={GAME_SPLIT: "BabyAI levels on seeded layouts (env.babyai.levels x env.babyai.seeds_per_level)"},
+        expert_source="minigrid's BabyAIBot",
+        description="BabyAI's language-conditioned grid levels (MiniGrid), the agent's partial view told in text.",
+    ),
+    filters_tasks=True,
 )
 
 __all__ = ["SPEC", "BabyAIEnv", "BabyAIOptions", "DEFAULT_LEVELS", "EXPERTS", "short_name"]

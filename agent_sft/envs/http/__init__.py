@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent_sft.envs.http.options import PROTOCOLS, HttpOptions
-from agent_sft.envs.specs import EnvSpec
+from agent_sft.envs.specs import EnvCard, EnvSpec
 
 
 def prepare(options: HttpOptions) -> dict[str, Any]:
@@ -66,11 +66,13 @@ SPEC = EnvSpec(
     packages=("httpx",),
     expert_kwarg="expert",
     shared_process=True,  # sessions wait on the network: many run as threads of one process
-    title="Env servers (HTTP)",
-    description="Episodes played on env servers: agent-sft serve-env, or AgentGym's servers.",
     prepare=prepare,
     extra="openai",
-    expert_source="the served env",
+    card=EnvCard(
+        title="Env servers (HTTP)",
+        description="Episodes played on env servers: agent-sft serve-env, or AgentGym's servers.",
+        expert_source="the served env",
+    ),
 )
 
 __all__ = ["PROTOCOLS", "SPEC", "HttpOptions", "prepare"]

@@ -5,7 +5,7 @@ built-in games, prompts.
 `python -m agent_sft.envs.textworld.make_games` makes the built-in game set in `games/`.
 """
 
-from agent_sft.envs.specs import EnvSpec
+from agent_sft.envs.specs import EnvCard, EnvSpec
 from agent_sft.envs.textworld.env import TextworldEnv
 from agent_sft.envs.textworld.options import TextworldOptions
 from agent_sft.envs.textworld.tasks import EXPERTS, LEVELS, TASK_TYPES
@@ -25,20 +25,23 @@ SPEC = EnvSpec(
     # singleton, is gone from TextWorld 1.7.)
     shared_process=True,
     templates="agent_sft.envs.textworld:prompts",
-    title="TextWorld",
-    split_notes={
-        "builtin": "the game set built into agent-sft: TextWorld's tw-simple, tw-cooking, tw-coin_collector "
-        "and tw-treasure_hunter challenges at three levels each (l1 easiest), made with tw-make",
-        "custom": "TextWorld games the user supplied (env.textworld.games)",
-    },
-    run_notes={
-        "builtin": "the built-in TextWorld game set (set env.textworld.games to play your own .z8 games)",
-        "custom": "TextWorld games from env.textworld.games",
-    },
-    expert_source="the game's walkthrough, then TextWorld's replanned winning policy once the agent leaves it",
     extra="textworld",
-    task_types=TASK_TYPES,
-    description="Generated text adventures (TextWorld's simple, cooking, coin and treasure challenges).",
+    card=EnvCard(
+        title="TextWorld",
+        split_notes={
+            "builtin": "the game set built into agent-sft: TextWorld's tw-simple, tw-cooking, tw-coin_collector "
+            "and tw-treasure_hunter challenges at three levels each (l1 easiest), made with tw-make",
+            "custom": "TextWorld games the user supplied (env.textworld.games)",
+        },
+        run_notes={
+            "builtin": "the built-in TextWorld game set (set env.textworld.games to play your own .z8 games)",
+            "custom": "TextWorld games from env.textworld.games",
+        },
+        expert_source="the game's walkthrough, then TextWorld's replanned winning policy once the agent leaves it",
+        task_types=TASK_TYPES,
+        description="Generated text adventures (TextWorld's simple, cooking, coin and treasure challenges).",
+    ),
+    filters_tasks=True,
 )
 
 __all__ = ["SPEC", "EXPERTS", "LEVELS", "TASK_TYPES", "TextworldEnv", "TextworldOptions"]

@@ -7,7 +7,7 @@ $WEBSHOP_PATH. `import agent_sft.envs.webshop` stays light: the engine is import
 `agent-sft envs webshop` runs `check()`: is the checkout usable here, and what to do if not.
 """
 
-from agent_sft.envs.specs import EnvSpec
+from agent_sft.envs.specs import EnvCard, EnvSpec
 from agent_sft.envs.webshop.checkout import ENV_VAR, Finding, check, check_report, find_checkout
 from agent_sft.envs.webshop.env import EXPERTS, WebshopEnv
 from agent_sft.envs.webshop.options import WebshopOptions
@@ -26,18 +26,22 @@ SPEC = EnvSpec(
     expert_label="webshop-{expert}",
     shared_process=False,  # the engine builds its goals and prices from the global `random`; one engine per process
     templates="agent_sft.envs.webshop:prompts",
-    title="WebShop",
-    split_notes={
-        "test": "WebShop goals 0 to env.webshop.test_goals-1 (default 500): verl-agent's test goals",
-        "train": "WebShop goals from env.webshop.test_goals on (default 500), verl-agent's training goals",
-    },
-    run_notes={
-        "test": "WebShop's test goals (an evaluation split)",
-        "train": "WebShop's training goals",
-    },
-    expert_source="the goal's target product and options, read from the WebShop engine",
     extra="webshop",
-    description="Shopping for a described product on WebShop's simulated store (search, click, buy), from a checkout.",
+    card=EnvCard(
+        title="WebShop",
+        split_notes={
+            "test": "WebShop goals 0 to env.webshop.test_goals-1 (default 500): verl-agent's test goals",
+            "train": "WebShop goals from env.webshop.test_goals on (default 500), verl-agent's training goals",
+        },
+        run_notes={
+            "test": "WebShop's test goals (an evaluation split)",
+            "train": "WebShop's training goals",
+        },
+        expert_source="the goal's target product and options, read from the WebShop engine",
+        description="Shopping for a described product on WebShop's simulated store (search, click, buy), from a checkout.",
+    ),
+    filters_tasks=True,
+    forward_env_vars=("WEBSHOP_",),
 )
 
 __all__ = ["ENV_VAR", "EXPERTS", "SPEC", "Finding", "WebshopEnv", "WebshopOptions", "check", "check_report",

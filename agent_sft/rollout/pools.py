@@ -172,9 +172,13 @@ def build_failed(error: str) -> WorkerStartError:
 
 
 def build_env(entry_point: Any, kwargs: dict) -> tuple[Any, list[str]]:
-    """Build the env with the keyword arguments its factory takes; returns (env, names passed)."""
+    """Build the env with the keyword arguments its factory takes, its episodes held to the step budget
+    `kwargs["max_steps"]` (`TimeLimit`) whether the factory takes it or not; returns (env, names passed)."""
     import inspect
 
+    from agent_sft.envs.time_limit import TimeLimit
+
+    budget = kwargs.get("max_steps")
     factory = load_entry_point(entry_point)
     try:
         params = inspect.signature(factory).parameters.values()
@@ -183,7 +187,8 @@ def build_env(entry_point: Any, kwargs: dict) -> tuple[Any, list[str]]:
     if not any(p.kind is p.VAR_KEYWORD for p in params):
         names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
         kwargs = {k: v for k, v in kwargs.items() if k in names}
-    return factory(**kwargs), sorted(kwargs)
+    env = factory(**kwargs)
+    return (TimeLimit(env, budget) if budget is not None else env), sorted(kwargs)
 
 
 def run_command(env: Any, cmd: str, args: tuple) -> Any:

@@ -16,14 +16,13 @@ KeyboardInterrupt) seals the finished episodes before the interrupt goes on.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from typing import Any
 
 from agent_sft.config import CollectConfig, ConfigError, load_config, to_dict, validate
 from agent_sft.dataset.shards import disk_full_error, is_disk_full
 from agent_sft.errors import AgentSFTError, DiskFullError
-from agent_sft.policies import PolicyError
+from agent_sft.policies.registry import check_model_folder, model_kinds, policy_kind, precheck_policy
 
 
 @dataclasses.dataclass
@@ -61,10 +60,10 @@ def precheck(cfg: CollectConfig) -> str:
             raise ConfigError(f"{where}: environment {lane.name!r} needs {', '.join(missing)}, which is not "
                               f"installed: {lane.spec.install_hint()}")
         backend(cfg.env.backend, lane.spec)  # an unknown backend, or threads for an env that may not share a process
-        if cfg.policy.type == "expert" and lane.played is not None and not lane.played.has_expert:
+        if policy_kind(cfg) == "expert" and lane.played is not None and not lane.played.has_expert:
             where = "env.env_name" if len(run) == 1 else f"env.mix.{lane.label}"
             raise ConfigError(f"{where}: {lane.name} has no expert to replay (its servers give no plan); "
-                              "use a model policy (policy.type=vllm|hf|openai)")
+                              f"use a model policy (policy.type={'|'.join(model_kinds())})")
         try:
             resolve_template(lane.name, cfg.prompt.style, lane.template)
         except PromptError as err:
@@ -78,10 +77,7 @@ def precheck(cfg: CollectConfig) -> str:
                 check_out_folder(out, what)
             except ConfigError as err:
                 raise ConfigError(f"{key}: {err}") from None
-    model = cfg.policy.model
-    if cfg.policy.type in ("vllm", "hf") and model and model.startswith(("/", "./", "../", "~")):
-        if not os.path.isdir(os.path.expanduser(model)):
-            raise ConfigError(f"policy.model: no model folder at {model} (give a local folder or a Hub model name)")
+    check_model_folder(cfg.policy)
     return run[0].name
 
 
@@ -139,13 +135,7 @@ def collect(
             repo_id = hub.check_auth(cfg.output.push_to_hub)
         except hub.HubError as err:
             raise hub.HubError(f"output.push_to_hub: {err}").with_hint("") from None
-    if policy_kind(cfg) == "openai":
-        from agent_sft.policies.openai import ServerUnreachableError, probe_server
-
-        try:
-            probe_server(cfg.policy)
-        except ServerUnreachableError as err:
-            raise ServerUnreachableError(f"{err}. Nothing was played.", err.base_url).with_hint("") from None
+    precheck_policy(cfg.policy)  # the backend's own check, e.g. that its server answers
     writer = open_writer(cfg, env_name)
     added = [0]  # episodes this run handed to the writer (not already sealed by another process)
     try:
@@ -173,10 +163,6 @@ def collect(
             raise hub.HubError(f"push to {repo_id} failed: {err}; the folder is complete, retry with "
                                f"`agent-sft push {cfg.output.dir} {repo_id}`").with_hint("") from None
     return result
-
-
-def policy_kind(cfg: CollectConfig) -> str:
-    return cfg.policy.type or ("vllm" if cfg.policy.model else "expert")
 
 
 def _close_quietly(writer: Any) -> bool:
@@ -235,37 +221,17 @@ def env_versions(cfg: CollectConfig) -> dict[str, dict[str, str]]:
     return out
 
 
-def make_run_policy(cfg: CollectConfig, env_name: str):
-    """The configured policy; an expert replays its env's plan under the model label the env's spec gives
-    (each env of a mix relabels it with its own)."""
-    from agent_sft.config.lanes import lanes
-    from agent_sft.policies.registry import make_policy
-
-    extra = {}
-    if cfg.policy.type == "expert":
-        lane = lanes(cfg)[0]
-        extra = {"expert_type": lane.expert or "expert", "env_name": env_name, "model": lane.expert_model()}
-    try:
-        return make_policy(cfg.policy, **extra)
-    except ImportError as err:
-        raise PolicyError(str(err)) from None
-    except (OSError, ValueError, RuntimeError) as err:
-        if isinstance(err, AgentSFTError):
-            raise
-        raise PolicyError(f"cannot load the {cfg.policy.type} policy (policy.model={cfg.policy.model}): "
-                          f"{type(err).__name__}: {err}") from None
-
-
 def _play(cfg: CollectConfig, env_name: str, writer: Any, on_plan: Callable | None, on_episode: Callable | None,
           added: list[int]) -> tuple[dict, dict]:
     from agent_sft.rollout import Collector
+    from agent_sft.rollout import policy as run_policy
 
     if cfg.scale.backend == "ray":
         from agent_sft.scale.ray_run import RayCollector
 
         policy, collector = None, RayCollector(cfg, env_name)  # the policy lives in each collector actor
     else:
-        policy = make_run_policy(cfg, env_name)
+        policy = run_policy.make_run_policy(cfg, env_name)
         collector = Collector(cfg, policy)
     try:
         with collector as c:

@@ -9,13 +9,13 @@ import pytest
 from agentgym_servers import SERVERS
 
 import agent_sft
-from agent_sft import collection
 from agent_sft.config import ConfigError
 from agent_sft.envs.http.agentgym import ADAPTERS, BABYAI_LEVELS, clean_action, make_adapter
 from agent_sft.envs.http.client import ServerError
 from agent_sft.envs.http.env import HttpEnv
 from agent_sft.policies.base import Completion
 from agent_sft.records import PolicyInfo
+from agent_sft.rollout import policy as run_policy
 
 pytestmark = pytest.mark.envs
 
@@ -69,7 +69,7 @@ def indices(protocol):
 def collect(monkeypatch, out, protocol, url, policy, *extra):
     """`agent_sft.collect` into `out` with `policy` (policies are built from the config; this one is the test's),
     and the folder's raw rows by task id."""
-    monkeypatch.setattr(collection, "make_run_policy", lambda cfg, env_name: policy)
+    monkeypatch.setattr(run_policy, "make_run_policy", lambda cfg, env_name: policy)
     chosen = ",".join(map(str, indices(protocol)))
     result = agent_sft.collect([
         "env.env_name=http", f"env.http.protocol={protocol}", f"env.http.url={url}", f"env.http.data_indices={chosen}",

@@ -213,11 +213,12 @@ def fatal_hint(err: BaseException, folder: str) -> str:
 
 def _announce(cfg: CollectConfig, plan: Any) -> None:
     from agent_sft.config.lanes import lanes
+    from agent_sft.policies.registry import policy_kind
 
     run = lanes(cfg)
     eps = plan.episodes
     parallel = min(cfg.data.val_batch_size, max(1, len(eps)))
-    policy = f"policy {cfg.policy.type}{' ' + cfg.policy.model if cfg.policy.model else ''}"
+    policy = f"policy {policy_kind(cfg)}{' ' + cfg.policy.model if cfg.policy.model else ''}"
     if len(run) > 1:
         print(f"Playing {len(eps)} episodes of {len(run)} envs, {parallel} in parallel, {policy}:")
         for lane, part in zip(run, plan.per_lane):

@@ -30,6 +30,7 @@ from typing import Any
 from agent_sft.config.dotted import MIX_FIELDS, coerce, did_you_mean, env_spec
 from agent_sft.config.schema import CollectConfig
 from agent_sft.errors import ConfigError
+from agent_sft.policies.registry import policy_kind
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class Lane:
 
     def env_kwargs(self, cfg: CollectConfig) -> dict[str, Any]:
         """The env factory's keyword arguments (`EnvSpec.kwargs`); the expert only for an expert policy."""
-        expert = self.expert if (cfg.policy.type or "expert") == "expert" else None
+        expert = self.expert if policy_kind(cfg) == "expert" else None
         return self.spec.kwargs(self.options, seed=cfg.env.seed, max_steps=self.max_steps,
                                 task_types=list(self.task_types), expert=expert)
 
@@ -126,7 +127,7 @@ def _expert(cfg: CollectConfig, spec: Any, asked: str | None, key: str, played: 
     experts, default, name_ = tuple(played.experts), played.default_expert, played.name
     # An env that lists no experts judges the name itself; it gets the historical default.
     name = asked or cfg.policy.expert or default or FALLBACK_EXPERT
-    if cfg.policy.type in (None, "expert") and experts and name not in experts:
+    if policy_kind(cfg) == "expert" and experts and name not in experts:
         where = key if asked or key != "policy.expert" else "policy.expert"
         raise ConfigError(f"{where}: {name!r} is not an expert of {name_} (its experts: {', '.join(experts)})")
     return name

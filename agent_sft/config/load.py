@@ -26,6 +26,7 @@ from agent_sft.config.dotted import describe as describe_keys
 from agent_sft.config.dotted import keys as keys_of
 from agent_sft.config.schema import CollectConfig, env_options
 from agent_sft.errors import ConfigError
+from agent_sft.policies.registry import policy_entry, policy_kind
 
 
 def load_config(
@@ -102,9 +103,8 @@ def validate(cfg: CollectConfig) -> None:
         cfg.env.mix = normalize_mix(cfg.env.mix)
     if not isinstance(cfg.env.options, dict):
         raise ConfigError(f"env.options: expected a mapping env -> {{option: value}}, got {cfg.env.options!r}")
-    if cfg.policy.type is None:
-        cfg.policy.type = "vllm" if cfg.policy.model else "expert"
-    if cfg.policy.type in ("vllm", "hf", "openai") and not cfg.policy.model:
+    cfg.policy.type = policy_kind(cfg)
+    if policy_entry(cfg.policy.type).needs_model and not cfg.policy.model:
         raise ConfigError(f"policy.type={cfg.policy.type} needs policy.model (or actor_rollout_ref.model.path)")
     for key, v, lo in (
         ("env.max_steps", cfg.env.max_steps, 1),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent_sft.config.dotted import env_spec
+from agent_sft.policies.registry import DEFAULT_KIND, DEFAULT_MODEL_KIND, POLICY_TYPES
 
 
 def _f(default: Any, help: str, choices: tuple | None = None, flag: str | None = None, **kw: Any) -> Any:
@@ -100,7 +101,8 @@ class ScaleConfig:
 
 @dataclass
 class PolicyConfig:
-    type: str | None = _f(None, "Policy kind; default `expert`, or `vllm` when a model is set.", ("expert", "vllm", "hf", "openai"))
+    type: str | None = _f(None, f"Policy kind, a row of the policy table ({', '.join(POLICY_TYPES)}); default "
+                                f"`{DEFAULT_KIND}`, or `{DEFAULT_MODEL_KIND}` when a model is set.", POLICY_TYPES)
     model: str | None = _f(None, "Model path or name (vllm, hf, openai).")
     expert: str | None = _f(None, "The expert `policy.type=expert` replays: one the env offers (default its first: ALFWorld planner, TextWorld walkthrough, ...).")
     expert_think: bool = _f(False, "Experts write their remaining plan inside <think>; empty otherwise.")

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from agent_sft.dataset import layout
+from agent_sft.policies.registry import policy_kind
 from agent_sft.records import END_REASONS, SPLITS
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,7 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
             warnings.append(f"> **Warning:** games came from {spec.card.title or spec.name}'s evaluation split(s) "
                             f"{', '.join(evals)}. Do not train on this data if you evaluate on those games.")
     warning = "\n>\n".join(warnings)
-    kind = pol.get("type") or "expert"
+    kind = policy_kind(pol)
     policy = f"`{kind}`" + (f", model `{pol.get('model')}`" if pol.get("model") else "")
     if kind == "expert":
         from agent_sft.envs.specs import FALLBACK_EXPERT

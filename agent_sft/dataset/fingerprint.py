@@ -94,10 +94,12 @@ def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 def _with_policy_kind(fingerprint: dict) -> dict:
     """A fingerprint whose `policy.type` was left unset (a config built in Python and never checked) with the
     kind that run played: `vllm` when it named a model, else `expert`."""
+    from agent_sft.policies.registry import policy_kind
+
     policy = fingerprint.get("policy")
     if not isinstance(policy, dict) or policy.get("type") is not None or "type" not in policy:
         return fingerprint
-    return {**fingerprint, "policy": {**policy, "type": "vllm" if policy.get("model") else "expert"}}
+    return {**fingerprint, "policy": {**policy, "type": policy_kind(policy)}}
 
 
 def mismatches(info: dict, fingerprint: dict) -> list[str]:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent_sft.config import ConfigError, PolicyConfig
+from agent_sft.errors import ConfigError
 from agent_sft.policies.base import Completion
 from agent_sft.policies.registry import POLICIES
 from agent_sft.records import END_CONTEXT, Message
+
+if TYPE_CHECKING:
+    from agent_sft.config import PolicyConfig
 
 
 def require(module: str, kind: str) -> Any:

@@ -9,11 +9,13 @@ this policy only reads the plan and answers in the response format the action pa
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent_sft.config import PolicyConfig
 from agent_sft.policies.base import Completion
 from agent_sft.records import Message, PolicyInfo
+
+if TYPE_CHECKING:
+    from agent_sft.config import PolicyConfig
 
 NO_PLAN = "expert has no plan"
 

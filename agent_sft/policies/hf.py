@@ -7,9 +7,8 @@ its requests, so the same config and seeds (the rollout loop batches determinist
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent_sft.config import PolicyConfig
 from agent_sft.policies.base import Completion
 from agent_sft.policies.common import (
     check_chat_template,
@@ -22,6 +21,9 @@ from agent_sft.policies.common import (
     sampling_json,
 )
 from agent_sft.records import Message, PolicyInfo
+
+if TYPE_CHECKING:
+    from agent_sft.config import PolicyConfig
 
 _DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "half": "float16",
            "fp16": "float16", "float32": "float32", "float": "float32", "fp32": "float32"}

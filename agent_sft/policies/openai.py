@@ -24,14 +24,16 @@ import os
 import random
 import re
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent_sft.config import PolicyConfig
 from agent_sft.errors import RunFailedError
 from agent_sft.policies.base import Completion, PolicyError
 from agent_sft.policies.common import check_seeds, context_truncated, model_label, require, sampling_json
 from agent_sft.policies.daemon_pool import DaemonPool
 from agent_sft.records import Message, PolicyInfo
+
+if TYPE_CHECKING:
+    from agent_sft.config import PolicyConfig
 
 _CONTEXT_RE = re.compile(
     r"context length|context_length|context window|maximum model length|max_model_len|"
@@ -99,6 +101,18 @@ def probe_server(cfg: PolicyConfig, *, timeout_s: float = PROBE_TIMEOUT_S, trans
             f"no policy server answers at {base} (GET {base}/models: {_why(e)}); "
             "check that the server is running and that policy.base_url is its address", base
         ) from None
+
+
+def precheck(cfg: PolicyConfig) -> None:
+    """The policy table's check before a collection plays: the server answers (`probe_server`).
+
+    Raises:
+        ServerUnreachableError: as `probe_server`, saying that nothing was played.
+    """
+    try:
+        probe_server(cfg)
+    except ServerUnreachableError as err:
+        raise ServerUnreachableError(f"{err}. Nothing was played.", err.base_url).with_hint("") from None
 
 
 def _auth_headers(cfg: PolicyConfig) -> dict[str, str]:

@@ -58,8 +58,8 @@ class CollectorActor:
     """
 
     def __init__(self, cfg: CollectConfig, env_name: str, index: int, specs: list | None = None) -> None:
-        from agent_sft.collection import make_run_policy
         from agent_sft.envs import find_spec, register
+        from agent_sft.rollout.policy import make_run_policy
 
         for spec in specs or []:  # envs the driver registered at run time (a user's own, in their script)
             if find_spec(spec.name) is None:

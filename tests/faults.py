@@ -294,7 +294,7 @@ def _with_errors(folder: str, every: int) -> int:
     """Turn every `every`-th episode of a collected folder into an error episode (as a crashed env leaves it)."""
     import pyarrow as pa
 
-    from agent_sft.dataset import layout
+    from agent_sft.dataset import layout, shards
     from agent_sft.dataset.writer import BuildSpec, DatasetWriter
     from agent_sft.records import SPLITS
 
@@ -302,7 +302,7 @@ def _with_errors(folder: str, every: int) -> int:
     rows = []
     for sp in SPLITS:
         for name in sorted(layout.scan(folder, info["build"]["generation"]).raw[sp]):
-            rows += layout.read_shard(os.path.join(layout.shard_dir(folder, "raw", sp), name)).to_pylist()
+            rows += shards.read_shard(os.path.join(layout.shard_dir(folder, "raw", sp), name)).to_pylist()
     shutil.rmtree(folder)
     rows.sort(key=lambda r: r["episode_id"])
     n = 0

@@ -239,10 +239,11 @@ def test_disk_full_is_one_line_naming_the_folder_and_free_space(workdir, capsys,
     from test_rollout import PlanPolicy
 
     import agent_sft.policies.registry as registry
-    from agent_sft.dataset import layout
+    from agent_sft.dataset import shards
+    from agent_sft.errors import DatasetError
 
     monkeypatch.setattr(registry, "make_policy", lambda cfg, **kw: PlanPolicy())
-    real, calls = layout.write_shard, []
+    real, calls = shards.write_shard, []
 
     def write_shard(path, config, rows, meta):
         calls.append(config)
@@ -251,9 +252,9 @@ def test_disk_full_is_one_line_naming_the_folder_and_free_space(workdir, capsys,
         full = OSError(errno.ENOSPC, "No space left on device")
         if not wrapped:
             raise full
-        raise layout.DatasetError(f"{path}: cannot seal the shard") from full
+        raise DatasetError(f"{path}: cannot seal the shard") from full
 
-    monkeypatch.setattr(layout, "write_shard", write_shard, raising=True)
+    monkeypatch.setattr(shards, "write_shard", write_shard, raising=True)
     assert main(walk_args("ds")) == 2
     captured = capsys.readouterr()
     (line,) = error_lines(captured.err)
@@ -262,7 +263,7 @@ def test_disk_full_is_one_line_naming_the_folder_and_free_space(workdir, capsys,
                      r"the episodes sealed so far are kept: free some space and run the same command again to resume", line)
     assert m and abs(float(m.group(1)) - free_mib) < 64, line
     assert "Traceback" not in captured.err + captured.out
-    monkeypatch.setattr(layout, "write_shard", real)
+    monkeypatch.setattr(shards, "write_shard", real)
     assert len(raw_rows("ds")) == 1
 
 

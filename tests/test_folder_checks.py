@@ -23,6 +23,7 @@ from agent_sft.dataset import layout, shards
 from agent_sft.dataset.maintain import compact
 from agent_sft.dataset.reading import stats_json
 from agent_sft.dataset.writer import DatasetWriter
+from agent_sft.errors import DatasetError
 
 FP = {"env": {"env_name": "alfworld", "seed": 0}}
 
@@ -89,7 +90,7 @@ def test_a_readme_cut_inside_its_front_matter_is_reported_and_repaired(tmp_path,
     assert rc == 1 and "README.md" in out and f"agent-sft repair {d}" in out, out
     rc, out = cli(capsys, "repair", "--check", str(d))
     assert rc == 1 and "README.md" in out and f"agent-sft repair {d}" in out, out
-    with pytest.raises(layout.DatasetError, match="README.md.*agent-sft repair"):
+    with pytest.raises(DatasetError, match="README.md.*agent-sft repair"):
         agent_sft.load(str(d), "raw")
 
     assert cli(capsys, "repair", str(d))[0] == 0
@@ -138,7 +139,7 @@ def test_garbage_in_the_checksum_manifest_is_reported_and_repair_writes_it_again
     assert rc == 0 and layout.CHECKSUMS in out, out
     sums = json.loads(manifest.read_text())
     listed = shard_files(d)
-    assert set(sums) == listed and all(sums[rel] == layout.file_checksum(str(d / rel)) for rel in listed)
+    assert set(sums) == listed and all(sums[rel] == shards.file_checksum(str(d / rel)) for rel in listed)
     assert cli(capsys, "info", str(d))[0] == 0
 
 
@@ -203,14 +204,14 @@ def test_a_shard_file_write_cut_short_leaves_nothing_under_a_final_name(tmp_path
         real = os.write
 
         def failing_write(fd, data):
-            if os.readlink(f"/proc/self/fd/{fd}").endswith(layout.SHARD_SUFFIX):
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(shards.SHARD_SUFFIX):
                 cut_short(lambda: real(fd, bytes(data[:len(data) // 2])))
             return real(fd, data)
 
         w = DatasetWriter(str(d), fingerprint=FP, flush_every_s=1e9)
         w.add(make_episode(8, val_fraction=0.0))
         monkeypatch.setattr(os, "write", failing_write)
-        with pytest.raises(layout.DatasetError, match="no space left"):
+        with pytest.raises(DatasetError, match="no space left"):
             w.flush()
         monkeypatch.undo()
         w.close()
@@ -221,11 +222,11 @@ def test_a_shard_file_write_cut_short_leaves_nothing_under_a_final_name(tmp_path
             cut_short(lambda: (real(self, memoryview(data)[:len(data) // 2]), self.fh.flush()))
 
         monkeypatch.setattr(shards._HashingFile, "write", failing_write)
-        with pytest.raises(layout.DatasetError, match="no space left"):
+        with pytest.raises(DatasetError, match="no space left"):
             compact(str(d))
         monkeypatch.undo()
     assert seen and all(names == before for names in seen)
-    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(layout.TMP_PREFIX)]
+    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(shards.TMP_PREFIX)]
     assert ids(d) == sorted(e.episode_id for e in eps + ([make_episode(8, val_fraction=0.0)] if how == "flush" else []))
 
 
@@ -237,7 +238,7 @@ def test_a_crash_while_splitting_out_error_episodes_lists_each_episode_once(tmp_
     for i in (2, 5, 6):
         eps[i].end_reason, eps[i].error, eps[i].success = "error", "RuntimeError: env crashed", False
     write(d, eps)
-    real, written = layout.write_shard, []
+    real, written = shards.write_shard, []
 
     def crash_after_the_error_shard(path, config, rows, meta):
         if written and "errors_of" in written[-1]:
@@ -245,7 +246,7 @@ def test_a_crash_while_splitting_out_error_episodes_lists_each_episode_once(tmp_
         written.append(meta)
         return real(path, config, rows, meta)
 
-    monkeypatch.setattr(layout, "write_shard", crash_after_the_error_shard)
+    monkeypatch.setattr(shards, "write_shard", crash_after_the_error_shard)
     with pytest.raises(OSError, match="Input/output error"):
         DatasetWriter(str(d), fingerprint=FP)
     monkeypatch.undo()
@@ -268,7 +269,7 @@ def test_a_flush_whose_second_rename_fails_leaves_no_orphan_sft_shard_and_no_tem
     real, renames = os.replace, []
 
     def second_shard_rename_fails(src, dst, *args, **kwargs):
-        if os.path.basename(str(src)).startswith(layout.TMP_PREFIX) and str(dst).endswith(layout.SHARD_SUFFIX):
+        if os.path.basename(str(src)).startswith(shards.TMP_PREFIX) and str(dst).endswith(shards.SHARD_SUFFIX):
             renames.append(dst)
             if len(renames) == 2:
                 raise OSError(errno.EIO, "Input/output error")
@@ -283,7 +284,7 @@ def test_a_flush_whose_second_rename_fails_leaves_no_orphan_sft_shard_and_no_tem
     orphans = [rel for rel in present if rel.startswith("data/sft/")
                and f"data/raw/train/{rel.rsplit('/', 1)[1].split('-', 1)[1]}" not in present]
     assert not orphans
-    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(layout.TMP_PREFIX)]
+    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(shards.TMP_PREFIX)]
     assert ids(d) == sorted(e.episode_id for e in eps)  # the raw shard is sealed and listed
     write(d, eps)  # the next command derives its sft shard
     assert sorted(set(ids(d, "sft"))) == sorted(e.episode_id for e in eps)

@@ -14,8 +14,10 @@ from fixtures_data import make_episode
 
 import agent_sft
 from agent_sft.dataset import layout
+from agent_sft.dataset import shards as shard_io
 from agent_sft.dataset.filters import FilterError
 from agent_sft.dataset.writer import BuildSpec, ConfigMismatchError, DatasetWriter
+from agent_sft.errors import CorruptShardError
 
 FP = {"env": {"env_name": "alfworld", "seed": 0}}
 
@@ -89,7 +91,7 @@ def test_info_reports_flipped_bytes_and_repair_moves_the_raw_shard_aside(tmp_pat
             w.add(make_episode(i, val_fraction=0.0))
         w.close()
     bad = shards(d)[1]
-    bad_ids = set(agent_sft.dataset.layout.read_shard(bad).column("episode_id").to_pylist())
+    bad_ids = set(shard_io.read_shard(bad).column("episode_id").to_pylist())
     flip_bytes(bad)
     p = cli("info", str(d))
     assert p.returncode == 1, p.stdout
@@ -135,7 +137,7 @@ def test_an_unreadable_raw_shard_stops_a_resume_with_the_command_that_fixes_it(t
     write(d, [make_episode(i) for i in range(4)])
     with open(shards(d)[0], "r+b") as fh:
         fh.truncate(200)
-    with pytest.raises(layout.CorruptShardError, match="agent-sft repair"):
+    with pytest.raises(CorruptShardError, match="agent-sft repair"):
         DatasetWriter(str(d), fingerprint=FP)
 
 
@@ -207,10 +209,10 @@ def test_a_rewrite_of_the_readme_cut_short_at_any_step_leaves_it_whole(tmp_path,
     folder = tmp_path / "ds"
     folder.mkdir()
     readme = folder / "README.md"
-    layout.keep_spares(str(folder))  # as while a writer streams: the replaced copy is kept for the next write
+    shard_io.keep_spares(str(folder))  # as while a writer streams: the replaced copy is kept for the next write
     try:
         for k in range(4):
-            layout.write_text_atomic(str(readme), f"version {k}\n" * (4 - k))
+            shard_io.write_text_atomic(str(readme), f"version {k}\n" * (4 - k))
             assert readme.read_text() == f"version {k}\n" * (4 - k)
         real, calls = os.replace, []
 
@@ -222,14 +224,14 @@ def test_a_rewrite_of_the_readme_cut_short_at_any_step_leaves_it_whole(tmp_path,
 
         monkeypatch.setattr(os, "replace", failing)
         with pytest.raises(OSError, match="Input/output error"):
-            layout.write_text_atomic(str(readme), "cut short\n")
+            shard_io.write_text_atomic(str(readme), "cut short\n")
         monkeypatch.setattr(os, "replace", real)
         assert readme.read_text() in ("version 3\n", "cut short\n")
         # the next writes never write through a name that still links to the README
         for text in ("a longer text than any before it\n" * 3, "short\n"):
-            layout.write_text_atomic(str(readme), text)
+            shard_io.write_text_atomic(str(readme), text)
             assert readme.read_text() == text
             assert os.stat(readme).st_nlink == 1
     finally:
-        layout.drop_spares(str(folder))
+        shard_io.drop_spares(str(folder))
     assert os.listdir(folder) == ["README.md"]

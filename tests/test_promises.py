@@ -28,9 +28,10 @@ from fixtures_data import make_episode
 
 import agent_sft
 from agent_sft.cli import main
-from agent_sft.dataset import layout
+from agent_sft.dataset import layout, shards
 from agent_sft.dataset.formats import episode_to_row
 from agent_sft.dataset.writer import DatasetWriter
+from agent_sft.errors import DatasetError
 from agent_sft.records import RAW_SCHEMA
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -216,10 +217,10 @@ def test_a_shard_write_failing_midway_leaves_nothing_under_the_shard_name(tmp_pa
 
     with monkeypatch.context() as m:
         _ArrowWriterFault(disk_full_after_first_batch).install(m)
-        with pytest.raises((OSError, layout.DatasetError)):
-            layout.write_shard(final, "raw", new_rows, {"split": "train"})
-        with pytest.raises((OSError, layout.DatasetError)):
-            with layout.sealing(final, "raw", {"split": "train"}) as w:
+        with pytest.raises((OSError, DatasetError)):
+            shards.write_shard(final, "raw", new_rows, {"split": "train"})
+        with pytest.raises((OSError, DatasetError)):
+            with shards.sealing(final, "raw", {"split": "train"}) as w:
                 for batch in pa.Table.from_pylist(new_rows, schema=RAW_SCHEMA).to_batches(max_chunksize=1):
                     w.write_batch(batch)
     assert seen == [False, False]
@@ -236,7 +237,7 @@ import os, signal, sys
 sys.path.insert(0, {tests!r})
 import pyarrow as pa, pyarrow.ipc
 from fixtures_data import make_episode
-from agent_sft.dataset import layout
+from agent_sft.dataset import shards
 from agent_sft.dataset.formats import episode_to_row
 
 class Dying(pyarrow.ipc.RecordBatchFileWriter):
@@ -252,7 +253,7 @@ class Dying(pyarrow.ipc.RecordBatchFileWriter):
 
 pyarrow.ipc.RecordBatchFileWriter = pa.RecordBatchFileWriter = Dying
 rows = [episode_to_row(make_episode(i, val_fraction=0.0)) for i in range(20, 26)]
-layout.write_shard({final!r}, "raw", rows, {{"split": "train"}})
+shards.write_shard({final!r}, "raw", rows, {{"split": "train"}})
 print("not killed")
 """
 
@@ -272,7 +273,7 @@ def test_a_process_killed_mid_shard_leaves_a_folder_that_loads_and_resumes(tmp_p
     more = [make_episode(i) for i in range(6, 9)]
     write(d, eps + more)
     assert raw_ids(d) == sorted(e.episode_id for e in eps + more)
-    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(layout.TMP_PREFIX)]
+    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(shards.TMP_PREFIX)]
 
 
 # --- the README lists an sft shard with every raw shard ---------------------------------------------

@@ -12,10 +12,11 @@ import pytest
 from fixtures_data import make_episode
 
 import agent_sft
-from agent_sft.dataset import layout
+from agent_sft.dataset import layout, shards
 from agent_sft.dataset.formats import episode_to_row
 from agent_sft.dataset.maintain import compact, merge, rebuild
 from agent_sft.dataset.writer import BuildSpec, ConfigMismatchError, DatasetWriter
+from agent_sft.errors import CorruptShardError, DatasetError, NotADatasetError, SchemaVersionError
 
 TESTS = os.path.dirname(__file__)
 FP = {"env": "alfworld", "seed": 0}
@@ -68,7 +69,7 @@ def test_shards_are_sealed_atomically_and_compacted_at_the_end(tmp_path, episode
     w.finalize()
     after = os.listdir(d / "data/raw/train")
     assert len(after) == 1 and after[0] not in before
-    assert layout.read_shard(str(d / "data/raw/train" / after[0])).num_rows == sum(1 for e in episodes[:9] if e.split == "train")
+    assert shards.read_shard(str(d / "data/raw/train" / after[0])).num_rows == sum(1 for e in episodes[:9] if e.split == "train")
     readme = (d / "README.md").read_text()
     assert f"data/raw/train/{after[0]}" in readme and before[0] not in readme
     assert w.finalize()["total_episodes"] == 9  # idempotent
@@ -189,7 +190,7 @@ def test_a_kill_between_the_renames_of_a_flush_loses_nothing_sealed_and_plays_th
     sft = agent_sft.load(str(d), "sft")
     per_episode = Counter(i for split in sft.values() for i in split["episode_id"])
     assert per_episode == Counter(steps)
-    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(layout.TMP_PREFIX)]
+    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(shards.TMP_PREFIX)]
 
 
 def test_each_flush_lists_the_shards_the_folder_holds_even_when_another_process_changed_them(tmp_path):
@@ -201,7 +202,7 @@ def test_each_flush_lists_the_shards_the_folder_holds_even_when_another_process_
     w.flush()
     # meanwhile, elsewhere: a shard of another writer appears, and this writer's first shard is moved away
     (mine,) = os.listdir(d / "data/raw/train")
-    layout.write_shard(str(d / "data/raw/train/other.arrow"), "raw", [episode_to_row(eps[3])], {"split": "train"})
+    shards.write_shard(str(d / "data/raw/train/other.arrow"), "raw", [episode_to_row(eps[3])], {"split": "train"})
     os.rename(d / "data/raw/train" / mine, tmp_path / mine)
     for e in eps[3:]:
         w.add(e)
@@ -242,8 +243,8 @@ def test_crash_during_compaction_leaves_no_duplicates(tmp_path, episodes):
     w.close()
     # a compacted shard sealed, its sources not yet deleted: what a kill mid-compaction leaves
     names = sorted(os.listdir(d / "data/raw/train"))
-    table = pa.concat_tables([layout.read_shard(str(d / "data/raw/train" / n)) for n in names])
-    layout.write_shard(str(d / "data/raw/train/zz-compacted.arrow"), "raw", table, {"split": "train", "replaces": names})
+    table = pa.concat_tables([shards.read_shard(str(d / "data/raw/train" / n)) for n in names])
+    shards.write_shard(str(d / "data/raw/train/zz-compacted.arrow"), "raw", table, {"split": "train", "replaces": names})
     w2 = DatasetWriter(d, fingerprint=FP)
     w2.finalize()
     assert sorted(os.listdir(d / "data/raw/train")) == ["zz-compacted.arrow"]
@@ -288,18 +289,18 @@ def test_a_folder_whose_config_left_the_policy_kind_unset_resumes_under_the_kind
 def test_bad_folders_and_shards_get_clear_errors(tmp_path, episodes):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("x")
-    with pytest.raises(layout.NotADatasetError, match="not an agent-sft dataset"):
+    with pytest.raises(NotADatasetError, match="not an agent-sft dataset"):
         DatasetWriter(tmp_path / "notes", fingerprint=FP)
-    with pytest.raises(layout.NotADatasetError, match="not an agent-sft dataset folder"):
+    with pytest.raises(NotADatasetError, match="not an agent-sft dataset folder"):
         agent_sft.load(str(tmp_path / "notes"))
     d = tmp_path / "ds"
     write(d, episodes[:6])
-    with pytest.raises(layout.DatasetError, match="unknown config 'sfft'"):
+    with pytest.raises(DatasetError, match="unknown config 'sfft'"):
         agent_sft.load(str(d), "sfft")
     # a truncated shard names its file
     shard = sorted((d / "data/raw").glob("*/*.arrow"))[0]
     shard.write_bytes(shard.read_bytes()[:100])
-    with pytest.raises(layout.CorruptShardError, match=shard.name):
+    with pytest.raises(CorruptShardError, match=shard.name):
         DatasetWriter(d, fingerprint=FP)
 
 
@@ -309,17 +310,17 @@ def test_another_schema_version_is_refused(tmp_path, episodes):
     info = json.loads((d / "meta/info.json").read_text())
     info["schema_version"] = 99
     (d / "meta/info.json").write_text(json.dumps(info))
-    with pytest.raises(layout.SchemaVersionError, match="schema version 99"):
+    with pytest.raises(SchemaVersionError, match="schema version 99"):
         DatasetWriter(d, fingerprint=FP)
     d2 = tmp_path / "ds2"
     write(d2, episodes[:4])
     shard = sorted((d2 / "data/raw").glob("*/*.arrow"))[0]
-    table = layout.read_shard(str(shard))
+    table = shards.read_shard(str(shard))
     meta = json.loads(table.schema.metadata[b"agent_sft"])
     meta["schema_version"] = 0
     with pa.OSFile(str(shard), "wb") as fh, pa.ipc.new_file(fh, table.schema.with_metadata({b"agent_sft": json.dumps(meta)})) as wr:
         wr.write_table(table)
-    with pytest.raises(layout.SchemaVersionError, match=shard.name):
+    with pytest.raises(SchemaVersionError, match=shard.name):
         DatasetWriter(d2, fingerprint=FP)
 
 
@@ -454,7 +455,7 @@ def test_a_failed_flush_keeps_its_episodes_for_the_next_one(tmp_path, monkeypatc
     eps = [make_episode(i) for i in range(6)]
     for e in eps:
         w.add(e)
-    real = layout.write_shard
+    real = shards.write_shard
     calls = []
 
     def disk_full_once(path, config, rows, meta):
@@ -463,10 +464,10 @@ def test_a_failed_flush_keeps_its_episodes_for_the_next_one(tmp_path, monkeypatc
             raise OSError(28, "No space left on device")
         return real(path, config, rows, meta)
 
-    monkeypatch.setattr(layout, "write_shard", disk_full_once)
+    monkeypatch.setattr(shards, "write_shard", disk_full_once)
     with pytest.raises(OSError, match="No space left"):
         w.flush()
-    monkeypatch.setattr(layout, "write_shard", real)
+    monkeypatch.setattr(shards, "write_shard", real)
     w.flush()
     w.finalize()
     raw = agent_sft.load(str(d), "raw")
@@ -478,6 +479,6 @@ def test_an_episode_with_an_unknown_split_is_refused_when_added(tmp_path):
     w = DatasetWriter(tmp_path / "ds", fingerprint=FP)
     e = make_episode(0)
     e.split = "test"
-    with pytest.raises(layout.DatasetError, match="split 'test' is not one of train, validation"):
+    with pytest.raises(DatasetError, match="split 'test' is not one of train, validation"):
         w.add(e)
     w.close()

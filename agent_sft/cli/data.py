@@ -115,7 +115,7 @@ def build_spec(a: argparse.Namespace) -> Any:
 
 def run(a: argparse.Namespace) -> int:
     from agent_sft.dataset.filters import FilterError
-    from agent_sft.dataset.layout import DatasetError
+    from agent_sft.errors import DatasetError
 
     try:
         return _run(a)

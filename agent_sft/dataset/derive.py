@@ -6,7 +6,7 @@ from collections import Counter
 
 import pyarrow as pa
 
-from agent_sft.dataset import layout
+from agent_sft.dataset import layout, shards
 from agent_sft.dataset.filters import active_filters, build_filters, derive_sft
 from agent_sft.dataset.layout import BuildSpec
 from agent_sft.records import SFT_SCHEMA
@@ -28,7 +28,7 @@ class SftDeriver:
             batches = iter([raw_rows])
         else:
             path = layout.shard_path(folder, "raw", split, raw_name)
-            batches = (b.to_pylist() for b in layout.iter_shard_batches(path))
+            batches = (b.to_pylist() for b in shards.iter_shard_batches(path))
         tables, drops, episodes = [], Counter(), 0
         for rows in batches:
             sft, d = self.derive(rows)
@@ -39,7 +39,7 @@ class SftDeriver:
         table = pa.concat_tables(tables) if tables else SFT_SCHEMA.empty_table()
         meta = {"split": split, "generation": generation, "source": raw_name, "episodes": episodes, "drops": dict(drops)}
         path = layout.shard_path(folder, "sft", split, layout.sft_name(raw_name, generation))
-        n = layout.write_shard(path, "sft", table, meta)
+        n = shards.write_shard(path, "sft", table, meta)
         return {**meta, "rows": n}
 
 

@@ -11,20 +11,20 @@ import os
 import shutil
 import time
 
-from agent_sft.dataset import layout
+from agent_sft.dataset import checksums, layout, shards
 from agent_sft.dataset.derive import SftDeriver
 from agent_sft.dataset.fingerprint import diff as config_diff
 from agent_sft.dataset.layout import BuildSpec
 from agent_sft.dataset.rewrite import check_not_corrupt, compact_shards, repair
 from agent_sft.dataset.writer import DatasetWriter, new_writer_tag
-from agent_sft.errors import ConfigMismatchError
+from agent_sft.errors import ConfigMismatchError, NotADatasetError
 from agent_sft.records import SPLITS
 
 
 def _info_under_lock(folder: str) -> dict:
     info = layout.read_info(folder) or layout.recover_info(folder)
     if info is None:
-        raise layout.NotADatasetError(f"{folder}: not an agent-sft dataset folder (no {layout.INFO} and no shards)")
+        raise NotADatasetError(f"{folder}: not an agent-sft dataset folder (no {layout.INFO} and no shards)")
     return info
 
 
@@ -46,7 +46,7 @@ def rebuild(folder: str, build: BuildSpec) -> dict:
             for name in s.raw[split]:
                 deriver.write_for(folder, split, name, new)
         info["build"] = {**build.to_dict(), "generation": new}
-        layout.write_json_atomic(os.path.join(folder, layout.INFO), info)
+        shards.write_json_atomic(os.path.join(folder, layout.INFO), info)
         s = repair(folder, layout.scan(folder, new), deriver)
         from agent_sft.dataset import reading
 
@@ -102,7 +102,7 @@ def merge(dest: str, sources: list[str], *, allow_config_change: bool = False) -
             s = layout.open_scan(src, info)
             for split in SPLITS:
                 for name in sorted(s.raw[split]):
-                    for batch in layout.iter_shard_batches(layout.shard_path(src, "raw", split, name)):
+                    for batch in shards.iter_shard_batches(layout.shard_path(src, "raw", split, name)):
                         for row in batch.to_pylist():
                             if w.add(row):
                                 added += 1
@@ -116,9 +116,9 @@ def merge(dest: str, sources: list[str], *, allow_config_change: bool = False) -
 
 def require_folder(folder: str) -> None:
     if not os.path.isdir(folder):
-        raise layout.NotADatasetError(f"{folder}: " + ("a file, not a dataset folder" if os.path.isfile(folder) else "no such folder"))
+        raise NotADatasetError(f"{folder}: " + ("a file, not a dataset folder" if os.path.isfile(folder) else "no such folder"))
     if not os.path.exists(os.path.join(folder, layout.INFO)) and not os.path.isdir(os.path.join(folder, "data")):
-        raise layout.NotADatasetError(f"{folder}: not an agent-sft dataset folder (no {layout.INFO})")
+        raise NotADatasetError(f"{folder}: not an agent-sft dataset folder (no {layout.INFO})")
 
 
 def repair_folder(folder: str) -> list[str]:
@@ -137,12 +137,12 @@ def repair_folder(folder: str) -> list[str]:
             done.append(f"rebuilt {layout.INFO} from the identity recorded in shard {info.get('recovered_from')}")
         gen = layout.generation(info)
         deriver = SftDeriver(layout.build_spec(info))
-        sums, sums_why = layout.load_checksums(folder)
+        sums, sums_why = checksums.load_checksums(folder)
         if sums_why:
             done.append(f"{layout.CHECKSUMS}: {sums_why}; written again from the shards")
         s = layout.scan(folder, gen)
         q_dir = os.path.join(folder, layout.QUARANTINE, time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
-        found = layout.find_damage(folder, s, sums)
+        found = checksums.find_damage(folder, s, sums)
         raw_bad, sft_bad = found.raw, found.sft
         # every step keeps the README's files in place: damaged raw shards are copied aside, then replaced
         # by an empty shard, and deleted only once the README no longer names them
@@ -155,7 +155,7 @@ def repair_folder(folder: str) -> list[str]:
                 os.makedirs(dest, exist_ok=True)
                 shutil.copy2(src, os.path.join(dest, n))
                 if n in s.raw[split]:
-                    layout.write_shard(layout.shard_path(folder, "raw", split, f"{tag}-q{len(unreadable):03d}{layout.SHARD_SUFFIX}"),
+                    shards.write_shard(layout.shard_path(folder, "raw", split, f"{tag}-q{len(unreadable):03d}{shards.SHARD_SUFFIX}"),
                                   "raw", [], {"split": split, "writer": tag, "replaces": [n], "quarantined": n})
                 unreadable.append(src)
                 rows = (s.raw[split].get(n) or {}).get("rows")

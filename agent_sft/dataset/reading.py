@@ -11,8 +11,9 @@ from typing import Any
 
 import pyarrow.dataset as pads
 
-from agent_sft.dataset import layout
+from agent_sft.dataset import checksums, layout, shards
 from agent_sft.dataset.filters import active_filters
+from agent_sft.errors import DatasetError, NotADatasetError
 from agent_sft.records import CONFIGS, SCHEMAS, SPLITS
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def sample_episode(folder: str, s: layout.Scan, look_at: int = 256) -> dict | No
     """A short episode to show on the card: the shortest won one among the first few, else the shortest."""
     best, seen = None, 0
     for path in _paths(folder, s, "raw"):
-        for batch in layout.iter_shard_batches(path):
+        for batch in shards.iter_shard_batches(path):
             for row in batch.to_pylist():
                 key = (not row["success"], row["episode_length"])
                 if best is None or key < best[0]:
@@ -160,7 +161,7 @@ def finalize_folder(folder: str, s: layout.Scan, summary: dict | None = None) ->
     if summary:
         stats["run"] = summary
     stats["finalized_at"] = time.time()
-    layout.write_json_atomic(os.path.join(folder, layout.STATS), stats)
+    shards.write_json_atomic(os.path.join(folder, layout.STATS), stats)
     info = layout.read_info(folder) or {}
     plots = card.write_plots(folder, stats)
     body = card.render_body(info, stats, sample_episode(folder, s), plots)
@@ -205,9 +206,9 @@ def load(folder: str, config: str = "sft", split: str | None = None, streaming: 
         DatasetError: not a dataset folder, unknown config or split.
     """
     if config not in CONFIGS:
-        raise layout.DatasetError(f"unknown config {config!r}; choose one of {', '.join(CONFIGS)}")
+        raise DatasetError(f"unknown config {config!r}; choose one of {', '.join(CONFIGS)}")
     if split is not None and split not in SPLITS:
-        raise layout.DatasetError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        raise DatasetError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     _, s = folder_status(folder)
     import datasets
 
@@ -266,9 +267,9 @@ def readme_listing(folder: str, s: layout.Scan) -> tuple[dict[str, dict[str, lis
     """
     path = os.path.join(folder, "README.md")
     for _ in range(3):
-        seen = layout.file_id(path)
+        seen = checksums.file_id(path)
         out = _readme_listing(folder, s)
-        if out[1] is None or layout.file_id(path) == seen:
+        if out[1] is None or checksums.file_id(path) == seen:
             break
     return out
 
@@ -303,17 +304,17 @@ def check_folder(folder: str) -> dict:
     derive, "unlisted": shards the README's listing lags behind}.
     """
     if not os.path.isdir(folder):
-        raise layout.NotADatasetError(f"{folder}: " + ("a file, not a dataset folder" if os.path.isfile(folder) else "no such folder"))
+        raise NotADatasetError(f"{folder}: " + ("a file, not a dataset folder" if os.path.isfile(folder) else "no such folder"))
     info = layout.read_info(folder) or layout.recover_info(folder, write=False) or {}
     s = layout.open_scan(folder, info)
-    sums, sums_why = layout.load_checksums(folder)
+    sums, sums_why = checksums.load_checksums(folder)
     _, readme_why, unlisted = readme_listing(folder, s)
     damaged: dict[str, str] = {}
     if readme_why:
         damaged["README.md"] = readme_why
     if sums_why:
         damaged[layout.CHECKSUMS] = f"{sums_why}; the shards were verified by reading them whole instead"
-    found = layout.find_damage(folder, s, sums)
+    found = checksums.find_damage(folder, s, sums)
     damaged.update(found.paths())
     return {"checked": found.checked, "damaged": damaged, "missing_sft": sum(len(v) for v in s.missing_sft.values()), "unlisted": unlisted}
 

@@ -17,8 +17,9 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.dataset as pads
 
-from agent_sft.dataset import card, layout
+from agent_sft.dataset import card, checksums, layout, shards
 from agent_sft.dataset.derive import SftDeriver
+from agent_sft.errors import CorruptShardError
 from agent_sft.records import END_ERROR, SPLITS
 
 log = logging.getLogger(__name__)
@@ -69,13 +70,13 @@ def write_readme(folder: str, s: layout.Scan, body: str | None = None, stats: di
     progress note when there is none yet). The checksums of the listed files are recorded first.
     """
     files = layout.listing(folder, s)
-    layout.record_checksums(folder, [p for c in files.values() for ps in c.values() for p in ps])
+    checksums.record_checksums(folder, [p for c in files.values() for ps in c.values() for p in ps])
     text = card.front_matter(layout.configs_front_matter(files), layout.read_info(folder) or {}, stats)
     if body is None:
         body = card.current_body(folder)
         if body is None or (s.raw_rows() and body.startswith(card.EMPTY_TITLE)):
             body = card.progress_body(s)
-    layout.write_text_atomic(os.path.join(folder, "README.md"), text + body)
+    shards.write_text_atomic(os.path.join(folder, "README.md"), text + body)
 
 
 def check_not_corrupt(folder: str, s: layout.Scan, verify: bool = False) -> list[tuple[str, str]]:
@@ -85,13 +86,13 @@ def check_not_corrupt(folder: str, s: layout.Scan, verify: bool = False) -> list
     damaged inside (not only at its footer) is found before anything is played or written. Returns the
     (split, raw shard name) whose sft shard is damaged: derived data, to derive again.
     """
-    found = layout.find_damage(folder, s, layout.read_checksums(folder) if verify else {}, verify)
+    found = checksums.find_damage(folder, s, checksums.read_checksums(folder) if verify else {}, verify)
     bad = {f"data/raw/{sp}/{n}": why for sp in SPLITS for n, why in found.raw[sp].items()}
     # an sft shard the scan could not read is not live: the repair that follows derives it anyway
     sft_bad = [(sp, layout.raw_name(n)) for sp in SPLITS for n in sorted(found.sft[sp]) if n not in s.corrupt_sft[sp]]
     if bad:
         names = sorted(bad)
-        raise layout.CorruptShardError(
+        raise CorruptShardError(
             f"{folder}: {len(bad)} raw shard(s) damaged ({names[0]}: {bad[names[0]]}"
             f"{f'; and {len(bad) - 1} more' if len(bad) > 1 else ''}); run `agent-sft repair {folder}` to move them "
             "aside (their episodes are then played again by the next collect)"
@@ -116,12 +117,12 @@ def split_errors(folder: str, s: layout.Scan, deriver: SftDeriver, tag: str) -> 
             n_err = reasons.count(END_ERROR)
             if not n_err or n_err == len(reasons):
                 continue
-            table = layout.read_shard(path)
+            table = shards.read_shard(path)
             is_err = pa.compute.equal(table.column("end_reason"), END_ERROR)
             base = f"{tag}-e{secrets.token_hex(2)}"
-            layout.write_shard(os.path.join(raw_dir, f"{base}-err{layout.SHARD_SUFFIX}"), "raw", table.filter(is_err),
+            shards.write_shard(os.path.join(raw_dir, f"{base}-err{shards.SHARD_SUFFIX}"), "raw", table.filter(is_err),
                           {"split": split, "writer": tag, "after": [name], "errors_of": name})
-            layout.write_shard(os.path.join(raw_dir, f"{base}{layout.SHARD_SUFFIX}"), "raw", table.filter(pa.compute.invert(is_err)),
+            shards.write_shard(os.path.join(raw_dir, f"{base}{shards.SHARD_SUFFIX}"), "raw", table.filter(pa.compute.invert(is_err)),
                           {"split": split, "writer": tag, "replaces": [name]})
             changed = True
             log.info("%s: %d error episodes will be played again", name, n_err)
@@ -160,7 +161,7 @@ def compact_shards(folder: str, split: str, names: list[str], generation: int, t
         if len(group) == 1:
             out.append(group[0])
             continue
-        name = f"{tag}-c{secrets.token_hex(2)}{i:03d}{layout.SHARD_SUFFIX}"
+        name = f"{tag}-c{secrets.token_hex(2)}{i:03d}{shards.SHARD_SUFFIX}"
         metas = [s.raw[split][n] for n in group]
         sft_metas = [s.sft[split][n] for n in group]
         drops: Counter = Counter()
@@ -170,17 +171,17 @@ def compact_shards(folder: str, split: str, names: list[str], generation: int, t
         sft_meta = {"split": split, "generation": generation, "source": name, "replaces": [layout.sft_name(n, generation) for n in group],
                     "episodes": sum(m.get("episodes", 0) for m in sft_metas), "drops": dict(drops),
                     "rows": sum(m["rows"] for m in sft_metas)}
-        with layout.sealing(os.path.join(sft_dir, layout.sft_name(name, generation)), "sft", sft_meta) as w:
+        with shards.sealing(os.path.join(sft_dir, layout.sft_name(name, generation)), "sft", sft_meta) as w:
             for n in group:
-                for batch in layout.iter_shard_batches(os.path.join(sft_dir, layout.sft_name(n, generation))):
+                for batch in shards.iter_shard_batches(os.path.join(sft_dir, layout.sft_name(n, generation))):
                     w.write_batch(batch)
         identity = next((m["identity"] for m in reversed(metas) if m.get("identity")), None)
         raw_meta = {"split": split, "writer": tag, "replaces": group, "rows": sum(m["rows"] for m in metas)}
         if identity:
             raw_meta["identity"] = identity
-        with layout.sealing(os.path.join(raw_dir, name), "raw", raw_meta) as w:
+        with shards.sealing(os.path.join(raw_dir, name), "raw", raw_meta) as w:
             for n in group:
-                for batch in layout.iter_shard_batches(os.path.join(raw_dir, n)):
+                for batch in shards.iter_shard_batches(os.path.join(raw_dir, n)):
                     w.write_batch(batch)
         out.append(name)
     # the README names the new shards before the replaced ones are deleted

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
-from agent_sft.dataset import layout
+from agent_sft.dataset import layout, shards
 from agent_sft.dataset.card import public
 from agent_sft.dataset.derive import SftDeriver, same_build
 from agent_sft.dataset.fingerprint import digest, mismatches
@@ -41,7 +41,7 @@ from agent_sft.dataset.rewrite import (
     split_errors,
     write_readme,
 )
-from agent_sft.errors import ConfigMismatchError, DatasetError
+from agent_sft.errors import ConfigMismatchError, DatasetError, NotADatasetError
 from agent_sft.records import END_ERROR, SCHEMA_VERSION, SPLITS, Episode
 
 __all__ = ["BuildSpec", "ConfigMismatchError", "DatasetWriter"]
@@ -120,7 +120,7 @@ class DatasetWriter:
         self._error_at: dict[str, tuple[str, str]] = {}  # error episode to replace -> (split, shard)
         self._scan: layout.Scan | None = None  # the folder as this writer last left it (None: scan it again)
         self._names: dict[tuple[str, str], set[str]] = {}  # its shard file names then
-        self._syncing: list[layout.ShardGroup] = []  # flushes whose renames are being synced
+        self._syncing: list[shards.ShardGroup] = []  # flushes whose renames are being synced
         self.duplicates_skipped = 0
         self.episodes_written = 0
         self._finalized = False
@@ -158,7 +158,7 @@ class DatasetWriter:
             s = layout.scan(self.path, self.generation)
             # before anything is written or played: a damaged raw shard's episodes would count as done
             damaged_sft = check_not_corrupt(self.path, s, verify=True)
-            layout.write_json_atomic(os.path.join(self.path, layout.INFO), info)
+            shards.write_json_atomic(os.path.join(self.path, layout.INFO), info)
             for split, name in damaged_sft:
                 log.warning("%s: the sft shard of %s/%s does not match its checksum; derived again", self.path, split, name)
                 self.deriver.write_for(self.path, split, name, self.generation)  # replaces it in one rename
@@ -173,8 +173,8 @@ class DatasetWriter:
             self.done_ids = done
             self._known = {(sp, n) for sp in SPLITS for n in s.raw[sp]}
             self._remember(s)
-        layout.keep_spares(self.path)
-        self._spares = weakref.finalize(self, layout.drop_spares, self.path)  # once: at close, or when dropped
+        shards.keep_spares(self.path)
+        self._spares = weakref.finalize(self, shards.drop_spares, self.path)  # once: at close, or when dropped
         self.resumed_episodes = len(self.done_ids)
         self.errors_to_retry = len(self._error_at)
 
@@ -182,10 +182,10 @@ class DatasetWriter:
         """Create the folder, or refuse one that holds other files and is not a dataset."""
         os.makedirs(self.path, exist_ok=True)
         if not os.path.exists(os.path.join(self.path, layout.INFO)) and any(
-            e.name not in ("meta", "data", "README.md", layout.QUARANTINE) and not e.name.startswith(layout.TMP_PREFIX)
+            e.name not in ("meta", "data", "README.md", layout.QUARANTINE) and not e.name.startswith(shards.TMP_PREFIX)
             for e in os.scandir(self.path)
         ):
-            raise layout.NotADatasetError(
+            raise NotADatasetError(
                 f"{self.path}: folder is not empty and is not an agent-sft dataset; choose another output.dir"
             )
 
@@ -295,7 +295,7 @@ class DatasetWriter:
             self._synced()
             self._follow_build()
             self._catch_up()
-            group = layout.ShardGroup()
+            group = shards.ShardGroup()
             try:
                 with group:
                     for split in list(by_split):
@@ -304,12 +304,12 @@ class DatasetWriter:
                         if not srows:
                             del by_split[split]
                             continue
-                        name = f"{self.tag}-{self._seq:05d}{layout.SHARD_SUFFIX}"
+                        name = f"{self.tag}-{self._seq:05d}{shards.SHARD_SUFFIX}"
                         self._seq += 1
                         replaces, moved, rests = self._take_out_errors(split, name, srows)
                         meta = {"split": split, "writer": self.tag, "replaces": replaces, "identity": self._identity}
                         path = layout.shard_path(self.path, "raw", split, name)
-                        layout.write_shard(path, "raw", srows, meta)
+                        shards.write_shard(path, "raw", srows, meta)
                         unit = _Unit(split, name, path, srows, moved, rests, {**meta, "rows": len(srows)})
                         units.append(unit)
                         unit.sft = self.deriver.write_for(self.path, split, name, self.generation, srows)
@@ -405,11 +405,11 @@ class DatasetWriter:
         moved: dict[str, tuple[str, str]] = {}
         rests: list[str] = []
         for holder, ids in sorted(holders.items()):
-            table = layout.read_shard(os.path.join(raw_dir, holder))
+            table = shards.read_shard(os.path.join(raw_dir, holder))
             keep = table.filter(pa.compute.invert(pa.compute.is_in(table.column("episode_id"), pa.array(sorted(ids)))))
             if keep.num_rows:
-                rest = f"{name[:-len(layout.SHARD_SUFFIX)]}-{secrets.token_hex(2)}-err{layout.SHARD_SUFFIX}"
-                layout.write_shard(os.path.join(raw_dir, rest), "raw", keep,
+                rest = f"{name[:-len(shards.SHARD_SUFFIX)]}-{secrets.token_hex(2)}-err{shards.SHARD_SUFFIX}"
+                shards.write_shard(os.path.join(raw_dir, rest), "raw", keep,
                               {"split": split, "writer": self.tag, "after": [holder], "errors_of": holder})
                 ends = keep.column("end_reason").to_pylist()
                 moved.update({eid: (split, rest) for eid, e in zip(keep.column("episode_id").to_pylist(), ends)

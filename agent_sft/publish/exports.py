@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agent_sft.dataset import layout
+from agent_sft.dataset import layout, shards
 from agent_sft.dataset.formats import seed_record, verl_row
 from agent_sft.errors import ConfigError
 from agent_sft.records import MESSAGES_TYPE, SPLITS
@@ -69,7 +69,7 @@ def iter_config_rows(folder: str, s: layout.Scan, config: str, split: str) -> It
         if not meta["rows"]:
             continue
         fname = name if config == "raw" else layout.sft_name(name, s.generation)
-        for batch in layout.iter_shard_batches(layout.shard_path(folder, config, split, fname)):
+        for batch in shards.iter_shard_batches(layout.shard_path(folder, config, split, fname)):
             yield batch.to_pylist()
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
+from agent_sft.policies.inbox import drain
+
 
 class DaemonPool:
     """`map` over at most `workers` daemon threads, started as work comes."""
@@ -59,13 +61,8 @@ class DaemonPool:
         """Cancel the calls not started; each thread ends once its call returns (none is waited for)."""
         with self._lock:
             self._closed = True
-            while True:
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is not None:
-                    job[0].cancel()
+            for future, _, _ in drain(self._jobs):
+                future.cancel()
             for _ in range(self._threads):
                 self._jobs.put(None)
 

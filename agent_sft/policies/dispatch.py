@@ -13,17 +13,11 @@ In the async loop every episode runs in its own thread and asks for one answer a
 
 from __future__ import annotations
 
-import queue
-import threading
-from concurrent.futures import Future
 from typing import Any, Protocol, runtime_checkable
 
 from agent_sft.policies.base import Completion, Policy, PolicyError
+from agent_sft.policies.inbox import InboxThread, PolicyClosed
 from agent_sft.records import Message
-
-
-class PolicyClosed(PolicyError):
-    """The run is stopping: no more answers."""
 
 
 @runtime_checkable
@@ -69,7 +63,7 @@ class Inline:
         self._closed = True
 
 
-class MicroBatcher:
+class MicroBatcher(InboxThread):
     """One thread answers, with one `act` call, every ask that arrived while its previous call ran.
 
     Args:
@@ -81,62 +75,22 @@ class MicroBatcher:
         self.policy = policy
         self.max_batch = max_batch
         self.batches = 0  # act calls made
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._failed: BaseException | None = None
-        self._closed = False
-        self._thread = threading.Thread(target=self._main, name="agent-sft-policy", daemon=True)
-        self._thread.start()
+        super().__init__("agent-sft-policy")
 
     def ask(self, conversation: list[Message], seed: int, info: dict[str, Any] | None = None) -> Completion:
-        if self._failed is not None:
-            raise self._failed
-        if self._closed:
-            raise PolicyClosed("the policy is closed")
-        answer: Future = Future()
-        self._inbox.put((conversation, seed, info or {}, answer))
-        return answer.result()
+        return self._ask((conversation, seed, info or {}))
 
-    def _main(self) -> None:
-        while True:
-            item = self._inbox.get()
-            if item is None:
-                break
-            batch = [item]
-            while self.max_batch is None or len(batch) < self.max_batch:
-                try:
-                    more = self._inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._inbox.put(None)
-                    break
-                batch.append(more)
+    def _serve(self) -> None:
+        while (batch := self._next(block=True, limit=self.max_batch)) is not None:
+            asks = [b[0] for b in batch]
             try:
-                out = self.policy.act([b[0] for b in batch], [b[1] for b in batch], [b[2] for b in batch])
+                out = self.policy.act([a[0] for a in asks], [a[1] for a in asks], [a[2] for a in asks])
                 if len(out) != len(batch):
                     raise PolicyError(f"the policy answered {len(out)} of {len(batch)} conversations")
             except BaseException as e:  # noqa: BLE001 - every waiting episode learns it; the run stops
-                self._failed = e
-                for b in batch:
-                    b[3].set_exception(e)
-                self._drain(e)
+                self._fail(e, [b[1] for b in batch])
                 return
             self.batches += 1
-            for b, c in zip(batch, out):
-                b[3].set_result(c)
-        self._drain(PolicyClosed("the policy is closed"))
-
-    def _drain(self, error: BaseException) -> None:
-        while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                return
-            if item is not None:
-                item[3].set_exception(error)
-
-    def close(self) -> None:
-        self._closed = True
-        self._inbox.put(None)
-        self._thread.join(timeout=5.0)
+            for (_, answer), c in zip(batch, out):
+                answer.set_result(c)
         self._drain(PolicyClosed("the policy is closed"))

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from agent_sft.errors import ConfigError
-from agent_sft.policies.base import Completion
+from agent_sft.config import ConfigError, PolicyConfig
+from agent_sft.policies.base import Completion, PolicyError
 from agent_sft.policies.common import (
     check_chat_template,
     check_seeds,
@@ -35,10 +34,8 @@ from agent_sft.policies.common import (
     require,
     sampling_json,
 )
+from agent_sft.policies.inbox import InboxThread, PolicyClosed
 from agent_sft.records import Message, PolicyInfo
-
-if TYPE_CHECKING:
-    from agent_sft.config import PolicyConfig
 
 
 class VLLMPolicy:
@@ -164,7 +161,7 @@ def _completion(res: Any, prompt_tokens: int) -> Completion:
     )
 
 
-class EngineLoop:
+class EngineLoop(InboxThread):
     """Continuous batching for the async loop: one thread steps the engine; a request asked from any
     thread is added to it before its next step, so the engine never waits for a turn to fill.
 
@@ -172,54 +169,36 @@ class EngineLoop:
     threads at once); the engine is only ever touched by the loop's thread.
     """
 
+    join_s = 30.0
+
     def __init__(self, policy: VLLMPolicy) -> None:
         self.policy = policy
         self.engine_steps = 0
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._tokenize = threading.Lock()
-        self._failed: BaseException | None = None
-        self._closed = False
-        self._thread = threading.Thread(target=self._main, name="agent-sft-vllm", daemon=True)
-        self._thread.start()
+        super().__init__("agent-sft-vllm")
 
     def ask(self, conversation: list[Message], seed: int, info: dict[str, Any] | None = None) -> Completion:
-        from agent_sft.policies.dispatch import PolicyClosed
-
-        if self._failed is not None:
-            raise self._failed
-        if self._closed:
-            raise PolicyClosed("the policy is closed")
+        self._check_open()
         p = self.policy
         with self._tokenize:
             ids = p.prompt_ids(conversation)
         room = p.max_model_len - len(ids)
         if room < 1:
             return context_truncated(len(ids))
-        answer: Future = Future()
-        self._inbox.put(({"prompt_token_ids": ids}, p._sampling(seed, min(p.cfg.max_tokens, room)), answer))
-        return answer.result()
+        return self._ask(({"prompt_token_ids": ids}, p._sampling(seed, min(p.cfg.max_tokens, room))))
 
-    def _main(self) -> None:
-        from agent_sft.policies.dispatch import PolicyClosed
-
+    def _serve(self) -> None:
         llm = self.policy.llm
         engine = llm.llm_engine
         waiting: dict[str, tuple[Future, int]] = {}
         try:
             while True:
-                items = []
-                if not waiting:
-                    items.append(self._inbox.get())  # idle: sleep until a request comes
-                while True:
-                    try:
-                        items.append(self._inbox.get_nowait())
-                    except queue.Empty:
-                        break
-                if None in items:
+                items = self._next(block=not waiting)  # idle: sleep until a request comes
+                if items is None:
                     raise PolicyClosed("the policy is closed")
                 if items:
-                    ids = llm.enqueue([i[0] for i in items], [i[1] for i in items], use_tqdm=False)
-                    for rid, (prompt, _, answer) in zip(ids, items):
+                    ids = llm.enqueue([p for (p, _), _ in items], [s for (_, s), _ in items], use_tqdm=False)
+                    for rid, ((prompt, _), answer) in zip(ids, items):
                         # the engine answers under the id `LLM` gave (a number); it returned its own
                         # unique form of it, "<number>-<random>"
                         waiting[rid.split("-", 1)[0]] = (answer, len(prompt["prompt_token_ids"]))
@@ -232,31 +211,15 @@ class EngineLoop:
                     raise RuntimeError(f"the engine finished without answering {len(waiting)} requests")
         except BaseException as e:  # noqa: BLE001 - every waiting episode learns it; the run stops
             if not isinstance(e, PolicyClosed):
-                from agent_sft.policies.base import PolicyError
-
                 failed = PolicyError(f"the vLLM engine failed: {type(e).__name__}: {e}")
                 failed.__cause__ = e
                 e = failed
-            self._failed = e
-            for answer, _ in waiting.values():
-                answer.set_exception(e)
-            while True:
-                try:
-                    item = self._inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not None:
-                    item[2].set_exception(e)
+            self._fail(e, [answer for answer, _ in waiting.values()])
             if waiting:  # left in the engine, they would come back with the next `generate`'s answers
                 try:
                     engine.abort_request(list(waiting))
                 except Exception:  # noqa: BLE001 - the engine is already broken
                     pass
-
-    def close(self) -> None:
-        self._closed = True
-        self._inbox.put(None)
-        self._thread.join(timeout=30.0)
 
 
 def _cuda_available() -> bool:

@@ -1,7 +1,9 @@
 """Env pools: a fixed number of env instances addressed by slot, each answering `reset`/`step`/`tasks`.
 
 The collector plays every episode through an `EnvPool` and never names a pool class: `env.backend`
-chooses one from `BACKENDS` (`"module:Class"`, imported only when chosen).
+chooses one from `BACKENDS` (`"module:Class"`, imported only when chosen). Every backend below subclasses
+`rollout.pool_base.SlotPool`, which keeps the slots, counters and deadlines; a new one is one module
+(the few methods that run one env) and one row (`register_pool`).
 
 - `process` (`rollout.workers.WorkerPool`): one spawned process per env. A crashed, raising or hung env
   is killed and a fresh one takes its slot; the main process never imports the env.
@@ -124,6 +126,11 @@ BACKENDS: dict[str, PoolBackend] = {
                           "one thread of this process per env, for envs that wait on the network; a hung env "
                           "is abandoned and replaced"),
 }
+
+
+def register_pool(name: str, row: PoolBackend) -> None:
+    """Add (or replace) the backend `name` that `env.backend=name` chooses."""
+    BACKENDS[name] = row
 
 
 def backend(name: str, env: EnvSpec | None = None) -> PoolBackend:

@@ -14,22 +14,13 @@ import contextlib
 import ipaddress
 import os
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
-from agent_sft.envs import EnvSpec, spec
+from agent_sft.envs import EnvSpec
 from agent_sft.errors import AgentSFTError
-from agent_sft.rollout.pools import (
-    PoolCounters,
-    Reply,
-    WorkerStartError,
-    build_env,
-    build_failed,
-    run_command,
-    timed_out,
-)
+from agent_sft.rollout.pool_base import EnvHandle, SlotPool
+from agent_sft.rollout.pools import Reply, build_env, run_command
 
 # The address a Ray started here binds: its services then take no traffic from other machines.
 LOOPBACK = "127.0.0.1"
@@ -126,111 +117,51 @@ class EnvActor:
         self.env.close()
 
 
-class RayEnvPool:
-    """`size` envs as Ray actors, addressed by slot: the `ray` backend of `EnvPool`.
+class _Actor(EnvHandle):
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+        self.built = actor.ready.remote()
 
-    Args:
-        env: Registered env name, or its spec.
-        size: Number of envs.
-        env_kwargs: Keyword arguments of the env factory.
-        timeout_s: Deadline of one reset/step.
-        start_timeout_s: Deadline for an env to be built.
-        cpus_per_env: CPUs each env actor reserves.
-    """
+
+class RayEnvPool(SlotPool):
+    """`size` envs as Ray actors, addressed by slot: the `ray` backend of `EnvPool` (arguments: `SlotPool`,
+    and `cpus_per_env`, the CPUs each env actor reserves)."""
+
+    noun = "env actor"
+    build_before_send = True  # `_poll` sees only requests: a slot's build is awaited first, under its own timeout
 
     def __init__(self, env: str | EnvSpec, size: int, env_kwargs: dict | None = None, timeout_s: float = 120.0,
                  start_timeout_s: float = 300.0, cpus_per_env: float = 1.0):
         self.ray = _ray()
-        self.factory = (env if isinstance(env, EnvSpec) else spec(env)).entry_point
-        self.kwargs = dict(env_kwargs or {})
-        self.timeout_s = timeout_s
-        self.start_timeout_s = start_timeout_s
         self.cpus_per_env = cpus_per_env
-        self.counters = PoolCounters()
-        self._lock = threading.Lock()
-        self.accepted: list[str] = []
         self._remote = self.ray.remote(EnvActor)
-        self.actors: list[Any] = []
-        self.ready: list[Any] = []  # per slot: the pending `ready` call, None once built
-        self.started: list[float] = []
-        try:
-            self.resize(size)
-            self.await_ready()
-        except BaseException:
-            self.close()
-            raise
+        super().__init__(env, size, env_kwargs, timeout_s, start_timeout_s)
 
-    def __len__(self) -> int:
-        return len(self.actors)
+    def _start_hint(self) -> str:
+        return f" (is there a free CPU on the cluster for it? scale.cpus_per_env={self.cpus_per_env:g})"
 
-    def _start(self) -> tuple[Any, Any, float]:
-        with self._lock:
-            self.counters.started += 1
-        actor = self._remote.options(num_cpus=self.cpus_per_env, max_restarts=0).remote(self.factory, self.kwargs)
-        return actor, actor.ready.remote(), time.monotonic()
+    def _launch(self, slot: int) -> _Actor:
+        return _Actor(self._remote.options(num_cpus=self.cpus_per_env, max_restarts=0).remote(self.factory, self.kwargs))
 
-    def resize(self, size: int) -> None:
-        for a in self.actors[size:]:
-            self._kill(a)
-        del self.actors[size:], self.ready[size:], self.started[size:]
-        while len(self.actors) < size:
-            a, r, t = self._start()
-            self.actors.append(a)
-            self.ready.append(r)
-            self.started.append(t)
-
-    def await_ready(self) -> None:
-        for i in range(len(self.actors)):
-            self._await(i)
-
-    def _await(self, i: int) -> None:
-        ref = self.ready[i]
-        if ref is None:
-            return
-        left = self.start_timeout_s - (time.monotonic() - self.started[i])
-        done, _ = self.ray.wait([ref], timeout=max(left, 0.0))
+    def _built(self, handle: _Actor, timeout_s: float) -> Reply | None:
+        done, _ = self.ray.wait([handle.built], timeout=timeout_s)
         if not done:
-            raise WorkerStartError(f"env actor {i} did not start within {self.start_timeout_s:.0f} s (is there a free "
-                                   f"CPU on the cluster for it? scale.cpus_per_env={self.cpus_per_env:g})")
+            return None
         try:
-            self.accepted = self.ray.get(ref)
+            return Reply(True, self.ray.get(handle.built))
         except self.ray.exceptions.RayTaskError as e:
-            raise build_failed(str(e.cause) if getattr(e, "cause", None) else str(e)) from None
+            return Reply(False, error=str(e.cause) if getattr(e, "cause", None) else str(e))
         except self.ray.exceptions.RayActorError as e:
-            raise build_failed(f"the env actor died while starting: {e}") from None
-        self.ready[i] = None
+            return Reply(False, error=f"the env actor died while starting: {e}")
 
-    def replace(self, slot: int) -> None:
-        self._kill(self.actors[slot])
-        self.actors[slot], self.ready[slot], self.started[slot] = self._start()
-        with self._lock:
-            self.counters.replaced += 1
+    def _send(self, handle: _Actor, msg: tuple[str, tuple]) -> Any:
+        cmd, args = msg
+        return handle.actor.run.remote(cmd, args)
 
-    def call(self, requests: dict[int, tuple[str, tuple]]) -> dict[int, Reply]:
-        t0 = time.perf_counter()
-        for slot in requests:
-            self._await(slot)
-        now = time.monotonic()
-        refs = {self.actors[slot].run.remote(cmd, args): slot for slot, (cmd, args) in requests.items()}
-        deadline = now + self.timeout_s
-        replies: dict[int, Reply] = {}
-        pending = list(refs)
-        while pending:
-            done, pending = self.ray.wait(pending, num_returns=len(pending), timeout=max(0.0, deadline - time.monotonic()))
-            for ref in done:
-                replies[refs[ref]] = self._reply(ref)
-            if time.monotonic() >= deadline:
-                for ref in pending:
-                    replies[refs[ref]] = timed_out(requests[refs[ref]][0], self.timeout_s)
-                break
-        for slot, r in replies.items():
-            if not r.ok:
-                with self._lock:
-                    self.counters.errors += 1
-                self.replace(slot)
-        with self._lock:
-            self.counters.env_s += time.perf_counter() - t0
-        return replies
+    def _poll(self, waiting: dict[int, tuple[_Actor, Any]], timeout_s: float) -> list[tuple[int, Reply, bool]]:
+        refs = {ref: slot for slot, (_, ref) in waiting.items()}
+        done, _ = self.ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+        return [(refs[ref], self._reply(ref), False) for ref in done]
 
     def _reply(self, ref: Any) -> Reply:
         ray = self.ray
@@ -243,13 +174,8 @@ class RayEnvPool:
         except ray.exceptions.RayActorError as e:
             return Reply(False, error=f"env actor died: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
-    def _kill(self, actor: Any) -> None:
+    def _kill(self, handle: _Actor) -> None:
         try:
-            self.ray.kill(actor)
+            self.ray.kill(handle.actor)
         except Exception:  # noqa: BLE001 - already gone
             pass
-
-    def close(self) -> None:
-        for a in self.actors:
-            self._kill(a)
-        self.actors, self.ready, self.started = [], [], []

@@ -17,20 +17,11 @@ from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as wait_futures
 from typing import Any
 
-from agent_sft.envs import EnvSpec, spec
-from agent_sft.rollout.pools import (
-    PoolCounters,
-    Reply,
-    WorkerStartError,
-    build_env,
-    build_failed,
-    describe_error,
-    run_command,
-    timed_out,
-)
+from agent_sft.rollout.pool_base import EnvHandle, SlotPool
+from agent_sft.rollout.pools import Reply, build_env, describe_error, run_command
 
 
-class _Session:
+class _Session(EnvHandle):
     """One env in its own daemon thread; `built` resolves to the build's `Reply`."""
 
     def __init__(self, factory: Any, kwargs: dict, slot: int):
@@ -38,8 +29,6 @@ class _Session:
         self.kwargs = kwargs
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.built: Future = Future()
-        self.ready = False
-        self.started = time.monotonic()
         self.thread = threading.Thread(target=self._main, name=f"agent-sft-env-{slot}", daemon=True)
         self.thread.start()
 
@@ -76,130 +65,33 @@ class _Session:
         self.inbox.put(None)
 
 
-class ThreadPool:
-    """`size` envs in threads of this process, addressed by slot: the `thread` backend of `EnvPool`.
+class ThreadPool(SlotPool):
+    """`size` envs in threads of this process, addressed by slot: the `thread` backend of `EnvPool`
+    (arguments: `SlotPool`)."""
 
-    Args:
-        env: Registered env name, or its spec.
-        size: Number of envs.
-        env_kwargs: Keyword arguments of the env factory.
-        timeout_s: Deadline of one reset/step.
-        start_timeout_s: Deadline for an env to be built.
-    """
-
-    def __init__(
-        self,
-        env: str | EnvSpec,
-        size: int,
-        env_kwargs: dict | None = None,
-        timeout_s: float = 120.0,
-        start_timeout_s: float = 300.0,
-    ):
-        self.factory = (env if isinstance(env, EnvSpec) else spec(env)).entry_point
-        self.kwargs = dict(env_kwargs or {})
-        self.timeout_s = timeout_s
-        self.start_timeout_s = start_timeout_s
-        self.counters = PoolCounters()
-        self._lock = threading.Lock()  # counters: `call` runs in several threads at once in the async loop
-        self.accepted: list[str] = []  # the env_kwargs the factory took
-        self.sessions: list[_Session] = [self._start(i) for i in range(size)]
-        try:
-            self.await_ready()
-        except BaseException:
-            self.close()
-            raise
-
-    def __len__(self) -> int:
-        return len(self.sessions)
-
-    def _start(self, slot: int) -> _Session:
-        with self._lock:
-            self.counters.started += 1
+    def _launch(self, slot: int) -> _Session:
         return _Session(self.factory, self.kwargs, slot)
 
-    def _take_ready(self, s: _Session) -> None:
-        r: Reply = s.built.result()
-        if not r.ok:
-            raise build_failed(r.error)
-        s.ready = True
-        self.accepted = r.value
+    def _built(self, handle: _Session, timeout_s: float) -> Reply | None:
+        return handle.built.result() if wait_futures([handle.built], timeout=timeout_s).done else None
 
-    def await_ready(self) -> None:
-        """Wait until every env is built.
+    def _send(self, handle: _Session, msg: tuple[str, tuple]) -> Future:
+        return handle.submit(msg)
 
-        Raises:
-            WorkerStartError: an env could not be built, or took past `start_timeout_s`.
-        """
-        for i, s in enumerate(self.sessions):
-            if s.ready:
-                continue
-            left = self.start_timeout_s - (time.monotonic() - s.started)
-            if not wait_futures([s.built], timeout=max(left, 0.0)).done:
-                raise WorkerStartError(f"env worker {i} did not start within {self.start_timeout_s:.0f} s")
-            self._take_ready(s)
+    def _poll(self, waiting: dict[int, tuple[_Session, Future]], timeout_s: float) -> list[tuple[int, Reply, bool]]:
+        # A session still building answers its build first: a failed build never runs the request.
+        futures = {(answer if s.ready else s.built): i for i, (s, answer) in waiting.items()}
+        done, _ = wait_futures(list(futures), timeout=timeout_s, return_when=FIRST_COMPLETED)
+        return [(futures[f], f.result(), not waiting[futures[f]][0].ready) for f in done]
 
-    def resize(self, size: int) -> None:
-        """Close the envs past `size`, or start more (they build in the background)."""
-        for s in self.sessions[size:]:
-            s.retire()
-        del self.sessions[size:]
-        while len(self.sessions) < size:
-            self.sessions.append(self._start(len(self.sessions)))
+    def _kill(self, handle: _Session) -> None:
+        """Retire the session (left to finish on its own)."""
+        handle.retire()
 
-    def replace(self, slot: int) -> None:
-        """Retire the session of `slot` (left to finish on its own) and start a new one there."""
-        self.sessions[slot].retire()
-        self.sessions[slot] = self._start(slot)
-        with self._lock:
-            self.counters.replaced += 1
-
-    def call(self, requests: dict[int, tuple[str, tuple]]) -> dict[int, Reply]:
-        """Send `{slot: (command, args)}` to the envs at once, and collect every reply.
-
-        A request that raises or passes `timeout_s` gets a failed `Reply`, and its slot gets a fresh
-        session. A fresh session whose env cannot be built raises `WorkerStartError`.
-        """
-        t0 = time.perf_counter()
-        now = time.monotonic()
-        deadlines: dict[int, float] = {}
-        answers: dict[int, Future] = {}
-        for slot, msg in requests.items():
-            s = self.sessions[slot]
-            deadlines[slot] = now + self.timeout_s + (0.0 if s.ready else self.start_timeout_s)
-            answers[slot] = s.submit(msg)
-        replies: dict[int, Reply] = {}
-        pending = dict(deadlines)
-        while pending:
-            # A session still building answers its build first: a failed build never runs the request.
-            waiting = {(answers[i] if self.sessions[i].ready else self.sessions[i].built): i for i in pending}
-            wait_s = max(0.0, min(pending.values()) - time.monotonic())
-            done, _ = wait_futures(list(waiting), timeout=wait_s, return_when=FIRST_COMPLETED)
-            for f in done:
-                slot = waiting[f]
-                if not self.sessions[slot].ready:
-                    self._take_ready(self.sessions[slot])
-                    continue
-                replies[slot] = f.result()
-                del pending[slot]
-            now = time.monotonic()
-            for slot, deadline in list(pending.items()):
-                if now >= deadline:
-                    replies[slot] = timed_out(requests[slot][0], self.timeout_s)
-                    del pending[slot]
-        for slot, r in replies.items():
-            if not r.ok:
-                with self._lock:
-                    self.counters.errors += 1
-                self.replace(slot)
-        with self._lock:
-            self.counters.env_s += time.perf_counter() - t0
-        return replies
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Close every env, waiting up to `timeout` seconds in all for their threads."""
-        for s in self.sessions:
+    def _close(self, handles: list[_Session], timeout: float = 5.0) -> None:
+        """Retire every session, waiting up to `timeout` seconds in all for their threads."""
+        for s in handles:
             s.retire()
         deadline = time.monotonic() + timeout
-        for s in self.sessions:
+        for s in handles:
             s.thread.join(max(0.0, deadline - time.monotonic()))
-        self.sessions = []

@@ -127,6 +127,12 @@ def episode_seed(run_seed: int, task_id: str, sample_index: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
+def turn_seed(episode_seed: int, turn: int) -> int:
+    """The sampling seed of one turn of one episode (fits in int32)."""
+    digest = hashlib.sha256(f"{episode_seed}\x1f{turn}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
 def task_split(task_id: str, val_fraction: float) -> str:
     """`validation` for a stable `val_fraction` of tasks, chosen by a hash of the portable task id."""
     h = int.from_bytes(hashlib.sha256(task_id.encode()).digest()[:8], "big") / 2**64

@@ -35,7 +35,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 from agent_sft.config import load_config  # noqa: E402
-from agent_sft.rollout import Collector, WorkerPool, turn_seed  # noqa: E402
+from agent_sft.records import turn_seed  # noqa: E402
+from agent_sft.rollout import Collector, WorkerPool  # noqa: E402
 
 
 def play(cfg, policy):

@@ -86,7 +86,7 @@ MUTANTS = [
         ("if r.status_code in _RETRY_STATUS or r.status_code >= 500:",
          "if r.status_code in _RETRY_STATUS or r.status_code >= 500 or r.status_code == 400 and not _CONTEXT_RE.search(detail):"),
     ), "openai"),
-    Mutant("10a", "success computed as reward > 0 instead of the env's verdict", alt("agent_sft/rollout/loop.py",
+    Mutant("10a", "success computed as reward > 0 instead of the env's verdict", alt("agent_sft/rollout/episode.py",
         ("ep.success = reason == END_SUCCESS", "ep.success = ep.final_reward > 0"),
     ), "envs_verdict"),
     Mutant("10b", "final_reward the last reward instead of the sum", alt("agent_sft/records.py",

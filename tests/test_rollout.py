@@ -11,8 +11,8 @@ import pytest
 from agent_sft.config import ConfigError, load_config
 from agent_sft.envs import TaskSpec, register
 from agent_sft.policies.base import Completion
-from agent_sft.records import END_CONTEXT, END_ERROR, END_FAILURE, END_STEP_LIMIT, END_SUCCESS, PolicyInfo
-from agent_sft.rollout import Collector, episode_list, make_plan, turn_seed
+from agent_sft.records import END_CONTEXT, END_ERROR, END_FAILURE, END_STEP_LIMIT, END_SUCCESS, PolicyInfo, turn_seed
+from agent_sft.rollout import Collector, episode_list, make_plan
 
 
 class CounterEnv:

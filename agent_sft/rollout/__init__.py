@@ -1,16 +1,10 @@
 """The rollout: task scheduling (`tasks`), env pools chosen by `env.backend` (`pools`: worker processes in
-`workers`, threads in `threads`), the turn loop (`loop`)."""
+`workers`, threads in `threads`), the `Collector` (`collector`) and its two loops (`sync_loop`, `async_loop`)
+driving each episode's step machine (`episode`)."""
 
-from agent_sft.rollout.loop import (
-    Collector,
-    RolloutError,
-    RunStats,
-    default_env_kwargs,
-    iter_collect,
-    package_versions,
-    turn_seed,
-)
+from agent_sft.rollout.collector import Collector, default_env_kwargs, iter_collect, package_versions
 from agent_sft.rollout.pools import BACKENDS, EnvPool, PoolCounters, Reply, WorkerStartError, backend, make_pool
+from agent_sft.rollout.run_state import RolloutError, RunStats
 from agent_sft.rollout.tasks import EpisodeTask, Plan, episode_list, make_plan, select_tasks
 from agent_sft.rollout.workers import WorkerPool, canonical_env_name
 
@@ -35,5 +29,4 @@ __all__ = [
     "make_pool",
     "package_versions",
     "select_tasks",
-    "turn_seed",
 ]

@@ -33,6 +33,7 @@ expressions for free-form actions), and says precisely why an answer is invalid.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import string
@@ -56,7 +57,6 @@ PLACEHOLDERS = (
 )
 STYLES = ("window", "chat")
 _SECTION = re.compile(r"^=== *(first|step) *===[ \t]*$", re.MULTILINE)
-_TASK_MARK = "Your task is to: "
 
 
 class PromptError(AgentSFTError, ValueError):
@@ -65,11 +65,14 @@ class PromptError(AgentSFTError, ValueError):
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """The two texts of a prompt style: `first` for the first step, `step` for every later one."""
+    """The two texts of a prompt style: `first` for the first step, `step` for every later one, and for
+    an env whose info gives no goal, the text of its first observation that the goal follows
+    (`goal_marker`, from the env's spec: `resolve_template` sets it)."""
 
     first: str
     step: str
     source: str = "<string>"
+    goal_marker: str = ""
 
     @classmethod
     def from_text(cls, text: str, source: str = "<string>") -> PromptTemplate:
@@ -150,8 +153,14 @@ def _check_placeholders(body: str, where: str) -> None:
 
 
 def resolve_template(env_name: str, style: str, path: str | None) -> PromptTemplate:
-    """The template a run uses: the file at `path` when given, else the built-in one."""
-    return PromptTemplate.load(path) if path else PromptTemplate.builtin(env_name, style)
+    """The template a run uses: the file at `path` when given, else the built-in one; with the env's
+    goal marker (`EnvSpec.goal_marker`)."""
+    from agent_sft.envs import find_spec
+
+    template = PromptTemplate.load(path) if path else PromptTemplate.builtin(env_name, style)
+    spec = find_spec(env_name)
+    marker = spec.goal_marker if spec is not None else None
+    return dataclasses.replace(template, goal_marker=marker) if marker else template
 
 
 def format_admissible(actions: list[str]) -> str:
@@ -167,12 +176,12 @@ def format_history(pairs: list[tuple[str, str]], first_index: int) -> str:
     )
 
 
-def task_description(goal: str, observation: str) -> str:
-    """The goal; when the env gave none, the text after ALFWorld's 'Your task is to: '."""
-    if goal:
+def task_description(goal: str, observation: str, marker: str = "") -> str:
+    """The goal; when the env gave none, the text of `observation` after the env's goal marker."""
+    if goal or not marker:
         return goal
-    i = observation.find(_TASK_MARK)
-    return observation[i + len(_TASK_MARK) :].strip() if i >= 0 else ""
+    i = observation.find(marker)
+    return observation[i + len(marker) :].strip() if i >= 0 else ""
 
 
 @dataclass
@@ -204,7 +213,7 @@ class Conversation:
         recent = self.history[-self.history_length :] if self.history_length > 0 else []
         text = self.template.render(
             n == 0,
-            task_description=task_description(self.goal, observation if n == 0 else ""),
+            task_description=task_description(self.goal, observation if n == 0 else "", self.template.goal_marker),
             current_observation=observation,
             admissible_actions=format_admissible(admissible),
             action_history=format_history(recent, n - len(recent)),
@@ -214,7 +223,7 @@ class Conversation:
             max_steps=self.max_steps,
         )
         if n == 0 and not self.goal:
-            self.goal = task_description("", observation)
+            self.goal = task_description("", observation, self.template.goal_marker)
         self.messages.append({"role": "user", "content": text})
         end = len(self.messages)
         if self.style == "chat":

@@ -222,7 +222,7 @@ def test_expert_policy_answers_from_the_plan():
     assert t.text == (
         "<think>Plan: go to fridge 1; open fridge 1; take apple 1 from fridge 1</think><action>go to fridge 1</action>"
     )
-    info = ExpertPolicy("handcoded").describe()
+    info = ExpertPolicy("handcoded", env_name="alfworld").describe()
     assert (info.kind, info.model) == ("expert", "alfworld-handcoded")
     (none,) = ExpertPolicy().act([conv], [0])
     assert none.error == "expert has no plan"

@@ -24,23 +24,23 @@ class ExpertPolicy:
     """Answer each conversation with the first step of its env's expert plan.
 
     Args:
-        expert_type: the env's expert (ALFWorld's "planner" or "handcoded").
+        expert_type: the env's expert (ALFWorld's "planner" or "handcoded"), for the model label.
         think: put the remaining plan in the `<think>` block ("Plan: a; b; c"); off by default, so
             the think block stays empty rather than holding reasoning the expert never had.
         env_name: the env the expert belongs to.
         model: the model recorded for this policy, as the env's spec labels its expert
-            (`EnvSpec.expert_model`); default `<env_name>-<expert_type>`.
+            (`EnvSpec.expert_model`); default `<env_name>-<expert_type>`, or `<expert_type>` without an env.
     """
 
     thread_safe = True  # answers from the env info alone: the async loop calls it from every episode's thread
 
     def __init__(
-        self, expert_type: str = "planner", think: bool = False, env_name: str = "alfworld", model: str | None = None
+        self, expert_type: str = "expert", think: bool = False, env_name: str = "", model: str | None = None
     ) -> None:
         self.expert_type = expert_type
         self.think = bool(think)
         self.env_name = env_name
-        self.model = model or f"{env_name}-{expert_type}"
+        self.model = model or (f"{env_name}-{expert_type}" if env_name else expert_type)
 
     @classmethod
     def from_config(cls, cfg: PolicyConfig, **kwargs: Any) -> ExpertPolicy:

@@ -32,8 +32,9 @@ from agent_sft.records import END_ERROR, Episode
 from agent_sft.rollout import Collector, RunStats
 from agent_sft.rollout.tasks import EpisodeTask, Plan
 
-# Environment variables the driver passes on to the actors (where data and caches are, engine settings).
-FORWARDED_ENV = ("AGENT_SFT_", "ALFWORLD_", "WEBSHOP_", "HF_", "VLLM_", "TRANSFORMERS_", "OPENAI_")
+# Environment variables the driver passes on to the actors (where data and caches are, engine settings);
+# each env of the run adds the prefixes its spec names (`EnvSpec.forward_env_vars`).
+FORWARDED_ENV = ("AGENT_SFT_", "HF_", "VLLM_", "TRANSFORMERS_", "OPENAI_")
 # Test hook: "<collector index>:<k>" SIGKILLs that collector's first incarnation after its k-th episode.
 KILL_HOOK = "AGENT_SFT_RAY_KILL_AFTER"
 POLL_S = 1.0
@@ -200,11 +201,12 @@ class RayCollector:
 
     def _start_actors(self) -> None:
         ray, s = self.ray, self.cfg.scale
-        env_vars = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
         remote = ray.remote(CollectorActor)
         from agent_sft.config.lanes import lanes
 
         specs = list({lane.spec.name: lane.spec for lane in lanes(self.cfg)}.values())
+        prefixes = FORWARDED_ENV + tuple(p for spec in specs for p in spec.forward_env_vars)
+        env_vars = {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
         for i in range(s.collectors):
             self.actors.append(remote.options(
                 num_cpus=s.cpus_per_collector, num_gpus=s.gpus_per_collector, max_restarts=s.max_restarts,

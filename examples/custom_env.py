@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 
 import agent_sft
-from agent_sft.envs import EnvOptions, OptionError, TaskSpec, option
+from agent_sft.envs import EnvCard, EnvOptions, OptionError, TaskSpec, option
 
 
 @dataclass
@@ -70,7 +70,8 @@ class GuessEnv:
 
 
 # One line of registration; a package would name GuessEnv in its `agent_sft.envs` entry points instead.
-agent_sft.register_env("guess", f"{__name__}:GuessEnv", options=GuessOptions, title="Guess the number")
+agent_sft.register_env("guess", f"{__name__}:GuessEnv", options=GuessOptions,
+                       card=EnvCard(title="Guess the number", description="Find a secret number from higher/lower hints."))
 
 
 def main(out: str = "guess_example") -> None:

@@ -285,3 +285,63 @@ def test_free_form_actions_judged_by_patterns_or_by_the_env():
     assert pat.steps[1].invalid_reason == "matches no action pattern: 'dance'"
     assert ver.steps[1].invalid_reason == "rejected by the env: unknown command 'dance'"
     assert json.loads(pat.steps[0].info)["action_patterns"] == freeform_env.PATTERNS
+
+
+class EndlessEnv:
+    """Never ends an episode itself and takes no `max_steps`: only a step budget outside it can end one."""
+
+    def tasks(self):
+        return [envs.TaskSpec("loop/0", "loop", "test")]
+
+    def reset(self, *, seed=None, options=None):
+        return "a loop", {"task_id": "loop/0", "admissible_actions": ["go"]}
+
+    def step(self, action):
+        return "still looping", 0.0, False, False, {"admissible_actions": ["go"]}
+
+    def close(self):
+        pass
+
+
+def test_an_env_card_is_what_the_listing_shows(capsys):
+    envs.register("carded-test", EndlessEnv, card=envs.EnvCard(
+        title="Carded loop", description="A loop that a card describes.", task_types=("loop",)))
+    envs.register("titled-test", EndlessEnv, title="Titled loop")  # the keyword spelling before the card
+    assert main(["envs", "carded-test"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("carded-test: Carded loop; installed") and "A loop that a card describes." in out
+    assert "task types: loop" in out
+    assert envs.spec("titled-test").card.title == "Titled loop"
+    assert main(["envs", "titled-test"]) == 0 and capsys.readouterr().out.startswith("titled-test: Titled loop;")
+
+
+def test_the_pools_env_is_truncated_at_the_step_budget():
+    from agent_sft.rollout.pools import build_env
+
+    env, passed = build_env(EndlessEnv, {"seed": 0, "max_steps": 3})
+    assert passed == []  # the factory takes no max_steps: the budget is kept outside it
+    for _ in range(2):
+        env.reset(seed=0)
+        ends = [env.step("go")[2:4] for _ in range(3)]
+        assert ends == [(False, False), (False, False), (False, True)]
+    assert env.tasks()[0].task_id == "loop/0"
+
+
+GENERIC = ("dataset", "prompts.py", "policies", "rollout", "scale")
+
+
+def test_generic_modules_name_no_env():
+    import ast
+
+    root = pathlib.Path(envs.__file__).parent.parent
+    found = []
+    for part in GENERIC:
+        for path in sorted((root / part).rglob("*.py")) if (root / part).is_dir() else [root / part]:
+            tree = ast.parse(path.read_text())
+            docs = {id(n.body[0].value) for n in ast.walk(tree)
+                    if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                    and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+            found += [f"{path.relative_to(root)}:{n.lineno}" for n in ast.walk(tree)
+                      if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+                      and "alfworld" in n.value.lower()]
+    assert found == []

@@ -23,7 +23,7 @@ from agent_sft.envs.registry import (
     registered,
     spec,
 )
-from agent_sft.envs.specs import GENERIC_KWARGS, EnvOptions, EnvSpec, OptionError, option
+from agent_sft.envs.specs import GENERIC_KWARGS, EnvCard, EnvOptions, EnvSpec, OptionError, PlayedEnv, option
 
 register(alfworld.SPEC)
 register(babyai_env.SPEC)
@@ -36,9 +36,11 @@ register(webshop_env.SPEC)
 __all__ = [
     "ENTRY_POINT_GROUP",
     "GENERIC_KWARGS",
+    "EnvCard",
     "EnvOptions",
     "EnvSpec",
     "OptionError",
+    "PlayedEnv",
     "TaskSpec",
     "TextEnv",
     "UnknownEnvError",

@@ -19,7 +19,7 @@ from fixtures_data import make_episode
 
 import agent_sft
 from agent_sft.cli import main
-from agent_sft.dataset import layout, shards
+from agent_sft.dataset import atomic, layout, shards
 from agent_sft.dataset.maintain import compact
 from agent_sft.dataset.reading import stats_json
 from agent_sft.dataset.writer import DatasetWriter
@@ -226,7 +226,7 @@ def test_a_shard_file_write_cut_short_leaves_nothing_under_a_final_name(tmp_path
             compact(str(d))
         monkeypatch.undo()
     assert seen and all(names == before for names in seen)
-    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(shards.TMP_PREFIX)]
+    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(atomic.TMP_PREFIX)]
     assert ids(d) == sorted(e.episode_id for e in eps + ([make_episode(8, val_fraction=0.0)] if how == "flush" else []))
 
 
@@ -269,7 +269,7 @@ def test_a_flush_whose_second_rename_fails_leaves_no_orphan_sft_shard_and_no_tem
     real, renames = os.replace, []
 
     def second_shard_rename_fails(src, dst, *args, **kwargs):
-        if os.path.basename(str(src)).startswith(shards.TMP_PREFIX) and str(dst).endswith(shards.SHARD_SUFFIX):
+        if os.path.basename(str(src)).startswith(atomic.TMP_PREFIX) and str(dst).endswith(shards.SHARD_SUFFIX):
             renames.append(dst)
             if len(renames) == 2:
                 raise OSError(errno.EIO, "Input/output error")
@@ -284,7 +284,7 @@ def test_a_flush_whose_second_rename_fails_leaves_no_orphan_sft_shard_and_no_tem
     orphans = [rel for rel in present if rel.startswith("data/sft/")
                and f"data/raw/train/{rel.rsplit('/', 1)[1].split('-', 1)[1]}" not in present]
     assert not orphans
-    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(shards.TMP_PREFIX)]
+    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(atomic.TMP_PREFIX)]
     assert ids(d) == sorted(e.episode_id for e in eps)  # the raw shard is sealed and listed
     write(d, eps)  # the next command derives its sft shard
     assert sorted(set(ids(d, "sft"))) == sorted(e.episode_id for e in eps)

@@ -13,7 +13,7 @@ import pytest
 from fixtures_data import make_episode
 
 import agent_sft
-from agent_sft.dataset import layout
+from agent_sft.dataset import atomic, layout
 from agent_sft.dataset import shards as shard_io
 from agent_sft.dataset.filters import FilterError
 from agent_sft.dataset.writer import BuildSpec, ConfigMismatchError, DatasetWriter
@@ -209,10 +209,10 @@ def test_a_rewrite_of_the_readme_cut_short_at_any_step_leaves_it_whole(tmp_path,
     folder = tmp_path / "ds"
     folder.mkdir()
     readme = folder / "README.md"
-    shard_io.keep_spares(str(folder))  # as while a writer streams: the replaced copy is kept for the next write
+    atomic.keep_spares(str(folder))  # as while a writer streams: the replaced copy is kept for the next write
     try:
         for k in range(4):
-            shard_io.write_text_atomic(str(readme), f"version {k}\n" * (4 - k))
+            atomic.write_text_atomic(str(readme), f"version {k}\n" * (4 - k))
             assert readme.read_text() == f"version {k}\n" * (4 - k)
         real, calls = os.replace, []
 
@@ -224,14 +224,14 @@ def test_a_rewrite_of_the_readme_cut_short_at_any_step_leaves_it_whole(tmp_path,
 
         monkeypatch.setattr(os, "replace", failing)
         with pytest.raises(OSError, match="Input/output error"):
-            shard_io.write_text_atomic(str(readme), "cut short\n")
+            atomic.write_text_atomic(str(readme), "cut short\n")
         monkeypatch.setattr(os, "replace", real)
         assert readme.read_text() in ("version 3\n", "cut short\n")
         # the next writes never write through a name that still links to the README
         for text in ("a longer text than any before it\n" * 3, "short\n"):
-            shard_io.write_text_atomic(str(readme), text)
+            atomic.write_text_atomic(str(readme), text)
             assert readme.read_text() == text
             assert os.stat(readme).st_nlink == 1
     finally:
-        shard_io.drop_spares(str(folder))
+        atomic.drop_spares(str(folder))
     assert os.listdir(folder) == ["README.md"]

@@ -28,7 +28,7 @@ from fixtures_data import make_episode
 
 import agent_sft
 from agent_sft.cli import main
-from agent_sft.dataset import layout, shards
+from agent_sft.dataset import atomic, layout, shards
 from agent_sft.dataset.formats import episode_to_row
 from agent_sft.dataset.writer import DatasetWriter
 from agent_sft.errors import DatasetError
@@ -273,7 +273,7 @@ def test_a_process_killed_mid_shard_leaves_a_folder_that_loads_and_resumes(tmp_p
     more = [make_episode(i) for i in range(6, 9)]
     write(d, eps + more)
     assert raw_ids(d) == sorted(e.episode_id for e in eps + more)
-    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(shards.TMP_PREFIX)]
+    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(atomic.TMP_PREFIX)]
 
 
 # --- the README lists an sft shard with every raw shard ---------------------------------------------

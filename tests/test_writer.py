@@ -12,7 +12,7 @@ import pytest
 from fixtures_data import make_episode
 
 import agent_sft
-from agent_sft.dataset import layout, shards
+from agent_sft.dataset import atomic, layout, shards
 from agent_sft.dataset.formats import episode_to_row
 from agent_sft.dataset.maintain import compact, merge, rebuild
 from agent_sft.dataset.writer import BuildSpec, ConfigMismatchError, DatasetWriter
@@ -190,7 +190,7 @@ def test_a_kill_between_the_renames_of_a_flush_loses_nothing_sealed_and_plays_th
     sft = agent_sft.load(str(d), "sft")
     per_episode = Counter(i for split in sft.values() for i in split["episode_id"])
     assert per_episode == Counter(steps)
-    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(shards.TMP_PREFIX)]
+    assert not [n for _, _, names in os.walk(d) for n in names if n.startswith(atomic.TMP_PREFIX)]
 
 
 def test_each_flush_lists_the_shards_the_folder_holds_even_when_another_process_changed_them(tmp_path):

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from agent_sft.dataset.atomic import write_text_atomic
 from agent_sft.dataset.layout import CHECKSUMS, Scan, sft_name
-from agent_sft.dataset.shards import file_checksum, read_shard, sealed_under, take_sealed_checksum, write_text_atomic
+from agent_sft.dataset.shards import file_checksum, read_shard, sealed_under, take_sealed_checksum
 from agent_sft.errors import CorruptShardError
 from agent_sft.records import SPLITS
 

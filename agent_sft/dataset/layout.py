@@ -35,7 +35,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from agent_sft.dataset.shards import SHARD_SUFFIX, TMP_PREFIX, cached_meta, write_json_atomic
+from agent_sft.dataset.atomic import TMP_PREFIX, write_json_atomic
+from agent_sft.dataset.shards import SHARD_SUFFIX, cached_meta
 from agent_sft.errors import ConfigError, CorruptShardError, DatasetError, NotADatasetError, SchemaVersionError
 from agent_sft.records import CONFIGS, END_ERROR, SCHEMA_VERSION, SPLITS
 

@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 
-from agent_sft.dataset import checksums, layout, shards
+from agent_sft.dataset import atomic, checksums, layout, shards
 from agent_sft.dataset.derive import SftDeriver
 from agent_sft.dataset.fingerprint import diff as config_diff
 from agent_sft.dataset.layout import BuildSpec
@@ -46,7 +46,7 @@ def rebuild(folder: str, build: BuildSpec) -> dict:
             for name in s.raw[split]:
                 deriver.write_for(folder, split, name, new)
         info["build"] = {**build.to_dict(), "generation": new}
-        shards.write_json_atomic(os.path.join(folder, layout.INFO), info)
+        atomic.write_json_atomic(os.path.join(folder, layout.INFO), info)
         s = repair(folder, layout.scan(folder, new), deriver)
         from agent_sft.dataset import reading
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow.dataset as pads
 
-from agent_sft.dataset import checksums, layout, shards
+from agent_sft.dataset import atomic, checksums, layout, shards
 from agent_sft.dataset.filters import active_filters
 from agent_sft.errors import DatasetError, NotADatasetError
 from agent_sft.records import CONFIGS, SCHEMAS, SPLITS
@@ -161,7 +161,7 @@ def finalize_folder(folder: str, s: layout.Scan, summary: dict | None = None) ->
     if summary:
         stats["run"] = summary
     stats["finalized_at"] = time.time()
-    shards.write_json_atomic(os.path.join(folder, layout.STATS), stats)
+    atomic.write_json_atomic(os.path.join(folder, layout.STATS), stats)
     info = layout.read_info(folder) or {}
     plots = card.write_plots(folder, stats)
     body = card.render_body(info, stats, sample_episode(folder, s), plots)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.dataset as pads
 
-from agent_sft.dataset import card, checksums, layout, shards
+from agent_sft.dataset import atomic, card, checksums, layout, shards
 from agent_sft.dataset.derive import SftDeriver
 from agent_sft.errors import CorruptShardError
 from agent_sft.records import END_ERROR, SPLITS
@@ -76,7 +76,7 @@ def write_readme(folder: str, s: layout.Scan, body: str | None = None, stats: di
         body = card.current_body(folder)
         if body is None or (s.raw_rows() and body.startswith(card.EMPTY_TITLE)):
             body = card.progress_body(s)
-    shards.write_text_atomic(os.path.join(folder, "README.md"), text + body)
+    atomic.write_text_atomic(os.path.join(folder, "README.md"), text + body)
 
 
 def check_not_corrupt(folder: str, s: layout.Scan, verify: bool = False) -> list[tuple[str, str]]:

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
-from agent_sft.dataset import layout, shards
+from agent_sft.dataset import atomic, layout, shards
 from agent_sft.dataset.card import public
 from agent_sft.dataset.derive import SftDeriver, same_build
 from agent_sft.dataset.fingerprint import digest, mismatches
@@ -158,7 +158,7 @@ class DatasetWriter:
             s = layout.scan(self.path, self.generation)
             # before anything is written or played: a damaged raw shard's episodes would count as done
             damaged_sft = check_not_corrupt(self.path, s, verify=True)
-            shards.write_json_atomic(os.path.join(self.path, layout.INFO), info)
+            atomic.write_json_atomic(os.path.join(self.path, layout.INFO), info)
             for split, name in damaged_sft:
                 log.warning("%s: the sft shard of %s/%s does not match its checksum; derived again", self.path, split, name)
                 self.deriver.write_for(self.path, split, name, self.generation)  # replaces it in one rename
@@ -173,8 +173,8 @@ class DatasetWriter:
             self.done_ids = done
             self._known = {(sp, n) for sp in SPLITS for n in s.raw[sp]}
             self._remember(s)
-        shards.keep_spares(self.path)
-        self._spares = weakref.finalize(self, shards.drop_spares, self.path)  # once: at close, or when dropped
+        atomic.keep_spares(self.path)
+        self._spares = weakref.finalize(self, atomic.drop_spares, self.path)  # once: at close, or when dropped
         self.resumed_episodes = len(self.done_ids)
         self.errors_to_retry = len(self._error_at)
 
@@ -182,7 +182,7 @@ class DatasetWriter:
         """Create the folder, or refuse one that holds other files and is not a dataset."""
         os.makedirs(self.path, exist_ok=True)
         if not os.path.exists(os.path.join(self.path, layout.INFO)) and any(
-            e.name not in ("meta", "data", "README.md", layout.QUARANTINE) and not e.name.startswith(shards.TMP_PREFIX)
+            e.name not in ("meta", "data", "README.md", layout.QUARANTINE) and not e.name.startswith(atomic.TMP_PREFIX)
             for e in os.scandir(self.path)
         ):
             raise NotADatasetError(

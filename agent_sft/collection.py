@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent_sft.config import CollectConfig, ConfigError, load_config, to_dict, validate
-from agent_sft.dataset.shards import disk_full_error, is_disk_full
+from agent_sft.dataset.atomic import disk_full_error, is_disk_full
 from agent_sft.errors import AgentSFTError, DiskFullError
 from agent_sft.policies.registry import check_model_folder, model_kinds, policy_kind, precheck_policy
 

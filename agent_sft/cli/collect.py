@@ -183,8 +183,7 @@ def run(args: argparse.Namespace) -> int:
 def fatal_hint(err: BaseException, folder: str) -> str:
     """What to do after a run stopped on `err` (a DatasetError, FilterError, PolicyError or RunFailedError)."""
     from agent_sft.dataset.filters import FilterError
-    from agent_sft.dataset.layout import CorruptShardError
-    from agent_sft.errors import ConfigMismatchError, RunFailedError
+    from agent_sft.errors import ConfigMismatchError, CorruptShardError, RunFailedError
     from agent_sft.policies.openai import ServerRefusedError, ServerUnreachableError
 
     if isinstance(err, ConfigMismatchError):

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from agent_sft.dataset import layout
+from agent_sft.dataset import atomic, layout
 from agent_sft.policies.registry import policy_kind
 from agent_sft.records import END_REASONS, SPLITS
 
@@ -178,7 +178,7 @@ def write_plots(folder: str, stats: dict) -> list[str]:
 
 
 def _save(fig: Any, out_dir: str, name: str) -> str:
-    tmp = os.path.join(out_dir, f"{layout.TMP_PREFIX}{os.getpid()}-{name}")
+    tmp = os.path.join(out_dir, f"{atomic.TMP_PREFIX}{os.getpid()}-{name}")
     fig.savefig(tmp, dpi=110, format="png")
     os.replace(tmp, os.path.join(out_dir, name))
     return f"{PLOTS_DIR}/{name}"

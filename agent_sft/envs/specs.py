@@ -311,23 +311,20 @@ class EnvSpec:
 
     def played(self, options: Any, name: str | None = None) -> PlayedEnv:
         """What episodes of this env record as played: for an env playing another one remotely (its
-        options' `played_env()`), that env as its servers describe it, its expert labelled as the local
-        spec of that name labels it; else this env itself, under `name` (default: its own name)."""
+        options' `played_env()`), that env as its servers describe it; else this env itself, under `name`
+        (default: its own name)."""
         remote = options.played_env() if options is not None and hasattr(options, "played_env") else None
         if remote is None:
-            return PlayedEnv(name or self.name, self.experts, self.default_expert(), self._own_label(),
-                             episode_keys=tuple(sorted(self.info_keys_per_episode())),
-                             has_expert=bool(self.expert_kwarg))
-        from agent_sft.envs.registry import find_spec
-
-        local = find_spec(remote.name)
+            return self.as_played(name)
         keys = self.info_keys_per_episode() | set(remote.episode_keys)
-        return dataclasses.replace(remote, episode_keys=tuple(sorted(keys)),
-                                   expert_label=local._own_label() if local is not None else remote.expert_label)
+        return dataclasses.replace(remote, episode_keys=tuple(sorted(keys)))
 
-    def _own_label(self) -> str:
-        """`expert_label` with this spec's name filled in (an alias plays under its env's label)."""
-        return self.expert_label.replace("{name}", self.name)
+    def as_played(self, name: str | None = None) -> PlayedEnv:
+        """This env as episodes record it, under `name` (default: its own name); its expert keeps the
+        label this spec gives it (`expert_model`)."""
+        return PlayedEnv(name or self.name, self.experts, self.default_expert(),
+                         self.expert_label.replace("{name}", self.name),
+                         episode_keys=tuple(sorted(self.info_keys_per_episode())), has_expert=bool(self.expert_kwarg))
 
 
 for _name in CARD_FIELDS:  # `spec.title` reads `spec.card.title`

@@ -31,7 +31,7 @@ from typing import Any
 
 from agent_sft.envs.base import TaskSpec
 from agent_sft.envs.http.client import JsonClient, ServerError
-from agent_sft.envs.http.options import parse_indices
+from agent_sft.envs.http.indices import parse_indices
 
 GAME_SPLIT = "agentgym"
 
@@ -80,7 +80,7 @@ class AgentGymAdapter:
     """What the five adapters share: tasks from data indices, episode bookkeeping, replies checked.
 
     Args:
-        data_indices: the data indices to play (`options.parse_indices` syntax).
+        data_indices: the data indices to play (`indices.parse_indices` syntax).
         max_steps: steps after which an episode the server has not ended is truncated.
     """
 

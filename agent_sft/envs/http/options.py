@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from agent_sft.envs.http.indices import parse_indices
 from agent_sft.envs.specs import EnvOptions, OptionError, PlayedEnv, option
 
 PROTOCOLS = ("agent-sft", "agentgym-webshop", "agentgym-alfworld", "agentgym-babyai", "agentgym-sciworld",
@@ -70,10 +71,14 @@ class HttpOptions(EnvOptions):
                 "served_env": self.served_env}
 
     def played_env(self) -> PlayedEnv | None:
+        from agent_sft.envs.registry import find_spec
+
         if not self.served_env:
             return None
         s = self.served or {}
-        return PlayedEnv(self.served_env, tuple(s.get("experts") or ()), s.get("default_expert"),
+        local = find_spec(self.served_env)  # its expert is labelled as the same env played here labels it
+        label = local.as_played().expert_label if local is not None else "{name}-{expert}"
+        return PlayedEnv(self.served_env, tuple(s.get("experts") or ()), s.get("default_expert"), label,
                          packages=dict(s.get("packages") or {}), episode_keys=tuple(s.get("episode_keys") or ()),
                          has_expert=self.protocol == "agent-sft" and bool(s.get("has_expert", True)))
 
@@ -86,26 +91,3 @@ class HttpOptions(EnvOptions):
         with ThreadPoolExecutor(max_workers=min(16, len(self.url)) or 1, thread_name_prefix="agent-sft-probe") as pool:
             whys = pool.map(lambda u: probe_health(u, self.protocol, self.timeout_s, self.token_env), self.url)
             return dict(zip(self.url, whys))
-
-
-def parse_indices(text: str) -> list[int]:
-    """`0-99` (inclusive) or `3,5,8` (or a mix: `0-9,20`) -> the indices, in order, without repeats."""
-    out: list[int] = []
-    seen: set[int] = set()
-    for part in str(text).replace(" ", "").split(","):
-        if not part:
-            continue
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m:
-            raise ValueError(f"{text!r}: expected ranges such as 0-99 or a list such as 3,5,8")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
-        if hi < lo:
-            raise ValueError(f"{part!r}: the range ends before it starts")
-        for i in range(lo, hi + 1):
-            if i not in seen:
-                seen.add(i)
-                out.append(i)
-    if not out:
-        raise ValueError(f"{text!r} names no index")
-    return out

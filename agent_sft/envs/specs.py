@@ -213,7 +213,8 @@ class EnvSpec:
     task_types: InitVar[tuple[str, ...] | None] = None
     description: InitVar[str | None] = None
 
-    def __post_init__(self, *prose: Any) -> None:
+    def __post_init__(self, title: Any, split_notes: Any, run_notes: Any, expert_source: Any, task_types: Any,
+                      description: Any) -> None:
         if isinstance(self.entry_point, str) and ":" not in self.entry_point:
             raise ValueError(f"env {self.name!r}: entry_point must be 'module:attr', got {self.entry_point!r}")
         if self.options is not None and not dataclasses.is_dataclass(self.options):
@@ -221,7 +222,9 @@ class EnvSpec:
         object.__setattr__(self, "aliases", tuple(self.aliases))
         object.__setattr__(self, "experts", tuple(self.experts))
         object.__setattr__(self, "forward_env_vars", tuple(self.forward_env_vars))
-        given = {k: v for k, v in zip(CARD_FIELDS, prose) if v is not None}
+        prose = {"title": title, "split_notes": split_notes, "run_notes": run_notes, "expert_source": expert_source,
+                 "task_types": task_types, "description": description}
+        given = {k: v for k, v in prose.items() if v is not None}
         if given:
             object.__setattr__(self, "card", dataclasses.replace(self.card, **given))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from agent_sft.version import __version__
 
 __all__ = ["AgentSFTError", "CollectConfig", "CollectResult", "DatasetWriter", "collect", "load", "load_config",
            "load_raw", "load_sft", "register_env", "__version__"]

@@ -60,7 +60,7 @@ def precheck(cfg: CollectConfig) -> str:
             raise ConfigError(f"{where}: environment {lane.name!r} needs {', '.join(missing)}, which is not "
                               f"installed: {lane.spec.install_hint()}")
         backend(cfg.env.backend, lane.spec)  # an unknown backend, or threads for an env that may not share a process
-        if policy_kind(cfg) == "expert" and lane.played is not None and not lane.played.has_expert:
+        if policy_kind(cfg) == "expert" and not lane.played.has_expert:
             where = "env.env_name" if len(run) == 1 else f"env.mix.{lane.label}"
             raise ConfigError(f"{where}: {lane.name} has no expert to replay (its servers give no plan); "
                               f"use a model policy (policy.type={'|'.join(model_kinds())})")
@@ -215,8 +215,7 @@ def env_versions(cfg: CollectConfig) -> dict[str, dict[str, str]]:
     out = {}
     for lane in lanes(cfg):
         versions = package_versions(lane.name, policy_kind(cfg))
-        if lane.played is not None:
-            versions.update(lane.played.packages)  # what the server runs
+        versions.update(lane.played.packages)  # an env server's: what it runs
         out[lane.label] = versions
     return out
 

@@ -24,6 +24,7 @@ from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 from agent_sft.errors import ConfigError
+from agent_sft.version import installed_versions
 
 GENERIC_KWARGS = ("seed", "max_steps", "task_types", "expert")
 """What every env factory is offered besides its own options (each only when its signature takes it):
@@ -238,17 +239,14 @@ class EnvSpec:
         """Build the env in this process with `kwargs` as they are."""
         return self.load()(**kwargs)
 
+    def package_versions(self) -> dict[str, str]:
+        """The installed versions of `packages` (recorded with every episode of the env)."""
+        return installed_versions(self.packages)
+
     def missing_packages(self) -> list[str]:
         """The distributions of `packages` that are not installed (nothing is imported)."""
-        from importlib import metadata
-
-        out = []
-        for dist in self.packages:
-            try:
-                metadata.version(dist)
-            except metadata.PackageNotFoundError:
-                out.append(dist)
-        return out
+        found = self.package_versions()
+        return [dist for dist in self.packages if dist not in found]
 
     def install_hint(self) -> str:
         """How to install what the env needs."""

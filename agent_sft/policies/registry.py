@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent_sft.errors import ConfigError
 from agent_sft.policies.base import Policy
+from agent_sft.version import installed_versions
 
 if TYPE_CHECKING:
     from agent_sft.config import PolicyConfig
@@ -154,3 +155,9 @@ def make_policy(cfg: PolicyConfig, **kwargs: Any) -> Policy:
     if entry.needs_model and not cfg.model:
         raise ConfigError(f"policy.type={kind} needs policy.model (a model path or name)")
     return load_entry(entry.target)(cfg, **kwargs)
+
+
+def package_versions(kind: str) -> dict[str, str]:
+    """The installed versions of the packages the `kind` backend's row lists (recorded with every episode)."""
+    row = POLICIES.get(kind)
+    return installed_versions(row.packages) if row is not None else {}

@@ -20,9 +20,9 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent_sft.config import ConfigError, PolicyConfig
+from agent_sft.errors import ConfigError
 from agent_sft.policies.base import Completion, PolicyError
 from agent_sft.policies.common import (
     check_chat_template,
@@ -36,6 +36,9 @@ from agent_sft.policies.common import (
 )
 from agent_sft.policies.inbox import InboxThread, PolicyClosed
 from agent_sft.records import Message, PolicyInfo
+
+if TYPE_CHECKING:
+    from agent_sft.config import PolicyConfig
 
 
 class VLLMPolicy:

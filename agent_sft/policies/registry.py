@@ -105,12 +105,6 @@ def model_kinds() -> list[str]:
     return [kind for kind, entry in POLICIES.items() if entry.needs_model]
 
 
-def policy_packages(kind: str) -> tuple[str, ...]:
-    """The distributions whose versions a run of `kind` records (none for a kind not in the table)."""
-    entry = POLICIES.get(kind)
-    return entry.packages if entry is not None else ()
-
-
 def load_entry(target: Any) -> Any:
     """The object `module:attr.attr` names (a callable target is itself)."""
     if not isinstance(target, str):

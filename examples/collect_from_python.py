@@ -17,7 +17,7 @@ def main(out: str = "alfworld_expert_example") -> None:
     result = agent_sft.collect([
         "env.num_episodes=6",          # six built-in games (no ALFWorld download needed)
         "data.val_fraction=0.5",       # half of the tasks go to the validation split
-        "data.val_batch_size=3",       # three envs in parallel
+        "loop.parallel=3",             # three envs in parallel
         "filters.require_success=true",  # sft keeps won episodes only; raw keeps every episode
         f"output.dir={out}",
     ])

@@ -75,7 +75,7 @@ agent_sft.register_env("guess", f"{__name__}:GuessEnv", options=GuessOptions,
 
 
 def main(out: str = "guess_example") -> None:
-    result = agent_sft.collect(["env.env_name=guess", "env.guess.high=32", "env.rollout.n=2",
+    result = agent_sft.collect(["env.env_name=guess", "env.guess.high=32", "env.samples_per_task=2",
                                 "data.val_fraction=0.25", f"output.dir={out}"])
     print(f"{result.stats['total_episodes']} episodes, success rate {100 * result.stats['success_rate']:.0f}%, "
           f"mean length {result.stats['mean_length']:.1f} steps")

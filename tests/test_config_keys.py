@@ -84,3 +84,75 @@ def test_a_mixed_run_records_every_envs_versions(tmp_path):
     same = load_config(None, ["env.mix=[{env: frozenlake, episodes: 1}, {env: taxi, episodes: 1}]",
                               "env.backend=thread", "env.max_steps=8"], environ={})
     assert info["fingerprint"] == json.loads(json.dumps(of_config(same)))
+
+
+# Each canonical key, its other spellings, and a value other than the default.
+CANONICAL = [
+    ("loop.parallel", ["data.val_batch_size"], 5),
+    ("env.samples_per_task", ["env.rollout.n"], 3),
+    ("env.pool", ["env.backend"], "thread"),
+]
+
+
+def _nested(key, value):
+    """`a.b.c=v` as the YAML mapping `{a: {b: {c: v}}}`."""
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+@pytest.mark.parametrize("name, others, value", CANONICAL)
+def test_a_canonical_key_sets_what_its_old_spellings_set(tmp_path, name, others, value):
+    import yaml
+
+    def loaded(key, how):
+        if how == "dotted":
+            return load_config(None, [f"{key}={value}"], environ={})
+        f = tmp_path / f"{how}.yaml"
+        f.write_text(yaml.safe_dump({key: value} if how == "flat" else _nested(key, value)))
+        return load_config(str(f), environ={})
+
+    default = load_config(environ={})
+    for how in ("dotted", "flat", "nested"):
+        cfg = loaded(name, how)
+        assert cfg != default and all(loaded(old, how) == cfg for old in others), (name, how)
+    # a bad value is refused under the key as written
+    for key in [name, *others]:
+        with pytest.raises(ConfigError, match=rf"^{key}: "):
+            load_config(None, [f"{key}={'none' if value == 'thread' else 'x'}"], environ={})
+
+
+def test_bounds_checks_name_the_canonical_key(tmp_path):
+    for key in ("loop.parallel", "data.val_batch_size"):
+        with pytest.raises(ConfigError, match=r"^loop\.parallel: must be at least 1 \(got 0\)$"):
+            load_config(None, [f"{key}=0"], environ={})
+    with pytest.raises(ConfigError, match=r"^env\.samples_per_task: must be at least 1 \(got 0\)$"):
+        load_config(None, ["env.rollout.n=0"], environ={})
+
+
+def test_keys_lists_canonical_names_each_with_one_sentence_of_help(capsys):
+    import re
+
+    assert main(["collect", "--keys"]) == 0
+    out = capsys.readouterr().out
+    listed = dict(re.findall(r"^(\S+) = .*\n    (.*)$", out, re.M))
+    for name, others, _ in CANONICAL:
+        assert name in listed and f"(also {', '.join(others)})." in listed[name]
+        assert not set(others) & set(listed)
+    assert "(also actor_rollout_ref.model.path)." in listed["policy.model"]
+    assert list(listed).index("loop.parallel") == list(listed).index("loop.mode") - 1
+    own = {k: h for k, h in listed.items() if k.count(".") == 1 or k.startswith("env.rollout")}
+    assert len(own) > 60
+    for key, help in own.items():
+        # one sentence: no sentence ends inside it
+        assert help.endswith(".") and not re.search(r"[.!?] +[A-Z`]", help), (key, help)
+
+
+def test_old_and_canonical_keys_give_one_fingerprint(tmp_path):
+    old = load_config(None, ["data.val_batch_size=4", "env.rollout.n=2", "env.backend=thread",
+                             "actor_rollout_ref.rollout.val_kwargs.temperature=0.7"], environ={})
+    (tmp_path / "run.yaml").write_text("loop: {parallel: 4}\nenv: {samples_per_task: 2, pool: thread}\n"
+                                       "policy: {temperature: 0.7}\n")
+    new = load_config(str(tmp_path / "run.yaml"), environ={})
+    assert of_config(new) == of_config(old) and new == old
+    assert of_config(new) != of_config(load_config(None, ["env.samples_per_task=3"], environ={}))

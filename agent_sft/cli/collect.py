@@ -1,12 +1,12 @@
 """`agent-sft collect`: play episodes with a policy and write a dataset folder.
 
     agent-sft collect                                   # built-in ALFWorld games, planner expert
-    agent-sft collect env.num_episodes=200 data.val_batch_size=16 output.dir=alfworld_sft
+    agent-sft collect env.num_episodes=200 loop.parallel=16 output.dir=alfworld_sft
     agent-sft collect --config run.yaml actor_rollout_ref.model.path=Qwen/Qwen2.5-7B-Instruct
     COLLECT_SFT=True SFT_SEED=42 agent-sft collect env.env_name=alfworld/AlfredTWEnv
 
 Configuration comes from the defaults, then `--config FILE.yaml`, then `key=value` overrides (the
-verl-agent spellings work too), then the `COLLECT_SFT`, `SFT_SEED` and `SFT_REQUIRE_SUCCESS` variables.
+old and verl-agent spellings work too), then the `COLLECT_SFT`, `SFT_SEED` and `SFT_REQUIRE_SUCCESS` variables.
 Run `agent-sft collect --keys` for every key. Running again on the same `output.dir` resumes: only the
 episodes missing from the folder are played. Ctrl-C or SIGTERM (`docker stop`, a scheduler) stops the run
 after sealing the episodes that finished (exit code 130 or 143). A run whose policy server or env servers

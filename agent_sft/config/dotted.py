@@ -14,6 +14,16 @@ from typing import Any
 
 from agent_sft.errors import ConfigError
 
+# A key's name says what it means. These canonical keys are stored in the fields named after verl-agent's
+# config (a folder's recorded config and its fingerprint use those names), so both spellings work, forever.
+CANONICAL = {
+    "loop.parallel": "data.val_batch_size",  # episodes in flight
+    "env.samples_per_task": "env.rollout.n",
+    "env.pool": "env.backend",  # process | thread | ray
+}
+_CANONICAL_OF = {stored: key for key, stored in CANONICAL.items()}
+
+# Every other spelling of a key -> the field it sets: verl-agent's, and the canonical keys above.
 ALIASES = {
     "actor_rollout_ref.model.path": "policy.model",
     "actor_rollout_ref.rollout.val_kwargs.temperature": "policy.temperature",
@@ -23,10 +33,20 @@ ALIASES = {
     "actor_rollout_ref.rollout.response_length": "policy.max_tokens",
     "actor_rollout_ref.rollout.tensor_model_parallel_size": "policy.tensor_parallel_size",
     "actor_rollout_ref.rollout.gpu_memory_utilization": "policy.gpu_memory_utilization",
-    "env.rollout.n": "env.rollout.n",
     "trainer.default_local_dir": "output.dir",
-    "loop.parallel": "data.val_batch_size",
+    **CANONICAL,
 }
+
+
+def canonical(key: str) -> str:
+    """The name a field's key is listed and checked under (`data.val_batch_size` -> `loop.parallel`)."""
+    return _CANONICAL_OF.get(key, key)
+
+
+def spellings(key: str) -> list[str]:
+    """The other keys that set what the canonical `key` sets: its stored field's and verl-agent's."""
+    stored = CANONICAL.get(key, key)
+    return ([stored] if stored != key else []) + [a for a, t in ALIASES.items() if t == stored and a != key]
 
 
 def yaml_syntax_error(e: Exception) -> str:
@@ -59,7 +79,7 @@ VERL_DATA_KEYS = frozenset({
 
 def ignored(key: str, known: set[str]) -> bool:
     """Whether `key` is a verl-agent trainer key with no meaning for collection (accepted and ignored)."""
-    if key in ALIASES or key in known:
+    if key in ALIASES or key in known or key in _CANONICAL_OF:
         return False
     if key.startswith("data."):
         return key.split(".")[1] in VERL_DATA_KEYS
@@ -73,9 +93,10 @@ def did_you_mean(key: str, candidates: list[str]) -> str:
 
 
 def _known_near(cfg: Any, key: str) -> list[str]:
-    """The keys a misspelled `key` may have meant: those of its section (aliases and the selected env's
-    `env.<option>` included), or every key when its section is unknown."""
-    known = keys(type(cfg))
+    """The keys a misspelled `key` may have meant: those of its section (other spellings and the selected
+    env's `env.<option>` included), or every key when its section is unknown."""
+    listed = keys(type(cfg))
+    known = listed + [stored for stored, name in _CANONICAL_OF.items() if name in listed]
     known += [alias for alias, target in ALIASES.items() if target in known and alias not in known]
     env = getattr(cfg, "env", None)
     if dataclasses.is_dataclass(env) and _holds_env_options(env):
@@ -148,19 +169,20 @@ def check_fields(cfg: Any, prefix: str = "") -> None:
     """
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
-        key, value = prefix + f.name, getattr(cfg, f.name)
+        key, value = canonical(prefix + f.name), getattr(cfg, f.name)
         if f.metadata.get("env_options") or f.metadata.get("mix"):
             continue
         if dataclasses.is_dataclass(hints[f.name]):
             if not dataclasses.is_dataclass(value):
                 raise ConfigError(f"{key}: expected a {hints[f.name].__name__}, got {value!r}")
-            check_fields(value, key + ".")
+            check_fields(value, prefix + f.name + ".")
         else:
             setattr(cfg, f.name, coerce(key, value, f, hints[f.name]))
 
 
 def keys(cfg_cls: type, prefix: str = "") -> list[str]:
-    """Every dotted key of a config class (with `env.<env>.<option>` for every registered env's options)."""
+    """Every dotted key of a config class, by its canonical name (with `env.<env>.<option>` for every
+    registered env's options)."""
     out = []
     hints = typing.get_type_hints(cfg_cls)
     for f in dataclasses.fields(cfg_cls):
@@ -170,13 +192,14 @@ def keys(cfg_cls: type, prefix: str = "") -> list[str]:
         elif dataclasses.is_dataclass(tp):
             out += keys(tp, f"{prefix}{f.name}.")
         else:
-            out.append(prefix + f.name)
+            out.append(canonical(prefix + f.name))
     return out
 
 
 def set_key(cfg: Any, key: str, value: Any) -> None:
-    """Set a dotted key on a config, coercing and validating the value."""
-    key = ALIASES.get(key, key)
+    """Set a dotted key (any of its spellings) on a config, coercing and validating the value; a bad value
+    is reported under the key as written."""
+    written, key = key, ALIASES.get(key, key)
     obj, parts = cfg, key.split(".")
     for i, part in enumerate(parts):
         if _holds_env_options(obj) and _is_env_option(obj, parts[i:]):
@@ -187,7 +210,9 @@ def set_key(cfg: Any, key: str, value: Any) -> None:
             return _set_mix(obj, part, key, parts[i + 1:], value)
         if part not in names:
             where = ".".join(parts[:i])
-            allowed = ", ".join(sorted(set(names) | set(_env_option_names(obj) if _holds_env_options(obj) else [])))
+            named = {k[len(where) + 1:] for k in CANONICAL if k.rpartition(".")[0] == where}
+            named |= set(names) | set(_env_option_names(obj) if _holds_env_options(obj) else [])
+            allowed = ", ".join(sorted(named))
             near = f" under {where!r}" if where else ""
             owners = _envs_with_option(part) if _holds_env_options(obj) else []
             if _holds_env_options(obj):
@@ -205,7 +230,7 @@ def set_key(cfg: Any, key: str, value: Any) -> None:
                 for k, v in value.items():
                     set_key(cfg, f"{key}.{k}", v)
                 return
-            setattr(obj, part, coerce(key, value, f, hints[part]))
+            setattr(obj, part, coerce(written, value, f, hints[part]))
         else:
             obj = getattr(obj, part)
             if not dataclasses.is_dataclass(obj):
@@ -338,7 +363,8 @@ def flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def describe(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
-    """(key, default, help) for every field, for `--help` and the docs."""
+    """(key, default, help) for every field, for `--help` and the docs: the canonical key, its help naming
+    its other spellings ("... (also data.val_batch_size).")."""
     out = []
     hints = typing.get_type_hints(cls)
     inst = cls()
@@ -348,8 +374,15 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
         elif dataclasses.is_dataclass(hints[f.name]):
             out += describe(hints[f.name], f"{prefix}{f.name}.")
         else:
-            out.append((prefix + f.name, getattr(inst, f.name), f.metadata.get("help", "")))
-    return out
+            key, help = canonical(prefix + f.name), f.metadata.get("help", "")
+            if help and spellings(key):
+                help = f"{help.rstrip('.')} (also {', '.join(spellings(key))})."
+            out.append((key, getattr(inst, f.name), help))
+    if prefix:
+        return out
+    # sections in the classes' order, a canonical key listed in its own section
+    sections = list(dict.fromkeys(CANONICAL.get(k, k).split(".")[0] for k, _, _ in out))
+    return sorted(out, key=lambda row: sections.index(row[0].split(".")[0]))
 
 
 def _holds_env_options(obj: Any) -> bool:

@@ -108,8 +108,8 @@ def validate(cfg: CollectConfig) -> None:
         raise ConfigError(f"policy.type={cfg.policy.type} needs policy.model (or actor_rollout_ref.model.path)")
     for key, v, lo in (
         ("env.max_steps", cfg.env.max_steps, 1),
-        ("env.rollout.n", cfg.env.rollout.n, 1),
-        ("data.val_batch_size", cfg.data.val_batch_size, 1),
+        ("env.samples_per_task", cfg.env.rollout.n, 1),
+        ("loop.parallel", cfg.data.val_batch_size, 1),
         ("loop.reorder_window", cfg.loop.reorder_window or 1, 1),
         ("scale.collectors", cfg.scale.collectors, 1),
         ("scale.chunk_episodes", cfg.scale.chunk_episodes or 1, 1),

@@ -34,24 +34,23 @@ class EnvConfig:
     seed: int = _f(0, "Run seed: episode ids, env seeds and sampling seeds derive from it.")
     max_steps: int = _f(50, "Steps before an episode is cut (end reason `step_limit`).")
     history_length: int = _f(2, "Observation/action pairs shown in a windowed prompt.")
-    num_episodes: int | None = _f(None, "Total episodes; default one pass over the selected games x rollout.n.")
+    num_episodes: int | None = _f(None, "Total episodes; default one pass over the selected games x "
+                                        "env.samples_per_task.")
     rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"help": "Sampling per task."})
-    task_types: list[str] = _f([], "Only these task types (e.g. pick_and_place, clean); empty for all. For an env "
-                                   "with a task_types option of its own, this key names it (env.<env>.task_types).")
+    task_types: list[str] = _f([], "Only these task types (e.g. pick_and_place, clean; empty: all), the same key as "
+                                   "env.<env>.task_types for an env with that option.")
     step_timeout_s: float = _f(120.0, "An env reset/step slower than this ends the episode as an error.")
-    max_consecutive_errors: int = _f(20, "Episodes of one env in a row that end in an env error (a reset or step "
-                                     "that failed or timed out): then every server the env plays on is asked "
-                                     "GET /health, and when none answers (or the env plays in this process) the "
-                                     "run stops with exit code 3; the sealed episodes are kept and a rerun plays "
-                                     "the error ones again.")
-    backend: str = _f("process", "How envs run: `process` (a spawned worker process each; a crashed or hung env is "
-                                 "killed and replaced), `thread` (threads of this process, for envs that wait on "
-                                 "the network; a hung env is abandoned; refused for envs that may not share a process) "
-                                 "or `ray` (a Ray actor each, anywhere on the cluster; scale.cpus_per_env each).")
+    max_consecutive_errors: int = _f(20, "Episodes of one env in a row ending in an env error (a failed or "
+                                     "timed-out reset or step) after which, unless a server of the env answers GET "
+                                     "/health, the run stops with exit code 3 (sealed episodes kept; a rerun replays "
+                                     "the errors).")
+    backend: str = _f("process", "The env pool: `process` (a worker process per env, replaced when it crashes or "
+                                 "hangs), `thread` (threads of this process, for network-bound envs that may share "
+                                 "a process) or `ray` (a Ray actor per env, scale.cpus_per_env CPUs each).")
     mix: dict = field(default_factory=dict, metadata={
-        "help": "Several envs in one run: a list of entries ({env: textworld, episodes: 40} or weight: w, with "
-                "max_steps, expert, template, task_types and env options per entry), or dotted keys "
-                "env.mix.<label>.<field>; see agent_sft.mix.", "mix": True})
+        "help": "Several envs in one run: a list of entries ({env: textworld, episodes: 40} or weight: w, each with "
+                "its own max_steps, expert, template, task_types and env options) or keys env.mix.<label>.<field>.",
+        "mix": True})
     options: dict = field(default_factory=dict, repr=False, metadata={
         "help": "Each env's own options, set as env.<env>.<option> (or env.<option> for the selected env).",
         "env_options": True})
@@ -60,40 +59,40 @@ class EnvConfig:
 @dataclass
 class PromptConfig:
     style: str = _f("window", "`window`: each prompt carries its own history (verl-agent); `chat`: a growing conversation.", ("window", "chat"))
-    template: str | None = _f(None, "Path of a prompt template file replacing the built-in one: sections `=== first ===` and `=== step ===`, str.format placeholders such as {current_observation} (see agent_sft.prompts).")
+    template: str | None = _f(None, "Prompt template file replacing the built-in one (sections `=== first ===` and "
+                                    "`=== step ===`, str.format placeholders such as {current_observation}).")
     system: str | None = _f(None, "System message; none by default.")
     require_think: bool = _f(True, "A response without <think>...</think> counts as invalid (verl-agent's rule).")
 
 
 @dataclass
 class DataConfig:
-    val_batch_size: int = _f(8, "Episodes played at once (envs in parallel); alias loop.parallel. `sync`: one "
-                              "policy batch per turn; `async`: episodes in flight.")
+    val_batch_size: int = _f(8, "Episodes in flight at once, each with its env (in `sync`, the policy batch of a turn).")
     val_fraction: float = _f(0.1, "Fraction of tasks (by a stable hash of the task id) in the validation split.")
 
 
 @dataclass
 class LoopConfig:
-    mode: str = _f("sync", "`sync`: lock-step turns, every live episode answered in one policy batch (bit-for-bit "
-                   "batches); `async`: each episode advances as soon as its own observation or answer is ready, "
-                   "generation and env steps overlap. Both give the same ids, seeds and splits.", ("sync", "async"))
-    reorder_window: int | None = _f(None, "async: finished episodes held back at most to be written in plan order "
-                                    "(default 4x data.val_batch_size); a new episode waits while it is full.")
+    mode: str = _f("sync", "`sync`: lock-step turns, one policy batch per turn (bit-for-bit batches); `async`: each "
+                   "episode advances as soon as its answer or observation is ready (the same ids, seeds and splits).",
+                   ("sync", "async"))
+    reorder_window: int | None = _f(None, "async: finished episodes held back at most to be written in plan order, "
+                                    "new ones waiting while it is full (default 4x loop.parallel).")
 
 
 @dataclass
 class ScaleConfig:
     backend: str = _f("local", "`local`: this process plays every episode; `ray`: collector actors on a Ray cluster "
-                      "play them, and this process plans and writes (pip install 'agent-sft[ray]').", ("local", "ray"))
-    address: str | None = _f(None, "ray: the cluster to join (`auto`: the running one; `ray://host:10001`, or "
-                             "host:port); default $RAY_ADDRESS (set by `ray job submit`), else a new local Ray.")
-    collectors: int = _f(1, "ray: collector actors, each with its own policy and data.val_batch_size env workers.")
+                      "play them while this process plans and writes (pip install 'agent-sft[ray]').", ("local", "ray"))
+    address: str | None = _f(None, "ray: the cluster to join (`auto`, `ray://host:10001` or host:port); default "
+                             "$RAY_ADDRESS (set by `ray job submit`), else a new local Ray.")
+    collectors: int = _f(1, "ray: collector actors, each with its own policy and loop.parallel env workers.")
     gpus_per_collector: float = _f(0.0, "ray: GPUs each collector reserves (its vLLM/transformers model runs there).")
     cpus_per_collector: float = _f(1.0, "ray: CPUs each collector reserves for itself (its env workers are processes "
-                                   "beside it, or Ray actors with env.backend=ray).")
-    cpus_per_env: float = _f(1.0, "env.backend=ray: CPUs each env actor reserves.")
-    chunk_episodes: int | None = _f(None, "ray: episodes handed to a collector at a time (default 4x data.val_batch_size); "
-                                    "a collector holds two chunks, so faster collectors take more.")
+                                   "beside it, or Ray actors with env.pool=ray).")
+    cpus_per_env: float = _f(1.0, "env.pool=ray: CPUs each env actor reserves.")
+    chunk_episodes: int | None = _f(None, "ray: episodes handed to a collector at a time (default 4x loop.parallel), "
+                                    "two chunks per collector, so faster collectors take more.")
     max_restarts: int = _f(3, "ray: times a dead collector actor is restarted; its unfinished episodes are played again.")
     start_timeout_s: float = _f(600.0, "ray: a collector that is not ready (its policy and envs built) by then is an error.")
     stall_timeout_s: float = _f(1800.0, "ray: no episode finishing for this long anywhere is an error (no wait is unbounded).")
@@ -118,8 +117,8 @@ class PolicyConfig:
     dtype: str = _f("auto", "Model dtype (auto, bfloat16, float16, float32).")
     chat_template: str | None = _f(None, "Path of a chat template overriding the model's.")
     enforce_eager: bool = _f(False, "vLLM: skip CUDA graph / compile warm-up.")
-    batch_invariant: bool = _f(False, "vLLM on a GPU: batch-invariant kernels (VLLM_BATCH_INVARIANT=1), so an answer's "
-                               "numerics do not depend on what else is in the batch (slower; not on CPU).")
+    batch_invariant: bool = _f(False, "vLLM on a GPU: batch-invariant kernels (VLLM_BATCH_INVARIANT=1), so an answer "
+                               "does not depend on the rest of its batch (slower; not on CPU).")
     device: str | None = _f(None, "transformers: device (default cuda when available, else cpu).")
     base_url: str = _f("http://127.0.0.1:8000/v1", "OpenAI-compatible server URL.")
     api_key_env: str = _f("OPENAI_API_KEY", "Environment variable holding the API key (never stored).")
@@ -127,10 +126,8 @@ class PolicyConfig:
     request_timeout_s: float = _f(120.0, "HTTP request timeout.")
     max_retries: int = _f(4, "HTTP retries on 429/5xx/connection errors, with backoff.")
     max_consecutive_failures: int = _f(20, "HTTP: requests in a row, across all episodes, that failed for good "
-                                       "(5xx, 429 or an unreadable answer after their retries, a timeout, a 400 "
-                                       "not about the context length) with no good answer since: the run stops "
-                                       "with exit code 3; the sealed episodes are kept and a rerun plays the "
-                                       "error ones again.")
+                                       "(after their retries), after which the run stops with exit code 3 (sealed "
+                                       "episodes kept; a rerun replays the errors).")
 
 
 @dataclass

@@ -31,10 +31,10 @@ class HttpOptions(EnvOptions):
                               fingerprint=False)
     retries: int = option(3, "Retries (with backoff) of requests that are safe to repeat; a step is never sent "
                              "twice.", fingerprint=False)
-    lease_s: float = option(30.0, "agent-sft servers: seconds a session outlives its client. The client renews "
-                                  "its sessions' lease in the background; a client killed or cut off has its "
-                                  "sessions closed by the server this long after (0: ask for none, the server's "
-                                  "--idle-timeout-s applies).", fingerprint=False)
+    lease_s: float = option(30.0, "agent-sft servers: seconds a session outlives its client, which renews the "
+                                  "lease in the background, so a client killed or cut off has its sessions closed "
+                                  "this long after (0: ask for none; the server's --idle-timeout-s applies).",
+                            fingerprint=False)
     token_env: str = option("AGENT_SFT_ENV_TOKEN", "Environment variable holding the servers' bearer token "
                                                    "(sent when set; never stored).", fingerprint=False)
     served_options: dict = option({}, "The served env's options that decide its episodes, as the agent-sft "

@@ -16,8 +16,8 @@ OBSERVATIONS = ("verl-agent", "engine")
 class WebshopOptions(EnvOptions):
     path: str | None = option(
         None,
-        "WebShop checkout: a clone of princeton-nlp/WebShop (web_agent_site/, data/, search_engine/indexes) or "
-        "verl-agent's repository (its vendored copy); default $WEBSHOP_PATH. `agent-sft envs webshop` checks it.",
+        "WebShop checkout (default $WEBSHOP_PATH; `agent-sft envs webshop` checks it): a clone of princeton-nlp/"
+        "WebShop (web_agent_site/, data/, search_engine/indexes) or verl-agent's repository (its vendored copy).",
         fingerprint=False,
     )
     goals: str = option("human", "Goals to play: human instructions (WebShop's default) or synthetic ones.",

@@ -19,10 +19,11 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from agent_sft.config import CollectConfig, ConfigError, load_config, to_dict, validate
+from agent_sft.config import CollectConfig, ConfigError, load_config
 from agent_sft.dataset.atomic import disk_full_error, is_disk_full
 from agent_sft.errors import AgentSFTError, DiskFullError
-from agent_sft.policies.registry import check_model_folder, model_kinds, policy_kind, precheck_policy
+from agent_sft.policies.registry import check_model_folder, model_kinds, precheck_policy
+from agent_sft.run import Run, resolve
 
 
 @dataclasses.dataclass
@@ -36,40 +37,27 @@ class CollectResult:
     pushed_url: str | None = None  # the Hub commit, when output.push_to_hub was set
 
 
-def precheck(cfg: CollectConfig) -> str:
-    """Checks that need no environment: the envs and their options, installed engines, the model
-    folder, the prompt templates.
-
-    Returns:
-        The canonical name of the run's env (of the first env of a mix).
+def precheck(run: Run) -> None:
+    """Checks that need no environment beyond what `resolve` asked: installed engines, the pool backend,
+    an expert to replay, the output folders, the model folder.
 
     Raises:
         ConfigError: naming the key and what it may be.
     """
-    from agent_sft.config.lanes import lanes
-    from agent_sft.prompts import PromptError, resolve_template
+    from agent_sft.dataset.layout import check_out_folder
     from agent_sft.rollout import backend
 
-    run = lanes(cfg)  # unknown envs, bad options (paths, task types), experts, counts
-    if prepare_envs(cfg, run):
-        run = lanes(cfg)
-    for lane in run:
+    cfg = run.cfg
+    for lane in run.lanes:
+        where = "env.env_name" if len(run.lanes) == 1 else f"env.mix.{lane.label}"
         missing = lane.spec.missing_packages()
         if missing:
-            where = "env.env_name" if len(run) == 1 else f"env.mix.{lane.label}"
             raise ConfigError(f"{where}: environment {lane.name!r} needs {', '.join(missing)}, which is not "
                               f"installed: {lane.spec.install_hint()}")
         backend(cfg.env.backend, lane.spec)  # an unknown backend, or threads for an env that may not share a process
-        if policy_kind(cfg) == "expert" and not lane.played.has_expert:
-            where = "env.env_name" if len(run) == 1 else f"env.mix.{lane.label}"
+        if run.policy_kind == "expert" and not lane.played.has_expert:
             raise ConfigError(f"{where}: {lane.name} has no expert to replay (its servers give no plan); "
                               f"use a model policy (policy.type={'|'.join(model_kinds())})")
-        try:
-            resolve_template(lane.name, cfg.prompt.style, lane.template)
-        except PromptError as err:
-            raise ConfigError(str(err)) from None
-    from agent_sft.dataset.layout import check_out_folder
-
     for key, out, what in (("output.dir", cfg.output.dir, "dataset folder"),
                            ("output.export_dir", cfg.output.export_dir, "export folder")):
         if out:
@@ -78,28 +66,10 @@ def precheck(cfg: CollectConfig) -> str:
             except ConfigError as err:
                 raise ConfigError(f"{key}: {err}") from None
     check_model_folder(cfg.policy)
-    return run[0].name
-
-
-def prepare_envs(cfg: CollectConfig, run: list) -> bool:
-    """Run each env's `prepare` hook (an env server is reached, and what it serves is written into the
-    env's options); True when an option was set."""
-    from agent_sft.envs.specs import load_entry_point
-
-    changed = False
-    for lane in run:
-        if lane.spec.prepare is None:
-            continue
-        updates = load_entry_point(lane.spec.prepare)(lane.options) or {}
-        if updates:
-            target = cfg.env.mix[lane.label] if cfg.env.mix else cfg.env.options.setdefault(lane.spec.name, {})
-            target.update(updates)
-            changed = True
-    return changed
 
 
 def collect(
-    cfg: CollectConfig | str | list[str] | None = None,
+    cfg: CollectConfig | Run | str | list[str] | None = None,
     *,
     on_plan: Callable[[Any], None] | None = None,
     on_episode: Callable[[Any], None] | None = None,
@@ -107,7 +77,8 @@ def collect(
     """Collect episodes into a dataset folder, resuming it when it exists.
 
     Args:
-        cfg: a `CollectConfig`, a YAML file path, a list of `key=value` overrides, or None (defaults).
+        cfg: a `CollectConfig`, a resolved `agent_sft.run.Run`, a YAML file path, a list of `key=value`
+            overrides, or None (defaults).
         on_plan: called once with the plan (`plan.episodes`, `plan.skipped_done`, `plan.selected_tasks`)
             before the first episode is played.
         on_episode: called with each finished `Episode` after it is handed to the writer (also those
@@ -122,11 +93,11 @@ def collect(
         KeyboardInterrupt: Ctrl-C or SIGTERM (as the CLI raises it), after sealing the finished episodes;
             its message says how many.
     """
-    if isinstance(cfg, CollectConfig):
-        validate(cfg)  # a config built in Python gets the checks of a loaded one (again for a loaded one: no change)
-    else:
+    if not isinstance(cfg, (CollectConfig, Run)):
         cfg = load_config(cfg, None) if isinstance(cfg, str) or cfg is None else load_config(None, list(cfg))
-    env_name = precheck(cfg)
+    run = resolve(cfg)  # a config built in Python is checked as a loaded one is; the caller's is not changed
+    precheck(run)
+    cfg = run.cfg
     repo_id = None
     if cfg.output.push_to_hub:
         from agent_sft.publish import hub
@@ -136,10 +107,10 @@ def collect(
         except hub.HubError as err:
             raise hub.HubError(f"output.push_to_hub: {err}").with_hint("") from None
     precheck_policy(cfg.policy)  # the backend's own check, e.g. that its server answers
-    writer = open_writer(cfg, env_name)
+    writer = open_writer(run)
     added = [0]  # episodes this run handed to the writer (not already sealed by another process)
     try:
-        stats, run = _play(cfg, env_name, writer, on_plan, on_episode, added)
+        stats, figures = _play(run, writer, on_plan, on_episode, added)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM raised as its subclass: same type, saying what was kept
         kept = (f"the {added[0]} episodes this run finished are sealed in {cfg.output.dir}" if _close_quietly(writer)
                 else f"what was sealed in {cfg.output.dir} is kept")
@@ -149,7 +120,7 @@ def collect(
         if is_disk_full(err) and not isinstance(err, DiskFullError):
             raise disk_full_error(cfg.output.dir) from None
         raise
-    result = CollectResult(cfg.output.dir, stats, run)
+    result = CollectResult(cfg.output.dir, stats, figures)
     if cfg.output.export_dir:
         from agent_sft.publish.exports import export_verl
 
@@ -174,27 +145,26 @@ def _close_quietly(writer: Any) -> bool:
         return False
 
 
-def open_writer(cfg: CollectConfig, env_name: str):
-    """Open (or resume) `output.dir` for this config: refused when the folder was collected with another."""
+def open_writer(run: Run):
+    """Open (or resume) `output.dir` for this run: refused when the folder was collected with another config."""
     from agent_sft.config import FilterConfig
-    from agent_sft.dataset.fingerprint import of_config
     from agent_sft.dataset.writer import BuildSpec, DatasetWriter
-    from agent_sft.rollout import package_versions
 
+    cfg = run.cfg
     filters = dataclasses.asdict(cfg.filters)
     # Filters and style left at their defaults keep what the folder has (e.g. a later `agent-sft build`).
     default = filters == dataclasses.asdict(FilterConfig()) and cfg.output.sft_style == "auto"
     try:
         return DatasetWriter.open(
             cfg.output.dir,
-            fingerprint=of_config(cfg),
-            meta=to_dict(cfg),
+            fingerprint=run.fingerprint,
+            meta=run.config,
             build=None if default else BuildSpec(style=cfg.output.sft_style, filters=filters),
             allow_config_change=cfg.output.allow_config_change,
             flush_every_s=cfg.output.flush_every_s,
             flush_every_episodes=cfg.output.flush_every_episodes,
-            versions=package_versions(env_name, policy_kind(cfg)),
-            env_versions=env_versions(cfg),
+            versions=run.env_versions[run.lanes[0].label],
+            env_versions=run.env_versions,
         )
     except AgentSFTError as err:
         if is_disk_full(err) and not isinstance(err, DiskFullError):
@@ -207,31 +177,19 @@ def open_writer(cfg: CollectConfig, env_name: str):
         raise ConfigError(f"cannot open {cfg.output.dir}: {type(err).__name__}: {err}") from None
 
 
-def env_versions(cfg: CollectConfig) -> dict[str, dict[str, str]]:
-    """Each env's package versions with the policy's, by its label in the run (as its episodes record them)."""
-    from agent_sft.config.lanes import lanes
-    from agent_sft.rollout import package_versions
-
-    out = {}
-    for lane in lanes(cfg):
-        versions = package_versions(lane.name, policy_kind(cfg))
-        versions.update(lane.played.packages)  # an env server's: what it runs
-        out[lane.label] = versions
-    return out
-
-
-def _play(cfg: CollectConfig, env_name: str, writer: Any, on_plan: Callable | None, on_episode: Callable | None,
+def _play(run: Run, writer: Any, on_plan: Callable | None, on_episode: Callable | None,
           added: list[int]) -> tuple[dict, dict]:
     from agent_sft.rollout import Collector
     from agent_sft.rollout import policy as run_policy
 
+    cfg = run.cfg
     if cfg.scale.backend == "ray":
         from agent_sft.scale.ray_run import RayCollector
 
-        policy, collector = None, RayCollector(cfg, env_name)  # the policy lives in each collector actor
+        policy, collector = None, RayCollector(run)  # the policy lives in each collector actor
     else:
-        policy = run_policy.make_run_policy(cfg, env_name)
-        collector = Collector(cfg, policy)
+        policy = run_policy.make_run_policy(run)
+        collector = Collector(run, policy)
     try:
         with collector as c:
             plan = c.plan(writer.done_ids)
@@ -247,7 +205,7 @@ def _play(cfg: CollectConfig, env_name: str, writer: Any, on_plan: Callable | No
             policy.close()
     writer.close()  # seals the rest: from here on the writer knows every episode another process sealed first
     wall = max(st.wall_s, 1e-9)
-    run = {
+    figures = {
         "episodes": st.episodes,
         "skipped_done": plan.skipped_done,
         "played_twice": writer.duplicates_skipped,
@@ -271,11 +229,11 @@ def _play(cfg: CollectConfig, env_name: str, writer: Any, on_plan: Callable | No
         "shard": cfg.output.shard,
     }
     if len(plan.per_lane) > 1:
-        run["per_env"] = st.per_env
+        figures["per_env"] = st.per_env
     cluster = getattr(collector, "cluster", None)
     if cluster is not None:  # scale.backend=ray: every collector's share
-        run["backend"] = "ray"
-        run["collectors"] = cluster.collectors
-        run["actors_restarted"] = cluster.actors_restarted
-        run["requeued_episodes"] = cluster.requeued
-    return writer.finalize(summary=run), run
+        figures["backend"] = "ray"
+        figures["collectors"] = cluster.collectors
+        figures["actors_restarted"] = cluster.actors_restarted
+        figures["requeued_episodes"] = cluster.requeued
+    return writer.finalize(summary=figures), figures

@@ -39,15 +39,13 @@ def start_server(env: str, max_sessions: int, log_dir: str) -> tuple[subprocess.
 
 def play(overrides: list[str]) -> tuple[int, int, float, float]:
     """(steps, wins, seconds in the turn loop, start-up seconds) of one run through the collector."""
-    from agent_sft.collection import prepare_envs
     from agent_sft.config import load_config
-    from agent_sft.config.lanes import lanes
     from agent_sft.policies.expert import ExpertPolicy
     from agent_sft.rollout import Collector
+    from agent_sft.run import resolve
 
-    cfg = load_config(None, overrides, environ={})
-    prepare_envs(cfg, lanes(cfg))
-    with Collector(cfg, ExpertPolicy()) as c:
+    run = resolve(load_config(None, overrides, environ={}))  # asks the env servers what they serve
+    with Collector(run, ExpertPolicy()) as c:
         episodes = list(c.run(c.plan()))
         return c.stats.steps, sum(e.success for e in episodes), c.stats.wall_s, c.stats.startup_s
 

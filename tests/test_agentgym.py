@@ -69,7 +69,7 @@ def indices(protocol):
 def collect(monkeypatch, out, protocol, url, policy, *extra):
     """`agent_sft.collect` into `out` with `policy` (policies are built from the config; this one is the test's),
     and the folder's raw rows by task id."""
-    monkeypatch.setattr(run_policy, "make_run_policy", lambda cfg, env_name: policy)
+    monkeypatch.setattr(run_policy, "make_run_policy", lambda run: policy)
     chosen = ",".join(map(str, indices(protocol)))
     result = agent_sft.collect([
         "env.env_name=http", f"env.http.protocol={protocol}", f"env.http.url={url}", f"env.http.data_indices={chosen}",

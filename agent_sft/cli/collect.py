@@ -22,7 +22,8 @@ import time
 from typing import Any
 
 from agent_sft.cli import CLIError
-from agent_sft.config import CollectConfig, describe, load_config
+from agent_sft.config import describe, load_config
+from agent_sft.run import Run
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -151,16 +152,20 @@ def run(args: argparse.Namespace) -> int:
     from agent_sft.dataset.filters import FilterError
     from agent_sft.errors import AgentSFTError, DatasetError, DiskFullError, RunFailedError
     from agent_sft.policies import PolicyError
+    from agent_sft.run import resolve
 
     cfg = load_config(args.config, args.overrides)
     progress: list[_Progress] = []
 
+    resolved: list[Run] = []
+
     def on_plan(plan: Any) -> None:
-        _announce(cfg, plan)
+        _announce(resolved[0], plan)
         progress.append(_Progress(len(plan.episodes), not args.no_progress and sys.stderr.isatty()))
 
     try:
-        result = collect(cfg, on_plan=on_plan, on_episode=lambda ep: progress[0].update(ep.success))
+        resolved.append(resolve(cfg))
+        result = collect(resolved[0], on_plan=on_plan, on_episode=lambda ep: progress[0].update(ep.success))
     except AgentSFTError as err:
         hint = err.hint
         if hint is None and isinstance(err, (DatasetError, FilterError, PolicyError, RunFailedError)) \
@@ -210,14 +215,11 @@ def fatal_hint(err: BaseException, folder: str) -> str:
     return "What was sealed is kept; run the same command again to resume."
 
 
-def _announce(cfg: CollectConfig, plan: Any) -> None:
-    from agent_sft.config.lanes import lanes
-    from agent_sft.policies.registry import policy_kind
-
-    run = lanes(cfg)
+def _announce(resolved: Run, plan: Any) -> None:
+    cfg, run = resolved.cfg, resolved.lanes
     eps = plan.episodes
     parallel = min(cfg.data.val_batch_size, max(1, len(eps)))
-    policy = f"policy {policy_kind(cfg)}{' ' + cfg.policy.model if cfg.policy.model else ''}"
+    policy = f"policy {resolved.policy_kind}{' ' + cfg.policy.model if cfg.policy.model else ''}"
     if len(run) > 1:
         print(f"Playing {len(eps)} episodes of {len(run)} envs, {parallel} in parallel, {policy}:")
         for lane, part in zip(run, plan.per_lane):

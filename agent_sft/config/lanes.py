@@ -30,7 +30,9 @@ from typing import Any
 from agent_sft.config.dotted import MIX_FIELDS, coerce, did_you_mean, env_spec
 from agent_sft.config.schema import CollectConfig
 from agent_sft.errors import ConfigError
+from agent_sft.policies.registry import package_versions as policy_versions
 from agent_sft.policies.registry import policy_kind
+from agent_sft.version import run_versions
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,16 @@ class Lane:
         per-episode info keys and the package versions its servers reported; the env itself for a local
         env, the env its servers play for an env server."""
         return self.spec.played(self.options, self.name)
+
+    def package_versions(self, kind: str) -> dict[str, str]:
+        """The package versions this lane's episodes record: python and agent_sft, the env's packages (its
+        spec's: for an env server, those of the env it plays, then what the server reported), and the `kind`
+        policy backend's (its row in the policy table)."""
+        from agent_sft.envs import find_spec
+
+        played = find_spec(self.name)  # the env the episodes record (an env server's: the one it serves)
+        env = played.package_versions() if played is not None else {}
+        return {**run_versions(), **env, **policy_versions(kind), **self.played.packages}
 
     def expert_model(self) -> str:
         """The model recorded for the expert policy on this lane."""

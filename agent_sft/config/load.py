@@ -8,6 +8,7 @@ verl-agent spellings used by the original PPO-trainer feature are accepted as al
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from typing import Any
@@ -24,6 +25,7 @@ from agent_sft.config.dotted import (
 )
 from agent_sft.config.dotted import describe as describe_keys
 from agent_sft.config.dotted import keys as keys_of
+from agent_sft.config.lanes import Lane, lanes
 from agent_sft.config.schema import CollectConfig, env_options
 from agent_sft.errors import ConfigError
 from agent_sft.policies.registry import policy_entry, policy_kind
@@ -70,7 +72,7 @@ def load_config(
             set_key(cfg, k, v)
     if cls is CollectConfig:
         apply_env_vars(cfg, os.environ if environ is None else environ)
-        validate(cfg)
+        complete(cfg)
     return cfg
 
 
@@ -92,11 +94,21 @@ def apply_env_vars(cfg: CollectConfig, environ: Any) -> None:
 
 def validate(cfg: CollectConfig) -> None:
     """Check a config, whether loaded from keys or built in Python: each value's type and choices, bounds,
-    cross-field rules and the run's envs. Idempotent: it fills in only what a default decides (the policy
-    kind, the env's expert), as loading does.
+    cross-field rules and the run's envs. It changes nothing (a copy is completed and checked).
 
     Raises:
         ConfigError: naming the key, as loading does.
+    """
+    complete(copy.deepcopy(cfg))
+
+
+def complete(cfg: CollectConfig) -> list[Lane]:
+    """Fill in what a default decides (`env.mix` as a mapping, the policy kind, a single local env's own
+    expert: shown as such in the folder's config) and check the result as `validate` does; returns the
+    run's lanes. For a config being built (loading, `agent_sft.run.resolve`'s copy).
+
+    Raises:
+        ConfigError: naming the key.
     """
     check_fields(cfg)
     if not isinstance(cfg.env.mix, dict):
@@ -129,11 +141,10 @@ def validate(cfg: CollectConfig) -> None:
         parse_shard(cfg.output.shard)
     if cfg.filters.max_tokens is not None and not cfg.filters.tokenizer:
         raise ConfigError("filters.max_tokens needs filters.tokenizer (a tokenizer path or name)")
-    from agent_sft.config.lanes import lanes
-
     run = lanes(cfg)  # each env's options, expert and count
     if len(run) == 1 and cfg.policy.expert is None and run[0].spec.prepare is None:
-        cfg.policy.expert = run[0].expert  # the env's own default, shown as such in the folder's config
+        cfg.policy.expert = run[0].expert
+    return run
 
 
 def parse_shard(spec: str) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 `workers`, threads in `threads`), the `Collector` (`collector`) and its two loops (`sync_loop`, `async_loop`)
 driving each episode's step machine (`episode`)."""
 
-from agent_sft.rollout.collector import Collector, default_env_kwargs, iter_collect, package_versions
+from agent_sft.rollout.collector import Collector, default_env_kwargs, iter_collect
 from agent_sft.rollout.pools import BACKENDS, EnvPool, PoolCounters, Reply, WorkerStartError, backend, make_pool
 from agent_sft.rollout.run_state import RolloutError, RunStats
 from agent_sft.rollout.tasks import EpisodeTask, Plan, episode_list, make_plan, select_tasks
@@ -27,6 +27,5 @@ __all__ = [
     "iter_collect",
     "make_plan",
     "make_pool",
-    "package_versions",
     "select_tasks",
 ]

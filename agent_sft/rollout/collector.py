@@ -24,17 +24,7 @@ from agent_sft.rollout.pools import EnvPool, backend, make_pool
 from agent_sft.rollout.run_state import LaneRun, RolloutError, RunStats
 from agent_sft.rollout.sync_loop import SyncLoop
 from agent_sft.rollout.tasks import LaneTasks, Plan, make_plan
-from agent_sft.version import run_versions
-
-
-def package_versions(env_name: str, policy_kind: str) -> dict[str, str]:
-    """Versions of what produced the data: python, agent_sft, the env's packages (its spec's) and the policy
-    backend's (its row in the policy table)."""
-    from agent_sft.envs import find_spec
-    from agent_sft.policies.registry import package_versions as policy_versions
-
-    spec = find_spec(env_name)
-    return {**run_versions(), **(spec.package_versions() if spec is not None else {}), **policy_versions(policy_kind)}
+from agent_sft.run import Run, resolve
 
 
 def default_env_kwargs(cfg: CollectConfig) -> dict[str, Any]:
@@ -58,7 +48,7 @@ class Collector:
     sized by its share of the plan, and the envs of a turn step at the same time.
 
     Args:
-        cfg: The run's configuration.
+        run: The run (`agent_sft.run.resolve`), or a config to resolve (its env servers are not asked again).
         policy: Answers every live conversation once per turn (None: a collector that only plans).
         env_kwargs: Keyword arguments for the env factory of a single-env run (default: from the config).
         template: Prompt template for every env (default: the lane's `template`, else `prompt.template`,
@@ -68,11 +58,12 @@ class Collector:
         ConfigError: `env.backend` is unknown or cannot run an env of the run (before any env starts).
     """
 
-    def __init__(self, cfg: CollectConfig, policy: Policy | None, *, env_kwargs: dict | None = None,
+    def __init__(self, run: Run | CollectConfig, policy: Policy | None, *, env_kwargs: dict | None = None,
                  template: PromptTemplate | None = None):
-        self.cfg = cfg
+        run = resolve(run, prepare=False)
+        self.cfg = cfg = run.cfg
         self.policy = policy
-        self.lanes = lanes(cfg)
+        self.lanes = list(run.lanes)
         for lane in self.lanes:
             backend(cfg.env.backend, lane.spec)
         if env_kwargs is not None and len(self.lanes) > 1:
@@ -83,7 +74,7 @@ class Collector:
             pinfo = info
             if info.kind == "expert" and lane.expert:
                 pinfo = dataclasses.replace(info, model=lane.expert_model())
-            versions = {**package_versions(lane.name, info.kind), **lane.played.packages}  # a server's: what it runs
+            versions = lane.package_versions(info.kind)
             setup = EpisodeSetup(
                 env=lane.name,
                 template=template or resolve_template(lane.name, cfg.prompt.style, lane.template),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from agent_sft.config import CollectConfig
 from agent_sft.errors import AgentSFTError
+from agent_sft.policies import registry
 from agent_sft.policies.base import Policy, PolicyError
+from agent_sft.run import Run
 
 
-def make_run_policy(cfg: CollectConfig, env_name: str) -> Policy:
+def make_run_policy(run: Run) -> Policy:
     """The configured policy; an expert replays its env's plan under the model label the env's spec gives
     (each env of a mix relabels it with its own).
 
@@ -15,14 +16,11 @@ def make_run_policy(cfg: CollectConfig, env_name: str) -> Policy:
         ConfigError: an unknown `policy.type`, or a model backend without `policy.model`.
         PolicyError: the backend's package is missing, or the backend cannot be built from the config.
     """
-    from agent_sft.config.lanes import lanes
-    from agent_sft.policies import registry
-
-    kind = registry.policy_kind(cfg)
+    kind, cfg = run.policy_kind, run.cfg
     extra = {}
     if kind == "expert":
-        lane = lanes(cfg)[0]
-        extra = {"expert_type": lane.expert or "expert", "env_name": env_name, "model": lane.expert_model()}
+        lane = run.lanes[0]
+        extra = {"expert_type": lane.expert or "expert", "env_name": lane.name, "model": lane.expert_model()}
     try:
         return registry.make_policy(cfg.policy, **extra)
     except ImportError as err:

@@ -31,6 +31,7 @@ from agent_sft.errors import AgentSFTError
 from agent_sft.records import END_ERROR, Episode
 from agent_sft.rollout import Collector, RunStats
 from agent_sft.rollout.tasks import EpisodeTask, Plan
+from agent_sft.run import Run
 
 # Environment variables the driver passes on to the actors (where data and caches are, engine settings);
 # each env of the run adds the prefixes its spec names (`EnvSpec.forward_env_vars`).
@@ -58,17 +59,19 @@ class CollectorActor:
     Built again from the config when Ray restarts the actor, so a restarted collector is a fresh one.
     """
 
-    def __init__(self, cfg: CollectConfig, env_name: str, index: int, specs: list | None = None) -> None:
+    def __init__(self, cfg: CollectConfig, index: int, specs: list | None = None) -> None:
         from agent_sft.envs import find_spec, register
         from agent_sft.rollout.policy import make_run_policy
+        from agent_sft.run import resolve
 
         for spec in specs or []:  # envs the driver registered at run time (a user's own, in their script)
             if find_spec(spec.name) is None:
                 register(spec)
         self.index = index
         self.played = 0
-        self.policy = make_run_policy(cfg, env_name)
-        self.collector = Collector(cfg, self.policy)
+        run = resolve(cfg, prepare=False)  # the driver's complete config: its env servers were asked there
+        self.policy = make_run_policy(run)
+        self.collector = Collector(run, self.policy)
         self.collector.start()
         self.node = _node_id()
 
@@ -143,20 +146,19 @@ class RayCollector:
     """The driver's side of a Ray run, used as `rollout.Collector` is: `plan(done_ids)`, `run(plan)`, `stats`.
 
     Args:
-        cfg: The run's configuration (`scale.*` says how many collectors and what they reserve).
-        env_name: The run's env (of its first lane with `env.mix`).
+        run: The run (`scale.*` says how many collectors and what they reserve).
     """
 
-    def __init__(self, cfg: CollectConfig, env_name: str) -> None:
-        self.cfg = cfg
-        self.env_name = env_name
+    def __init__(self, run: Run) -> None:
+        self.lanes = run.lanes
+        self.cfg = cfg = run.cfg
         self.ray = _ray()
         self.stats = RunStats(env_backend=cfg.env.backend, mode=cfg.loop.mode)
         self.cluster = ClusterStats()
         self.actors: list[Any] = []
         self._dead: set[int] = set()
         self._probing: dict[int, tuple[Any, float]] = {}  # collector -> (its `ready` call, when asked)
-        self._planner = Collector(cfg, None)
+        self._planner = Collector(run, None)
         self._owns_ray = False
 
     def __enter__(self) -> RayCollector:
@@ -202,16 +204,14 @@ class RayCollector:
     def _start_actors(self) -> None:
         ray, s = self.ray, self.cfg.scale
         remote = ray.remote(CollectorActor)
-        from agent_sft.config.lanes import lanes
-
-        specs = list({lane.spec.name: lane.spec for lane in lanes(self.cfg)}.values())
+        specs = list({lane.spec.name: lane.spec for lane in self.lanes}.values())
         prefixes = FORWARDED_ENV + tuple(p for spec in specs for p in spec.forward_env_vars)
         env_vars = {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
         for i in range(s.collectors):
             self.actors.append(remote.options(
                 num_cpus=s.cpus_per_collector, num_gpus=s.gpus_per_collector, max_restarts=s.max_restarts,
                 max_task_retries=0, name=None, runtime_env={"env_vars": env_vars} if env_vars else None,
-            ).remote(self.cfg, self.env_name, i, specs))
+            ).remote(self.cfg, i, specs))
         refs = [a.ready.remote() for a in self.actors]
         ready, pending = ray.wait(refs, num_returns=len(refs), timeout=s.start_timeout_s)
         if pending:

@@ -198,7 +198,7 @@ class SessionManager:
 
     def info(self) -> dict[str, Any]:
         from agent_sft.envs.http.protocol import PROTOCOL
-        from agent_sft.rollout import package_versions
+        from agent_sft.version import run_versions
 
         s = self.spec
         return {
@@ -212,7 +212,7 @@ class SessionManager:
             "episode_keys": sorted(s.info_keys_per_episode()),
             "task_types": list(s.card.task_types),
             "fingerprint": jsonable(s.fingerprint(self.options)),
-            "packages": package_versions(s.name, "expert"),
+            "packages": {**run_versions(), **s.package_versions()},
             "shared_process": s.shared_process,
         }
 

@@ -37,8 +37,9 @@ def answer(action: str) -> Completion:
     return Completion(f"<think>walk</think><action>{action}</action>", prompt_tokens=10, completion_tokens=5, finish_reason="stop")
 
 
-def env_step(obs: str, *, won: bool = False, terminated: bool = False) -> Reply:
-    return Reply(True, (obs, float(won), terminated or won, False, {"won": won, "admissible_actions": ACTIONS, "goal": "x"}))
+def env_step(obs: str, *, won: bool = False, terminated: bool = False, truncated: bool = False) -> Reply:
+    info = {"won": won, "admissible_actions": ACTIONS, "goal": "x"}
+    return Reply(True, (obs, float(won), terminated or won, truncated, info))
 
 
 def test_a_valid_action_is_sent_to_the_env_and_recorded():
@@ -70,7 +71,7 @@ def test_the_step_budget_ends_the_episode_as_a_step_limit():
     for k in range(2):
         assert m.ask()[1] == turn_seed(1234, k)
         assert m.answered(answer("go south"), 0.1).kind == STEP
-        nxt = m.stepped(env_step(f"room {k}"))
+        nxt = m.stepped(env_step(f"room {k}", truncated=k == 1))  # as envs.TimeLimit answers the budget's step
     assert nxt.kind == DONE and nxt.env_error == ""
     ep = m.episode
     assert (ep.end_reason, ep.success, len(ep.steps)) == (END_STEP_LIMIT, False, 2)

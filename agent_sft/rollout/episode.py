@@ -156,7 +156,6 @@ class EpisodeMachine:
         """The env's reply to the `STEP` request."""
         step, self._step = self._step, None
         assert step is not None, "stepped() without a step in play"
-        max_steps = self.setup.max_steps
         self.episode.steps.append(step)
         if not reply.ok:
             step.done = True
@@ -171,14 +170,14 @@ class EpisodeMachine:
             step.valid, step.invalid_reason = verdict
         extra = {k: v for k, v in info.items() if k not in self.setup.episode_keys and _jsonable(v)}
         extra["won"] = won
-        if step.done or len(self.episode.steps) >= max_steps:
+        if step.done:
             extra["final_observation"] = obs
         step.info = _merge_info(step.info, extra)
         if won:
             reason = END_SUCCESS
         elif terminated:
             reason = END_FAILURE
-        elif truncated or len(self.episode.steps) >= max_steps:
+        elif truncated:  # the step budget (`envs.TimeLimit`, around every env the pools build), or the env's own
             reason = END_STEP_LIMIT
         else:
             self.obs, self.info = obs, info

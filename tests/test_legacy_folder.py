@@ -75,3 +75,29 @@ def test_an_earlier_folder_resumes_and_its_config_gives_the_same_rows(legacy, tm
     p = collect(tmp_path, "output.dir=again", *ARGS)
     assert p.returncode == 0, p.stderr[-3000:]
     assert rows(tmp_path / "again") == fixture_rows
+
+
+MIXED = os.path.join(os.path.dirname(__file__), "data", "pre_house_mix")
+# tests/data/pre_house_mix: written by agent-sft before its modules were re-housed (config, dataset and rollout
+# subpackages), an async mix of two envs with their experts, with these keys:
+MIXED_ARGS = ["env.mix=[{env: frozenlake, episodes: 3}, {env: taxi, episodes: 3}]", "loop.mode=async",
+              "data.val_fraction=0.5", "data.val_batch_size=3", "env.backend=thread", "--no-progress"]
+
+
+def test_a_mixed_async_folder_from_before_checks_resumes_and_its_config_gives_the_same_rows(tmp_path):
+    d = tmp_path / "mixed"
+    shutil.copytree(MIXED, d)
+    before = rows(d)
+    assert len(before) == 6
+    p = subprocess.run([sys.executable, "-m", "agent_sft", "info", str(d)], capture_output=True, text=True,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert p.returncode == 0 and "episodes: 6" in p.stdout, p.stdout + p.stderr
+    more = [a.replace("episodes: 3}", "episodes: 4}") for a in MIXED_ARGS]
+    p = collect(tmp_path, "output.dir=mixed", *more)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "6 episodes already there are skipped" in p.stdout
+    resumed = rows(d)
+    assert len(resumed) == 8 and {k: resumed[k] for k in before} == before
+    p = collect(tmp_path, "output.dir=again", *MIXED_ARGS)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert rows(tmp_path / "again") == before

@@ -49,15 +49,6 @@ class Run:
     config: dict[str, Any]
     env_versions: dict[str, dict[str, str]]
 
-    @property
-    def env_name(self) -> str:
-        """The run's env (the first env of a mix): the name a plain run's folder and expert go by."""
-        return self.lanes[0].name
-
-    def lane_versions(self, lane: Lane) -> dict[str, str]:
-        """The package versions a lane's episodes record."""
-        return dict(self.env_versions[lane.label])
-
 
 def resolve(cfg: CollectConfig | Run, *, prepare: bool = True) -> Run:
     """The run a config describes (a `Run` is returned as it is).

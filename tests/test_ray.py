@@ -289,3 +289,22 @@ def test_a_ray_started_here_binds_loopback_only(cluster):
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_policy_and_a_pool_backend_registered_in_the_driver_play_on_the_collectors(cluster, tmp_path):
+    from agent_sft.policies.registry import POLICIES, PolicyEntry, register_policy
+    from agent_sft.rollout.pools import BACKENDS, PoolBackend, register_pool
+
+    c, _ = cluster
+    register_policy("toy-ray", PolicyEntry("toy_policy:ToyPolicy", needs_model=False))
+    register_pool("inline-ray", PoolBackend("toy_pool:InlinePool", True, "every env inline in the calling thread"))
+    try:
+        args = ["env.env_name=taxi", "env.pool=inline-ray", "env.num_episodes=2", "env.max_steps=3", "policy.type=toy-ray"]
+        agent_sft.collect(load_config(None, [f"output.dir={tmp_path / 'here'}", *args], environ={}))
+        agent_sft.collect(load_config(None, [f"output.dir={tmp_path / 'ray'}", *args, *on_ray(c)], environ={}))
+    finally:
+        POLICIES.pop("toy-ray", None)
+        BACKENDS.pop("inline-ray", None)
+    here, there = rows_of(tmp_path / "here"), rows_of(tmp_path / "ray")
+    assert there == here and len(here) == 2
+    assert all(r["policy"]["model"] == "toy-north-v1" for _, r in there.values())

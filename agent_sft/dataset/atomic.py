@@ -76,7 +76,7 @@ def keep_spares(folder: str) -> None:
     are replaced through a spare file that keeps the replaced copy's inode and disk space for the next
     write: creating a file and freeing the blocks of the one replaced cost far more than the write (most of
     all on a disk mounted with online discard). `drop_spares` removes the spare files; those of a process
-    that died are temporary files like any other (`folder.remove_dead_tmp`)."""
+    that died are temporary files like any other (`layout.remove_dead_tmp`)."""
     folder = os.path.abspath(folder)
     _SPARE_USERS[folder] = _SPARE_USERS.get(folder, 0) + 1
 

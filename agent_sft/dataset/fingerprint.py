@@ -16,7 +16,7 @@ import hashlib
 import json
 from typing import Any
 
-from agent_sft.dataset.card import public as public_value
+from agent_sft.dataset.public import public as public_value
 
 GROWABLE = ("env.mix.",)
 """Fingerprint mappings a resume may add keys to (a longer `env.mix`)."""

@@ -9,7 +9,7 @@ anyone is never written again.
 
 Episodes that ended in an error are played again when a folder is resumed. They stay in the folder until
 their replacements are sealed: a resume first moves them into shards of their own, and the shard that
-seals a replacement takes the error row out of its shard in the same rename (`folder.live_raw`).
+seals a replacement takes the error row out of its shard in the same rename (`layout.live_raw`).
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from agent_sft.dataset import atomic, layout, shards
-from agent_sft.dataset.card import public
 from agent_sft.dataset.derive import SftDeriver, same_build
 from agent_sft.dataset.fingerprint import digest, mismatches
 from agent_sft.dataset.fingerprint import public as public_fingerprint
 from agent_sft.dataset.formats import episode_to_row
 from agent_sft.dataset.layout import BuildSpec
+from agent_sft.dataset.public import public
 from agent_sft.dataset.rewrite import (
     COMPACT_EVERY,
     check_not_corrupt,
@@ -127,6 +127,7 @@ class DatasetWriter:
         self._closed = False
         self._error: BaseException | None = None
         self.done_ids: set[str] = set()
+        self._prepared = False
         self.prepare(fingerprint=fingerprint, meta=meta, allow_config_change=allow_config_change,
                      versions=versions, env_versions=env_versions)
         self._stop = threading.Event()
@@ -146,7 +147,11 @@ class DatasetWriter:
         """Make the folder ready to write, under its lock: read `meta/info.json` (or rebuild it from the
         shards), check the fingerprint, note this writer and its build, check the shards against their
         checksums (a damaged sft shard is derived again), finish an interrupted rewrite (`repair`), and move
-        error episodes into shards of their own so that they are played again. Sets `done_ids`."""
+        error episodes into shards of their own so that they are played again. Sets `done_ids`. Once per
+        writer: `open` calls it."""
+        if self._prepared:
+            raise RuntimeError(f"{self.path}: this writer has prepared its folder already")
+        self._prepared = True
         self._ensure_dataset_folder()
         with layout.locked(self.path):
             info = layout.read_info(self.path) or layout.recover_info(self.path)

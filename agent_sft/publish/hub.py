@@ -230,7 +230,7 @@ def _public_meta(folder: Path, files: list[str]) -> dict[str, bytes]:
     """meta/info.json as published: the run config without local paths or server addresses."""
     if "meta/info.json" not in files:
         return {}
-    from agent_sft.dataset.card import public_info
+    from agent_sft.dataset.public import public_info
 
     try:
         info = json.loads((folder / "meta/info.json").read_text())

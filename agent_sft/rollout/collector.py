@@ -79,7 +79,7 @@ class Collector:
                 env=lane.name,
                 template=template or resolve_template(lane.name, cfg.prompt.style, lane.template),
                 max_steps=lane.max_steps,
-                episode_keys=lane.spec.info_keys_per_episode() | set(lane.played.episode_keys),
+                episode_keys=frozenset(lane.played.episode_keys),
                 policy_info=pinfo,
                 versions=json.dumps(versions, sort_keys=True),
                 run_seed=cfg.env.seed,
@@ -88,7 +88,8 @@ class Collector:
                 system=cfg.prompt.system,
                 require_think=cfg.prompt.require_think,
             )
-            self._runs.append(LaneRun(lane, setup, lane.env_kwargs(cfg) if env_kwargs is None else env_kwargs))
+            kwargs = lane.env_kwargs(cfg) if env_kwargs is None else {"max_steps": lane.max_steps, **env_kwargs}
+            self._runs.append(LaneRun(lane, setup, kwargs))  # `max_steps`: the env's TimeLimit (pools.build_env)
         first = self._runs[0]
         self.spec: EnvSpec = first.lane.spec
         self.env_name = first.lane.name

@@ -30,7 +30,7 @@ class EnvHealth:
     """Env errors in a row per env of the run (episodes may end in any thread).
 
     Args:
-        lanes: the run's envs (`mix.Lane`), in the order the collector numbers them.
+        lanes: the run's envs (`config.lanes.Lane`), in the order the collector numbers them.
         limit: `env.max_consecutive_errors`.
     """
 

@@ -28,8 +28,10 @@ from typing import Any
 
 from agent_sft.config import CollectConfig, ConfigError
 from agent_sft.errors import AgentSFTError
+from agent_sft.policies.registry import POLICIES
 from agent_sft.records import END_ERROR, Episode
 from agent_sft.rollout import Collector, RunStats
+from agent_sft.rollout.pools import BACKENDS
 from agent_sft.rollout.tasks import EpisodeTask, Plan
 from agent_sft.run import Run
 
@@ -59,14 +61,19 @@ class CollectorActor:
     Built again from the config when Ray restarts the actor, so a restarted collector is a fresh one.
     """
 
-    def __init__(self, cfg: CollectConfig, index: int, specs: list | None = None) -> None:
+    def __init__(self, cfg: CollectConfig, index: int, specs: list | None = None, rows: dict | None = None) -> None:
         from agent_sft.envs import find_spec, register
+        from agent_sft.policies.registry import register_policy
         from agent_sft.rollout.policy import make_run_policy
+        from agent_sft.rollout.pools import register_pool
         from agent_sft.run import resolve
 
         for spec in specs or []:  # envs the driver registered at run time (a user's own, in their script)
             if find_spec(spec.name) is None:
                 register(spec)
+        if rows:  # the run's policy and pool backends as the driver's tables have them (a user's own included)
+            register_policy(*rows["policy"])
+            register_pool(*rows["pool"])
         self.index = index
         self.played = 0
         run = resolve(cfg, prepare=False)  # the driver's complete config: its env servers were asked there
@@ -150,7 +157,7 @@ class RayCollector:
     """
 
     def __init__(self, run: Run) -> None:
-        self.lanes = run.lanes
+        self.lanes, self.policy_kind = run.lanes, run.policy_kind
         self.cfg = cfg = run.cfg
         self.ray = _ray()
         self.stats = RunStats(env_backend=cfg.env.backend, mode=cfg.loop.mode)
@@ -205,13 +212,15 @@ class RayCollector:
         ray, s = self.ray, self.cfg.scale
         remote = ray.remote(CollectorActor)
         specs = list({lane.spec.name: lane.spec for lane in self.lanes}.values())
+        rows = {"policy": (self.policy_kind, POLICIES[self.policy_kind]),
+                "pool": (self.cfg.env.backend, BACKENDS[self.cfg.env.backend])}
         prefixes = FORWARDED_ENV + tuple(p for spec in specs for p in spec.forward_env_vars)
         env_vars = {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
         for i in range(s.collectors):
             self.actors.append(remote.options(
                 num_cpus=s.cpus_per_collector, num_gpus=s.gpus_per_collector, max_restarts=s.max_restarts,
                 max_task_retries=0, name=None, runtime_env={"env_vars": env_vars} if env_vars else None,
-            ).remote(self.cfg, i, specs))
+            ).remote(self.cfg, i, specs, rows))
         refs = [a.ready.remote() for a in self.actors]
         ready, pending = ray.wait(refs, num_returns=len(refs), timeout=s.start_timeout_s)
         if pending:

@@ -1,10 +1,6 @@
-"""Loading and checking the collect config: defaults, a YAML file, dotted overrides, env vars.
-
-Keys are dotted paths (`env.max_steps=30`); the
-verl-agent spellings used by the original PPO-trainer feature are accepted as aliases
-(`actor_rollout_ref.model.path`, `actor_rollout_ref.rollout.val_kwargs.temperature`, ...), and the
-`COLLECT_SFT`, `SFT_SEED` and `SFT_REQUIRE_SUCCESS` environment variables are honored.
-"""
+"""Loading and checking the collect config: defaults, then a YAML file, then dotted overrides (any
+spelling `config.dotted` knows), then the original feature's environment variables; `complete` fills in
+what defaults decide, `validate` checks without changing anything."""
 
 from __future__ import annotations
 

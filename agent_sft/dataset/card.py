@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from agent_sft.dataset import atomic, layout
+from agent_sft.dataset.per_task import count, percent
 from agent_sft.dataset.public import public
 from agent_sft.policies.registry import policy_kind
 from agent_sft.records import END_REASONS, SPLITS
@@ -257,6 +258,7 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
         "versions": versions,
         "split_table": split_table,
         "task_table": task_table,
+        "pass_at_k": _pass_table(st),
         "reward_distribution": _reward_lines(st),
         "mean_reward": f"{st['mean_final_reward']:.3f}",
         "mean_length": f"{st['mean_length']:.1f}",
@@ -307,6 +309,44 @@ def _task_table(st: dict) -> str:
     rows = [f"| {t} | {cells(b)}" for t, b in st["by_task_type"].items()] or ["| (none) | 0 | 0 | - | - |"]
     return "\n".join(["Success by task type:", "", "| task type | episodes | won | success rate | mean length |",
                       "|---|---:|---:|---:|---:|", *rows])
+
+
+def _pass_table(st: dict) -> str:
+    """Attempts and pass@k by task type (by env and task type with several envs) when some task was
+    attempted more than once; otherwise the one line saying pass@1 is the success rate."""
+    pk = st.get("pass_at_k") or {}
+    if not pk.get("tasks"):
+        return ""
+    if pk["tasks"] == pk["attempts"]:
+        return "pass@1 equals the success rate: one sample per task."
+    k = pk["k"]
+    at_k = f"pass@{k}"
+
+    def cells(b: dict) -> str:
+        row = f"{b['tasks']} | {b['attempts']} | {b['successes']} | {percent(b['pass@1'])} |"
+        if k > 1:
+            covered = b[f"tasks_{at_k}"]
+            fewer = "" if covered == b["tasks"] else f" ({count(covered, 'task')})"
+            row += f" {percent(b[at_k])}{fewer} |"
+        return row
+
+    cols = "| tasks | attempts | won | pass@1 |" + (f" {at_k} |" if k > 1 else "")
+    rule = "|---:|---:|---:|---:|" + ("---:|" if k > 1 else "")
+    by_env = pk.get("by_env") or {}
+    if len(by_env) > 1:
+        lines = ["| env | task type " + cols, "|---|---" + rule]
+        for env, e in by_env.items():
+            lines.append(f"| **{env}** | all | {cells(e)}")
+            lines += [f"| {env} | {t} | {cells(b)}" for t, b in e["by_task_type"].items()]
+    else:
+        lines = ["| task type " + cols, "|---" + rule, f"| **all** | {cells(pk)}"]
+        lines += [f"| {t} | {cells(b)}" for t, b in pk["by_task_type"].items()]
+    note = ("pass@1 is the mean over a row's tasks of each task's success rate"
+            + (f"; {at_k}, the chance that {k} of a task's attempts hold a success (the unbiased estimator of "
+               f"Chen et al. 2021), is the mean over the tasks with at least {k} attempts: "
+               f"{pk[f'tasks_{at_k}']} of {pk['tasks']} (a row with fewer says how many)" if k > 1 else "")
+            + ". Figures per task are in `meta/stats.json` under `by_task`.")
+    return "\n".join(["Attempts and pass@k:", "", *lines, "", note])
 
 
 def _reward_lines(st: dict) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow.dataset as pads
 
-from agent_sft.dataset import atomic, checksums, layout, shards
+from agent_sft.dataset import atomic, checksums, layout, per_task, shards
 from agent_sft.dataset.filters import active_filters
 from agent_sft.errors import DatasetError, NotADatasetError
 from agent_sft.records import CONFIGS, SCHEMAS, SPLITS
@@ -19,7 +19,7 @@ from agent_sft.records import CONFIGS, SCHEMAS, SPLITS
 log = logging.getLogger(__name__)
 
 STAT_COLUMNS = ["split", "task_type", "success", "episode_length", "final_reward", "end_reason", "num_invalid",
-                "prompt_tokens", "completion_tokens", "duration_s", "game_split", "env"]
+                "prompt_tokens", "completion_tokens", "duration_s", "game_split", "env", "task_id"]
 
 
 def _paths(folder: str, s: layout.Scan, config: str = "raw", exclude: frozenset[str] = frozenset()) -> list[str]:
@@ -62,9 +62,10 @@ def _reward_dist(counts: Counter, bins: int = 10, max_values: int = 12) -> dict:
 
 
 def compute_stats(folder: str, s: layout.Scan, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """Counts, success by env and by task type, lengths, rewards, tokens, end reasons and filter drops.
+    """Counts, success by env and by task type, lengths, rewards, tokens, end reasons, filter drops, and
+    attempts, successes and pass@k per task and averaged by env and task type (`per_task`).
 
-    Reads only the columns it needs, batch by batch, so memory does not grow with the folder. Shards
+    Reads only the columns it needs, batch by batch, so memory grows with the tasks, not the episodes. Shards
     in `exclude` (relative paths of damaged shards) are left out.
     """
     paths = _paths(folder, s, "raw", exclude)
@@ -78,12 +79,14 @@ def compute_stats(folder: str, s: layout.Scan, exclude: frozenset[str] = frozens
     lengths: Counter = Counter()
     end_reasons: Counter = Counter()
     game_splits: Counter = Counter()
+    tally = per_task.TaskTally()
     batches = pads.dataset(paths, format="ipc").to_batches(columns=STAT_COLUMNS) if paths else []
     for batch in batches:
         c = batch.to_pydict()
-        for sp, tt, ok, ln, fr, er, ni, p, q, du, gs, env in zip(*(c[k] for k in STAT_COLUMNS)):
+        for sp, tt, ok, ln, fr, er, ni, p, q, du, gs, env, tid in zip(*(c[k] for k in STAT_COLUMNS)):
             n += 1
             successes += bool(ok)
+            tally.add(env or "(none)", tid, tt or "(none)", bool(ok))
             e = by_env[env or "(none)"]
             e["_reward"] += fr
             e["_rewards"][round(fr, 4)] += 1
@@ -114,6 +117,7 @@ def compute_stats(folder: str, s: layout.Scan, exclude: frozenset[str] = frozens
         for m in s.sft[sp].values():
             drops.update(m.get("drops", {}))
     steps = sum(k * v for k, v in lengths.items())
+    by_task, pass_k = tally.figures()
     return {
         "episodes": {sp: per_split.get(sp, 0) for sp in SPLITS},
         "sft_rows": {sp: s.sft_rows(sp) for sp in SPLITS},
@@ -135,6 +139,8 @@ def compute_stats(folder: str, s: layout.Scan, exclude: frozenset[str] = frozens
         "episodes_filtered": sum(drops.values()) - sum(v for k, v in drops.items() if k.endswith("_rows")),
         "collection_seconds": seconds,
         "shards": {"raw": sum(len(s.raw[sp]) for sp in SPLITS), "sft": sum(len(s.sft[sp]) for sp in SPLITS)},
+        "pass_at_k": pass_k,
+        "by_task": by_task,
     }
 
 
@@ -354,6 +360,7 @@ def info_text(folder: str, check: bool = True) -> tuple[str, bool]:
         lines.append("success by task type:")
         for tt, b2 in st["by_task_type"].items():
             lines.append(row.format(tt, b2["successes"], b2["episodes"], 100 * b2["success_rate"], b2["mean_length"]))
+    lines += per_task.info_lines(st["pass_at_k"])
     lines.append("end reasons: " + (", ".join(f"{k} {v}" for k, v in sorted(st["end_reasons"].items())) or "none"))
     active = active_filters(b.get("filters") or {})
     lines.append("filters: " + (", ".join(f"{k}={v}" for k, v in sorted(active.items())) or "none"))

@@ -104,7 +104,7 @@ def test_build_without_flags_stores_every_filter_at_its_default():
 
 
 SAMPLE = {"min_final_reward": 0.5, "min_steps": 2, "max_steps": 7, "max_tokens": 7, "tokenizer": "tok",
-          "callable": "m.py:keep"}
+          "callable": "m.py:keep", "dedup": "near", "dedup_threshold": 0.8}
 
 
 @pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(FilterConfig)])

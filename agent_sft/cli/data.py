@@ -110,6 +110,8 @@ def build_spec(a: argparse.Namespace) -> Any:
         set_key(cfg, key, value)  # an unknown filters.* key is refused here, naming it
     if cfg.filters.max_tokens is not None and not cfg.filters.tokenizer:
         raise ConfigError("filters.max_tokens (--max-tokens) needs filters.tokenizer (--tokenizer)")
+    if not 0.0 < cfg.filters.dedup_threshold <= 1.0:
+        raise ConfigError(f"filters.dedup_threshold: must be in (0, 1] (got {cfg.filters.dedup_threshold})")
     return BuildSpec(cfg.output.sft_style, dataclasses.asdict(cfg.filters))
 
 

@@ -135,6 +135,8 @@ def complete(cfg: CollectConfig) -> list[Lane]:
         raise ConfigError(f"data.val_fraction: must be in [0, 1) (got {cfg.data.val_fraction})")
     if cfg.output.shard is not None:
         parse_shard(cfg.output.shard)
+    if not 0.0 < cfg.filters.dedup_threshold <= 1.0:
+        raise ConfigError(f"filters.dedup_threshold: must be in (0, 1] (got {cfg.filters.dedup_threshold})")
     if cfg.filters.max_tokens is not None and not cfg.filters.tokenizer:
         raise ConfigError("filters.max_tokens needs filters.tokenizer (a tokenizer path or name)")
     run = lanes(cfg)  # each env's options, expert and count

@@ -144,6 +144,8 @@ class FilterConfig:
     max_tokens: int | None = _f(None, "Drop sft rows longer than this many tokens (needs filters.tokenizer).")
     tokenizer: str | None = _f(None, "Tokenizer (path or name) for token-length filters.")
     callable: str | None = _f(None, "`module:function` or `file.py:function` taking a raw row, returning bool.")
+    dedup: str = _f("off", "Drop repeated episodes from `sft`, keeping each task's first sample: `exact` (same actions on the same task), `near` (also responses alike by MinHash) or `off`.", ("off", "exact", "near"))
+    dedup_threshold: float = _f(0.9, "The responses' Jaccard similarity (word 3-grams) at which `dedup=near` drops an episode.")
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""Deriving `sft` shards from `raw` ones with a build spec (style and filters)."""
+"""Deriving `sft` shards from `raw` ones with a build spec (style and filters) and what the folder-wide stages drop."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
 import pyarrow as pa
 
@@ -13,14 +14,31 @@ from agent_sft.records import SFT_SCHEMA
 
 
 class SftDeriver:
-    """Turns raw rows into sft rows with a fixed build spec (filters are built once)."""
+    """Turns raw rows into sft rows with a fixed build spec (filters are built once).
 
-    def __init__(self, build: BuildSpec):
+    Args:
+        build: the style and filters.
+        dropped: episodes a folder-wide stage drops (`stages`): episode id -> the reason counted.
+    """
+
+    def __init__(self, build: BuildSpec, dropped: Mapping[str, str] | None = None):
         self.build = build
         self.filters = build_filters(build.filters)
+        self.dropped = dropped or {}
 
     def derive(self, raw_rows: list[dict]) -> tuple[list[dict], Counter]:
-        return derive_sft(raw_rows, self.filters, self.build.style)
+        if not self.dropped:
+            return derive_sft(raw_rows, self.filters, self.build.style)
+        stage_drops: Counter = Counter()
+        kept = []
+        for row in raw_rows:
+            reason = self.dropped.get(row["episode_id"])
+            if reason is None:
+                kept.append(row)
+            else:
+                stage_drops[reason] += 1
+        sft, drops = derive_sft(kept, self.filters, self.build.style)
+        return sft, drops + stage_drops
 
     def write_for(self, folder: str, split: str, raw_name: str, generation: int, raw_rows: list[dict] | None = None) -> dict:
         """Seal the sft shard of raw shard `raw_name` (read batch by batch when not given); returns its metadata."""

@@ -130,6 +130,11 @@ def _check(f: Filter, row: dict) -> bool:
         ) from e
 
 
+def keeps_episode(row: dict, filters: list[Filter]) -> bool:
+    """Whether every episode-level filter keeps the raw row (a filter that raises is a `FilterError`)."""
+    return all(_check(f, row) for f in filters if f.level == "episode")
+
+
 def derive_sft(raw_rows: list[dict], filters: list[Filter], style: str) -> tuple[list[dict], Counter]:
     """sft rows of the raw rows that pass every filter, and drops counted by reason.
 

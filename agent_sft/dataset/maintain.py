@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 
-from agent_sft.dataset import atomic, checksums, layout, shards
+from agent_sft.dataset import checksums, layout, shards, stages
 from agent_sft.dataset.derive import SftDeriver
 from agent_sft.dataset.fingerprint import diff as config_diff
 from agent_sft.dataset.layout import BuildSpec
@@ -35,19 +35,10 @@ def rebuild(folder: str, build: BuildSpec) -> dict:
     crash mid-build leaves the old `sft` in place.
     """
     require_folder(folder)
-    deriver = SftDeriver(build)  # fails early on a bad filter
+    SftDeriver(build)  # fails early on a bad filter
     with layout.locked(folder):
         info = _info_under_lock(folder)  # read under the lock: writers update it
-        old = layout.generation(info)
-        s = layout.scan(folder, old)
-        check_not_corrupt(folder, s)
-        new = old + 1
-        for split in SPLITS:
-            for name in s.raw[split]:
-                deriver.write_for(folder, split, name, new)
-        info["build"] = {**build.to_dict(), "generation": new}
-        atomic.write_json_atomic(os.path.join(folder, layout.INFO), info)
-        s = repair(folder, layout.scan(folder, new), deriver)
+        s, _ = stages.rederive(folder, build, info)
         from agent_sft.dataset import reading
 
         return reading.finalize_folder(folder, s)

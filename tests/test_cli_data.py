@@ -104,7 +104,8 @@ def test_build_without_flags_stores_every_filter_at_its_default():
 
 
 SAMPLE = {"min_final_reward": 0.5, "min_steps": 2, "max_steps": 7, "max_tokens": 7, "tokenizer": "tok",
-          "callable": "m.py:keep", "dedup": "near", "dedup_threshold": 0.8}
+          "callable": "m.py:keep", "dedup": "near", "dedup_threshold": 0.8,
+          "task_success": "mixed", "select": "first_success", "per_task": 2, "per_task_type": 3}
 
 
 @pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(FilterConfig)])

@@ -93,6 +93,7 @@ def build_spec(a: argparse.Namespace) -> Any:
         ConfigError: a key `build` does not take, or a bad value.
     """
     from agent_sft.config import CollectConfig, ConfigError, set_key
+    from agent_sft.config.load import check_stages
     from agent_sft.dataset.layout import BuildSpec
 
     cfg = CollectConfig()
@@ -110,8 +111,7 @@ def build_spec(a: argparse.Namespace) -> Any:
         set_key(cfg, key, value)  # an unknown filters.* key is refused here, naming it
     if cfg.filters.max_tokens is not None and not cfg.filters.tokenizer:
         raise ConfigError("filters.max_tokens (--max-tokens) needs filters.tokenizer (--tokenizer)")
-    if not 0.0 < cfg.filters.dedup_threshold <= 1.0:
-        raise ConfigError(f"filters.dedup_threshold: must be in (0, 1] (got {cfg.filters.dedup_threshold})")
+    check_stages(cfg.filters)
     return BuildSpec(cfg.output.sft_style, dataclasses.asdict(cfg.filters))
 
 

@@ -22,7 +22,7 @@ from agent_sft.config.dotted import (
 from agent_sft.config.dotted import describe as describe_keys
 from agent_sft.config.dotted import keys as keys_of
 from agent_sft.config.lanes import Lane, lanes
-from agent_sft.config.schema import CollectConfig, env_options
+from agent_sft.config.schema import CollectConfig, FilterConfig, env_options
 from agent_sft.errors import ConfigError
 from agent_sft.policies.registry import policy_entry, policy_kind
 
@@ -135,14 +135,22 @@ def complete(cfg: CollectConfig) -> list[Lane]:
         raise ConfigError(f"data.val_fraction: must be in [0, 1) (got {cfg.data.val_fraction})")
     if cfg.output.shard is not None:
         parse_shard(cfg.output.shard)
-    if not 0.0 < cfg.filters.dedup_threshold <= 1.0:
-        raise ConfigError(f"filters.dedup_threshold: must be in (0, 1] (got {cfg.filters.dedup_threshold})")
+    check_stages(cfg.filters)
     if cfg.filters.max_tokens is not None and not cfg.filters.tokenizer:
         raise ConfigError("filters.max_tokens needs filters.tokenizer (a tokenizer path or name)")
     run = lanes(cfg)  # each env's options, expert and count
     if len(run) == 1 and cfg.policy.expert is None and run[0].spec.prepare is None:
         cfg.policy.expert = run[0].expert
     return run
+
+
+def check_stages(f: FilterConfig) -> None:
+    """The bounds of the build stages' keys (`filters.per_task`, `per_task_type`, `dedup_threshold`)."""
+    for key, v in (("filters.per_task", f.per_task), ("filters.per_task_type", f.per_task_type)):
+        if v is not None and v < 1:
+            raise ConfigError(f"{key}: must be at least 1 (got {v})")
+    if not 0.0 < f.dedup_threshold <= 1.0:
+        raise ConfigError(f"filters.dedup_threshold: must be in (0, 1] (got {f.dedup_threshold})")
 
 
 def parse_shard(spec: str) -> tuple[int, int]:

@@ -1,31 +1,86 @@
-"""Build stages over the whole folder: what a build drops by looking at other episodes (`filters.dedup`).
+"""Build stages over the whole folder: what a build drops by looking at other episodes.
 
 Per-episode filters decide each raw shard's sft rows on their own (`derive`), so a writer derives them as it
-seals. A folder-wide stage needs every live episode first: `rederive` works out its drops over the folder,
-derives every sft shard again at the next build generation with them and switches to that generation in one
-write of meta/info.json, as a new build spec does. `agent-sft build` runs it, and so does a writer's
-`finalize` when its build has such a stage; a run's flushes in between follow the per-episode filters.
+seals. The stages need every live episode first, in this order: the filters, duplicates (`dedup`:
+`filters.dedup`), then the selection per task and task type (`selection`: `filters.task_success`,
+`filters.select`, `filters.per_task`, `filters.per_task_type`). `rederive` reads the folder once, a record
+batch at a time, keeping a small record per episode (`Ep`), works out what the stages drop, derives every sft
+shard again at the next build generation with those drops and switches to that generation in one write of
+meta/info.json, as a new build spec does. `agent-sft build` runs it, and so does a writer's `finalize` when
+its build has a stage; a run's flushes in between follow the per-episode filters only.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
 
-from agent_sft.dataset import atomic, dedup, layout
+from agent_sft.dataset import atomic, dedup, layout, selection, shards
 from agent_sft.dataset.derive import SftDeriver
+from agent_sft.dataset.filters import build_filters, keeps_episode
 from agent_sft.dataset.layout import BuildSpec
 from agent_sft.dataset.rewrite import check_not_corrupt, repair
 from agent_sft.records import SPLITS
 
 
+@dataclass
+class Ep:
+    """What the stages know of one episode."""
+
+    order: tuple  # env, task id, sample index, episode id: the order in which episodes are kept
+    episode_id: str
+    env: str
+    task_id: str
+    task_type: str
+    success: bool
+    length: int
+    passes: bool  # the per-episode filters keep it
+    action_key: str = ""
+    minhash: Any = None
+
+
 def active(build: BuildSpec) -> bool:
     """Whether the build has a stage that looks at the whole folder."""
-    return dedup.mode(build.filters) != "off"
+    return dedup.mode(build.filters) != "off" or selection.active(build.filters)
+
+
+def episodes(folder: str, s: layout.Scan, spec: dict[str, Any]) -> list[Ep]:
+    """Every live episode of scan `s` as the stages see it, in keeping order."""
+    filters = build_filters(spec)
+    how = dedup.mode(spec)
+    out = []
+    for split in SPLITS:
+        for name, meta in sorted(s.raw[split].items()):
+            if not meta["rows"]:
+                continue
+            for batch in shards.iter_shard_batches(layout.shard_path(folder, "raw", split, name)):
+                for row in batch.to_pylist():
+                    passes = keeps_episode(row, filters)
+                    out.append(Ep(
+                        order=(row["env"], row["task_id"], row["sample_index"], row["episode_id"]),
+                        episode_id=row["episode_id"], env=row["env"], task_id=row["task_id"],
+                        task_type=row["task_type"] or "", success=bool(row["success"]),
+                        length=int(row["episode_length"]), passes=passes,
+                        action_key=dedup.action_key(row) if passes and how != "off" else "",
+                        minhash=dedup.minhash(row) if passes and how == "near" else None,
+                    ))
+    out.sort(key=lambda e: e.order)
+    return out
+
+
+def drops(eps: list[Ep], spec: dict[str, Any]) -> dict[str, str]:
+    """episode id -> the stage's drop reason, for the episodes the filters keep but a stage drops."""
+    candidates = [e for e in eps if e.passes]
+    out = dedup.drops(candidates, spec)
+    out.update(selection.drops(eps, [e for e in candidates if e.episode_id not in out], spec))
+    return out
 
 
 def rederive(folder: str, build: BuildSpec, info: dict) -> tuple[layout.Scan, SftDeriver]:
-    """Derive `sft` again from every live raw shard at the next generation, with the folder-wide stages'
-    drops (call under the folder lock, with the folder's info as read under it).
+    """Derive `sft` again from every live raw shard at the next generation, with the stages' drops (call under
+    the folder lock, with the folder's info as read under it).
 
     Returns:
         The folder's scan at the new generation and the deriver that wrote it.
@@ -33,7 +88,14 @@ def rederive(folder: str, build: BuildSpec, info: dict) -> tuple[layout.Scan, Sf
     old = layout.generation(info)
     s = layout.scan(folder, old)
     check_not_corrupt(folder, s)
-    dropped, by_env = dedup.find(folder, s, build.filters)
+    dropped: dict[str, str] = {}
+    by_env: dict[str, Counter] = {}
+    if active(build):
+        eps = episodes(folder, s, build.filters)
+        dropped = drops(eps, build.filters)
+        env_of = {e.episode_id: e.env for e in eps}
+        for episode_id, reason in dropped.items():
+            by_env.setdefault(env_of[episode_id], Counter())[reason] += 1
     deriver = SftDeriver(build, dropped)
     new = old + 1
     for split in SPLITS:
@@ -41,7 +103,7 @@ def rederive(folder: str, build: BuildSpec, info: dict) -> tuple[layout.Scan, Sf
             deriver.write_for(folder, split, name, new)
     info["build"] = {**build.to_dict(), "generation": new}
     if active(build):
-        info["stages"] = {"generation": new, "dedup": {env: dict(c) for env, c in sorted(by_env.items())}}
+        info["stages"] = {"generation": new, "drops": {env: dict(c) for env, c in sorted(by_env.items())}}
     else:
         info.pop("stages", None)
     atomic.write_json_atomic(os.path.join(folder, layout.INFO), info)

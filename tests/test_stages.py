@@ -1,6 +1,7 @@
-"""`filters.dedup`: repeated episodes are dropped from `sft` over the whole folder, each task's first sample kept
-whatever order the episodes were sealed in, every drop counted per env; `raw` never changes, and another build
-brings them back."""
+"""The build stages over the whole folder. `filters.dedup`: repeated episodes are dropped from `sft`, each task's
+first sample kept whatever order the episodes were sealed in. The selection: tasks by their success rate,
+episodes per task (`select`, `per_task`) and per task type. Every drop is counted per env; `raw` never changes,
+and another build brings the episodes back."""
 
 from __future__ import annotations
 
@@ -42,13 +43,13 @@ def test_each_tasks_first_sample_is_kept_whatever_order_the_episodes_were_sealed
         for ep in (t6s0, t0s1, t0s0, t0s2, t6s1):  # the later samples sealed first, in shards of their own
             w.add(ep)
     assert sft_ids(d) == {t0s0.episode_id, t0s2.episode_id, t6s0.episode_id, t6s1.episode_id}
-    assert info(d)["stages"]["dedup"] == {"alfworld": {"duplicate": 1}}
+    assert info(d)["stages"]["drops"] == {"alfworld": {"duplicate": 1}}
     stats = json.loads((d / "meta" / "stats.json").read_text())
     assert stats["drops"]["duplicate"] == 1
 
     rebuild(str(d), BuildSpec("episode", {"dedup": "near", "dedup_threshold": 0.9}))
     assert sft_ids(d) == {t0s0.episode_id, t0s2.episode_id, t6s1.episode_id}
-    assert info(d)["stages"]["dedup"] == {"alfworld": {"duplicate": 1, "near_duplicate": 1}}
+    assert info(d)["stages"]["drops"] == {"alfworld": {"duplicate": 1, "near_duplicate": 1}}
 
     rebuild(str(d), BuildSpec("episode", {}))
     assert len(sft_ids(d)) == 5 and "stages" not in info(d)
@@ -63,7 +64,7 @@ def test_a_collection_with_dedup_keeps_one_demonstration_per_task_and_build_brin
     assert "dropped by filter duplicate 4" in capsys.readouterr().out  # the expert replays the same plan
     sft = agent_sft.load(str(d), "sft")
     assert {r["sample_index"] for split in sft.values() for r in split} == {0}
-    assert info(d)["stages"]["dedup"] == {"frozenlake": {"duplicate": 4}}
+    assert info(d)["stages"]["drops"] == {"frozenlake": {"duplicate": 4}}
     assert len(raw_ids(d)) == 6
     assert main(["build", str(d), "filters.dedup=off"]) == 0
     sft = agent_sft.load(str(d), "sft")
@@ -76,3 +77,43 @@ def test_a_threshold_out_of_range_is_refused_before_anything_is_played(tmp_path,
                  f"output.dir={tmp_path / 'x'}"]) == 2
     assert "filters.dedup_threshold: must be in (0, 1] (got 0.0)" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_selection_keeps_the_tasks_and_episodes_it_names(tmp_path):
+    def ep(task, sample, steps, won):
+        return make_episode(task, sample, steps=steps, success=won, val_fraction=0.0)
+
+    # Task 0 (a task type of its own) is sometimes solved; task 1 never; tasks 2 and 8 (one task type) always.
+    t0 = [ep(0, 0, 4, False), ep(0, 1, 5, True), ep(0, 2, 3, True)]
+    t1 = [ep(1, 0, 4, False), ep(1, 1, 6, False)]
+    t2 = [ep(2, 0, 6, True), ep(2, 1, 2, True)]
+    t8 = [ep(8, 0, 3, True)]
+    every = t0 + t1 + t2 + t8
+    d = tmp_path / "ds"
+    with DatasetWriter.open(d, fingerprint=FP, build=BuildSpec("episode", {}), flush_every_episodes=3) as w:
+        for e in reversed(every):
+            w.add(e)
+
+    def kept(**filters):
+        rebuild(str(d), BuildSpec("episode", filters))
+        return sft_ids(d)
+
+    ids = lambda *eps: {e.episode_id for e in eps}  # noqa: E731
+    assert kept(task_success="mixed") == ids(*t0)
+    assert kept(task_success="solved") == ids(*t0, *t2, *t8)
+    assert kept(task_success="unsolved") == ids(*t1)
+    assert kept(select="first_success") == ids(t0[1], t2[0], t8[0])
+    assert kept(select="shortest_success") == ids(t0[2], t2[1], t8[0])
+    assert kept(select="first_success", per_task=2) == ids(t0[1], t0[2], *t2, *t8)
+    assert kept(per_task=1) == ids(t0[0], t1[0], t2[0], t8[0])
+    assert kept(per_task_type=1) == ids(t0[0], t1[0], t2[0])  # tasks 2 and 8 are one task type
+    assert kept(task_success="mixed", select="first_success") == ids(t0[1])
+    assert info(d)["stages"]["drops"] == {"alfworld": {"task_success": 5, "not_selected": 2}}
+    stats = json.loads((d / "meta" / "stats.json").read_text())
+    assert stats["drops"] == {"task_success": 5, "not_selected": 2}
+    assert raw_ids(d) == sorted(e.episode_id for e in every)
+
+
+def test_a_selection_count_below_one_is_refused(tmp_path, capsys):
+    assert main(["build", str(tmp_path), "filters.per_task=0"]) == 2
+    assert "filters.per_task: must be at least 1 (got 0)" in capsys.readouterr().err

@@ -117,3 +117,18 @@ def test_selection_keeps_the_tasks_and_episodes_it_names(tmp_path):
 def test_a_selection_count_below_one_is_refused(tmp_path, capsys):
     assert main(["build", str(tmp_path), "filters.per_task=0"]) == 2
     assert "filters.per_task: must be at least 1 (got 0)" in capsys.readouterr().err
+
+
+def test_a_dry_run_prints_what_the_build_would_drop_and_writes_nothing(tmp_path, capsys):
+    d = tmp_path / "ds"
+    assert main(["collect", "--no-progress", "env.env_name=frozenlake", "env.num_episodes=6", "env.samples_per_task=3",
+                 "env.pool=thread", f"output.dir={d}"]) == 0
+    before = {p.relative_to(d): p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["build", str(d), "--dry-run", "filters.dedup=exact", "filters.per_task_type=1"]) == 0
+    out = capsys.readouterr().out
+    assert "from 6 episodes" in out and "(nothing written)" in out
+    assert "dropped by duplicate: 4 (frozenlake 4)" in out and "dropped by task_type_cap: 1 (frozenlake 1)" in out
+    assert {p.relative_to(d): p.read_bytes() for p in d.rglob("*") if p.is_file()} == before
+    assert main(["build", str(d), "filters.dedup=exact", "filters.per_task_type=1"]) == 0
+    assert info(d)["stages"]["drops"] == {"frozenlake": {"duplicate": 4, "task_type_cap": 1}}

@@ -40,6 +40,8 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.description = BUILD_USAGE
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. filters.require_success=true")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what each filter and stage would keep and drop, per env, and write nothing")
     g = p.add_argument_group("shorthands for the keys (what reaches sft; raw keeps every episode)")
     for key, f, hint in build_keys():
         base, _ = field_type(hint)
@@ -126,7 +128,18 @@ def run(a: argparse.Namespace) -> int:
 
 
 def _run(a: argparse.Namespace) -> int:
-    if a.command == "build":
+    if a.command == "build" and a.dry_run:
+        from agent_sft.dataset.maintain import preview
+
+        p = preview(a.dir, build_spec(a))
+        print(f"agent-sft build would derive sft from {p['episodes']} episodes of {a.dir}: "
+              f"{p['sft_rows']['train']} train rows, {p['sft_rows']['validation']} validation rows (nothing written)")
+        for reason, n in sorted(p["drops"].items(), key=lambda rn: -rn[1]):
+            envs = ", ".join(f"{env} {d[reason]}" for env, d in p["by_env"].items() if d.get(reason))
+            print(f"  dropped by {reason}: {n} ({envs})")
+        if not p["drops"]:
+            print("  dropped: none")
+    elif a.command == "build":
         from agent_sft.dataset.maintain import rebuild
 
         st = rebuild(a.dir, build_spec(a))

@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import time
+from collections import Counter
 
 from agent_sft.dataset import checksums, layout, shards, stages
 from agent_sft.dataset.derive import SftDeriver
@@ -42,6 +43,38 @@ def rebuild(folder: str, build: BuildSpec) -> dict:
         from agent_sft.dataset import reading
 
         return reading.finalize_folder(folder, s)
+
+
+def preview(folder: str, build: BuildSpec) -> dict:
+    """What `rebuild(folder, build)` would keep and drop, written nowhere: the episodes, the sft rows per split,
+    and the drops by reason (filters and stages), in all and per env."""
+    from agent_sft.dataset import reading
+
+    require_folder(folder)
+    _, s = reading.folder_status(folder)
+    check_not_corrupt(folder, s)
+    dropped = stages.drops(stages.episodes(folder, s, build.filters), build.filters) if stages.active(build) else {}
+    deriver = SftDeriver(build, dropped)
+    rows = {split: 0 for split in SPLITS}
+    drops: Counter = Counter()
+    by_env: dict[str, Counter] = {}
+    episodes = 0
+    for split in SPLITS:
+        for name, meta in sorted(s.raw[split].items()):
+            if not meta["rows"]:
+                continue
+            for batch in shards.iter_shard_batches(layout.shard_path(folder, "raw", split, name)):
+                per_env: dict[str, list[dict]] = {}
+                for row in batch.to_pylist():
+                    per_env.setdefault(row["env"], []).append(row)
+                for env, env_rows in per_env.items():
+                    sft, d = deriver.derive(env_rows)
+                    episodes += len(env_rows)
+                    rows[split] += len(sft)
+                    drops.update(d)
+                    by_env.setdefault(env, Counter()).update(d)
+    return {"episodes": episodes, "sft_rows": rows, "drops": dict(drops),
+            "by_env": {env: dict(c) for env, c in sorted(by_env.items())}}
 
 
 def compact(folder: str) -> dict:

@@ -32,28 +32,55 @@ def info(folder) -> dict:
 
 
 def test_each_tasks_first_sample_is_kept_whatever_order_the_episodes_were_sealed_in(tmp_path):
-    # Task 0: samples 0 and 1 take the same actions, sample 2 one step more. Task 6: its sample 0 answers
-    # word for word as task 0's sample 0 (another task: a near duplicate, not an exact one); its sample 1
-    # takes two more steps.
-    t0s0, t0s1, t0s2 = (make_episode(0, s, steps=n, val_fraction=0.0) for s, n in ((0, 3), (1, 3), (2, 4)))
+    # Task 0: samples 0 and 1 take the same actions; sample 2 takes 20 steps and sample 3 the same 20 and
+    # one more (alike, not the same). Task 6: its sample 0 answers word for word as task 0's sample 0, but it
+    # is another task; its sample 1 takes two more steps.
+    t0 = [make_episode(0, s, steps=n, val_fraction=0.0) for s, n in ((0, 3), (1, 3), (2, 20), (3, 21))]
     t6s0, t6s1 = make_episode(6, 0, steps=3, val_fraction=0.0), make_episode(6, 1, steps=5, val_fraction=0.0)
     d = tmp_path / "ds"
     with DatasetWriter.open(d, fingerprint=FP, build=BuildSpec("episode", {"dedup": "exact"}),
                             flush_every_episodes=2) as w:
-        for ep in (t6s0, t0s1, t0s0, t0s2, t6s1):  # the later samples sealed first, in shards of their own
+        for ep in (t6s0, t0[1], t0[3], t0[0], t0[2], t6s1):  # later samples sealed first, in shards of their own
             w.add(ep)
-    assert sft_ids(d) == {t0s0.episode_id, t0s2.episode_id, t6s0.episode_id, t6s1.episode_id}
+    every = {e.episode_id for e in (*t0, t6s0, t6s1)}
+    assert sft_ids(d) == every - {t0[1].episode_id}
     assert info(d)["stages"]["drops"] == {"alfworld": {"duplicate": 1}}
     stats = json.loads((d / "meta" / "stats.json").read_text())
     assert stats["drops"]["duplicate"] == 1
 
     rebuild(str(d), BuildSpec("episode", {"dedup": "near", "dedup_threshold": 0.9}))
-    assert sft_ids(d) == {t0s0.episode_id, t0s2.episode_id, t6s1.episode_id}
+    assert sft_ids(d) == every - {t0[1].episode_id, t0[3].episode_id}
     assert info(d)["stages"]["drops"] == {"alfworld": {"duplicate": 1, "near_duplicate": 1}}
 
     rebuild(str(d), BuildSpec("episode", {}))
-    assert len(sft_ids(d)) == 5 and "stages" not in info(d)
-    assert raw_ids(d) == sorted(e.episode_id for e in (t0s0, t0s1, t0s2, t6s0, t6s1))
+    assert sft_ids(d) == every and "stages" not in info(d)
+    assert raw_ids(d) == sorted(every)
+
+
+def test_what_the_stages_dropped_stays_dropped_when_a_shard_is_derived_again(tmp_path):
+    from agent_sft.dataset import layout
+    from agent_sft.dataset.maintain import compact, repair_folder
+
+    d = tmp_path / "ds"
+    eps = [make_episode(t, s, steps=3, val_fraction=0.0) for t in (0, 1) for s in range(3)]
+    with DatasetWriter.open(d, fingerprint=FP, build=BuildSpec("episode", {"dedup": "exact"}),
+                            flush_every_episodes=2) as w:
+        for ep in eps:
+            w.add(ep)
+    firsts = {e.episode_id for e in eps if e.sample_index == 0}
+    assert sft_ids(d) == firsts
+    sft = sorted((d / "data" / "sft" / "train").glob("*.arrow"))[0]
+    sft.write_bytes(sft.read_bytes()[:100])  # a damaged sft shard: repair derives it again
+    repair_folder(str(d))
+    assert sft_ids(d) == firsts
+    compact(str(d))
+    assert sft_ids(d) == firsts
+    with DatasetWriter.open(d, fingerprint=FP, build=BuildSpec("episode", {"dedup": "exact"})) as w:
+        w.add(make_episode(2, 0, steps=3, val_fraction=0.0))
+        w.add(make_episode(2, 1, steps=3, val_fraction=0.0))
+    assert sft_ids(d) == firsts | {make_episode(2, 0).episode_id}
+    gen = layout.generation(info(d))
+    assert [p.name for p in (d / "meta").glob("stage_drops-*")] == [f"stage_drops-g{gen}.json"]
 
 
 def test_a_collection_with_dedup_keeps_one_demonstration_per_task_and_build_brings_the_rest_back(tmp_path, capsys):
@@ -132,3 +159,16 @@ def test_a_dry_run_prints_what_the_build_would_drop_and_writes_nothing(tmp_path,
     assert {p.relative_to(d): p.read_bytes() for p in d.rglob("*") if p.is_file()} == before
     assert main(["build", str(d), "filters.dedup=exact", "filters.per_task_type=1"]) == 0
     assert info(d)["stages"]["drops"] == {"frozenlake": {"duplicate": 4, "task_type_cap": 1}}
+
+
+def test_a_build_spec_from_python_with_an_unknown_choice_is_refused_naming_the_nearest(tmp_path):
+    import pytest
+
+    from agent_sft.dataset.filters import FilterError
+
+    d = tmp_path / "ds"
+    with DatasetWriter.open(d, fingerprint=FP) as w:
+        w.add(make_episode(0, 0, val_fraction=0.0))
+    with pytest.raises(FilterError, match=r"filters.dedup: 'nera' is not one of off, exact, near; did you mean 'near'\?"):
+        rebuild(str(d), BuildSpec("episode", {"dedup": "nera"}))
+    assert "dedup" not in info(d)["build"]["filters"]

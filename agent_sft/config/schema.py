@@ -145,7 +145,7 @@ class FilterConfig:
     tokenizer: str | None = _f(None, "Tokenizer (path or name) for token-length filters.")
     callable: str | None = _f(None, "`module:function` or `file.py:function` taking a raw row, returning bool.")
     dedup: str = _f("off", "Drop repeated episodes from `sft`, keeping each task's first sample: `exact` (same actions on the same task), `near` (also responses alike by MinHash) or `off`.", ("off", "exact", "near"))
-    task_success: str = _f("any", "Keep only tasks whose success rate over all their episodes is `mixed` (strictly between 0 and 1), `solved` (above 0) or `unsolved` (0); `any` keeps every task.", ("any", "mixed", "solved", "unsolved"))
+    task_success: str = _f("any", "Keep only tasks whose success rate over their episodes (error episodes aside) is `mixed` (strictly between 0 and 1), `solved` (above 0) or `unsolved` (0); `any` keeps every task.", ("any", "mixed", "solved", "unsolved"))
     select: str = _f("all", "Which episodes of a task stay: `all`, `first_success` (its successes by sample index) or `shortest_success` (fewest steps first).", ("all", "first_success", "shortest_success"))
     per_task: int | None = _f(None, "At most this many episodes per task, in the order `select` gives (1 when `select` picks successes and this is unset).")
     per_task_type: int | None = _f(None, "At most this many episodes per env and task type, by task id and sample index.")

@@ -2,9 +2,9 @@
 (a stage of `stages`).
 
 - `exact`: the same actions, in the same order, on the same task (env and task id) as an episode kept before.
-- `near`: also a trajectory whose responses are alike above `filters.dedup_threshold`: the Jaccard similarity of
-  the word 3-grams of its assistant responses, estimated by MinHash (datasketch) and found through LSH, with
-  any episode kept before, of any task.
+- `near`: also an episode whose responses are alike above `filters.dedup_threshold` to those of an episode of
+  the same task kept before: the Jaccard similarity of the word 3-grams of their assistant responses, estimated
+  by MinHash (datasketch). Two tasks' episodes are never duplicates of each other, whatever their words.
 
 "Before" is the order of env, task id and sample index, so a task's first sample is the one kept and two
 runs with the same seed drop the same episodes. What `stages` keeps in memory per episode for this stage is a
@@ -44,38 +44,38 @@ def shingles(row: dict) -> set[bytes]:
 
 
 def minhash(row: dict) -> Any:
+    """The MinHash of an episode's response 3-grams (a compact `LeanMinHash`); None when it has no words."""
     try:
-        from datasketch import MinHash
+        from datasketch import LeanMinHash, MinHash
     except ImportError:
         raise ImportError("filters.dedup=near needs datasketch: pip install datasketch") from None
+    words = shingles(row)
+    if not words:
+        return None
     m = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED)
-    m.update_batch(sorted(shingles(row)))
-    return m
+    m.update_batch(sorted(words))
+    return LeanMinHash(m)
 
 
 def drops(episodes: list[Any], spec: dict[str, Any]) -> dict[str, str]:
-    """Of `episodes` (`stages.Ep`, in keeping order, each with its `action_key` and, for `near`, `minhash`), the
-    ones `spec` drops as duplicates: episode id -> `duplicate` or `near_duplicate`."""
+    """Of `episodes` (`stages.Ep`, in keeping order, each with its `action_key` and, for `near`, its `minhash`:
+    None when it has no words), the ones `spec` drops as duplicates: episode id -> `duplicate` or
+    `near_duplicate`."""
     how = mode(spec)
     if how == "off":
         return {}
     threshold = float(spec.get("dedup_threshold", 0.9))
     out: dict[str, str] = {}
     keys: set[str] = set()
-    kept: dict[str, Any] = {}  # episode id -> MinHash, of the episodes kept (`near`)
-    lsh = None
-    if how == "near":
-        from datasketch import MinHashLSH
-
-        lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+    kept: dict[tuple[str, str], list[Any]] = {}  # (env, task id) -> the MinHashes of its episodes kept (`near`)
     for e in episodes:
+        task = kept.setdefault((e.env, e.task_id), [])
         if e.action_key in keys:
             out[e.episode_id] = DUPLICATE
-        elif lsh is not None and any(e.minhash.jaccard(kept[k]) >= threshold for k in lsh.query(e.minhash)):
+        elif how == "near" and e.minhash is not None and any(e.minhash.jaccard(m) >= threshold for m in task):
             out[e.episode_id] = NEAR_DUPLICATE
         else:
             keys.add(e.action_key)
-            if lsh is not None:
-                lsh.insert(e.episode_id, e.minhash)
-                kept[e.episode_id] = e.minhash
+            if e.minhash is not None:
+                task.append(e.minhash)
     return out

@@ -26,6 +26,12 @@ class SftDeriver:
         self.filters = build_filters(build.filters)
         self.dropped = dropped or {}
 
+    @classmethod
+    def for_folder(cls, folder: str, info: dict | None) -> SftDeriver:
+        """The deriver of a folder's current build: its build spec, and what the stages over the whole folder
+        dropped at its generation (`stages`), so that an sft shard derived again drops them too."""
+        return cls(layout.build_spec(info), stage_drops(folder, layout.generation(info)))
+
     def derive(self, raw_rows: list[dict]) -> tuple[list[dict], Counter]:
         if not self.dropped:
             return derive_sft(raw_rows, self.filters, self.build.style)
@@ -64,3 +70,17 @@ class SftDeriver:
 def same_build(a: BuildSpec, b: BuildSpec) -> bool:
     """Whether two build specs derive the same sft rows (filters left at their defaults or left out are alike)."""
     return a.style == b.style and active_filters(a.filters) == active_filters(b.filters)
+
+
+def stage_drops(folder: str, generation: int) -> dict[str, str]:
+    """What the build stages dropped at `generation` ({} when they did not run at it, or their record cannot
+    be read: `agent-sft build` runs them again)."""
+    import json
+    import os
+
+    try:
+        with open(os.path.join(folder, layout.STAGE_DROPS.format(generation=generation))) as fh:
+            data = json.load(fh)
+        return dict(data["dropped"]) if data.get("generation") == generation else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}

@@ -7,6 +7,7 @@ the fields of `config.FilterConfig`; a user callable is named as `module:functio
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import importlib.util
 import os
@@ -93,6 +94,12 @@ def build_filters(spec: dict[str, Any]) -> list[Filter]:
     unknown = set(spec) - set(FILTER_NAMES)
     if unknown:
         raise FilterError(f"unknown filter {sorted(unknown)[0]!r}; known: {', '.join(sorted(FILTER_NAMES))}")
+    for f in dataclasses.fields(FilterConfig):
+        choices = f.metadata.get("choices")
+        if choices and f.name in spec and spec[f.name] not in choices:
+            near = difflib.get_close_matches(str(spec[f.name]), choices, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise FilterError(f"filters.{f.name}: {spec[f.name]!r} is not one of {', '.join(choices)}{hint}")
     c = FilterConfig(**spec)
     out: list[Filter] = []
     if c.drop_errors:
@@ -133,6 +140,14 @@ def _check(f: Filter, row: dict) -> bool:
 def keeps_episode(row: dict, filters: list[Filter]) -> bool:
     """Whether every episode-level filter keeps the raw row (a filter that raises is a `FilterError`)."""
     return all(_check(f, row) for f in filters if f.level == "episode")
+
+
+def yields_rows(row: dict, filters: list[Filter], style: str) -> bool:
+    """Whether the raw row passes the episode filters and gives at least one sft row the row filters keep."""
+    if not keeps_episode(row, filters):
+        return False
+    row_filters = [f for f in filters if f.level == "row"]
+    return any(all(_check(f, r) for f in row_filters) for r in sft_rows(row, style))
 
 
 def derive_sft(raw_rows: list[dict], filters: list[Filter], style: str) -> tuple[list[dict], Counter]:

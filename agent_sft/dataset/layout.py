@@ -48,6 +48,9 @@ CHECKSUMS = "meta/checksums.json"
 
 LOCK = "meta/.lock"
 
+STAGE_DROPS = "meta/stage_drops-g{generation}.json"
+"""Episode id -> the reason a build stage over the whole folder dropped it, for one build generation."""
+
 QUARANTINE = ".quarantine"
 
 _GEN = re.compile(r"^g(\d+)-(.+)$")

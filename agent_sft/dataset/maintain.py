@@ -53,7 +53,7 @@ def preview(folder: str, build: BuildSpec) -> dict:
     require_folder(folder)
     _, s = reading.folder_status(folder)
     check_not_corrupt(folder, s)
-    dropped = stages.drops(stages.episodes(folder, s, build.filters), build.filters) if stages.active(build) else {}
+    dropped = stages.drops(stages.episodes(folder, s, build), build.filters) if stages.active(build) else {}
     deriver = SftDeriver(build, dropped)
     rows = {split: 0 for split in SPLITS}
     drops: Counter = Counter()
@@ -83,7 +83,7 @@ def compact(folder: str) -> dict:
     with layout.locked(folder):
         info = _info_under_lock(folder)  # read under the lock: a writer or a build may change it
         gen = layout.generation(info)
-        deriver = SftDeriver(layout.build_spec(info))
+        deriver = SftDeriver.for_folder(folder, info)
         s = layout.scan(folder, gen)
         check_not_corrupt(folder, s)
         s = repair(folder, s, deriver)
@@ -160,7 +160,7 @@ def repair_folder(folder: str) -> list[str]:
         if not had_info:
             done.append(f"rebuilt {layout.INFO} from the identity recorded in shard {info.get('recovered_from')}")
         gen = layout.generation(info)
-        deriver = SftDeriver(layout.build_spec(info))
+        deriver = SftDeriver.for_folder(folder, info)
         sums, sums_why = checksums.load_checksums(folder)
         if sums_why:
             done.append(f"{layout.CHECKSUMS}: {sums_why}; written again from the shards")

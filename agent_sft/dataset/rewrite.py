@@ -142,7 +142,7 @@ def compact_shards(folder: str, split: str, names: list[str], generation: int, t
     Streams batch by batch, so memory stays at one batch whatever the size. Call under the lock.
     """
     raw_dir, sft_dir = layout.shard_dir(folder, "raw", split), layout.shard_dir(folder, "sft", split)
-    deriver = deriver or SftDeriver(layout.build_spec(layout.read_info(folder)))
+    deriver = deriver or SftDeriver.for_folder(folder, layout.read_info(folder))
     # another process (`agent-sft compact`, a rebuild) may have replaced some of them meanwhile
     s = repair(folder, layout.scan(folder, generation), deriver)
     names = [n for n in names if n in s.raw[split]]

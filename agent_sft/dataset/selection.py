@@ -1,7 +1,8 @@
 """Selection per task and per task type (a stage of `stages`), after the filters and dedup:
 
-- `filters.task_success`: which tasks stay, by the success rate of all their episodes in the folder (error
-  episodes count as failures): `any`; `mixed` (strictly between 0 and 1: the tasks a policy sometimes solves,
+- `filters.task_success`: which tasks stay, by the success rate of all their episodes in the folder (those
+  that ended in an error are left out: a resume plays them again; a task with no other episode stays only
+  under `any`): `any`; `mixed` (strictly between 0 and 1: the tasks a policy sometimes solves,
   as rLLM's from-eval keeps); `solved` (above 0); `unsolved` (0).
 - `filters.select`: which episodes of a task stay: `all`; `first_success` (its successes by sample index);
   `shortest_success` (its successes, fewest steps first, then by sample index).
@@ -40,12 +41,14 @@ def drops(all_episodes: list[Any], candidates: list[Any], spec: dict[str, Any]) 
     if rule != "any":
         tally: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
         for e in all_episodes:
+            if e.error:  # played again on a resume: not an attempt yet
+                continue
             t = tally[(e.env, e.task_id)]
             t[0] += 1
             t[1] += int(e.success)
         for e in candidates:
             n, c = tally[(e.env, e.task_id)]
-            if not _task_kept(c / n, rule):
+            if n == 0 or not _task_kept(c / n, rule):
                 out[e.episode_id] = TASK_OUTCOME
     how = spec.get("select") or "all"
     cap = spec.get("per_task")

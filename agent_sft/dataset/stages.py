@@ -12,6 +12,7 @@ its build has a stage; a run's flushes in between follow the per-episode filters
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -19,13 +20,13 @@ from typing import Any
 
 from agent_sft.dataset import atomic, dedup, layout, selection, shards
 from agent_sft.dataset.derive import SftDeriver
-from agent_sft.dataset.filters import build_filters, keeps_episode
+from agent_sft.dataset.filters import build_filters, yields_rows
 from agent_sft.dataset.layout import BuildSpec
 from agent_sft.dataset.rewrite import check_not_corrupt, repair
-from agent_sft.records import SPLITS
+from agent_sft.records import END_ERROR, SPLITS
 
 
-@dataclass
+@dataclass(slots=True)
 class Ep:
     """What the stages know of one episode."""
 
@@ -36,7 +37,8 @@ class Ep:
     task_type: str
     success: bool
     length: int
-    passes: bool  # the per-episode filters keep it
+    passes: bool  # the filters keep it (and at least one of its sft rows)
+    error: bool  # it ended in an error (it is played again on a resume)
     action_key: str = ""
     minhash: Any = None
 
@@ -46,8 +48,9 @@ def active(build: BuildSpec) -> bool:
     return dedup.mode(build.filters) != "off" or selection.active(build.filters)
 
 
-def episodes(folder: str, s: layout.Scan, spec: dict[str, Any]) -> list[Ep]:
+def episodes(folder: str, s: layout.Scan, build: BuildSpec) -> list[Ep]:
     """Every live episode of scan `s` as the stages see it, in keeping order."""
+    spec = build.filters
     filters = build_filters(spec)
     how = dedup.mode(spec)
     out = []
@@ -57,12 +60,12 @@ def episodes(folder: str, s: layout.Scan, spec: dict[str, Any]) -> list[Ep]:
                 continue
             for batch in shards.iter_shard_batches(layout.shard_path(folder, "raw", split, name)):
                 for row in batch.to_pylist():
-                    passes = keeps_episode(row, filters)
+                    passes = yields_rows(row, filters, build.style)
                     out.append(Ep(
                         order=(row["env"], row["task_id"], row["sample_index"], row["episode_id"]),
                         episode_id=row["episode_id"], env=row["env"], task_id=row["task_id"],
                         task_type=row["task_type"] or "", success=bool(row["success"]),
-                        length=int(row["episode_length"]), passes=passes,
+                        length=int(row["episode_length"]), passes=passes, error=row["end_reason"] == END_ERROR,
                         action_key=dedup.action_key(row) if passes and how != "off" else "",
                         minhash=dedup.minhash(row) if passes and how == "near" else None,
                     ))
@@ -91,13 +94,16 @@ def rederive(folder: str, build: BuildSpec, info: dict) -> tuple[layout.Scan, Sf
     dropped: dict[str, str] = {}
     by_env: dict[str, Counter] = {}
     if active(build):
-        eps = episodes(folder, s, build.filters)
+        eps = episodes(folder, s, build)
         dropped = drops(eps, build.filters)
         env_of = {e.episode_id: e.env for e in eps}
         for episode_id, reason in dropped.items():
             by_env.setdefault(env_of[episode_id], Counter())[reason] += 1
     deriver = SftDeriver(build, dropped)
     new = old + 1
+    # recorded first: a shard of this generation derived again (repair, compaction, a writer) drops them too
+    atomic.write_json_atomic(os.path.join(folder, layout.STAGE_DROPS.format(generation=new)),
+                             {"generation": new, "dropped": dropped})
     for split in SPLITS:
         for name in s.raw[split]:
             deriver.write_for(folder, split, name, new)
@@ -107,4 +113,16 @@ def rederive(folder: str, build: BuildSpec, info: dict) -> tuple[layout.Scan, Sf
     else:
         info.pop("stages", None)
     atomic.write_json_atomic(os.path.join(folder, layout.INFO), info)
+    _drop_other_records(folder, new)
     return repair(folder, layout.scan(folder, new), deriver), deriver
+
+
+def _drop_other_records(folder: str, generation: int) -> None:
+    """Remove the stages' records of other generations (the folder has switched to `generation`)."""
+    keep = os.path.basename(layout.STAGE_DROPS.format(generation=generation))
+    prefix, _, suffix = os.path.basename(layout.STAGE_DROPS).partition("{generation}")
+    meta = os.path.join(folder, "meta")
+    for name in os.listdir(meta):
+        if name.startswith(prefix) and name.endswith(suffix) and name != keep:
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(meta, name))

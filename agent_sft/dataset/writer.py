@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from agent_sft.dataset import atomic, layout, shards, stages
-from agent_sft.dataset.derive import SftDeriver, same_build
+from agent_sft.dataset.derive import SftDeriver, same_build, stage_drops
 from agent_sft.dataset.fingerprint import digest, mismatches
 from agent_sft.dataset.fingerprint import public as public_fingerprint
 from agent_sft.dataset.formats import episode_to_row
@@ -157,9 +157,10 @@ class DatasetWriter:
             info = layout.read_info(self.path) or layout.recover_info(self.path)
             if self.build is None:
                 self.build = layout.build_spec(info)
-            self.deriver = SftDeriver(self.build)
             self._identity = shard_identity(fingerprint, meta, self.build)
             info = self._updated_info(info, fingerprint, meta, allow_config_change, versions, env_versions)
+            # a shard derived again at this generation drops what the stages dropped at it
+            self.deriver = SftDeriver(self.build, stage_drops(self.path, self.generation))
             s = layout.scan(self.path, self.generation)
             # before anything is written or played: a damaged raw shard's episodes would count as done
             damaged_sft = check_not_corrupt(self.path, s, verify=True)
@@ -221,6 +222,7 @@ class DatasetWriter:
         if not same_build(layout.build_spec(info), self.build):
             generation += 1
             info["build"] = {**self.build.to_dict(), "generation": generation}
+            info.pop("stages", None)  # the stages' drops were those of the generation left
         self.generation = generation
         return info
 
@@ -428,7 +430,7 @@ class DatasetWriter:
         gen = int(info.get("build", {}).get("generation", self.generation))
         if gen != self.generation:
             self.build = layout.build_spec(info)
-            self.deriver = SftDeriver(self.build)
+            self.deriver = SftDeriver.for_folder(self.path, info)
             self.generation = gen
             self._scan = None
             self._identity = {**self._identity, "build": self.build.to_dict()}
@@ -490,8 +492,10 @@ class DatasetWriter:
                     self._own[split] = []
             s = repair(self.path, layout.scan(self.path, self.generation), self.deriver)
             if stages.active(self.build):  # drops that need every episode: derived again over the whole folder
-                s, self.deriver = stages.rederive(self.path, self.build, layout.read_info(self.path) or {})
-                self.generation = s.generation
+                info = layout.read_info(self.path) or layout.recover_info(self.path)
+                if info is not None:
+                    s, self.deriver = stages.rederive(self.path, self.build, info)
+                    self.generation = s.generation
             from agent_sft.dataset import reading
 
             stats = reading.finalize_folder(self.path, s, summary=summary)

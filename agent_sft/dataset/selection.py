@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-TASK_SUCCESS = ("any", "mixed", "solved", "unsolved")
-SELECT = ("all", "first_success", "shortest_success")
 NOT_SELECTED = "not_selected"  # the drop reasons
 TASK_OUTCOME = "task_success"
 TASK_TYPE_CAP = "task_type_cap"

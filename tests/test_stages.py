@@ -93,6 +93,9 @@ def test_a_collection_with_dedup_keeps_one_demonstration_per_task_and_build_brin
     assert {r["sample_index"] for split in sft.values() for r in split} == {0}
     assert info(d)["stages"]["drops"] == {"frozenlake": {"duplicate": 4}}
     assert len(raw_ids(d)) == 6
+    assert main(["info", str(d)]) == 0
+    assert "dropped by the build stages, per env: frozenlake duplicate 4" in capsys.readouterr().out
+    assert "(the build stages over the whole folder, per env: frozenlake duplicate 4)" in (d / "README.md").read_text()
     assert main(["build", str(d), "filters.dedup=off"]) == 0
     sft = agent_sft.load(str(d), "sft")
     assert {r["sample_index"] for split in sft.values() for r in split} == {0, 1, 2}

@@ -254,7 +254,9 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
         "sft_style": {"auto": "follow the prompt style", "step": "one row per step", "episode": "one row per episode"}.get(style, style),
         "rollout": _rollout(cfg, st.get("run") or {}),
         "filters": ", ".join(f"`{k}={v}`" for k, v in sorted(active.items())) or "none",
-        "drops": ", ".join(f"{k}: {v}" for k, v in sorted(st["drops"].items())) or "none",
+        "drops": (", ".join(f"{k}: {v}" for k, v in sorted(st["drops"].items())) or "none")
+        + (f" (the build stages over the whole folder, per env: {layout.stage_drops_text(info)})"
+           if layout.stage_drops_by_env(info) else ""),
         "versions": versions,
         "split_table": split_table,
         "task_table": task_table,

@@ -95,6 +95,21 @@ def generation(info: dict | None) -> int:
     return int(((info or {}).get("build") or {}).get("generation", 0))
 
 
+def stage_drops_by_env(info: dict | None) -> dict[str, dict[str, int]]:
+    """What the build stages over the whole folder dropped at the folder's generation, per env and reason
+    ({} when they did not run at it)."""
+    stages = (info or {}).get("stages") or {}
+    if stages.get("generation") != generation(info):
+        return {}
+    return {env: d for env, d in sorted((stages.get("drops") or {}).items()) if d}
+
+
+def stage_drops_text(info: dict | None) -> str:
+    """`stage_drops_by_env` as one line: `env reason n, ...; env ...`."""
+    return "; ".join(f"{env} " + ", ".join(f"{k} {v}" for k, v in sorted(d.items()))
+                     for env, d in stage_drops_by_env(info).items())
+
+
 def read_info(folder: str) -> dict | None:
     path = os.path.join(folder, INFO)
     if not os.path.exists(path):

@@ -325,6 +325,7 @@ def check_folder(folder: str) -> dict:
     return {"checked": found.checked, "damaged": damaged, "missing_sft": sum(len(v) for v in s.missing_sft.values()), "unlisted": unlisted}
 
 
+
 def info_text(folder: str, check: bool = True) -> tuple[str, bool]:
     """What `agent-sft info DIR` prints (live: works on a folder still being written), and whether the
     folder is intact. With `check`, every listed shard is verified against its checksum; damaged shards
@@ -365,6 +366,8 @@ def info_text(folder: str, check: bool = True) -> tuple[str, bool]:
     active = active_filters(b.get("filters") or {})
     lines.append("filters: " + (", ".join(f"{k}={v}" for k, v in sorted(active.items())) or "none"))
     lines.append("dropped by filter: " + (", ".join(f"{k} {v}" for k, v in sorted(st["drops"].items())) or "none"))
+    if layout.stage_drops_by_env(info):
+        lines.append("dropped by the build stages, per env: " + layout.stage_drops_text(info))
     if st["tokens"]["completion"] is not None:
         lines.append(f"tokens: prompt {st['tokens']['prompt']}, completion {st['tokens']['completion']}")
     lines.append(f"shards: raw {st['shards']['raw']}, sft {st['shards']['sft']}")

@@ -11,6 +11,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import partial_env
 import pytest
@@ -288,3 +291,17 @@ def test_a_flush_whose_second_rename_fails_leaves_no_orphan_sft_shard_and_no_tem
     assert ids(d) == sorted(e.episode_id for e in eps)  # the raw shard is sealed and listed
     write(d, eps)  # the next command derives its sft shard
     assert sorted(set(ids(d, "sft"))) == sorted(e.episode_id for e in eps)
+
+
+def test_a_datasets_without_its_key_class_still_loads_a_folder(tmp_path):
+    d = tmp_path / "ds"
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "data", "pre_house_mix"), d)
+    code = ("import datasets.builder as b; key = b.Key; del b.Key\n"  # agent-sft's builder finds no Key class,
+            "import agent_sft.dataset.builder; b.Key = key\n"  # as with a datasets older than it
+            "import agent_sft, sys\n"
+            "ds = agent_sft.load(sys.argv[1], 'raw')\n"
+            "print(sum(len(v) for v in ds.values()))")
+    p = subprocess.run([sys.executable, "-c", code, str(d)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "6"

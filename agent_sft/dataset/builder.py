@@ -22,7 +22,13 @@ from typing import Any
 import datasets
 import pyarrow as pa
 import yaml
-from datasets.builder import Key
+
+try:
+    from datasets.builder import Key  # names the file and record batch a table came from
+except ImportError:  # a `datasets` before Key takes any hashable key
+
+    def Key(file: int, batch: int) -> str:  # noqa: N802 - stands in for the class
+        return f"{file}_{batch}"
 
 from agent_sft.errors import DatasetError
 from agent_sft.records import SCHEMAS, SPLITS

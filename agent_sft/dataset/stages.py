@@ -101,9 +101,9 @@ def rederive(folder: str, build: BuildSpec, info: dict) -> tuple[layout.Scan, Sf
             by_env.setdefault(env_of[episode_id], Counter())[reason] += 1
     deriver = SftDeriver(build, dropped)
     new = old + 1
-    # recorded first: a shard of this generation derived again (repair, compaction, a writer) drops them too
-    atomic.write_json_atomic(os.path.join(folder, layout.STAGE_DROPS.format(generation=new)),
-                             {"generation": new, "dropped": dropped})
+    if dropped:  # recorded first: a shard of this generation derived again (repair, compaction, a writer) drops them too
+        atomic.write_json_atomic(os.path.join(folder, layout.STAGE_DROPS.format(generation=new)),
+                                 {"generation": new, "dropped": dropped})
     for split in SPLITS:
         for name in s.raw[split]:
             deriver.write_for(folder, split, name, new)

@@ -217,4 +217,65 @@ SFT_SCHEMA = pa.schema(
     ]
 )
 
-SCHEMAS = {"raw": RAW_SCHEMA, "sft": SFT_SCHEMA}
+SCORES_SCHEMA = pa.schema(
+    [
+        ("episode_id", pa.string()),
+        ("env", pa.string()),
+        ("task_id", pa.string()),
+        ("task_type", pa.string()),
+        ("sample_index", pa.int32()),
+        ("split", pa.string()),
+        ("success", pa.bool_()),
+        ("end_reason", pa.string()),
+        ("episode_length", pa.int32()),
+        ("invalid_rate", pa.float64()),  # steps whose response did not parse or whose action was not admissible
+        ("format_rate", pa.float64()),  # responses in the required format (tags present), whatever the env said
+        ("repeat_rate", pa.float64()),  # steps repeating an action played earlier in the episode
+        ("loop_rate", pa.float64()),  # steps repeating an (observation, action) pair seen earlier: going round
+        ("reasoning_words", pa.float64()),  # words inside <think> per step
+        ("plan_length", pa.int32()),  # the env expert's plan length at reset (null: no expert)
+        ("length_ratio", pa.float64()),  # steps / the task's reference length (plan, else its shortest success)
+        ("judge", pa.list_(pa.struct([("name", pa.string()), ("score", pa.float64())]))),
+    ]
+)
+"""The `scores` config: one row per episode, keyed by `episode_id` (`agent_sft.dataset.scores`)."""
+
+DPO_SCHEMA = pa.schema(
+    [
+        ("prompt", MESSAGES_TYPE),
+        ("chosen", MESSAGES_TYPE),
+        ("rejected", MESSAGES_TYPE),
+        ("pair", pa.string()),  # `episode`: a success against a failure; `step`: two answers to one prompt
+        ("env", pa.string()),
+        ("task_id", pa.string()),
+        ("task_type", pa.string()),
+        ("step", pa.int32()),  # the step where they diverge (null: the first turn of an episode pair)
+        ("chosen_episode_id", pa.string()),
+        ("rejected_episode_id", pa.string()),
+        ("chosen_reward", pa.float64()),
+        ("rejected_reward", pa.float64()),
+    ]
+)
+"""The `dpo` config: TRL's conversational preference format (`prompt`, `chosen`, `rejected`) plus metadata."""
+
+JUDGE_SCHEMA = pa.schema(
+    [
+        ("episode_id", pa.string()),
+        ("judge", pa.string()),  # the judge's name: another model or template is another name
+        ("mode", pa.string()),  # `pointwise` or `listwise`
+        ("score", pa.float64()),  # null when the judge's answer could not be read (`error` says why)
+        ("model", pa.string()),
+        ("template_sha256", pa.string()),
+        ("prompt", pa.string()),  # the rendered prompt, JSON messages
+        ("output", pa.string()),  # the judge's raw answer
+        ("seed", pa.int64()),
+        ("error", pa.string()),
+        ("judged_at", pa.float64()),
+    ]
+)
+"""Judge verdicts, kept like `raw` under data/judge/<name>/ (they cannot be derived again)."""
+
+SCHEMAS = {"raw": RAW_SCHEMA, "sft": SFT_SCHEMA, "scores": SCORES_SCHEMA, "dpo": DPO_SCHEMA, "judge": JUDGE_SCHEMA}
+
+RESERVED_CONFIGS = ("raw", "sft", "dpo", "scores", "judge")
+"""Config names a named build cannot take."""

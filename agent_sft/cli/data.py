@@ -11,11 +11,16 @@ from typing import Any
 from agent_sft.cli import CLIError
 from agent_sft.config import FilterConfig, OutputConfig
 from agent_sft.config.dotted import field_type
+from agent_sft.config.schema import DpoConfig
 
-BUILD_USAGE = """Re-derive the sft config from raw with new filters or style.
+BUILD_USAGE = """Re-derive the sft config (or a named build) from raw with new filters or style, and the folder's
+scores, dpo and other named builds with it.
 
     agent-sft build agent_sft_data filters.require_success=true filters.max_steps=30 output.sft_style=episode
     agent-sft build agent_sft_data --require-success --max-steps 30 --style episode     # the same
+    agent-sft build agent_sft_data --name sft_steps --style step     # another config beside sft
+    agent-sft build agent_sft_data --name sft_steps --drop           # remove it
+    agent-sft build agent_sft_data --dpo-pairs both --dpo-per-task 2
 
 It takes the keys `collect` takes for the sft config (filters.*, output.sft_style), each also as a flag.
 Keys left out take their defaults, not the folder's current ones.
@@ -25,7 +30,8 @@ Keys left out take their defaults, not the folder's current ones.
 def build_keys() -> list[tuple[str, dataclasses.Field, Any]]:
     """(dotted key, field, type) of every setting `agent-sft build` takes: the filters and the sft row style."""
     out = []
-    for section, cls, names in (("filters", FilterConfig, None), ("output", OutputConfig, ("sft_style",))):
+    for section, cls, names in (("filters", FilterConfig, None), ("output", OutputConfig, ("sft_style",)),
+                                ("dpo", DpoConfig, None)):
         hints = typing.get_type_hints(cls)
         out += [(f"{section}.{f.name}", f, hints[f.name]) for f in dataclasses.fields(cls) if not names or f.name in names]
     return out
@@ -42,11 +48,15 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. filters.require_success=true")
     p.add_argument("--dry-run", action="store_true",
                    help="print what each filter and stage would keep and drop, per env, and write nothing")
+    p.add_argument("--name", help="write these settings as a config of this name beside sft (a named build), "
+                                  "not as sft; raw, sft, dpo, scores and judge are reserved")
+    p.add_argument("--drop", action="store_true", help="with --name: remove that named build from the folder")
     g = p.add_argument_group("shorthands for the keys (what reaches sft; raw keeps every episode)")
     for key, f, hint in build_keys():
         base, _ = field_type(hint)
         text = f.metadata.get("help", "").replace("%", "%%")
         kw: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS}
+        flag = flag_of(f) if not key.startswith("dpo.") else "--dpo-" + f.name.replace("_", "-")
         choices = f.metadata.get("choices")
         if base is bool:
             # the flag turns the default around: --require-success sets it true, --keep-errors drop_errors false
@@ -56,7 +66,7 @@ def _build_args(p: argparse.ArgumentParser) -> None:
         else:
             metavar = None if choices else {int: "N", float: "X"}.get(base, f.name.upper())
             kw.update(type=base, metavar=metavar, choices=choices, help=f"{text} ({key})")
-        g.add_argument(flag_of(f), **kw)
+        g.add_argument(flag, **kw)
 
 
 def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
@@ -95,7 +105,7 @@ def build_spec(a: argparse.Namespace) -> Any:
         ConfigError: a key `build` does not take, or a bad value.
     """
     from agent_sft.config import CollectConfig, ConfigError, set_key
-    from agent_sft.config.load import check_stages
+    from agent_sft.config.load import check_dpo, check_stages
     from agent_sft.dataset.layout import BuildSpec
 
     cfg = CollectConfig()
@@ -108,13 +118,21 @@ def build_spec(a: argparse.Namespace) -> Any:
         key = key.strip()
         if not eq:
             raise ConfigError(f"override {item!r} is not of the form key=value")
-        if key not in taken and not key.startswith("filters."):
+        if key not in taken and not key.startswith(("filters.", "dpo.")):
             raise ConfigError(f"{key!r} is not a key agent-sft build takes; it takes {', '.join(taken)}")
         set_key(cfg, key, value)  # an unknown filters.* key is refused here, naming it
+        if key.startswith("dpo."):
+            setattr(a, key, getattr(cfg.dpo, key[4:]))
     if cfg.filters.max_tokens is not None and not cfg.filters.tokenizer:
         raise ConfigError("filters.max_tokens (--max-tokens) needs filters.tokenizer (--tokenizer)")
     check_stages(cfg.filters)
+    check_dpo(cfg.dpo)
     return BuildSpec(cfg.output.sft_style, dataclasses.asdict(cfg.filters))
+
+
+def dpo_settings(a: argparse.Namespace) -> dict:
+    """The `dpo.*` settings `agent-sft build` was given (call after `build_spec`); the rest stay the folder's."""
+    return {k[4:]: v for k, v in vars(a).items() if k.startswith("dpo.")}
 
 
 def run(a: argparse.Namespace) -> int:
@@ -139,12 +157,27 @@ def _run(a: argparse.Namespace) -> int:
             print(f"  dropped by {reason}: {n} ({envs})")
         if not p["drops"]:
             print("  dropped: none")
+    elif a.command == "build" and a.drop:
+        from agent_sft.dataset.maintain import drop_build
+
+        if not a.name:
+            raise CLIError("--drop needs --name: the named build to remove")
+        drop_build(a.dir, a.name)
+        print(f"dropped the build {a.name!r} from {a.dir}")
     elif a.command == "build":
         from agent_sft.dataset.maintain import rebuild
+        from agent_sft.dataset.reading import views_lines
 
-        st = rebuild(a.dir, build_spec(a))
-        print(f"rebuilt sft: {st['sft_rows']['train']} train rows, {st['sft_rows']['validation']} validation rows "
-              f"from {st['total_episodes']} episodes; dropped: {json.dumps(st['drops']) if st['drops'] else 'none'}")
+        st = rebuild(a.dir, build_spec(a), a.name, dpo_settings(a))
+        if a.name:
+            v = st["views"][a.name]
+            print(f"built {a.name}: {v['rows']['train']} train rows, {v['rows']['validation']} validation rows "
+                  f"from {st['total_episodes']} episodes; dropped: {json.dumps(v['drops']) if v['drops'] else 'none'}")
+        else:
+            print(f"rebuilt sft: {st['sft_rows']['train']} train rows, {st['sft_rows']['validation']} validation rows "
+                  f"from {st['total_episodes']} episodes; dropped: {json.dumps(st['drops']) if st['drops'] else 'none'}")
+        for line in views_lines(st):
+            print(f"  {line}")
     elif a.command == "export":
         from agent_sft.publish.exports import FORMATS
 

@@ -136,6 +136,7 @@ def complete(cfg: CollectConfig) -> list[Lane]:
     if cfg.output.shard is not None:
         parse_shard(cfg.output.shard)
     check_stages(cfg.filters)
+    check_dpo(cfg.dpo)
     if cfg.filters.max_tokens is not None and not cfg.filters.tokenizer:
         raise ConfigError("filters.max_tokens needs filters.tokenizer (a tokenizer path or name)")
     run = lanes(cfg)  # each env's options, expert and count
@@ -151,6 +152,12 @@ def check_stages(f: FilterConfig) -> None:
             raise ConfigError(f"{key}: must be at least 1 (got {v})")
     if not 0.0 < f.dedup_threshold <= 1.0:
         raise ConfigError(f"filters.dedup_threshold: must be in (0, 1] (got {f.dedup_threshold})")
+
+
+def check_dpo(d: Any) -> None:
+    """The bounds of the `dpo` keys."""
+    if d.per_task < 1:
+        raise ConfigError(f"dpo.per_task: must be at least 1 (got {d.per_task})")
 
 
 def parse_shard(spec: str) -> tuple[int, int]:

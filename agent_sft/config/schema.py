@@ -37,6 +37,10 @@ class EnvConfig:
     num_episodes: int | None = _f(None, "Total episodes; default one pass over the selected games x "
                                         "env.samples_per_task.")
     rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"help": "Sampling per task."})
+    until_success: int | None = _f(None, "Sample each task until this many of its episodes succeed, counting by sample "
+                                         "index, or env.max_samples_per_task are played (the ids and seeds of a fixed "
+                                         "run with that many samples per task).")
+    max_samples_per_task: int | None = _f(None, "With env.until_success: a task's budget of samples (default 8).")
     task_types: list[str] = _f([], "Only these task types (e.g. pick_and_place, clean; empty: all), the same key as "
                                    "env.<env>.task_types for an env with that option.")
     step_timeout_s: float = _f(120.0, "An env reset/step slower than this ends the episode as an error.")
@@ -153,6 +157,16 @@ class FilterConfig:
 
 
 @dataclass
+class DpoConfig:
+    """The `dpo` config: preference pairs from episodes of one task, written by a run's end and `agent-sft build`."""
+
+    pairs: str = _f("episode", "`episode`: a successful episode against a failed one of the same task (the shared "
+                    "turns as the prompt); `step`: two answers at the step where episodes with the same actions so far "
+                    "diverge, one of them succeeding; `both`; `off` (no `dpo` config).", ("episode", "step", "both", "off"))
+    per_task: int = _f(4, "Pairs of each kind per task at most (successes and failures taken by sample index).")
+
+
+@dataclass
 class OutputConfig:
     dir: str = _f("agent_sft_data", "Dataset folder (created, or resumed when it exists).")
     sft_style: str = _f("auto", "sft rows: `auto` follows prompt.style; `step` one row per step; `episode` one per episode.", ("auto", "step", "episode"), flag="--style")
@@ -175,6 +189,7 @@ class CollectConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
+    dpo: DpoConfig = field(default_factory=DpoConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
 

@@ -30,6 +30,7 @@ except ImportError:  # a `datasets` before Key takes any hashable key
     def Key(file: int, batch: int) -> str:  # noqa: N802 - stands in for the class
         return f"{file}_{batch}"
 
+from agent_sft.dataset import views
 from agent_sft.errors import DatasetError
 from agent_sft.records import SCHEMAS, SPLITS
 
@@ -144,7 +145,14 @@ def readme_data_files(folder: str, config: str) -> dict[str, list[str]]:
 
 @dataclass
 class AgentSFTConfig(datasets.BuilderConfig):
-    """BuilderConfig for agent-sft folders; `data_dir` is the folder, `data_files` filled from its README."""
+    """BuilderConfig for agent-sft folders; `data_dir` is the folder, `data_files` filled from its README.
+    `kind` is a view's kind (`views`) for a config named by its folder (a named build)."""
+
+    kind: str = ""
+
+    @property
+    def schema(self) -> pa.Schema:
+        return views.schema(self.kind) if self.kind else SCHEMAS[self.name]
 
 
 class AgentSFT(datasets.ArrowBasedBuilder):
@@ -152,8 +160,18 @@ class AgentSFT(datasets.ArrowBasedBuilder):
     BUILDER_CONFIGS = [
         AgentSFTConfig(name="sft", description="Training rows: conversations in `messages` plus metadata."),
         AgentSFTConfig(name="raw", description="One row per episode: every step, prompt window, response, reward."),
+        AgentSFTConfig(name="dpo", description="Preference pairs (prompt, chosen, rejected) from episodes of a task."),
+        AgentSFTConfig(name="scores", description="Quality scores of every episode, keyed by episode_id."),
     ]
     DEFAULT_CONFIG_NAME = "sft"
+
+    @classmethod
+    def named(cls, name: str) -> type[AgentSFT]:
+        """The builder class with a named build `name` (rows as `sft`) among its configs."""
+        if any(c.name == name for c in cls.BUILDER_CONFIGS):
+            return cls
+        config = AgentSFTConfig(name=name, kind=views.BUILD, description=f"Training rows of the named build {name!r}.")
+        return type(cls.__name__, (cls,), {"BUILDER_CONFIGS": [*cls.BUILDER_CONFIGS, config], "__module__": cls.__module__})
 
     def __init__(self, *args, **kwargs):
         # Resolve the data files now: they are part of the cache key, unlike data_dir alone.
@@ -162,7 +180,7 @@ class AgentSFT(datasets.ArrowBasedBuilder):
         super().__init__(*args, **kwargs)
 
     def _info(self):
-        return datasets.DatasetInfo(features=datasets.Features.from_arrow_schema(SCHEMAS[self.config.name]))
+        return datasets.DatasetInfo(features=datasets.Features.from_arrow_schema(self.config.schema))
 
     def _split_generators(self, dl_manager):
         if not self.config.data_files:
@@ -174,7 +192,7 @@ class AgentSFT(datasets.ArrowBasedBuilder):
         ]
 
     def _generate_tables(self, files):
-        schema = SCHEMAS[self.config.name]
+        schema = self.config.schema
         for i, path in enumerate(files):
             with pa.memory_map(path) as src:
                 reader = pa.ipc.open_file(src)

@@ -7,10 +7,11 @@ import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from agent_sft.dataset import views as views_mod
 from agent_sft.dataset.atomic import write_text_atomic
 from agent_sft.dataset.layout import CHECKSUMS, Scan, sft_name
 from agent_sft.dataset.shards import file_checksum, read_shard, sealed_under, take_sealed_checksum
@@ -157,11 +158,14 @@ class Damage:
     raw: dict[str, dict[str, str]]  # split -> raw shard name -> why
     sft: dict[str, dict[str, str]]  # split -> sft file name -> why
     checked: int  # shards looked at
+    views: dict[str, str] = field(default_factory=dict)  # relative path of a view's file -> why (`views`)
 
     def paths(self) -> dict[str, str]:
         """Relative path -> why, for every damaged shard."""
-        return {f"data/{config}/{split}/{n}": why for config, by_split in (("raw", self.raw), ("sft", self.sft))
-                for split in SPLITS for n, why in by_split[split].items()}
+        out = {f"data/{config}/{split}/{n}": why for config, by_split in (("raw", self.raw), ("sft", self.sft))
+               for split in SPLITS for n, why in by_split[split].items()}
+        out.update(self.views)
+        return out
 
 
 def find_damage(folder: str, s: Scan, sums: dict[str, dict], verify: bool = True) -> Damage:
@@ -178,4 +182,10 @@ def find_damage(folder: str, s: Scan, sums: dict[str, dict], verify: bool = True
             config, sp, n = live[rel]
             (raw if config == "raw" else sft)[sp][n] = why
         checked += len(live)
-    return Damage(raw, sft, checked)
+    views: dict[str, str] = {rel: "listed in meta/info.json but missing" for rel in views_mod.missing(folder, s.views)}
+    if verify:
+        listed = [p for by_split in views_mod.listed_files(s.views).values() for ps in by_split.values() for p in ps
+                  if p not in views]
+        views.update(verify_shards(folder, listed, sums))
+        checked += len(listed)
+    return Damage(raw, sft, checked, views)

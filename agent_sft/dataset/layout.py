@@ -35,6 +35,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from agent_sft.dataset import views as views_mod
 from agent_sft.dataset.atomic import TMP_PREFIX, write_json_atomic
 from agent_sft.dataset.shards import SHARD_SUFFIX, cached_meta
 from agent_sft.errors import ConfigError, CorruptShardError, DatasetError, NotADatasetError, SchemaVersionError
@@ -158,8 +159,13 @@ def _shards(d: str) -> list[str]:
 
 
 def shard_names(folder: str) -> dict[tuple[str, str], set[str]]:
-    """(config, split) -> names of the shard files there (no metadata read: a cheap look for changes)."""
-    return {(c, sp): set(_shards(shard_dir(folder, c, sp))) for c in CONFIGS for sp in SPLITS}
+    """(config, split) -> names of the shard files there, views' included (no metadata read: a cheap look for
+    changes)."""
+    try:
+        extra = sorted(n for n in os.listdir(os.path.join(folder, "data")) if n not in CONFIGS and n != "judge")
+    except FileNotFoundError:
+        extra = []
+    return {(c, sp): set(_shards(shard_dir(folder, c, sp))) for c in (*CONFIGS, *extra) for sp in SPLITS}
 
 
 @dataclass
@@ -174,6 +180,7 @@ class Scan:
     missing_sft: dict[str, list[str]] = field(default_factory=dict)  # split -> raw names lacking sft
     corrupt_raw: dict[str, dict[str, str]] = field(default_factory=dict)  # split -> name -> why unreadable
     corrupt_sft: dict[str, dict[str, str]] = field(default_factory=dict)  # split -> sft file name -> why
+    views: dict[str, dict] = field(default_factory=dict)  # the views meta/info.json lists (`views.manifest`)
 
     def raw_rows(self, split: str | None = None) -> int:
         return sum(m["rows"] for s in ([split] if split else SPLITS) for m in self.raw.get(s, {}).values())
@@ -215,8 +222,17 @@ def live_raw(metas: dict[str, dict]) -> tuple[dict[str, dict], list[str]]:
     return live, order
 
 
+def _views(folder: str) -> dict[str, dict]:
+    """The views meta/info.json lists ({} when it cannot be read: a repair writes it again)."""
+    try:
+        with open(os.path.join(folder, INFO)) as fh:
+            return views_mod.manifest(json.load(fh))
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def scan(folder: str, generation: int) -> Scan:
-    out = Scan(generation)
+    out = Scan(generation, views=_views(folder))
     for split in SPLITS:
         raw_dir = shard_dir(folder, "raw", split)
         metas, bad = {}, {}
@@ -283,13 +299,19 @@ def listing(folder: str, s: Scan) -> dict[str, dict[str, list[str]]]:
             out["raw"][split] = raw
         if sft:
             out["sft"][split] = sft
+    present = {name: {sp: [p for p in ps if os.path.isfile(os.path.join(folder, p))] for sp, ps in by_split.items()}
+               for name, by_split in views_mod.listed_files(s.views).items()}
+    out.update({name: {sp: ps for sp, ps in by_split.items() if ps} for name, by_split in present.items()
+                if any(by_split.values())})
     return out
 
 
 def configs_front_matter(files: dict[str, dict[str, list[str]]]) -> list[dict]:
-    """The README `configs:` entries (sft first and default; empty splits and configs left out)."""
+    """The README `configs:` entries (sft first and default, then named builds, dpo, scores and raw; empty
+    splits and configs left out)."""
     out = []
-    for config in ("sft", "raw"):
+    named = sorted(c for c in files if c not in ("sft", "raw", views_mod.DPO, views_mod.SCORES))
+    for config in ("sft", *named, views_mod.DPO, views_mod.SCORES, "raw"):
         if not files.get(config):
             continue
         entry: dict[str, Any] = {"config_name": config}

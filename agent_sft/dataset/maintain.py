@@ -12,13 +12,13 @@ import shutil
 import time
 from collections import Counter
 
-from agent_sft.dataset import checksums, layout, shards, stages
+from agent_sft.dataset import atomic, checksums, curate, layout, shards, stages, views
 from agent_sft.dataset.derive import SftDeriver
 from agent_sft.dataset.fingerprint import diff as config_diff
 from agent_sft.dataset.layout import BuildSpec
 from agent_sft.dataset.rewrite import check_not_corrupt, compact_shards, repair
 from agent_sft.dataset.writer import DatasetWriter, new_writer_tag
-from agent_sft.errors import ConfigMismatchError, NotADatasetError
+from agent_sft.errors import ConfigError, ConfigMismatchError, NotADatasetError
 from agent_sft.records import SPLITS
 
 
@@ -29,17 +29,48 @@ def _info_under_lock(folder: str) -> dict:
     return info
 
 
-def rebuild(folder: str, build: BuildSpec) -> dict:
-    """Re-derive `sft` from `raw` with a new build spec, without collecting again.
+def rebuild(folder: str, build: BuildSpec, name: str | None = None, dpo: dict | None = None) -> dict:
+    """Re-derive `sft` (or the named build `name`) from `raw` with a new build spec, and the folder's other views
+    (`scores`, `dpo` with the settings `dpo`, the other named builds), without collecting again.
 
     The new generation is written beside the old one and switched to atomically (meta/info.json), so a
-    crash mid-build leaves the old `sft` in place.
+    crash mid-build leaves the old files in place.
     """
     require_folder(folder)
     SftDeriver(build)  # fails early on a bad filter
+    if name is not None:
+        views.check_build_name(name)
     with layout.locked(folder):
         info = _info_under_lock(folder)  # read under the lock: writers update it
-        s, _ = stages.rederive(folder, build, info)
+        if name is None:
+            s, deriver = stages.rederive(folder, build, info)
+            builds = None
+        else:
+            deriver = SftDeriver.for_folder(folder, info)
+            s = repair(folder, layout.open_scan(folder, info), deriver)
+            builds = curate.named_builds(info) | {name: build}
+        s = curate.rewrite_views(folder, info, s, deriver, builds, dpo)
+        from agent_sft.dataset import reading
+
+        return reading.finalize_folder(folder, s)
+
+
+def drop_build(folder: str, name: str) -> dict:
+    """Remove the named build `name` from the folder (its files go once the README no longer lists them).
+
+    Raises:
+        ConfigError: `name` is reserved, or the folder has no build of that name (naming those it has).
+    """
+    require_folder(folder)
+    views.check_build_name(name)
+    with layout.locked(folder):
+        info = _info_under_lock(folder)
+        builds = curate.named_builds(info)
+        if name not in builds:
+            raise ConfigError(f"{folder} has no build named {name!r}; its named builds: {', '.join(builds) or 'none'}")
+        del info["views"][name]
+        atomic.write_json_atomic(os.path.join(folder, layout.INFO), info)
+        s = repair(folder, layout.open_scan(folder, info), SftDeriver.for_folder(folder, info))
         from agent_sft.dataset import reading
 
         return reading.finalize_folder(folder, s)
@@ -198,6 +229,10 @@ def repair_folder(folder: str) -> list[str]:
         for path in unreadable:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
+        if found.views:
+            s = curate.rewrite_views(folder, info, s, deriver)
+            for rel, why in sorted(found.views.items()):
+                done.append(f"{rel}: {why}; its view ({rel.split('/')[1]}) written again from raw")
         if missing:
             done.append(f"derived {missing} missing sft shard(s)")
         if garbage:

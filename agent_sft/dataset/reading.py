@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow.dataset as pads
 
-from agent_sft.dataset import atomic, checksums, layout, per_task, shards
+from agent_sft.dataset import atomic, checksums, layout, per_task, shards, views
 from agent_sft.dataset.filters import active_filters
 from agent_sft.errors import DatasetError, NotADatasetError
 from agent_sft.records import CONFIGS, SCHEMAS, SPLITS
@@ -141,7 +141,32 @@ def compute_stats(folder: str, s: layout.Scan, exclude: frozenset[str] = frozens
         "shards": {"raw": sum(len(s.raw[sp]) for sp in SPLITS), "sft": sum(len(s.sft[sp]) for sp in SPLITS)},
         "pass_at_k": pass_k,
         "by_task": by_task,
+        "views": {name: {k: v.get(k) for k in ("kind", "generation", "rows", "drops", "build", "spec", "why_none") if k in v}
+                  for name, v in sorted(s.views.items())},
     }
+
+
+def views_lines(st: dict) -> list[str]:
+    """One line per view (`views`) of a folder's stats: its rows per split, or why it has none."""
+    out = []
+    for name, v in (st.get("views") or {}).items():
+        rows = v.get("rows") or {}
+        counts = f"train {rows.get('train', 0)}, validation {rows.get('validation', 0)}"
+        if v["kind"] == views.DPO:
+            spec = v.get("spec") or {}
+            text = (f"dpo: {counts} pairs ({spec.get('pairs')} pairs, at most {spec.get('per_task')} per task)"
+                    if not v.get("why_none") else f"dpo: no pairs: {v['why_none']}")
+        elif v["kind"] == views.SCORES:
+            text = f"scores: {counts} episodes scored"
+        else:
+            b = v.get("build") or {}
+            active = active_filters(b.get("filters") or {})
+            drops = v.get("drops") or {}
+            text = (f"{name} (named build, style {b.get('style')}; filters: "
+                    f"{', '.join(f'{k}={x}' for k, x in sorted(active.items())) or 'none'}): {counts} rows; dropped: "
+                    f"{', '.join(f'{k} {n}' for k, n in sorted(drops.items())) or 'none'}")
+        out.append(text)
+    return out
 
 
 def sample_episode(folder: str, s: layout.Scan, look_at: int = 256) -> dict | None:
@@ -211,11 +236,13 @@ def load(folder: str, config: str = "sft", split: str | None = None, streaming: 
     Raises:
         DatasetError: not a dataset folder, unknown config or split.
     """
-    if config not in CONFIGS:
-        raise DatasetError(f"unknown config {config!r}; choose one of {', '.join(CONFIGS)}")
     if split is not None and split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     _, s = folder_status(folder)
+    known = [*CONFIGS, *sorted(s.views)]
+    if config not in known:
+        why = "" if config not in (views.DPO, views.SCORES) else f" (it is written by `agent-sft build {folder}`)"
+        raise DatasetError(f"{folder}: unknown config {config!r}{why}; choose one of {', '.join(known)}")
     import datasets
 
     from agent_sft.dataset.builder import AgentSFT, readme_error
@@ -226,11 +253,13 @@ def load(folder: str, config: str = "sft", split: str | None = None, streaming: 
     if why:
         raise readme_error(folder, why)
     listed = {sp: [os.path.join(root, p) for p in ps] for sp, ps in configs.get(config, {}).items()}
-    features = datasets.Features.from_arrow_schema(SCHEMAS[config])
+    kind = (s.views.get(config) or {}).get("kind", "")
+    features = datasets.Features.from_arrow_schema(views.schema(kind) if kind else SCHEMAS[config])
     wanted = [split] if split is not None else list(SPLITS)
     if not any(sp in listed for sp in wanted):
         total = s.raw_rows()
-        why = f"all {total} episodes were dropped by the filters" if total and config == "sft" else "no episodes yet"
+        why = (s.views.get(config) or {}).get("why_none") or (
+            f"all {total} episodes were dropped by the filters" if total and kind != views.SCORES else "no episodes yet")
         log.warning("%s: config %r has no rows in %s (%s); see `agent-sft info %s`", folder, config,
                     split or "either split", why, folder)
         parts = {sp: datasets.Dataset.from_dict({k: [] for k in features}, features=features) for sp in wanted}
@@ -239,7 +268,7 @@ def load(folder: str, config: str = "sft", split: str | None = None, streaming: 
             return parts[split] if split is not None else datasets.IterableDatasetDict(parts)
         return parts[split] if split is not None else datasets.DatasetDict(parts)
     kwargs.setdefault("data_files", listed)
-    builder = AgentSFT(config_name=config, data_dir=root, **kwargs)
+    builder = (AgentSFT.named(config) if kind == views.BUILD else AgentSFT)(config_name=config, data_dir=root, **kwargs)
     if streaming:
         ds = builder.as_streaming_dataset(split=split)
     else:
@@ -368,6 +397,7 @@ def info_text(folder: str, check: bool = True) -> tuple[str, bool]:
     lines.append("dropped by filter: " + (", ".join(f"{k} {v}" for k, v in sorted(st["drops"].items())) or "none"))
     if layout.stage_drops_by_env(info):
         lines.append("dropped by the build stages, per env: " + layout.stage_drops_text(info))
+    lines += views_lines(st)
     if st["tokens"]["completion"] is not None:
         lines.append(f"tokens: prompt {st['tokens']['prompt']}, completion {st['tokens']['completion']}")
     lines.append(f"shards: raw {st['shards']['raw']}, sft {st['shards']['sft']}")

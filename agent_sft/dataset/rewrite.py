@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.dataset as pads
 
-from agent_sft.dataset import atomic, card, checksums, layout, shards
+from agent_sft.dataset import atomic, card, checksums, layout, shards, views
 from agent_sft.dataset.derive import SftDeriver
 from agent_sft.errors import CorruptShardError
 from agent_sft.records import END_ERROR, SPLITS
@@ -47,12 +47,14 @@ def repair(folder: str, s: layout.Scan, deriver: SftDeriver, body: str | None = 
 
 
 def collect_garbage(folder: str, s: layout.Scan) -> None:
-    """Delete replaced raw shards (in a safe order), stale sft shards and dead temporary files."""
+    """Delete replaced raw shards (in a safe order), stale sft shards, view files the folder no longer lists
+    and dead temporary files."""
     for split in SPLITS:
         for n in s.replaced_raw[split]:
             _remove(layout.shard_path(folder, "raw", split, n))
         for n in s.stale_sft[split]:
             _remove(layout.shard_path(folder, "sft", split, n))
+    views.garbage(folder, s.views)
     layout.remove_dead_tmp(folder)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
-from agent_sft.dataset import atomic, layout, shards, stages
+from agent_sft.dataset import atomic, curate, layout, shards, stages
 from agent_sft.dataset.derive import SftDeriver, same_build, stage_drops
 from agent_sft.dataset.fingerprint import digest, mismatches
 from agent_sft.dataset.fingerprint import public as public_fingerprint
@@ -491,11 +491,12 @@ class DatasetWriter:
                     self._own_big[split] = compact_shards(self.path, split, small, self.generation, self.tag, self.deriver)
                     self._own[split] = []
             s = repair(self.path, layout.scan(self.path, self.generation), self.deriver)
-            if stages.active(self.build):  # drops that need every episode: derived again over the whole folder
-                info = layout.read_info(self.path) or layout.recover_info(self.path)
-                if info is not None:
+            info = layout.read_info(self.path) or layout.recover_info(self.path)
+            if info is not None:
+                if stages.active(self.build):  # drops that need every episode: derived again over the whole folder
                     s, self.deriver = stages.rederive(self.path, self.build, info)
                     self.generation = s.generation
+                s = curate.rewrite_views(self.path, info, s, self.deriver)
             from agent_sft.dataset import reading
 
             stats = reading.finalize_folder(self.path, s, summary=summary)

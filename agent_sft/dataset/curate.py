@@ -1,0 +1,211 @@
+"""Writing the views (`views`): `scores`, `dpo` and the named builds, in one pass over the folder's episodes.
+
+First the outcomes of every live episode are read (a few columns: `outcomes`), giving what a view needs from
+other episodes: each task's shortest success (the `length_ratio` score's reference when the env has no plan),
+the tasks with both outcomes (`dpo`'s candidates), and what the stopping rule of `env.until_success` leaves out
+(`stopping`). A named build with a stage over the whole folder reads its episodes once more for its drops. Then
+every raw shard is read once, a record batch at a time, and each view's rows are written at its next generation;
+the caller switches meta/info.json to the new manifest (`refresh`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.dataset as pads
+
+from agent_sft.dataset import atomic, layout, shards, stages, views
+from agent_sft.dataset.derive import SftDeriver
+from agent_sft.dataset.layout import BuildSpec
+from agent_sft.dataset.rewrite import repair
+from agent_sft.records import END_ERROR, SPLITS
+
+DPO_PAIRS = ("episode", "step", "both", "off")
+
+DPO_DEFAULTS = {"pairs": "episode", "per_task": 4}
+
+BEYOND_STOP = "beyond_stop"
+
+_OUTCOME_COLUMNS = ["episode_id", "env", "task_id", "task_type", "sample_index", "success", "episode_length",
+                    "end_reason"]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a view needs to know of an episode without reading it whole."""
+
+    order: tuple
+    episode_id: str
+    env: str
+    task_id: str
+    task_type: str
+    sample_index: int
+    success: bool
+    length: int
+    error: bool
+
+
+def outcomes(folder: str, s: layout.Scan) -> list[Outcome]:
+    """Every live episode's outcome, in keeping order (env, task id, sample index)."""
+    out = []
+    for split in SPLITS:
+        for name, meta in sorted(s.raw[split].items()):
+            if not meta["rows"]:
+                continue
+            t = pads.dataset([layout.shard_path(folder, "raw", split, name)], format="ipc").to_table(columns=_OUTCOME_COLUMNS)
+            for r in t.to_pylist():
+                out.append(Outcome((r["env"], r["task_id"], r["sample_index"], r["episode_id"]), r["episode_id"], r["env"],
+                                   r["task_id"], r["task_type"] or "", int(r["sample_index"]), bool(r["success"]),
+                                   int(r["episode_length"]), r["end_reason"] == END_ERROR))
+    out.sort(key=lambda o: o.order)
+    return out
+
+
+def beyond_stop(eps: list[Any], info: dict) -> dict[str, str]:
+    """Episodes past their task's stop under `env.until_success` (none when the run did not sample until success)."""
+    try:
+        from agent_sft.dataset import stopping
+    except ImportError:  # pragma: no cover - the module ships with the package
+        return {}
+    rules = stopping.rules_from_config((info or {}).get("config") or {})
+    return dict(stopping.beyond_stop(eps, rules)) if rules else {}
+
+
+def dpo_spec(info: dict | None, override: dict | None = None) -> dict:
+    """The folder's `dpo` settings: the build's (`override`), else the last view's, else the collect config's."""
+    spec = dict(DPO_DEFAULTS)
+    spec.update(((info or {}).get("config") or {}).get("dpo") or {})
+    spec.update((views.manifest(info).get(views.DPO) or {}).get("spec") or {})
+    spec.update({k: v for k, v in (override or {}).items() if v is not None})
+    return {k: spec[k] for k in DPO_DEFAULTS}
+
+
+def named_builds(info: dict | None) -> dict[str, BuildSpec]:
+    """The folder's named builds and their specs."""
+    return {name: BuildSpec(**v["build"]) for name, v in sorted(views.manifest(info).items()) if v["kind"] == views.BUILD}
+
+
+def refresh(folder: str, s: layout.Scan, info: dict, builds: dict[str, BuildSpec] | None = None,
+            dpo: dict | None = None, judged: dict[str, list[dict]] | None = None) -> dict[str, dict]:
+    """Write every view at its next generation (call under the folder lock); returns the new manifest, for
+    meta/info.json `views` (the files it does not list are garbage once it is written).
+
+    Args:
+        folder: the dataset folder.
+        s: its scan (live raw shards).
+        info: its info (config, current views).
+        builds: the named builds to write (default: those the folder has).
+        dpo: the `dpo` settings (default `dpo_spec(info)`).
+        judged: episode id -> judge scores ([{name, score}]) for the `scores` view.
+    """
+    from agent_sft.dataset import pairs, scores
+
+    old = views.manifest(info)
+    builds = named_builds(info) if builds is None else builds
+    dpo = dpo or dpo_spec(info)
+    judged = judged or {}
+    think = bool((((info or {}).get("config") or {}).get("prompt") or {}).get("require_think", True))
+    eps = outcomes(folder, s)
+    beyond = beyond_stop(eps, info)
+    counted = [e for e in eps if not e.error and e.episode_id not in beyond]
+    references = scores.task_references(counted)
+    per_task: dict[tuple, list[Outcome]] = defaultdict(list)
+    for e in counted:
+        per_task[(e.env, e.task_id)].append(e)
+    both = {t for t, es in per_task.items() if any(e.success for e in es) and not all(e.success for e in es)}
+    candidates = _pair_candidates(per_task, both, dpo) if dpo["pairs"] != "off" else set()
+
+    derivers = {}
+    for name, b in builds.items():
+        dropped = dict(beyond)
+        if stages.active(b):
+            dropped.update(stages.drops(stages.episodes(folder, s, b), b.filters))
+        derivers[name] = SftDeriver(b, dropped)
+    sinks = {name: views.ViewSink(folder, name, views.BUILD, views.next_generation(old, name), build=b.to_dict())
+             for name, b in builds.items()}
+    score_rows: dict[str, list[dict]] = {sp: [] for sp in SPLITS}
+    chosen: dict[tuple, list[dict]] = defaultdict(list)
+    drops: dict[str, dict[str, int]] = {name: {} for name in builds}
+    for split in SPLITS:
+        for name, meta in sorted(s.raw[split].items()):
+            if not meta["rows"]:
+                continue
+            for batch in shards.iter_shard_batches(layout.shard_path(folder, "raw", split, name)):
+                rows = batch.to_pylist()
+                for view, d in derivers.items():
+                    sft, dropped_here = d.derive(rows)
+                    sinks[view].add(split, sft)
+                    for reason, n in dropped_here.items():
+                        drops[view][reason] = drops[view].get(reason, 0) + n
+                for r in rows:
+                    if r["episode_id"] in beyond:
+                        continue
+                    row = scores.with_relative(scores.episode_scores(r, think), references.get((r["env"], r["task_id"])))
+                    row["judge"] = judged.get(r["episode_id"], [])
+                    score_rows[split].append(row)
+                    if r["episode_id"] in candidates:
+                        chosen[(r["env"], r["task_id"])].append(r)
+    out: dict[str, dict] = {}
+    for name, sink in sinks.items():
+        out[name] = sink.entry() | {"drops": drops[name]}
+    sink = views.ViewSink(folder, views.SCORES, views.SCORES, views.next_generation(old, views.SCORES))
+    for split in SPLITS:
+        sink.add(split, sorted(score_rows[split], key=lambda r: (r["env"], r["task_id"], r["sample_index"], r["episode_id"])))
+    out[views.SCORES] = sink.entry()
+    if dpo["pairs"] != "off":
+        out[views.DPO] = _write_pairs(folder, old, chosen, dpo, pairs, per_task)
+    return out
+
+
+def _pair_candidates(per_task: dict[tuple, list[Outcome]], both: set[tuple], dpo: dict) -> set[str]:
+    """The episodes the pairs of each task with both outcomes are made of, read whole in the pass: for episode
+    pairs its first `per_task` successes and failures by sample index, for step pairs a few more of each."""
+    k = int(dpo["per_task"])
+    take = k if dpo["pairs"] == "episode" else 4 * k
+    out: set[str] = set()
+    for t in both:
+        es = sorted(per_task[t], key=lambda e: e.sample_index)
+        out.update(e.episode_id for e in [e for e in es if e.success][:take])
+        out.update(e.episode_id for e in [e for e in es if not e.success][:take])
+    return out
+
+
+def _write_pairs(folder: str, old: dict, chosen: dict[tuple, list[dict]], dpo: dict, pairs: Any,
+                 per_task: dict[tuple, list[Outcome]]) -> dict:
+    sink = views.ViewSink(folder, views.DPO, views.DPO, views.next_generation(old, views.DPO), spec=dict(dpo))
+    k = int(dpo["per_task"])
+    for t in sorted(chosen):
+        rows = sorted(chosen[t], key=lambda r: r["sample_index"])
+        made: list[dict] = []
+        if dpo["pairs"] in ("episode", "both"):
+            made += pairs.episode_pairs(rows, max_pairs=k)
+        if dpo["pairs"] in ("step", "both"):
+            made += pairs.step_pairs(rows, max_pairs=k)
+        sink.add(rows[0]["split"], made)
+    entry = sink.entry()
+    if not any(entry["rows"].values()):
+        entry["why_none"] = pairs.why_no_pairs([e for es in per_task.values() for e in es]) or (
+            "no dpo config: no two episodes of a task act alike up to a step where they diverge, one succeeding"
+            if dpo["pairs"] == "step" else "no dpo config: no pair could be made")
+    return entry
+
+
+def rewrite_views(folder: str, info: dict, s: layout.Scan, deriver: SftDeriver, builds: dict[str, BuildSpec] | None = None,
+                  dpo: dict | None = None) -> layout.Scan:
+    """Write the views again (`refresh`), switch meta/info.json to them, then the README and the garbage (call
+    under the folder lock, with `info` as read under it); returns the folder's scan."""
+    info["views"] = refresh(folder, s, info, builds, dpo, judge_scores(folder))
+    atomic.write_json_atomic(os.path.join(folder, layout.INFO), info)
+    return repair(folder, layout.scan(folder, s.generation), deriver)
+
+
+def judge_scores(folder: str) -> dict[str, list[dict]]:
+    """episode id -> [{name, score}] of the judges that scored it (`agent-sft judge`), by judge name."""
+    try:
+        from agent_sft.dataset import judged
+    except ImportError:
+        return {}
+    return judged.scores_by_episode(folder)

@@ -1,0 +1,152 @@
+"""Configs built over the whole folder at once: `scores`, `dpo` and named builds (`agent-sft build --name X`).
+
+`sft` is derived shard by shard as the raw shards are sealed; these need every episode (a task's shortest
+success, its successes against its failures, a selection per task), so a build writes them whole, at a new
+generation of each, beside the old files:
+```
+DIR/data/<view>/{train,validation}/g<gen>-<part>.arrow
+```
+and switches to them in one write of meta/info.json, whose `views` lists each view's kind, generation, files,
+rows and spec. Files of a view that the manifest does not list are deleted once the README no longer names them
+(`garbage`), so a build killed at any instant leaves the previous generation in place. A writer's `finalize`
+and `agent-sft build` write them again; between two builds a collection's new episodes are in `raw` and `sft`
+only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from typing import Any
+
+import pyarrow as pa
+
+from agent_sft.dataset import shards
+from agent_sft.errors import ConfigError
+from agent_sft.records import RESERVED_CONFIGS, SCHEMAS, SPLITS
+
+BUILD = "build"  # the kinds of view
+SCORES = "scores"
+DPO = "dpo"
+
+KINDS = (BUILD, SCORES, DPO)
+
+OWN_DIRS = ("raw", "sft", "judge")  # data/ folders that are not views
+
+PART_ROWS = 50_000  # rows per file of a view at most
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+_FILE = re.compile(r"^g(\d+)-")
+
+
+def schema(kind: str) -> pa.Schema:
+    """The Arrow schema of a view of `kind` (a named build has the rows of `sft`)."""
+    return SCHEMAS["sft" if kind == BUILD else kind]
+
+
+def check_build_name(name: str) -> str:
+    """A named build's name: lower-case letters, digits and `_`, not a reserved config name.
+
+    Raises:
+        ConfigError: naming the rule.
+    """
+    if name in RESERVED_CONFIGS:
+        raise ConfigError(f"--name {name}: {', '.join(RESERVED_CONFIGS)} are reserved config names; choose another")
+    if not _NAME.match(name):
+        raise ConfigError(f"--name {name!r}: a build name is a lower-case letter then letters, digits or `_` "
+                          "(it becomes a config name and a folder under data/)")
+    return name
+
+
+def manifest(info: dict | None) -> dict[str, dict]:
+    """name -> entry (kind, generation, files {split: [file names]}, rows {split: n}, ...) of the folder's views."""
+    views = (info or {}).get("views") or {}
+    return {n: v for n, v in views.items() if isinstance(v, dict) and v.get("kind") in KINDS}
+
+
+def listed_files(views: dict[str, dict]) -> dict[str, dict[str, list[str]]]:
+    """view -> split -> paths relative to the folder, of the files with rows that `views` names."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for name, v in views.items():
+        files = v.get("files") or {}
+        by_split = {sp: [f"data/{name}/{sp}/{f}" for f in files.get(sp, [])] for sp in SPLITS if files.get(sp)}
+        if by_split:
+            out[name] = by_split
+    return out
+
+
+def garbage(folder: str, views: dict[str, dict]) -> None:
+    """Delete view files that `views` does not list (other generations, dropped views, a build cut short).
+
+    Call under the folder lock, after the README was written from the same manifest."""
+    data = os.path.join(folder, "data")
+    try:
+        dirs = sorted(os.listdir(data))
+    except FileNotFoundError:
+        return
+    for name in dirs:
+        if name in OWN_DIRS or not os.path.isdir(os.path.join(data, name)):
+            continue
+        keep = {sp: set((views.get(name) or {}).get("files", {}).get(sp, [])) for sp in SPLITS}
+        for sp in SPLITS:
+            d = os.path.join(data, name, sp)
+            with contextlib.suppress(FileNotFoundError):
+                for f in os.listdir(d):
+                    if f.endswith(shards.SHARD_SUFFIX) and _FILE.match(f) and f not in keep[sp]:
+                        with contextlib.suppress(OSError):
+                            os.remove(os.path.join(d, f))
+
+
+def missing(folder: str, views: dict[str, dict]) -> list[str]:
+    """Paths (relative) of files the manifest lists that are not in the folder."""
+    return [p for by_split in listed_files(views).values() for ps in by_split.values() for p in ps
+            if not os.path.isfile(os.path.join(folder, p))]
+
+
+class ViewSink:
+    """Writes the rows of one view at one generation, split by split, in files of at most `PART_ROWS` rows.
+
+    Args:
+        folder: the dataset folder.
+        name: the view's config name.
+        kind: `build`, `scores` or `dpo`.
+        generation: the generation being written (the files are not listed until `entry` goes into info).
+    """
+
+    def __init__(self, folder: str, name: str, kind: str, generation: int, **extra: Any) -> None:
+        self.folder, self.name, self.kind, self.generation = folder, name, kind, generation
+        self.schema = schema(kind)
+        self.pending: dict[str, list[dict]] = {sp: [] for sp in SPLITS}
+        self.files: dict[str, list[str]] = {sp: [] for sp in SPLITS}
+        self.rows: dict[str, int] = {sp: 0 for sp in SPLITS}
+        self.extra = extra
+
+    def add(self, split: str, rows: list[dict]) -> None:
+        self.pending[split].extend(rows)
+        if len(self.pending[split]) >= PART_ROWS:
+            self._seal(split)
+
+    def _seal(self, split: str) -> None:
+        rows, self.pending[split] = self.pending[split], []
+        if not rows:
+            return
+        part = len(self.files[split])
+        fname = f"g{self.generation}-{part:05d}{shards.SHARD_SUFFIX}"
+        path = os.path.join(self.folder, "data", self.name, split, fname)
+        table = pa.Table.from_pylist(rows, schema=self.schema)
+        self.rows[split] += shards.write_shard(path, self.kind if self.kind != BUILD else "sft", table,
+                                               {"split": split, "generation": self.generation, "view": self.name})
+        self.files[split].append(fname)
+
+    def entry(self) -> dict:
+        """Seal what is pending; the view's manifest entry."""
+        for sp in SPLITS:
+            self._seal(sp)
+        return {"kind": self.kind, "generation": self.generation, "files": {sp: f for sp, f in self.files.items() if f},
+                "rows": dict(self.rows), **self.extra}
+
+
+def next_generation(views: dict[str, dict], name: str) -> int:
+    return int((views.get(name) or {}).get("generation", 0)) + 1

@@ -1,0 +1,144 @@
+"""The configs written over the whole folder beside `sft`: `scores` (every episode's quality scores), `dpo`
+(success-against-failure pairs of a task) and named builds (`agent-sft build --name`). Each loads as a config of
+its own, is listed and checksummed like `sft`, is written again by `agent-sft build` without touching `raw`, and a
+damaged or missing file of one is found by `repair --check` and written again by `repair`."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import datasets
+import pytest
+from fixtures_data import make_episode
+
+import agent_sft
+from agent_sft.cli import main
+from agent_sft.dataset.builder import read_readme
+from agent_sft.dataset.writer import DatasetWriter
+
+FP = {"env": "alfworld", "seed": 0}
+
+# task -> outcome of samples 0, 1, 2, ...: tasks 0 and 3 have both outcomes, task 1 is always solved, task 2 never
+OUTCOMES = {0: (False, True, False, True), 1: (True, True), 2: (False, False), 3: (True, False)}
+
+
+def episodes(outcomes=OUTCOMES):
+    return [make_episode(t, s, success=won, steps=3 + s + t, val_fraction=0.0)
+            for t, wins in outcomes.items() for s, won in enumerate(wins)]
+
+
+def write(d, eps):
+    with DatasetWriter.open(d, fingerprint=FP, flush_every_episodes=3) as w:
+        for ep in eps:
+            w.add(ep)
+
+
+def rows(d, config):
+    ds = agent_sft.load(str(d), config)
+    return [r for split in ds.values() for r in split]
+
+
+def cli(capsys, *args):
+    rc = main(list(args))
+    return rc, capsys.readouterr().out
+
+
+def test_scores_and_pairs_are_configs_of_the_folder(tmp_path, capsys):
+    d = tmp_path / "ds"
+    eps = episodes()
+    write(d, eps)
+    by_id = {e.episode_id: e for e in eps}
+
+    scores = {r["episode_id"]: r for r in rows(d, "scores")}
+    assert set(scores) == set(by_id)
+    t0 = [e for e in eps if e.task_id.endswith("T0000")]
+    shortest = min(e.episode_length for e in t0 if e.success)
+    for e in t0:
+        assert scores[e.episode_id]["length_ratio"] == pytest.approx(e.episode_length / shortest)
+        assert scores[e.episode_id]["invalid_rate"] == 0.0
+    assert all(scores[e.episode_id]["length_ratio"] is None for e in eps if e.task_id.endswith("T0002"))
+
+    pairs = rows(d, "dpo")
+    assert pairs, "tasks 0 and 3 have both outcomes"
+    for p in pairs:
+        win, loss = by_id[p["chosen_episode_id"]], by_id[p["rejected_episode_id"]]
+        assert win.success and not loss.success and win.task_id == loss.task_id == p["task_id"]
+        assert p["chosen"][0]["role"] == "assistant" and p["rejected"][0]["role"] == "assistant"
+    assert {p["task_id"] for p in pairs} == {e.task_id for e in eps if e.task_id.endswith(("T0000", "T0003"))}
+
+    configs, why = read_readme(str(d))
+    assert why is None and list(configs) == ["sft", "dpo", "scores", "raw"]
+    direct = datasets.load_dataset(str(d), "dpo")  # as a user loads it, from the README's listing
+    assert sum(len(s) for s in direct.values()) == len(pairs)
+
+    rc, out = cli(capsys, "info", str(d))
+    assert rc == 0 and f"scores: train {len(eps)}, validation 0 episodes scored" in out, out
+    assert "dpo: train" in out
+
+
+def test_a_folder_without_both_outcomes_in_a_task_has_no_pairs_and_says_why(tmp_path, capsys):
+    d = tmp_path / "ds"
+    write(d, episodes({1: (True, True), 2: (False, False)}))
+    configs, _ = read_readme(str(d))
+    assert "dpo" not in configs and "scores" in configs
+    rc, out = cli(capsys, "info", str(d))
+    assert "dpo: no pairs: no dpo config: no task has both a successful and a failed episode" in out, out
+    assert rows(d, "dpo") == []
+
+
+def test_a_named_build_is_a_config_of_its_own_and_can_be_dropped(tmp_path, capsys):
+    d = tmp_path / "ds"
+    eps = episodes()
+    write(d, eps)
+    raw_before = sorted(r["episode_id"] for r in rows(d, "raw"))
+    sft_before = len(rows(d, "sft"))
+
+    rc, out = cli(capsys, "build", str(d), "--name", "sft_steps", "--style", "step", "--require-success")
+    assert rc == 0 and "built sft_steps" in out, out
+    won = [e for e in eps if e.success]
+    steps = rows(d, "sft_steps")
+    assert len(steps) == sum(e.episode_length for e in won)
+    assert {r["episode_id"] for r in steps} == {e.episode_id for e in won}
+    assert len(rows(d, "sft")) == sft_before  # sft keeps its own spec
+    assert sorted(r["episode_id"] for r in rows(d, "raw")) == raw_before
+    assert len(datasets.load_dataset(str(d), "sft_steps")["train"]) == len(steps)
+    rc, out = cli(capsys, "info", str(d))
+    assert rc == 0 and "sft_steps (named build, style step; filters: require_success=True)" in out, out
+
+    # another build of sft keeps the named build, written again from raw
+    assert cli(capsys, "build", str(d), "--max-steps", "4")[0] == 0
+    assert len(rows(d, "sft_steps")) == len(steps)
+
+    rc, out = cli(capsys, "build", str(d), "--name", "sft_steps", "--drop")
+    assert rc == 0
+    configs, _ = read_readme(str(d))
+    assert "sft_steps" not in configs and not any(os.scandir(d / "data" / "sft_steps" / "train"))
+    assert main(["build", str(d), "--name", "sft_steps", "--drop"]) == 2
+    assert "has no build named 'sft_steps'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["dpo", "raw", "Bad-Name"])
+def test_a_reserved_or_malformed_build_name_is_refused(tmp_path, capsys, name):
+    d = tmp_path / "ds"
+    write(d, episodes({1: (True,)}))
+    assert main(["build", str(d), "--name", name]) == 2
+    assert "--name" in capsys.readouterr().err
+
+
+def test_a_damaged_view_file_is_found_and_written_again(tmp_path, capsys):
+    d = tmp_path / "ds"
+    write(d, episodes())
+    info = json.loads((d / "meta" / "info.json").read_text())
+    scores_file = d / "data" / "scores" / "train" / info["views"]["scores"]["files"]["train"][0]
+    with open(scores_file, "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\0" * 16)
+    (d / "data" / "dpo" / "train" / "g99-00000.arrow").write_bytes(b"left by a build cut short")
+    rc, out = cli(capsys, "repair", "--check", str(d))
+    assert rc == 1 and "data/scores/train/" in out, out
+    rc, out = cli(capsys, "repair", str(d))
+    assert rc == 0 and "written again from raw" in out, out
+    assert cli(capsys, "repair", "--check", str(d))[0] == 0
+    assert len(rows(d, "scores")) == sum(len(w) for w in OUTCOMES.values())
+    assert not (d / "data" / "dpo" / "train" / "g99-00000.arrow").exists()

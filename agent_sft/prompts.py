@@ -249,7 +249,7 @@ class Conversation:
 # --- action parsing ------------------------------------------------------------------------------
 
 _ACTION = re.compile(r"<action>(.*?)</action>", re.IGNORECASE | re.DOTALL)
-_THINK = re.compile(r"<think>.*?</think>", re.IGNORECASE | re.DOTALL)
+_THINK = re.compile(r"<think>(.*?)</think>", re.IGNORECASE | re.DOTALL)
 _QUOTES = "'\"`"
 
 
@@ -265,6 +265,11 @@ def normalize_action(text: str) -> str:
     while len(text) >= 2 and text[0] == text[-1] and text[0] in _QUOTES:
         text = text[1:-1].strip()
     return text
+
+
+def think_text(response: str) -> str:
+    """The text inside a response's `<think>...</think>` blocks, joined by newlines ("" when there is none)."""
+    return "\n".join(m.strip() for m in _THINK.findall(response))
 
 
 def parse_action(

@@ -1,0 +1,107 @@
+"""`agent-sft judge DIR --name NAME`: score a folder's episodes with an LLM judge, kept under data/judge/NAME/.
+
+    agent-sft judge agent_sft_data --name qwen7b --policy.type openai \\
+        --policy.base_url http://127.0.0.1:8000/v1 --policy.model Qwen/Qwen2.5-7B-Instruct
+    agent-sft judge agent_sft_data --name rank --mode listwise policy.model=/models/judge   # vLLM, in process
+    agent-sft judge agent_sft_data --name strict --template rubric.txt policy.type=openai ...
+
+The judge's model is given with the `policy.*` keys `agent-sft collect` takes, as `key=value` or as
+`--policy.<key> VALUE`. `pointwise` scores each episode against a rubric; `listwise` scores the episodes of
+a task against each other. `--template FILE` replaces the rubric (str.format placeholders: see
+agent_sft.judge.prompts). Scores are in [0, 1]. Running the same command again judges only what is
+missing: episodes added since, and those whose answer could not be read. A judge server that fails for
+good stops the run with exit code 3; the verdicts sealed so far are kept. Another model or template is
+another judge: give it another --name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+from agent_sft.cli import CLIError
+from agent_sft.config import PolicyConfig
+
+PROGRESS_S = 10.0
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.description = __doc__
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("dir", metavar="DIR", help="dataset folder")
+    parser.add_argument("overrides", nargs="*", metavar="policy.key=value", help="the judge's model, e.g. policy.type=openai")
+    parser.add_argument("--name", required=True, help="the judge's name ([a-z0-9_-]+): its scores are data/judge/NAME/")
+    parser.add_argument("--mode", default="pointwise", choices=["pointwise", "listwise"],
+                        help="pointwise: each episode against a rubric; listwise: a task's episodes against each other")
+    parser.add_argument("--template", metavar="FILE", help="a prompt template replacing the built-in rubric")
+    parser.add_argument("--limit", type=int, metavar="N", help="judge at most N episodes in this run")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the judge's sampling (recorded with each score)")
+    parser.add_argument("--flush-every", type=int, default=32, metavar="N",
+                        help="seal the verdicts every N episodes (a kill loses at most those)")
+    parser.add_argument("--group-size", type=int, default=8, metavar="N", help="listwise: episodes compared at once at most")
+    g = parser.add_argument_group("the judge's model (the policy.* keys of `agent-sft collect`)")
+    for f in dataclasses.fields(PolicyConfig):
+        if f.name.startswith("expert"):
+            continue  # the expert plays no model: it cannot judge
+        g.add_argument(f"--policy.{f.name}", dest=f"policy.{f.name}", metavar="VALUE",
+                       help=f.metadata.get("help", "").replace("%", "%%"))
+
+
+def policy_config(a: argparse.Namespace) -> PolicyConfig:
+    """The judge's `PolicyConfig`: the `--policy.*` flags, then the `key=value` overrides, read as `collect` reads them.
+
+    Raises:
+        ConfigError: a key that is not a policy key, a bad value, or no model.
+    """
+    from agent_sft.config import ConfigError, load_config
+    from agent_sft.config.dotted import ALIASES
+    from agent_sft.policies.registry import policy_entry
+
+    overrides = [f"{k}={v}" for k, v in vars(a).items() if k.startswith("policy.") and v is not None]
+    for item in a.overrides:
+        key = item.partition("=")[0].strip().lstrip("+")
+        if "=" in item and not ALIASES.get(key, key).startswith("policy."):
+            raise ConfigError(f"{key!r}: agent-sft judge takes the policy.* keys only (the judge's model)")
+        overrides.append(item)
+    cfg = load_config(None, overrides).policy
+    if not policy_entry(cfg.type).needs_model:
+        raise ConfigError(f"policy.type={cfg.type} plays no model, so it cannot judge: give --policy.type openai "
+                          "--policy.base_url URL --policy.model NAME (a server), or --policy.model PATH (vLLM here)")
+    return cfg
+
+
+def run(a: argparse.Namespace) -> int:
+    from agent_sft.dataset.layout import require_dataset
+    from agent_sft.errors import RunFailedError
+    from agent_sft.judge import judge_folder
+    from agent_sft.judge.store import check_name
+
+    check_name(a.name)
+    cfg = policy_config(a)
+    require_dataset(a.dir)
+    print(f"Judging {a.dir} as {a.name!r} ({a.mode}, policy {cfg.type} {cfg.model}).", flush=True)
+    sealed, last = [0], [time.monotonic()]
+
+    def progress(n: int) -> None:  # a line at most every PROGRESS_S
+        sealed[0] += n
+        if time.monotonic() - last[0] >= PROGRESS_S:
+            last[0] = time.monotonic()
+            print(f"  {sealed[0]} verdicts sealed", flush=True)
+
+    try:
+        r = judge_folder(a.dir, a.name, cfg, mode=a.mode, template=a.template, seed=a.seed, limit=a.limit,
+                         flush_every=a.flush_every, group_size=a.group_size, on_verdicts=progress)
+    except RunFailedError as e:
+        raise CLIError(f"{e}\nThe verdicts sealed so far are kept; fix or restart the judge's server, then run the same "
+                       "command again: it judges only what is missing.", 3) from None
+    except ImportError as e:
+        raise CLIError(str(e)) from None
+    line = f"judge {a.name}: {r.judged} episodes scored"
+    if r.failed:
+        line += f", {r.failed} failed (no score could be read; running again retries them)"
+    line += f", {r.skipped} scored before, {r.errors} error episodes left aside"
+    if r.left:
+        line += f", {r.left} left for a later run (--limit)"
+    print(f"{line}.\nScores in {a.dir}/data/judge/{a.name}/ (agent_sft.judge.store.read_verdicts).")
+    return 0

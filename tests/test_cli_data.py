@@ -105,7 +105,8 @@ def test_build_without_flags_stores_every_filter_at_its_default():
 
 SAMPLE = {"min_final_reward": 0.5, "min_steps": 2, "max_steps": 7, "max_tokens": 7, "tokenizer": "tok",
           "callable": "m.py:keep", "dedup": "near", "dedup_threshold": 0.8,
-          "task_success": "mixed", "select": "first_success", "per_task": 2, "per_task_type": 3}
+          "task_success": "mixed", "select": "first_success", "per_task": 2, "per_task_type": 3,
+          "select_by": "length_ratio", "scores": ["invalid_rate<=0.2", "judge.rubric>=0.5"]}
 
 
 @pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(FilterConfig)])
@@ -116,6 +117,11 @@ def test_every_filter_has_a_flag_that_sets_what_its_key_sets(name):
     value = SAMPLE.get(name, not f.default)  # a bool's flag turns its default around
     extra = ["filters.tokenizer=tok"] if name == "max_tokens" else []
     flag = flag_of(f)
+    if isinstance(value, list):  # a list's flag is given once per item
+        by_flag = build_parse(*[a for v in value for a in (flag, v)])
+        by_key = build_parse(f"filters.{name}=[{', '.join(value)}]")
+        assert by_flag == by_key and by_key["filters"][name] == value
+        return
     by_flag = build_parse(*([flag] if isinstance(value, bool) else [flag, str(value)]), *extra)
     by_key = build_parse(f"filters.{name}={str(value).lower() if isinstance(value, bool) else value}", *extra)
     assert by_flag == by_key and by_key["filters"][name] == value

@@ -21,9 +21,10 @@ from judge_server import JudgeServer
 
 from agent_sft.cli import main
 from agent_sft.config import PolicyConfig
+from agent_sft.dataset import judged as store
 from agent_sft.dataset.shards import read_shard
 from agent_sft.dataset.writer import DatasetWriter
-from agent_sft.judge import JudgeFailedError, judge_folder, store
+from agent_sft.judge import JudgeFailedError, judge_folder
 from agent_sft.judge.prompts import POINTWISE_TEMPLATE, load_template
 from agent_sft.judge.run import verdict_seed
 from agent_sft.judge.verdict import read_score, read_scores

@@ -142,3 +142,54 @@ def test_a_damaged_view_file_is_found_and_written_again(tmp_path, capsys):
     assert cli(capsys, "repair", "--check", str(d))[0] == 0
     assert len(rows(d, "scores")) == sum(len(w) for w in OUTCOMES.values())
     assert not (d / "data" / "dpo" / "train" / "g99-00000.arrow").exists()
+
+
+def test_builds_filter_and_select_by_any_score_a_judges_too(tmp_path, capsys):
+    from agent_sft.dataset import judged
+
+    d = tmp_path / "ds"
+    eps = episodes()
+    write(d, eps)
+    ratio = {r["episode_id"]: r["length_ratio"] for r in rows(d, "scores")}
+
+    assert cli(capsys, "build", str(d), "--scores", "length_ratio<=1.2")[0] == 0
+    kept = {r["episode_id"] for r in rows(d, "sft")}
+    assert kept == {i for i, v in ratio.items() if v is not None and v <= 1.2}
+    info = json.loads((d / "meta" / "info.json").read_text())
+    assert info["stages"]["drops"]["alfworld"]["score"] == len(eps) - len(kept)
+
+    # the best episode of each task by a score where lower is better: the shortest relative to the task
+    assert cli(capsys, "build", str(d), "--select", "best", "--select-by", "length_ratio")[0] == 0
+    best = {}
+    for e in eps:
+        v = ratio[e.episode_id]
+        key = (v is None, v or 0.0, e.sample_index)
+        if e.task_id not in best or key < best[e.task_id][0]:
+            best[e.task_id] = (key, e.episode_id)
+    assert {r["episode_id"] for r in rows(d, "sft")} == {i for _, i in best.values()}
+
+    # a judge's verdicts are a score like the others once sealed
+    now = 1.7e9
+    verdicts = [{"episode_id": e.episode_id, "judge": "rubric", "mode": "pointwise", "score": 0.9 if e.success else 0.2,
+                 "model": "m", "template_sha256": "t", "prompt": "[]", "output": "{}", "seed": 0, "error": None,
+                 "judged_at": now, "split": e.split} for e in eps]
+    judged.write_verdicts(str(d), "rubric", verdicts, {"mode": "pointwise", "model": "m", "template_sha256": "t"})
+    assert cli(capsys, "build", str(d), "--scores", "judge.rubric>=0.5")[0] == 0
+    assert {r["episode_id"] for r in rows(d, "sft")} == {e.episode_id for e in eps if e.success}
+    assert {r["episode_id"]: r["judge"] for r in rows(d, "scores")}[eps[1].episode_id] == [{"name": "rubric", "score": 0.9}]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--scores", "invalid_rat<=0.2"], "did you mean 'invalid_rate'"),
+    (["--scores", "invalid_rate<=2"], "out of range for invalid_rate"),
+    (["--scores", "invalid_rate is small"], "is not a rule"),
+    (["--select", "best"], "needs filters.select_by"),
+    (["--select", "best", "--select-by", "lenght_ratio"], "did you mean 'length_ratio'"),
+])
+def test_a_bad_score_rule_is_refused_before_anything_is_written(tmp_path, capsys, args, says):
+    d = tmp_path / "ds"
+    write(d, episodes({1: (True,)}))
+    before = (d / "meta" / "info.json").read_text()
+    assert main(["build", str(d), *args]) == 2
+    assert says in capsys.readouterr().err
+    assert (d / "meta" / "info.json").read_text() == before

@@ -58,7 +58,9 @@ def _build_args(p: argparse.ArgumentParser) -> None:
         kw: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS}
         flag = flag_of(f) if not key.startswith("dpo.") else "--dpo-" + f.name.replace("_", "-")
         choices = f.metadata.get("choices")
-        if base is bool:
+        if base is list:  # given once per item: --scores 'invalid_rate<=0.2' --scores 'judge.j>=0.5'
+            kw.update(action="append", metavar="ITEM", help=f"{text} ({key}; repeat the flag for more)")
+        elif base is bool:
             # the flag turns the default around: --require-success sets it true, --keep-errors drop_errors false
             on = not f.default
             kw.update(action="store_const", const=on,

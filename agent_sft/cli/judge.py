@@ -72,10 +72,10 @@ def policy_config(a: argparse.Namespace) -> PolicyConfig:
 
 
 def run(a: argparse.Namespace) -> int:
+    from agent_sft.dataset.judged import check_name
     from agent_sft.dataset.layout import require_dataset
     from agent_sft.errors import RunFailedError
     from agent_sft.judge import judge_folder
-    from agent_sft.judge.store import check_name
 
     check_name(a.name)
     cfg = policy_config(a)
@@ -97,11 +97,15 @@ def run(a: argparse.Namespace) -> int:
                        "command again: it judges only what is missing.", 3) from None
     except ImportError as e:
         raise CLIError(str(e)) from None
+    from agent_sft.dataset.maintain import refresh_views
+
+    refresh_views(a.dir)  # the scores config shows the new verdicts (column `judge`)
     line = f"judge {a.name}: {r.judged} episodes scored"
     if r.failed:
         line += f", {r.failed} failed (no score could be read; running again retries them)"
     line += f", {r.skipped} scored before, {r.errors} error episodes left aside"
     if r.left:
         line += f", {r.left} left for a later run (--limit)"
-    print(f"{line}.\nScores in {a.dir}/data/judge/{a.name}/ (agent_sft.judge.store.read_verdicts).")
+    print(f"{line}.\nVerdicts in {a.dir}/data/judge/{a.name}/; scores as judge.{a.name} in the `scores` config "
+          f"(filters.scores, filters.select_by).")
     return 0

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from agent_sft.dataset import judged
 from agent_sft.dataset import views as views_mod
 from agent_sft.dataset.atomic import write_text_atomic
 from agent_sft.dataset.layout import CHECKSUMS, Scan, sft_name
@@ -159,12 +160,14 @@ class Damage:
     sft: dict[str, dict[str, str]]  # split -> sft file name -> why
     checked: int  # shards looked at
     views: dict[str, str] = field(default_factory=dict)  # relative path of a view's file -> why (`views`)
+    judge: dict[str, str] = field(default_factory=dict)  # relative path of a judge shard -> why (`judged`)
 
     def paths(self) -> dict[str, str]:
         """Relative path -> why, for every damaged shard."""
         out = {f"data/{config}/{split}/{n}": why for config, by_split in (("raw", self.raw), ("sft", self.sft))
                for split in SPLITS for n, why in by_split[split].items()}
         out.update(self.views)
+        out.update(self.judge)
         return out
 
 
@@ -188,4 +191,6 @@ def find_damage(folder: str, s: Scan, sums: dict[str, dict], verify: bool = True
                   if p not in views]
         views.update(verify_shards(folder, listed, sums))
         checked += len(listed)
-    return Damage(raw, sft, checked, views)
+    judge = verify_shards(folder, judged.judge_files(folder), sums) if verify else {}
+    checked += len(judged.judge_files(folder)) if verify else 0
+    return Damage(raw, sft, checked, views, judge)

@@ -204,8 +204,6 @@ def rewrite_views(folder: str, info: dict, s: layout.Scan, deriver: SftDeriver, 
 
 def judge_scores(folder: str) -> dict[str, list[dict]]:
     """episode id -> [{name, score}] of the judges that scored it (`agent-sft judge`), by judge name."""
-    try:
-        from agent_sft.dataset import judged
-    except ImportError:
-        return {}
-    return judged.scores_by_episode(folder)
+    from agent_sft.dataset import judged
+
+    return judged.judge_scores(folder)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 
-from agent_sft.dataset import layout, shards
+from agent_sft.dataset import layout, score_rules, shards
 from agent_sft.dataset.filters import active_filters, build_filters, derive_sft
 from agent_sft.dataset.layout import BuildSpec
 from agent_sft.records import SFT_SCHEMA
@@ -24,6 +24,7 @@ class SftDeriver:
     def __init__(self, build: BuildSpec, dropped: Mapping[str, str] | None = None):
         self.build = build
         self.filters = build_filters(build.filters)
+        score_rules.check(build.filters)
         self.dropped = dropped or {}
 
     @classmethod

@@ -55,6 +55,20 @@ def rebuild(folder: str, build: BuildSpec, name: str | None = None, dpo: dict | 
         return reading.finalize_folder(folder, s)
 
 
+def refresh_views(folder: str) -> dict:
+    """Write the folder's views (`scores`, `dpo`, named builds) again with its current settings, as after a
+    judge run whose scores the `scores` config should show; `sft` is left as it is."""
+    require_folder(folder)
+    with layout.locked(folder):
+        info = _info_under_lock(folder)
+        deriver = SftDeriver.for_folder(folder, info)
+        s = repair(folder, layout.open_scan(folder, info), deriver)
+        s = curate.rewrite_views(folder, info, s, deriver)
+        from agent_sft.dataset import reading
+
+        return reading.finalize_folder(folder, s)
+
+
 def drop_build(folder: str, name: str) -> dict:
     """Remove the named build `name` from the folder (its files go once the README no longer lists them).
 
@@ -229,7 +243,13 @@ def repair_folder(folder: str) -> list[str]:
         for path in unreadable:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
-        if found.views:
+        for rel, why in sorted(found.judge.items()):
+            dest = os.path.join(q_dir, os.path.dirname(rel))
+            os.makedirs(dest, exist_ok=True)
+            shutil.move(os.path.join(folder, rel), os.path.join(dest, os.path.basename(rel)))
+            done.append(f"{rel}: {why}; moved to {os.path.relpath(os.path.join(dest, os.path.basename(rel)), folder)} "
+                        f"(`agent-sft judge` with the same name scores its episodes again)")
+        if found.views or found.judge:
             s = curate.rewrite_views(folder, info, s, deriver)
             for rel, why in sorted(found.views.items()):
                 done.append(f"{rel}: {why}; its view ({rel.split('/')[1]}) written again from raw")

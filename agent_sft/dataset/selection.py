@@ -5,9 +5,10 @@
   under `any`): `any`; `mixed` (strictly between 0 and 1: the tasks a policy sometimes solves,
   as rLLM's from-eval keeps); `solved` (above 0); `unsolved` (0).
 - `filters.select`: which episodes of a task stay: `all`; `first_success` (its successes by sample index);
-  `shortest_success` (its successes, fewest steps first, then by sample index).
-- `filters.per_task`: at most this many episodes per task, in that order (`first_success` and
-  `shortest_success` keep 1 when it is not set).
+  `shortest_success` (its successes, fewest steps first, then by sample index); `best` (every episode, best
+  first by the score `filters.select_by`: `score_rules.best_first`).
+- `filters.per_task`: at most this many episodes per task, in that order (`first_success`,
+  `shortest_success` and `best` keep 1 when it is not set).
 - `filters.per_task_type`: at most this many episodes per env and task type, by task id and sample index.
 """
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from typing import Any
+
+from agent_sft.dataset import score_rules
 
 NOT_SELECTED = "not_selected"  # the drop reasons
 TASK_OUTCOME = "task_success"
@@ -58,9 +61,11 @@ def drops(all_episodes: list[Any], candidates: list[Any], spec: dict[str, Any]) 
             if e.episode_id not in out:
                 by_task[(e.env, e.task_id)].append(e)
         for eps in by_task.values():
-            chosen = eps if how == "all" else [e for e in eps if e.success]
+            chosen = eps if how in ("all", "best") else [e for e in eps if e.success]
             if how == "shortest_success":
                 chosen = sorted(chosen, key=lambda e: (e.length, e.order))
+            elif how == "best":
+                chosen = score_rules.best_first(chosen, spec["select_by"])
             keep = {e.episode_id for e in (chosen if cap is None else chosen[:cap])}
             for e in eps:
                 if e.episode_id not in keep:

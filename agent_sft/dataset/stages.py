@@ -2,8 +2,8 @@
 
 Per-episode filters decide each raw shard's sft rows on their own (`derive`), so a writer derives them as it
 seals. The stages need every live episode first, in this order: the filters, duplicates (`dedup`:
-`filters.dedup`), then the selection per task and task type (`selection`: `filters.task_success`,
-`filters.select`, `filters.per_task`, `filters.per_task_type`). `rederive` reads the folder once, a record
+`filters.dedup`), the rules on quality scores (`score_rules`: `filters.scores`), then the selection per task and
+task type (`selection`: `filters.task_success`, `filters.select`, `filters.per_task`, `filters.per_task_type`). `rederive` reads the folder once, a record
 batch at a time, keeping a small record per episode (`Ep`), works out what the stages drop, derives every sft
 shard again at the next build generation with those drops and switches to that generation in one write of
 meta/info.json, as a new build spec does. `agent-sft build` runs it, and so does a writer's `finalize` when
@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from agent_sft.dataset import atomic, dedup, layout, selection, shards
+from agent_sft.dataset import atomic, dedup, layout, score_rules, scores, selection, shards
 from agent_sft.dataset.derive import SftDeriver
 from agent_sft.dataset.filters import build_filters, yields_rows
 from agent_sft.dataset.layout import BuildSpec
@@ -41,11 +41,12 @@ class Ep:
     error: bool  # it ended in an error (it is played again on a resume)
     action_key: str = ""
     minhash: Any = None
+    scores: dict | None = None  # the scores the build's rules read (`score_rules`), when it reads any
 
 
 def active(build: BuildSpec) -> bool:
     """Whether the build has a stage that looks at the whole folder."""
-    return dedup.mode(build.filters) != "off" or selection.active(build.filters)
+    return dedup.mode(build.filters) != "off" or selection.active(build.filters) or bool(score_rules.needed(build.filters))
 
 
 def episodes(folder: str, s: layout.Scan, build: BuildSpec) -> list[Ep]:
@@ -53,6 +54,8 @@ def episodes(folder: str, s: layout.Scan, build: BuildSpec) -> list[Ep]:
     spec = build.filters
     filters = build_filters(spec)
     how = dedup.mode(spec)
+    wanted = score_rules.needed(spec)
+    think = _require_think(folder)
     out = []
     for split in SPLITS:
         for name, meta in sorted(s.raw[split].items()):
@@ -68,15 +71,39 @@ def episodes(folder: str, s: layout.Scan, build: BuildSpec) -> list[Ep]:
                         length=int(row["episode_length"]), passes=passes, error=row["end_reason"] == END_ERROR,
                         action_key=dedup.action_key(row) if passes and how != "off" else "",
                         minhash=dedup.minhash(row) if passes and how == "near" else None,
+                        scores=scores.episode_scores(row, think) if passes and wanted else None,
                     ))
     out.sort(key=lambda e: e.order)
+    if wanted:
+        _score(folder, out, wanted)
     return out
+
+
+def _require_think(folder: str) -> bool:
+    info = layout.read_info(folder) or {}
+    return bool(((info.get("config") or {}).get("prompt") or {}).get("require_think", True))
+
+
+def _score(folder: str, eps: list[Ep], wanted: set[str]) -> None:
+    """Complete the episodes' scores with those needing other episodes (length ratio, judges), keeping only
+    the `wanted` ones."""
+    from agent_sft.dataset import judged as judge_store
+
+    refs = scores.task_references(e for e in eps if not e.error)
+    judged = judge_store.judge_scores(folder) if any(n.startswith(scores.JUDGE_PREFIX) for n in wanted) else {}
+    for e in eps:
+        if e.scores is None:
+            continue
+        row = scores.with_relative(e.scores, refs.get((e.env, e.task_id)))
+        row["judge"] = judged.get(e.episode_id, [])
+        e.scores = {n: scores.score_value(row, n) for n in wanted}
 
 
 def drops(eps: list[Ep], spec: dict[str, Any]) -> dict[str, str]:
     """episode id -> the stage's drop reason, for the episodes the filters keep but a stage drops."""
     candidates = [e for e in eps if e.passes]
     out = dedup.drops(candidates, spec)
+    out.update(score_rules.drops([e for e in candidates if e.episode_id not in out], spec))
     out.update(selection.drops(eps, [e for e in candidates if e.episode_id not in out], spec))
     return out
 

@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agent_sft.dataset import judged as store
 from agent_sft.dataset import layout
 from agent_sft.errors import ConfigError, RunFailedError
-from agent_sft.judge import store
 from agent_sft.judge.prompts import POINTWISE, Template, listwise_prompt, load_template, pointwise_prompt
 from agent_sft.judge.source import live_episodes
 from agent_sft.judge.verdict import Verdict, read_score, read_scores

@@ -117,7 +117,7 @@ def judge_scores(folder: str) -> dict[str, list[dict]]:
     of the `scores` config)."""
     out: dict[str, list[dict]] = {}
     for name in judge_names(folder):
-        for eid, row in read_verdicts(folder, name, []).items():
+        for eid, row in read_verdicts(folder, name, [], skip_corrupt=True).items():  # repair finds damaged ones
             if row["score"] is not None:
                 out.setdefault(eid, []).append({"name": name, "score": row["score"]})
     return out

@@ -139,6 +139,19 @@ def task_split(task_id: str, val_fraction: float) -> str:
     return "validation" if h < val_fraction else "train"
 
 
+def past_stop(sample_index: int, successes_before: int, until_success: int, budget: int) -> bool:
+    """Whether sample `sample_index` of a task sampled until success lies past the task's stop.
+
+    A task's result is its samples 0..j, where j is the first index at which `until_success` of them have
+    succeeded, counting in index order, or `budget - 1`. Given `successes_before`, the successes known
+    among the task's samples below `sample_index` (a sample not played yet, or ended in an error, is not
+    one), the sample is past the stop when that count already reaches `until_success` or it is beyond the
+    budget. A success found later below it can only move the stop earlier, so what this says is past stays
+    past.
+    """
+    return sample_index >= budget or successes_before >= until_success
+
+
 # --- Arrow schemas -------------------------------------------------------------------------------
 
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -236,6 +249,8 @@ SCORES_SCHEMA = pa.schema(
         ("plan_length", pa.int32()),  # the env expert's plan length at reset (null: no expert)
         ("length_ratio", pa.float64()),  # steps / the task's reference length (plan, else its shortest success)
         ("judge", pa.list_(pa.struct([("name", pa.string()), ("score", pa.float64())]))),
+        # the builds (sft, named builds) that leave the episode out, and the filter or stage that does
+        ("dropped_by", pa.list_(pa.struct([("config", pa.string()), ("reason", pa.string())]))),
     ]
 )
 """The `scores` config: one row per episode, keyed by `episode_id` (`agent_sft.dataset.scores`)."""

@@ -62,7 +62,7 @@ def test_unknown_scores_and_bounds_out_of_range_are_refused_with_a_did_you_mean(
     assert scores.check_score_name("judge.qwen-7b").kind == "judge"
     assert {s.kind for s in scores.SCORES.values()} == {"episode", "relative"}
     assert set(scores.SCORES) == {f.name for f in SCORES_SCHEMA} - {
-        "episode_id", "env", "task_id", "task_type", "sample_index", "split", "success", "end_reason", "judge"}
+        "episode_id", "env", "task_id", "task_type", "sample_index", "split", "success", "end_reason", "judge", "dropped_by"}
     with pytest.raises(ConfigError, match=r"1.5 is out of range for invalid_rate, which lies in \[0, 1\]"):
         scores.check_threshold("invalid_rate", 1.5)
     with pytest.raises(ConfigError, match=r"-1 is out of range for reasoning_words, which lies in \[0, inf\]"):

@@ -157,6 +157,9 @@ def test_builds_filter_and_select_by_any_score_a_judges_too(tmp_path, capsys):
     assert kept == {i for i, v in ratio.items() if v is not None and v <= 1.2}
     info = json.loads((d / "meta" / "info.json").read_text())
     assert info["stages"]["drops"]["alfworld"]["score"] == len(eps) - len(kept)
+    # each episode says which build left it out, and by what (a viewer shows it)
+    assert {r["episode_id"]: r["dropped_by"] for r in rows(d, "scores")} == {
+        e.episode_id: [] if e.episode_id in kept else [{"config": "sft", "reason": "score"}] for e in eps}
 
     # the best episode of each task by a score where lower is better: the shortest relative to the task
     assert cli(capsys, "build", str(d), "--select", "best", "--select-by", "length_ratio")[0] == 0

@@ -126,7 +126,8 @@ def refresh(folder: str, s: layout.Scan, info: dict, builds: dict[str, BuildSpec
         derivers[name] = SftDeriver(b, dropped)
     sinks = {name: views.ViewSink(folder, name, views.BUILD, views.next_generation(old, name), build=b.to_dict())
              for name, b in builds.items()}
-    score_rows: dict[str, list[dict]] = {sp: [] for sp in SPLITS}
+    score_sink = views.ViewSink(folder, views.SCORES, views.SCORES, views.next_generation(old, views.SCORES))
+    every = {"sft": SftDeriver.for_folder(folder, info), **derivers}  # whose drops each scores row records
     chosen: dict[tuple, list[dict]] = defaultdict(list)
     drops: dict[str, dict[str, int]] = {name: {} for name in builds}
     for split in SPLITS:
@@ -145,16 +146,15 @@ def refresh(folder: str, s: layout.Scan, info: dict, builds: dict[str, BuildSpec
                         continue
                     row = scores.with_relative(scores.episode_scores(r, think), references.get((r["env"], r["task_id"])))
                     row["judge"] = judged.get(r["episode_id"], [])
-                    score_rows[split].append(row)
+                    row["dropped_by"] = [{"config": view, "reason": why} for view, d in every.items()
+                                         if (why := d.dropped_by(r)) is not None]
+                    score_sink.add(split, [row])
                     if r["episode_id"] in candidates:
                         chosen[(r["env"], r["task_id"])].append(r)
     out: dict[str, dict] = {}
     for name, sink in sinks.items():
         out[name] = sink.entry() | {"drops": drops[name]}
-    sink = views.ViewSink(folder, views.SCORES, views.SCORES, views.next_generation(old, views.SCORES))
-    for split in SPLITS:
-        sink.add(split, sorted(score_rows[split], key=lambda r: (r["env"], r["task_id"], r["sample_index"], r["episode_id"])))
-    out[views.SCORES] = sink.entry()
+    out[views.SCORES] = score_sink.entry()
     if dpo["pairs"] != "off":
         out[views.DPO] = _write_pairs(folder, old, chosen, dpo, pairs, per_task)
     return out

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import pyarrow as pa
 
 from agent_sft.dataset import layout, score_rules, shards
-from agent_sft.dataset.filters import active_filters, build_filters, derive_sft
+from agent_sft.dataset.filters import active_filters, build_filters, derive_sft, episode_drop
 from agent_sft.dataset.layout import BuildSpec
 from agent_sft.records import SFT_SCHEMA
 
@@ -32,6 +32,11 @@ class SftDeriver:
         """The deriver of a folder's current build: its build spec, and what the stages over the whole folder
         dropped at its generation (`stages`), so that an sft shard derived again drops them too."""
         return cls(layout.build_spec(info), stage_drops(folder, layout.generation(info)))
+
+    def dropped_by(self, row: dict) -> str | None:
+        """Why the build leaves the raw row out (a stage's reason, else an episode filter's), or None (a row
+        filter, such as a token limit, may still leave out some of its rows)."""
+        return self.dropped.get(row["episode_id"]) or episode_drop(row, self.filters)
 
     def derive(self, raw_rows: list[dict]) -> tuple[list[dict], Counter]:
         if not self.dropped:

@@ -150,6 +150,11 @@ def yields_rows(row: dict, filters: list[Filter], style: str) -> bool:
     return any(all(_check(f, r) for f in row_filters) for r in sft_rows(row, style))
 
 
+def episode_drop(row: dict, filters: list[Filter]) -> str | None:
+    """The reason of the first episode filter that leaves the raw row out, or None when they all keep it."""
+    return next((f.reason for f in filters if f.level == "episode" and not _check(f, row)), None)
+
+
 def derive_sft(raw_rows: list[dict], filters: list[Filter], style: str) -> tuple[list[dict], Counter]:
     """sft rows of the raw rows that pass every filter, and drops counted by reason.
 

@@ -160,6 +160,7 @@ def episode_scores(row: dict, require_think: bool = True) -> dict[str, Any]:
     out["plan_length"] = plan_length(row)
     out["length_ratio"] = None
     out["judge"] = []
+    out["dropped_by"] = []
     return out
 
 

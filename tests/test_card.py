@@ -19,7 +19,7 @@ def test_card_metadata_lists_configs_splits_and_size(tmp_path):
     card = write(tmp_path / "d", [make_episode(i) for i in range(20)],
                  meta={"env": {"env_name": "alfworld/AlfredTWEnv", "seed": 4}, "policy": {"type": "vllm", "model": "/abs/models/Qwen2.5-7B-Instruct", "temperature": 0.4}})
     meta = front(card)
-    assert [c["config_name"] for c in meta["configs"]] == ["sft", "raw"] and meta["configs"][0]["default"] is True
+    assert [c["config_name"] for c in meta["configs"]] == ["sft", "scores", "raw"] and meta["configs"][0]["default"] is True
     assert {d["split"] for d in meta["configs"][0]["data_files"]} == {"train", "validation"}
     assert meta["size_categories"] == ["n<1K"] and "text-generation" in meta["task_categories"]
     assert "alfworld" in meta["tags"] and meta["license"] == "mit"

@@ -196,3 +196,17 @@ def test_a_bad_score_rule_is_refused_before_anything_is_written(tmp_path, capsys
     assert main(["build", str(d), *args]) == 2
     assert says in capsys.readouterr().err
     assert (d / "meta" / "info.json").read_text() == before
+
+
+def test_the_card_and_info_show_the_configs_and_the_stage_drops_per_task_type(tmp_path, capsys):
+    d = tmp_path / "ds"
+    write(d, episodes())
+    assert cli(capsys, "build", str(d), "--name", "best", "--select", "first_success")[0] == 0
+    assert cli(capsys, "build", str(d), "--task-success", "mixed")[0] == 0
+    card = (d / "README.md").read_text()
+    assert "| `dpo` |" in card and "| `scores` | 10 | 0 | quality scores of every episode |" in card
+    assert "| `best` |" in card and "a named build: style `auto`, filters `select=first_success`" in card
+    # tasks 1 and 2 (one task type each) are not mixed: the stages dropped them, counted per task type
+    assert "| alfworld | look_at_obj_in_light | task_success 2 |" in card, card
+    rc, out = cli(capsys, "info", str(d))
+    assert "  alfworld look_at_obj_in_light: task_success 2" in out, out

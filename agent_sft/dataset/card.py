@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from agent_sft.dataset import atomic, layout
+from agent_sft.dataset.filters import active_filters
 from agent_sft.dataset.per_task import count, percent
 from agent_sft.dataset.public import public
 from agent_sft.policies.registry import policy_kind
@@ -262,6 +263,7 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
         "task_table": task_table,
         "pass_at_k": _pass_table(st),
         "reward_distribution": _reward_lines(st),
+        "views": _views_section(st, info),
         "mean_reward": f"{st['mean_final_reward']:.3f}",
         "mean_length": f"{st['mean_length']:.1f}",
         "min_length": st["episode_length"]["min"],
@@ -277,6 +279,38 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
     }
     body = re.sub(r"\{\{(\w+)\}\}", lambda m: str(values.get(m.group(1), m.group(0))), template)
     return re.sub(r"\n{3,}", "\n\n", body)
+
+
+def _views_section(st: dict, info: dict) -> str:
+    """The configs beside `sft` and `raw` (named builds, `dpo`, `scores`) and what the build stages dropped, per
+    env and task type."""
+    lines = []
+    for name, v in (st.get("views") or {}).items():
+        rows = v.get("rows") or {}
+        counts = f"{rows.get('train', 0)} | {rows.get('validation', 0)}"
+        if v["kind"] == "dpo":
+            spec = v.get("spec") or {}
+            what = (f"preference pairs (`{spec.get('pairs')}`, at most {spec.get('per_task')} per task)"
+                    if not v.get("why_none") else v["why_none"])
+        elif v["kind"] == "scores":
+            what = "quality scores of every episode"
+        else:
+            b = v.get("build") or {}
+            active = public(active_filters(b.get("filters") or {}))
+            drops = ", ".join(f"{k} {n}" for k, n in sorted((v.get("drops") or {}).items())) or "none"
+            what = (f"a named build: style `{b.get('style')}`, filters "
+                    f"{', '.join(f'`{k}={x}`' for k, x in sorted(active.items())) or 'none'}; dropped: {drops}")
+        lines.append(f"| `{name}` | {counts} | {what} |")
+    out = ""
+    if lines:
+        out = "Other configs:\n\n| config | train | validation | what |\n|---|---:|---:|---|\n" + "\n".join(lines)
+    by_type = layout.stage_drops_by_task_type(info)
+    if by_type:
+        rows = [f"| {env} | {tt or '-'} | {', '.join(f'{k} {n}' for k, n in sorted(d.items()))} |"
+                for env, types in by_type.items() for tt, d in types.items()]
+        out += ("\n\n" if out else "") + ("What the build stages over the whole folder dropped from `sft`:\n\n"
+                                          "| env | task type | dropped |\n|---|---|---|\n" + "\n".join(rows))
+    return out
 
 
 def _rollout(cfg: dict, run: dict) -> str:

@@ -105,6 +105,16 @@ def stage_drops_by_env(info: dict | None) -> dict[str, dict[str, int]]:
     return {env: d for env, d in sorted((stages.get("drops") or {}).items()) if d}
 
 
+def stage_drops_by_task_type(info: dict | None) -> dict[str, dict[str, dict[str, int]]]:
+    """What the build stages dropped at the folder's generation, per env, task type and reason ({} when they
+    did not run at it, or the folder's record predates the count per task type)."""
+    stages = (info or {}).get("stages") or {}
+    if stages.get("generation") != generation(info):
+        return {}
+    return {env: {tt: d for tt, d in sorted(types.items()) if d}
+            for env, types in sorted((stages.get("by_task_type") or {}).items()) if types}
+
+
 def stage_drops_text(info: dict | None) -> str:
     """`stage_drops_by_env` as one line: `env reason n, ...; env ...`."""
     return "; ".join(f"{env} " + ", ".join(f"{k} {v}" for k, v in sorted(d.items()))

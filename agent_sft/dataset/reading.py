@@ -397,6 +397,9 @@ def info_text(folder: str, check: bool = True) -> tuple[str, bool]:
     lines.append("dropped by filter: " + (", ".join(f"{k} {v}" for k, v in sorted(st["drops"].items())) or "none"))
     if layout.stage_drops_by_env(info):
         lines.append("dropped by the build stages, per env: " + layout.stage_drops_text(info))
+        for env, types in layout.stage_drops_by_task_type(info).items():
+            lines += [f"  {env} {tt or '(no task type)'}: " + ", ".join(f"{k} {n}" for k, n in sorted(d.items()))
+                      for tt, d in types.items()]
     lines += views_lines(st)
     if st["tokens"]["completion"] is not None:
         lines.append(f"tokens: prompt {st['tokens']['prompt']}, completion {st['tokens']['completion']}")

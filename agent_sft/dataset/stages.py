@@ -120,12 +120,15 @@ def rederive(folder: str, build: BuildSpec, info: dict) -> tuple[layout.Scan, Sf
     check_not_corrupt(folder, s)
     dropped: dict[str, str] = {}
     by_env: dict[str, Counter] = {}
+    by_type: dict[str, dict[str, Counter]] = {}
     if active(build):
         eps = episodes(folder, s, build)
         dropped = drops(eps, build.filters)
-        env_of = {e.episode_id: e.env for e in eps}
+        of = {e.episode_id: e for e in eps}
         for episode_id, reason in dropped.items():
-            by_env.setdefault(env_of[episode_id], Counter())[reason] += 1
+            e = of[episode_id]
+            by_env.setdefault(e.env, Counter())[reason] += 1
+            by_type.setdefault(e.env, {}).setdefault(e.task_type, Counter())[reason] += 1
     deriver = SftDeriver(build, dropped)
     new = old + 1
     if dropped:  # recorded first: a shard of this generation derived again (repair, compaction, a writer) drops them too
@@ -136,7 +139,8 @@ def rederive(folder: str, build: BuildSpec, info: dict) -> tuple[layout.Scan, Sf
             deriver.write_for(folder, split, name, new)
     info["build"] = {**build.to_dict(), "generation": new}
     if active(build):
-        info["stages"] = {"generation": new, "drops": {env: dict(c) for env, c in sorted(by_env.items())}}
+        info["stages"] = {"generation": new, "drops": {env: dict(c) for env, c in sorted(by_env.items())},
+                          "by_task_type": {env: {tt: dict(c) for tt, c in sorted(t.items())} for env, t in sorted(by_type.items())}}
     else:
         info.pop("stages", None)
     atomic.write_json_atomic(os.path.join(folder, layout.INFO), info)

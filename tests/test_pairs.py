@@ -136,14 +136,25 @@ def test_pairs_of_a_real_folder(flaky_folders, style):
                 win["steps"][t]["response"], loss["steps"][t]["response"])
 
 
-def test_dpo_trainer_trains_two_steps_on_a_real_folders_pairs(flaky_folders, tiny_model_dir, tmp_path):
+def test_dpo_trainer_trains_two_steps_on_a_real_folders_dpo_config(flaky_folders, tiny_model_dir, tmp_path):
+    import shutil
+
     import datasets
     import transformers
     import trl
 
+    from agent_sft.cli import main
+
+    # The folder's own dpo config, as a user loads it, after a build that adds the per-step pairs.
+    folder = tmp_path / "chat"
+    shutil.copytree(flaky_folders["chat"], folder)
+    assert main(["build", str(folder), "--dpo-pairs", "both"]) == 0
+    loaded = datasets.load_dataset(str(folder), "dpo")
+    made = [p for split in loaded.values() for p in split]
+    assert sorted((p["chosen_episode_id"], p["rejected_episode_id"], p["pair"], p["step"]) for p in made) == sorted(
+        (p["chosen_episode_id"], p["rejected_episode_id"], p["pair"], p["step"]) for p in real_pairs(str(folder))[0])
     # A growing chat's episode pairs fit the tiny model's 4096 positions (a windowed run's repeat the whole window
     # prompt in every user turn and run past them). Two steps of two: the shortest episode pair and three step pairs.
-    made, _ = real_pairs(flaky_folders["chat"])
     episode = min((p for p in made if p["pair"] == "episode"), key=lambda p: len(str(p)))
     made = [episode] + [p for p in made if p["pair"] == "step"][:3]
     ds = datasets.Dataset(pa.Table.from_pylist(made, schema=DPO_SCHEMA))

@@ -105,7 +105,7 @@ def refresh(folder: str, s: layout.Scan, info: dict, builds: dict[str, BuildSpec
 
     old = views.manifest(info)
     builds = named_builds(info) if builds is None else builds
-    dpo = dpo or dpo_spec(info)
+    dpo = dpo_spec(info, dpo)
     judged = judged or {}
     think = bool((((info or {}).get("config") or {}).get("prompt") or {}).get("require_think", True))
     eps = outcomes(folder, s)

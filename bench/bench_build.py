@@ -1,12 +1,15 @@
-"""`agent-sft build` time and peak memory with dedup against a plain build of the same folder.
+"""`agent-sft build` time and peak memory with dedup, score rules and the views against a plain build of the same
+folder.
 
     python bench/bench_build.py --episodes 100000
 
 A folder of N synthetic episodes (tasks of 4 samples; samples of a task with the same number of steps take
 the same actions, so `exact` finds duplicates) is written once; then each build runs in a fresh process, in
-turn, `--repeats` times: `plain` (the default filters), `dedup=exact`, `dedup=near`, and a selection
-(`select=first_success task_success=solved per_task_type=1000`). The best time of each is
-kept (the machine's load moves over time), with the process's peak RSS, and the ratio to `plain`.
+turn, `--repeats` times: `plain` (the default filters; `sft` again, and the `scores` and `dpo` configs, as every
+build writes them), `no dpo` (`dpo.pairs=off`), `dedup=exact`, `dedup=near`, a selection
+(`select=first_success task_success=solved per_task_type=1000`), a score rule (`invalid_rate<=0.5`),
+`dedup+scores` (both, and `select=best` by `length_ratio`), and `dpo both` (episode and step pairs). The best time of
+each is kept (the machine's load moves over time), with the process's peak RSS, and the ratio to `plain`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import json, resource, sys, time
 from agent_sft.dataset.maintain import rebuild
 from agent_sft.dataset.writer import BuildSpec
 t = time.perf_counter()
-stats = rebuild(sys.argv[1], BuildSpec("auto", json.loads(sys.argv[2])))
+stats = rebuild(sys.argv[1], BuildSpec("auto", json.loads(sys.argv[2])), dpo=json.loads(sys.argv[3]))
 print(json.dumps({"s": time.perf_counter() - t, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "drops": stats.get("drops", {})}))
 """
@@ -62,13 +65,18 @@ def main() -> int:
         t = time.perf_counter()
         write_folder(folder, a.episodes)
         print(f"{a.episodes} episodes written in {time.perf_counter() - t:.1f} s")
-        sides = {"plain": {}, "dedup=exact": {"dedup": "exact"}, "dedup=near": {"dedup": "near"},
-                 "select": {"select": "first_success", "task_success": "solved", "per_task_type": 1000}}
+        rule = {"scores": ["invalid_rate<=0.5"]}
+        sides = {"plain": ({}, {}), "no dpo": ({}, {"pairs": "off"}), "dedup=exact": ({"dedup": "exact"}, {}),
+                 "dedup=near": ({"dedup": "near"}, {}),
+                 "select": ({"select": "first_success", "task_success": "solved", "per_task_type": 1000}, {}),
+                 "score rule": (rule, {}),
+                 "dedup+scores": ({"dedup": "near", **rule, "select": "best", "select_by": "length_ratio"}, {}),
+                 "dpo both": ({}, {"pairs": "both"})}
         best: dict[str, dict] = {}
         for _ in range(a.repeats):
-            for name, filters in sides.items():
-                p = subprocess.run([sys.executable, "-c", BUILD, folder, json.dumps(filters)], capture_output=True,
-                                   text=True, check=True)
+            for name, (filters, dpo) in sides.items():
+                p = subprocess.run([sys.executable, "-c", BUILD, folder, json.dumps(filters), json.dumps(dpo)],
+                                   capture_output=True, text=True, check=True)
                 got = json.loads(p.stdout.strip().splitlines()[-1])
                 if name not in best or got["s"] < best[name]["s"]:
                     best[name] = got
@@ -76,6 +84,7 @@ def main() -> int:
         print(f"{'build':<14}{'seconds':>9}{'x plain':>9}{'peak MiB':>10}  drops")
         for name, got in best.items():
             print(f"{name:<14}{got['s']:>9.1f}{got['s'] / plain:>9.2f}{got['rss_mb']:>10.0f}  {got['drops']}")
+        print("(every build reads the folder for the views; `no dpo` still writes sft and scores)")
     return 0
 
 

@@ -210,3 +210,46 @@ def test_the_card_and_info_show_the_configs_and_the_stage_drops_per_task_type(tm
     assert "| alfworld | look_at_obj_in_light | task_success 2 |" in card, card
     rc, out = cli(capsys, "info", str(d))
     assert "  alfworld look_at_obj_in_light: task_success 2" in out, out
+
+
+KILLED_WRITING_DPO = """
+import json, os, signal, sys
+sys.path.insert(0, {tests!r})
+import pyarrow as pa, pyarrow.ipc
+from agent_sft.dataset.maintain import rebuild
+from agent_sft.dataset.writer import BuildSpec
+
+class Dying(pyarrow.ipc.RecordBatchFileWriter):
+    def __init__(self, sink, schema, *args, **kwargs):
+        if json.loads(schema.metadata[b"agent_sft"])["config"] == "dpo":  # the scores view is sealed by now
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().__init__(sink, schema, *args, **kwargs)
+
+pyarrow.ipc.RecordBatchFileWriter = pa.RecordBatchFileWriter = Dying
+rebuild({folder!r}, BuildSpec("auto", {{"require_success": True}}), dpo={{"pairs": "both"}})
+print("not killed")
+"""
+
+
+def test_a_build_killed_while_writing_the_views_leaves_the_previous_ones(tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    d = tmp_path / "ds"
+    write(d, episodes())
+    before = {c: sorted(map(str, (d / "data" / c).rglob("*.arrow"))) for c in ("dpo", "scores")}
+    pairs = rows(d, "dpo")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    p = subprocess.run([sys.executable, "-c", KILLED_WRITING_DPO.format(tests=tests, folder=str(d))],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == -signal.SIGKILL, (p.stdout + p.stderr)[-2000:]
+    configs, why = read_readme(str(d))
+    assert why is None and all(os.path.isfile(d / path) for c in configs.values() for ps in c.values() for path in ps)
+    assert rows(d, "dpo") == pairs and len(rows(d, "scores")) == len(episodes())
+    assert cli(capsys, "repair", "--check", str(d))[0] == 0
+    # the same build again finishes the work; what the killed one wrote is gone
+    assert main(["build", str(d), "--require-success", "--dpo-pairs", "both"]) == 0
+    after = {c: sorted(map(str, (d / "data" / c).rglob("*.arrow"))) for c in ("dpo", "scores")}
+    assert all(not set(after[c]) & set(before[c]) for c in after)
+    assert cli(capsys, "repair", "--check", str(d))[0] == 0

@@ -34,7 +34,7 @@ KINDS = (BUILD, SCORES, DPO)
 
 OWN_DIRS = ("raw", "sft", "judge")  # data/ folders that are not views
 
-PART_ROWS = 50_000  # rows per file of a view at most
+PART_ROWS = 20_000  # rows per file of a view at most (and held before a file is sealed)
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 

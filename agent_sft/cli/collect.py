@@ -82,6 +82,9 @@ def summary_text(stats: dict, run: dict, folder: str) -> str:
         f"  sft rows          train {stats['sft_rows'].get('train', 0)}, validation {stats['sft_rows'].get('validation', 0)}",
         "  dropped by filter " + (", ".join(f"{k} {v}" for k, v in sorted(stats.get("drops", {}).items()) if v) or "none"),
     ]
+    from agent_sft.dataset.reading import views_lines
+
+    lines += [f"  {line}" for line in views_lines(stats)]
     if run.get("collectors"):
         cs = run["collectors"]
         lines.append(f"  ray collectors    {len(cs)} on {len({c['node'] for c in cs})} nodes, episodes "

@@ -177,6 +177,15 @@ def open_writer(run: Run):
         raise ConfigError(f"cannot open {cfg.output.dir}: {type(err).__name__}: {err}") from None
 
 
+def _outcomes(run: Run, writer: Any) -> dict[str, bool] | None:
+    """The success of the folder's finished episodes, for a run that samples an env until success."""
+    if not any(lane.until_success for lane in run.lanes):
+        return None
+    from agent_sft.dataset.stopping import finished_outcomes
+
+    return finished_outcomes(writer.path)
+
+
 def _play(run: Run, writer: Any, on_plan: Callable | None, on_episode: Callable | None,
           added: list[int]) -> tuple[dict, dict]:
     from agent_sft.rollout import Collector
@@ -192,7 +201,7 @@ def _play(run: Run, writer: Any, on_plan: Callable | None, on_episode: Callable 
         collector = Collector(run, policy)
     try:
         with collector as c:
-            plan = c.plan(writer.done_ids)
+            plan = c.plan(writer.done_ids, _outcomes(run, writer))
             if on_plan is not None:
                 on_plan(plan)
             for ep in c.run(plan):
@@ -208,6 +217,7 @@ def _play(run: Run, writer: Any, on_plan: Callable | None, on_episode: Callable 
     figures = {
         "episodes": st.episodes,
         "skipped_done": plan.skipped_done,
+        "past_stop": plan.skipped_stopped + st.past_stop,
         "played_twice": writer.duplicates_skipped,
         "steps": st.steps,
         "errors": st.errors,

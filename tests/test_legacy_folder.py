@@ -29,6 +29,9 @@ def rows(folder):
     for split in ("train", "validation"):
         for r in ds[split]:
             r = {k: v for k, v in r.items() if k not in TIMING}
+            extra = json.loads(r["extra"])
+            extra.pop("expert_plan_length", None)  # recorded by episodes collected since these folders were written
+            r["extra"] = json.dumps(extra, sort_keys=True)
             r["steps"] = [{k: v for k, v in s.items() if k != "latency_s"} for s in r["steps"]]
             out[r["episode_id"]] = json.dumps(r, sort_keys=True, default=str)
     return out

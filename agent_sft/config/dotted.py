@@ -398,6 +398,9 @@ MIX_FIELDS = {
     "expert": "the expert policy.type=expert replays here (default policy.expert, else the env's first)",
     "template": "prompt template file for this env (default prompt.template, else the env's built-in one)",
     "task_types": "only these task types of this env (default: all)",
+    "until_success": "sample each task of this env until this many succeed (default env.until_success)",
+    "max_samples_per_task": "this env's budget of samples per task with until_success (default "
+                            "env.max_samples_per_task, else 8)",
     "options": "the env's options as a mapping (they may also be given as keys of the entry)",
 }
 

@@ -34,6 +34,9 @@ from agent_sft.policies.registry import package_versions as policy_versions
 from agent_sft.policies.registry import policy_kind
 from agent_sft.version import run_versions
 
+DEFAULT_MAX_SAMPLES = 8
+"""A task's budget of samples when `until_success` is set and `max_samples_per_task` is not."""
+
 
 @dataclass(frozen=True)
 class Lane:
@@ -47,8 +50,10 @@ class Lane:
     expert: str | None  # the env's expert to plan with when the policy is the expert
     template: str | None  # a template file, None for the built-in one
     task_types: tuple[str, ...]
-    episodes: int | None  # None: one pass over the tasks (x env.rollout.n)
+    episodes: int | None  # None: one pass over the tasks (x env.rollout.n, or x max_samples with until_success)
     weight: float | None = None
+    until_success: int | None = None  # sample a task until this many succeed (None: env.rollout.n samples each)
+    max_samples: int | None = None  # with until_success: a task's budget of samples
 
     @property
     def played(self) -> Any:
@@ -109,12 +114,16 @@ def lanes(cfg: CollectConfig) -> list[Lane]:
         spec = env_spec(e.env_name)
         options = spec.build_options(e.options.get(spec.name, {}))
         played = spec.played(options, _canonical(e.env_name))
+        k, budget = _stopping(cfg, e.until_success, e.max_samples_per_task, "env", "env")
         return [Lane(spec.name, played.name, spec, options, e.max_steps,
                      _expert(cfg, spec, None, "policy.expert", played), cfg.prompt.template, tuple(e.task_types),
-                     e.num_episodes)]
+                     e.num_episodes, until_success=k, max_samples=budget)]
     if e.task_types:
         raise ConfigError("env.task_types: with env.mix, give task_types per entry (env.mix.<label>.task_types)")
     out = [_lane(cfg, label, dict(raw)) for label, raw in e.mix.items()]
+    if e.max_samples_per_task is not None and not any(lane.until_success for lane in out):
+        raise ConfigError("env.max_samples_per_task: a budget for sampling until success, which no env.mix entry "
+                          "turns on (env.mix.<label>.until_success or env.until_success)")
     unused = sorted(set(e.options) - {lane.spec.name for lane in out})
     if unused:
         keys = ", ".join(f"env.{name}.{k}" for name in unused for k in e.options[name])
@@ -195,9 +204,41 @@ def _lane(cfg: CollectConfig, label: str, raw: dict) -> Lane:
         options = spec.build_options({**values, "task_types": task_types}) if task_types else options
     template = raw.get("template") or cfg.prompt.template
     played = spec.played(options, _canonical(env_name))
+    k = num("until_success", int, 1)
+    budget = num("max_samples_per_task", int, 1)
+    # An entry's own value, else the run's (env.until_success, env.max_samples_per_task).
+    k, budget = _stopping(cfg, cfg.env.until_success if k is None else k,
+                          cfg.env.max_samples_per_task if budget is None else budget,
+                          "env" if k is None else key, "env" if budget is None else key)
     return Lane(label, played.name, spec, options, max_steps,
                 _expert(cfg, spec, raw.get("expert"), f"{key}.expert", played), template, tuple(task_types),
-                episodes, weight)
+                episodes, weight, until_success=k, max_samples=budget)
+
+
+def _stopping(cfg: CollectConfig, k: int | None, budget: int | None, k_at: str,
+              budget_at: str) -> tuple[int | None, int | None]:
+    """(until_success, the budget) of a lane, checked; (None, None) for a fixed number of samples per task.
+    `k_at` and `budget_at` say where each value was set (`env` or `env.mix.<label>`), for the messages; a
+    run's budget that a mix entry inherits without sampling until success is left unused."""
+    k_key, b_key = f"{k_at}.until_success", f"{budget_at}.max_samples_per_task"
+    if k is None:
+        if budget is not None and (budget_at != "env" or not cfg.env.mix):  # a mix's own budget: see `lanes`
+            switch = k_key if budget_at == "env" else f"{budget_at}.until_success (or env.until_success)"
+            raise ConfigError(f"{b_key}: a budget for sampling until success, which {switch} turns on; for a "
+                              "fixed number of samples per task set env.samples_per_task")
+        return None, None
+    for key, v in ((k_key, k), (b_key, budget)):
+        if v is not None and v < 1:
+            raise ConfigError(f"{key}: must be at least 1 (got {v})")
+    if cfg.env.rollout.n > 1:
+        raise ConfigError(f"{k_key} plays a task's samples one after another: leave env.samples_per_task at 1 "
+                          f"(got {cfg.env.rollout.n}) and set {b_key}, a task's most samples")
+    shown = b_key if budget is not None else f"{b_key} (default {DEFAULT_MAX_SAMPLES})"
+    budget = DEFAULT_MAX_SAMPLES if budget is None else budget
+    if k > budget:
+        raise ConfigError(f"{k_key}={k} is above {shown}={budget}: a task cannot reach {k} successes in {budget} "
+                          f"samples; raise {b_key} or lower {k_key}")
+    return k, budget
 
 
 def _share(out: list[Lane], total: int | None) -> list[Lane]:

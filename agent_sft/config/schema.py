@@ -39,8 +39,9 @@ class EnvConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"help": "Sampling per task."})
     until_success: int | None = _f(None, "Sample each task until this many of its episodes succeed, counting by sample "
                                          "index, or env.max_samples_per_task are played (the ids and seeds of a fixed "
-                                         "run with that many samples per task).")
-    max_samples_per_task: int | None = _f(None, "With env.until_success: a task's budget of samples (default 8).")
+                                         "run with that many samples per task, whose list env.num_episodes cuts).")
+    max_samples_per_task: int | None = _f(None, "With env.until_success: a task's budget of samples (default 8), one "
+                                                "pass at most.")
     task_types: list[str] = _f([], "Only these task types (e.g. pick_and_place, clean; empty: all), the same key as "
                                    "env.<env>.task_types for an env with that option.")
     step_timeout_s: float = _f(120.0, "An env reset/step slower than this ends the episode as an error.")

@@ -3,8 +3,9 @@
 Built from a checked config (`of_config`), stored in `meta/info.json` with its digest (`digest`), carried in
 published form by every raw shard (`public`), and compared when a folder is resumed or merged (`mismatches`).
 
-Not included: how many episodes or samples per task (an episode's content depends on its env, task, seed and
-sample index only), how many in parallel, timeouts, output and filter settings, and the env options its spec
+Not included: how many episodes or samples per task, or sampling until success (an episode's content depends
+on its env, task, seed and sample index only, so a folder takes a higher `env.until_success` or budget), how
+many in parallel, timeouts, output and filter settings, and the env options its spec
 leaves out of the fingerprint (e.g. ALFWorld's task_types, a task filter). With `env.mix`, each env's part
 sits under `env.mix.<label>`: entries may be added to a folder's mix later, and their episode counts change
 freely.

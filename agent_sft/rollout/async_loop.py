@@ -4,34 +4,32 @@ An episode's request goes to the policy as soon as its observation is ready (`po
 running engine, the HTTP policy's concurrent requests, experts inline) and its env steps while other
 episodes generate. Ids, seeds, splits and sampling seeds are the same as `sync`, so an episode's text is
 the same wherever the policy's answer depends only on its request and seed; finished episodes are yielded
-in the plan's order.
+in the plan's order, passing over those the feed leaves out (`feed.Feed`: past their task's stop).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 from agent_sft.policies.base import Policy
 from agent_sft.records import Episode
 from agent_sft.rollout.episode import ASK, DONE, EpisodeMachine
+from agent_sft.rollout.feed import Feed
 from agent_sft.rollout.health import EnvHealth
 from agent_sft.rollout.run_state import LaneRun, RunStats
-from agent_sft.rollout.tasks import EpisodeTask, Plan
+from agent_sft.rollout.tasks import EpisodeTask
 
 
 class _Shared:
-    """What the threads of the async loop share, under `cond`: the lanes' queues of (plan order, task),
-    the finished episodes by plan order, the next order to yield, the first fatal error."""
+    """What the threads of the async loop share, under `cond`: the feed of episodes by plan order, the
+    finished episodes by plan order, the next order to yield, the first fatal error."""
 
-    def __init__(self, plan: Plan, n_lanes: int, window: int) -> None:
+    def __init__(self, feed: Feed, window: int) -> None:
         self.cond = threading.Condition()
-        self.queues: list[deque] = [deque() for _ in range(n_lanes)]
-        for order, et in enumerate(plan.episodes):
-            self.queues[et.lane].append((order, et))
+        self.feed = feed
         self.window = window
         self.done: dict[int, Episode] = {}
         self.next_out = 0
@@ -55,14 +53,15 @@ class AsyncLoop:
         self.reorder_window = reorder_window
         self._stats_lock = threading.Lock()
 
-    def play(self, plan: Plan, size: int) -> Iterator[Episode]:
-        """Each env worker plays its episodes in its own thread: an episode asks the policy as soon as its
-        observation is ready and steps its env as soon as its answer is. Finished episodes are yielded in
-        the plan's order; an episode starts only within `loop.reorder_window` of the next one to yield,
-        so what is held back stays bounded."""
+    def play(self, feed: Feed, size: int) -> Iterator[Episode]:
+        """Each env worker plays the episodes `feed` hands out in its own thread: an episode asks the policy
+        as soon as its observation is ready and steps its env as soon as its answer is. Finished episodes
+        are yielded in the plan's order; an episode starts only within `loop.reorder_window` of the next
+        one to yield, so what is held back stays bounded (episodes the feed leaves out take no room)."""
         from agent_sft.policies.dispatch import requests_for
 
-        st = _Shared(plan, len(self.runs), max(1, self.reorder_window or 4 * size))
+        total = len(feed.episodes)
+        st = _Shared(feed, max(1, self.reorder_window or 4 * size))
         asker = requests_for(self.policy)
         threads = [
             threading.Thread(target=self._slot_main, args=(st, asker, j, local), name=f"agent-sft-episode-{r.offset + local}",
@@ -74,15 +73,15 @@ class AsyncLoop:
             th.start()
         join_s = 10.0  # a thread inside a hung env step is left to its pool's close
         try:
-            while st.next_out < len(plan.episodes):
+            while st.next_out < total:
                 with st.cond:
-                    while st.next_out not in st.done and st.error is None:
+                    while st.next_out not in st.done and not feed.is_skipped(st.next_out) and st.error is None:
                         st.cond.wait(timeout=1.0)
                     error = st.error
                     if error is not None:  # the episodes that finished are handed out (sealed) first
                         held = [st.done.pop(k) for k in sorted(st.done)]
                     else:
-                        held = [st.done.pop(st.next_out)]
+                        held = [st.done.pop(st.next_out)] if st.next_out in st.done else []
                         st.next_out += 1
                         st.cond.notify_all()
                 yield from held
@@ -106,16 +105,17 @@ class AsyncLoop:
             while True:
                 with st.cond:
                     while True:
-                        q = st.queues[j]
-                        if st.stop or st.error is not None or not q:
+                        if st.stop or st.error is not None or not st.feed.has_queued(j):
                             return
-                        if q[0][0] < st.next_out + st.window:
+                        got = st.feed.take([j], before=st.next_out + st.window)
+                        if got is not None:
                             break
                         st.cond.wait(timeout=1.0)
-                    order, et = q.popleft()
+                    order, et = got
                 ep = self._play_one(asker, self.runs[j], local, et)
                 with st.cond:
                     st.done[order] = ep
+                    st.feed.done(ep)
                     st.cond.notify_all()
                 self.health.check()
         except BaseException as e:  # noqa: BLE001 - the run stops and the main thread raises it

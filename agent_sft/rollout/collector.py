@@ -8,7 +8,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from agent_sft.config import CollectConfig
@@ -19,6 +19,7 @@ from agent_sft.prompts import PromptTemplate, resolve_template
 from agent_sft.records import END_ERROR, Episode, PolicyInfo
 from agent_sft.rollout.async_loop import AsyncLoop
 from agent_sft.rollout.episode import EpisodeSetup
+from agent_sft.rollout.feed import Feed
 from agent_sft.rollout.health import EnvHealth
 from agent_sft.rollout.pools import EnvPool, backend, make_pool
 from agent_sft.rollout.run_state import LaneRun, RolloutError, RunStats
@@ -140,15 +141,17 @@ class Collector:
             r.tasks = list(reply.value)
         return r.tasks
 
-    def plan(self, done_ids: set[str] | frozenset = frozenset()) -> Plan:
-        """The episodes to play: see `rollout.tasks.make_plan`."""
+    def plan(self, done_ids: set[str] | frozenset = frozenset(), outcomes: Mapping[str, bool] | None = None) -> Plan:
+        """The episodes to play: see `rollout.tasks.make_plan` (`outcomes`: the success of the folder's
+        finished episodes, by id, for the envs sampled until success)."""
         parts = []
         for j, r in enumerate(self._runs):
             tasks = self.tasks(j)
             # An env whose spec filters its own tasks was given the task types (it knows their aliases).
             wanted = None if r.lane.spec.filters_tasks else list(r.lane.task_types)
-            parts.append(LaneTasks(r.lane.name, tasks, r.lane.episodes, wanted, r.lane.label))
-        return make_plan(self.cfg, parts, done_ids=done_ids)
+            parts.append(LaneTasks(r.lane.name, tasks, r.lane.episodes, wanted, r.lane.label,
+                                   r.lane.until_success, r.lane.max_samples))
+        return make_plan(self.cfg, parts, done_ids=done_ids, outcomes=outcomes)
 
     def close(self) -> None:
         self._count()
@@ -175,17 +178,19 @@ class Collector:
 
     def run(self, plan: Plan) -> Iterator[Episode]:
         """Play `plan`, yielding each episode as it finishes (in a deterministic order: `sync`, the order
-        episodes end in, turn by turn; `async`, the plan's order)."""
+        episodes end in, turn by turn; `async`, the plan's order). An env sampled until success plays the
+        samples its tasks still need (`feed.Feed`)."""
         self.start()
         size = min(self.cfg.data.val_batch_size, max(1, len(plan.episodes)))
         t = time.perf_counter()
         self._size_pools(plan, size)
         self.stats.startup_s += time.perf_counter() - t
         self.stats.mode = self.cfg.loop.mode
+        feed = Feed(plan)
         if self.cfg.loop.mode == "async":
-            play = AsyncLoop(self._runs, self.policy, self.stats, self.health, self.cfg.loop.reorder_window).play(plan, size)
+            play = AsyncLoop(self._runs, self.policy, self.stats, self.health, self.cfg.loop.reorder_window).play(feed, size)
         else:
-            play = SyncLoop(self._runs, self.policy, self.stats, self.health).play(plan, size)
+            play = SyncLoop(self._runs, self.policy, self.stats, self.health).play(feed, size)
         t_run = time.perf_counter()
         try:
             for ep in play:
@@ -199,6 +204,7 @@ class Collector:
         finally:
             play.close()
             self.stats.wall_s += time.perf_counter() - t_run
+            self.stats.past_stop += feed.skipped
             self._count()
 
     def _count(self) -> None:

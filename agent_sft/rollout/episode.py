@@ -133,6 +133,9 @@ class EpisodeMachine:
         ep = self.episode
         ep.goal = str(self.info.get("goal") or "")
         ep.task_type = ep.task_type or str(self.info.get("task_type") or "")
+        plan = self.info.get("expert_plan")
+        if isinstance(plan, list):  # what an episode's length is measured against
+            ep.extra = _merge_info(ep.extra, {"expert_plan_length": len(plan)})
         self.conv.goal = ep.goal
         return Next(ASK)
 

@@ -51,6 +51,7 @@ class RunStats:
     cached_tokens: int = 0  # of those, tokens the engine found in its prefix cache
     cache_reported: int = 0  # answers that said how many prompt tokens were cached
     completion_tokens: int = 0
+    past_stop: int = 0  # planned episodes left unplayed: their task had reached its stop (env.until_success)
 
     def prefix_cache_hit_rate(self) -> float | None:
         """Share of prompt tokens served from the engine's prefix cache (None when the engine said nothing)."""

@@ -1,24 +1,24 @@
 """`loop.mode=sync`: every live episode advances one step per turn and the policy answers them in one batch.
 
 Continuous batching: each slot (one env worker) plays one episode at a time; when it ends, the slot takes
-the next episode of the plan at the next turn. The order of that refill, the policy's seeds and the env
-seeds are all functions of the plan, so the trajectories depend only on the config and the run seed, never
-on timing, and every policy batch is the same from run to run.
+the next episode of the plan (`feed.Feed`) at the next turn. The order of that refill, the policy's seeds and
+the env seeds are all functions of the plan and of the outcomes of the episodes ended before it (which
+sampling until success reads), so the trajectories depend only on the config and the run seed, never on
+timing, and every policy batch is the same from run to run.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 from agent_sft.policies.base import Policy
 from agent_sft.records import Episode
 from agent_sft.rollout.episode import DONE, EpisodeMachine, Next
+from agent_sft.rollout.feed import Feed
 from agent_sft.rollout.health import EnvHealth
 from agent_sft.rollout.run_state import LaneRun, RolloutError, RunStats
-from agent_sft.rollout.tasks import Plan
 
 
 class SyncLoop:
@@ -31,11 +31,10 @@ class SyncLoop:
         self.stats = stats
         self.health = health
 
-    def play(self, plan: Plan, size: int) -> Iterator[Episode]:
-        """Play `plan` with at most `size` episodes live, yielding episodes in the order they end, turn by turn."""
-        queues: list[deque] = [deque() for _ in self.runs]
-        for order, et in enumerate(plan.episodes):
-            queues[et.lane].append((order, et))
+    def play(self, feed: Feed, size: int) -> Iterator[Episode]:
+        """Play the episodes `feed` hands out with at most `size` live, yielding episodes in the order they
+        end, turn by turn."""
+        self._feed = feed
         free = [list(range(r.size)) for r in self.runs]
         live: dict[int, EpisodeMachine] = {}
         while True:
@@ -43,11 +42,11 @@ class SyncLoop:
             resets = {}
             # Refill: the earliest queued episode whose env has a free worker, lowest worker first.
             while len(live) < size:
-                ready = [j for j in range(len(self.runs)) if queues[j] and free[j]]
-                if not ready:
+                got = feed.take([j for j in range(len(self.runs)) if free[j]])
+                if got is None:
                     break
-                j = min(ready, key=lambda j: queues[j][0][0])
-                _, et = queues[j].popleft()
+                et = got[1]
+                j = et.lane
                 w = self.runs[j].offset + free[j].pop(0)
                 live[w] = EpisodeMachine(self.runs[j].setup, et)
                 resets[w] = live[w].reset_request
@@ -61,7 +60,7 @@ class SyncLoop:
                 self.stats.turns += 1
             yield from finished
             self.health.check()  # after the turn's episodes are handed out: they are sealed
-            if not live and not any(queues):
+            if not live and not feed.queued:
                 break
 
     def _turn(self, live: dict[int, EpisodeMachine], free: list[list[int]], active: list[int]) -> list[Episode]:
@@ -95,6 +94,7 @@ class SyncLoop:
         m = live.pop(w)
         j = m.task.lane
         self.health.ended(j, nxt.env_error)
+        self._feed.done(m.episode)
         free[j].append(w - self.runs[j].offset)
         free[j].sort()
         return m.episode

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent_sft.config import CollectConfig, ConfigError, parse_shard
+from agent_sft.config.lanes import DEFAULT_MAX_SAMPLES
 from agent_sft.envs.base import TaskSpec
-from agent_sft.records import episode_id, episode_seed, task_split
+from agent_sft.records import episode_id, episode_seed, past_stop, task_split
 
 
 @dataclass(frozen=True)
@@ -38,18 +40,26 @@ class Plan:
     in_shard: int  # episodes of this shard, before skipping
     skipped_done: int  # episodes of this shard already in the folder
     per_lane: list[dict] = field(default_factory=list)  # per env: label, env, tasks, episodes (whole run)
+    # Lanes sampled until success: lane -> (until_success, max samples per task); the others play every episode.
+    stopping: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # Their finished episodes' success, by (lane, task id, sample index): the folder's, this shard's or not.
+    outcomes: dict[tuple[int, str, int], bool] = field(default_factory=dict)
+    skipped_stopped: int = 0  # episodes of this shard past their task's stop by what the folder holds
 
 
 @dataclass(frozen=True)
 class LaneTasks:
     """One env's part of a plan: its tasks, how many episodes (None: one pass x env.rollout.n) and
-    the task-type filter to apply (None when the env filtered its tasks itself)."""
+    the task-type filter to apply (None when the env filtered its tasks itself); with `until_success`,
+    `max_samples` samples per task and at most one pass."""
 
     env_name: str
     tasks: list[TaskSpec]
     episodes: int | None = None
     task_types: list[str] | None = None
     label: str = ""
+    until_success: int | None = None
+    max_samples: int | None = None
 
 
 def matches_task_type(task_type: str, wanted: list[str]) -> bool:
@@ -83,16 +93,17 @@ _FROM_CONFIG: Any = object()
 
 
 def episode_list(
-    cfg: CollectConfig, env_name: str, tasks: list[TaskSpec], total: int | None = _FROM_CONFIG, lane: int = 0
+    cfg: CollectConfig, env_name: str, tasks: list[TaskSpec], total: int | None = _FROM_CONFIG, lane: int = 0,
+    n: int | None = None,
 ) -> list[EpisodeTask]:
     """Every episode of one env in the run, all shards, in play order.
 
-    A pass visits every task once in a seeded order, playing `env.rollout.n` samples of each in a row;
-    `total` (default `env.num_episodes`; None: one pass) cuts the list or continues with further passes
-    whose samples have new indices. The list for a larger total extends the one for a smaller. It
-    depends on this env's tasks, the run seed, `env.rollout.n` and `data.val_fraction` only.
+    A pass visits every task once in a seeded order, playing `n` (default `env.rollout.n`) samples of each
+    in a row; `total` (default `env.num_episodes`; None: one pass) cuts the list or continues with further
+    passes whose samples have new indices. The list for a larger total extends the one for a smaller. It
+    depends on this env's tasks, the run seed, `n` and `data.val_fraction` only.
     """
-    n = cfg.env.rollout.n
+    n = cfg.env.rollout.n if n is None else n
     if total is _FROM_CONFIG:
         total = cfg.env.num_episodes
     total = total if total is not None else len(tasks) * n
@@ -135,6 +146,7 @@ def make_plan(
     tasks: list[TaskSpec] | None = None,
     done_ids: set[str] | frozenset = frozenset(),
     filter_types: bool = True,
+    outcomes: Mapping[str, bool] | None = None,
 ) -> Plan:
     """This process's part of the run (`output.shard`), without the episodes already written.
 
@@ -142,16 +154,24 @@ def make_plan(
     applied `env.task_types` itself); `make_plan(cfg, [LaneTasks, ...], done_ids=...)` plans several,
     interleaved (see `interleave`).
 
+    An env sampled until success plans the list of a fixed run with `max_samples` samples per task, cut
+    by its episode count but never past one pass; `outcomes` (episode id -> success of the folder's
+    finished episodes) leaves out the samples already past their task's stop (`records.past_stop`) and
+    goes with the plan for the loop's `rollout.feed.Feed`, which decides the rest as episodes end.
+
     Raises:
         ConfigError: an env with no task to play, a task-type filter matching nothing, or two envs of a
             mix playing the same task id.
     """
     if isinstance(env_name, str):
         wanted = list(cfg.env.task_types) if filter_types else None
-        lane_tasks = [LaneTasks(env_name, list(tasks or []), cfg.env.num_episodes, wanted, env_name)]
+        k = cfg.env.until_success
+        budget = (cfg.env.max_samples_per_task or DEFAULT_MAX_SAMPLES) if k is not None else None
+        lane_tasks = [LaneTasks(env_name, list(tasks or []), cfg.env.num_episodes, wanted, env_name, k, budget)]
     else:
         lane_tasks = env_name
     lists, per_lane, selected_total, owner = [], [], 0, {}
+    stopping: dict[int, tuple[int, int]] = {}
     for j, lt in enumerate(lane_tasks):
         where = "env.task_types" if len(lane_tasks) == 1 else f"env.mix.{lt.label}.task_types"
         selected = select_tasks(lt.tasks, lt.task_types, where) if lt.task_types else list(lt.tasks)
@@ -164,11 +184,31 @@ def make_plan(
                 raise ConfigError(f"env.mix: entries {other!r} and {lt.label!r} both play {lt.env_name} task "
                                   f"{t.task_id!r}; give them different tasks (options or task_types)")
         selected_total += len(selected)
-        lst = episode_list(cfg, lt.env_name, selected, lt.episodes, lane=j)
+        episodes, n = lt.episodes, None
+        if lt.until_success is not None:
+            n = lt.max_samples or DEFAULT_MAX_SAMPLES
+            stopping[j] = (lt.until_success, n)
+            episodes = len(selected) * n if episodes is None else min(episodes, len(selected) * n)
+        lst = episode_list(cfg, lt.env_name, selected, episodes, lane=j, n=n)
         lists.append(lst)
         per_lane.append({"label": lt.label, "env": lt.env_name, "tasks": len(selected), "episodes": len(lst)})
     everything = interleave(lists)
     i, n = parse_shard(cfg.output.shard) if cfg.output.shard else (0, 1)
     mine = everything[i::n]
     todo = [e for e in mine if e.episode_id not in done_ids]
-    return Plan(todo, selected_total, len(everything), len(mine), len(mine) - len(todo), per_lane)
+    known: dict[tuple[int, str, int], bool] = {}
+    if stopping and outcomes:
+        known = {(e.lane, e.task.task_id, e.sample_index): bool(outcomes[e.episode_id])
+                 for e in everything if e.lane in stopping and e.episode_id in outcomes}
+    left = [e for e in todo if not _stopped(e, stopping, known)]
+    return Plan(left, selected_total, len(everything), len(mine), len(mine) - len(todo), per_lane,
+                stopping, known, len(todo) - len(left))
+
+
+def _stopped(e: EpisodeTask, stopping: dict[int, tuple[int, int]], known: dict[tuple[int, str, int], bool]) -> bool:
+    """Whether the folder's outcomes already put `e` past its task's stop."""
+    if e.lane not in stopping:
+        return False
+    k, budget = stopping[e.lane]
+    wins = sum(1 for s in range(e.sample_index) if known.get((e.lane, e.task.task_id, s)))
+    return past_stop(e.sample_index, wins, k, budget)

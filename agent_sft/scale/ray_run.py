@@ -3,7 +3,9 @@
 The driver (the process running `agent-sft collect`) plans the episodes exactly as a local run does, so
 ids, seeds and splits are the plan's, whoever plays them. It hands the plan out in chunks of
 `scale.chunk_episodes`, in plan order, to `scale.collectors` actors, each holding two chunks at most:
-a faster collector comes back sooner and takes more. Each actor is a whole local collector: its own policy
+a faster collector comes back sooner and takes more. An env sampled until success is gated here, as a
+local run gates it (`rollout.feed.Feed`): a chunk holds only samples their tasks may still need, and the
+actors play their chunks as they are. Each actor is a whole local collector: its own policy
 (a vLLM replica on its `scale.gpus_per_collector` GPUs, transformers, an HTTP endpoint or an expert) and
 its own `data.val_batch_size` env workers, playing with `loop.mode` as configured. Finished episodes
 stream back to the driver one by one (Ray's streaming generators) and its writer seals them into the
@@ -21,8 +23,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from agent_sft.errors import AgentSFTError
 from agent_sft.policies.registry import POLICIES
 from agent_sft.records import END_ERROR, Episode
 from agent_sft.rollout import Collector, RunStats
+from agent_sft.rollout.feed import Feed
 from agent_sft.rollout.pools import BACKENDS
 from agent_sft.rollout.tasks import EpisodeTask, Plan
 from agent_sft.run import Run
@@ -174,11 +176,11 @@ class RayCollector:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def plan(self, done_ids: set[str] | frozenset = frozenset()) -> Plan:
+    def plan(self, done_ids: set[str] | frozenset = frozenset(), outcomes: Mapping[str, bool] | None = None) -> Plan:
         """The episodes to play, planned here exactly as a local run plans them."""
         self._connect()  # first: with env.backend=ray the planner's env is an actor on this cluster
         try:
-            return self._planner.plan(done_ids)
+            return self._planner.plan(done_ids, outcomes)
         finally:
             self._planner.close()
 
@@ -245,23 +247,23 @@ class RayCollector:
         self.stats.startup_s += time.perf_counter() - t0
         s = self.cfg.scale
         chunk = s.chunk_episodes or 4 * self.cfg.data.val_batch_size
-        todo: deque[EpisodeTask] = deque(plan.episodes)
+        todo = Feed(plan)
         streams: dict[Any, _Stream] = {}
         busy = [0] * len(self.actors)
         t_run = last = time.perf_counter()
         try:
-            while todo or streams:
+            while todo.queued or streams:
                 for _ in range(2):  # one chunk to each collector with room, then a second
                     for i in self._live():
-                        if busy[i] < 2 and todo:
-                            tasks = [todo.popleft() for _ in range(min(chunk, len(todo)))]
+                        tasks = todo.take_many(chunk) if busy[i] < 2 else []
+                        if tasks:
                             gen = self.actors[i].play.options(num_returns="streaming").remote(tasks)
                             streams[gen] = _Stream(i, self.cluster.collectors[i]["restarts"], tasks)
                             busy[i] += 1
                 self._check_probes()
                 if not streams:
                     if not self._probing:
-                        raise RayRunError(f"no collector is left to play {len(todo)} episodes: every one died more "
+                        raise RayRunError(f"no collector is left to play {todo.queued} episodes: every one died more "
                                           f"than scale.max_restarts={s.max_restarts} times")
                     time.sleep(POLL_S / 10)
                     continue
@@ -287,6 +289,7 @@ class RayCollector:
                         raise RayRunError(f"collector {st.actor} failed: {_cause(e)}") from None
                     if st.waiting.pop(ep.episode_id, None) is None:
                         continue  # a late copy of an episode already handed out again
+                    todo.done(ep)
                     last = time.perf_counter()
                     self._count(st.actor, ep)
                     yield ep
@@ -295,6 +298,7 @@ class RayCollector:
                                       "(scale.stall_timeout_s)")
         finally:
             self.stats.wall_s += time.perf_counter() - t_run
+            self.stats.past_stop += todo.skipped
 
     def _live(self) -> list[int]:
         """Collectors that take chunks: not dead, not being restarted."""
@@ -316,11 +320,12 @@ class RayCollector:
                 del self._probing[i]
                 self._dead.add(i)
 
-    def _lost(self, st: _Stream, todo: deque, error: Exception) -> None:
-        """A collector died with `st` unfinished: its episodes go back to the front of the queue. Ray
-        restarts the collector (`scale.max_restarts`); one past that, it is left out of the run."""
+    def _lost(self, st: _Stream, todo: Feed, error: Exception) -> None:
+        """A collector died with `st` unfinished: its episodes go back to the feed, before any later one.
+        Ray restarts the collector (`scale.max_restarts`); one past that, it is left out of the run."""
         back = [et for et in st.tasks if et.episode_id in st.waiting]
-        todo.extendleft(reversed(back))
+        for et in back:
+            todo.release(et)
         self.cluster.requeued += len(back)
         info = self.cluster.collectors[st.actor]
         if st.life == info["restarts"]:  # the first of this death's chunks to report it

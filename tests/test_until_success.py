@@ -242,6 +242,14 @@ def test_two_shards_of_one_folder_give_the_same_episodes_once_the_build_drops_wh
         run(tmp_path / "ds", *UNTIL, f"output.shard={shard}")
     got, dropped = kept(tmp_path / "ds")
     assert view(got) == view(up_to_stop(fixed, K)) and dropped
+    # the derived configs hold exactly the episodes up to the stops, as a user loads them
+    import agent_sft
+
+    for config in ("sft", "scores"):
+        ds = agent_sft.load(str(tmp_path / "ds"), config)
+        assert {r["episode_id"] for split in ds.values() for r in split} == set(got), config
+    info = json.loads((tmp_path / "ds" / "meta" / "info.json").read_text())
+    assert sum(info["stages"]["drops"][next(iter(info["stages"]["drops"]))].values()) == len(dropped)
     last = {}
     for e in up_to_stop(fixed, K).values():
         last[e.task_id] = max(last.get(e.task_id, 0), e.sample_index)

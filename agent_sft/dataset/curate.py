@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow.dataset as pads
 
-from agent_sft.dataset import atomic, layout, shards, stages, views
+from agent_sft.dataset import atomic, layout, shards, stages, stopping, views
 from agent_sft.dataset.derive import SftDeriver
 from agent_sft.dataset.layout import BuildSpec
 from agent_sft.dataset.rewrite import repair
@@ -66,12 +66,8 @@ def outcomes(folder: str, s: layout.Scan) -> list[Outcome]:
 
 def beyond_stop(eps: list[Any], info: dict) -> dict[str, str]:
     """Episodes past their task's stop under `env.until_success` (none when the run did not sample until success)."""
-    try:
-        from agent_sft.dataset import stopping
-    except ImportError:  # pragma: no cover - the module ships with the package
-        return {}
-    rules = stopping.rules_from_config((info or {}).get("config") or {})
-    return dict(stopping.beyond_stop(eps, rules)) if rules else {}
+    rules = stages.stop_rules(info)
+    return stopping.beyond_stop(eps, rules) if rules else {}
 
 
 def dpo_spec(info: dict | None, override: dict | None = None) -> dict:
@@ -122,7 +118,7 @@ def refresh(folder: str, s: layout.Scan, info: dict, builds: dict[str, BuildSpec
     for name, b in builds.items():
         dropped = dict(beyond)
         if stages.active(b):
-            dropped.update(stages.drops(stages.episodes(folder, s, b), b.filters))
+            dropped.update(stages.drops(stages.episodes(folder, s, b), b.filters, stages.stop_rules(info)))
         derivers[name] = SftDeriver(b, dropped)
     sinks = {name: views.ViewSink(folder, name, views.BUILD, views.next_generation(old, name), build=b.to_dict())
              for name, b in builds.items()}

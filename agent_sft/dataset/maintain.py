@@ -98,7 +98,9 @@ def preview(folder: str, build: BuildSpec) -> dict:
     require_folder(folder)
     _, s = reading.folder_status(folder)
     check_not_corrupt(folder, s)
-    dropped = stages.drops(stages.episodes(folder, s, build), build.filters) if stages.active(build) else {}
+    info = layout.read_info(folder) or {}
+    dropped = stages.drops(stages.episodes(folder, s, build), build.filters, stages.stop_rules(info)) \
+        if stages.needed(build, info) else {}
     deriver = SftDeriver(build, dropped)
     rows = {split: 0 for split in SPLITS}
     drops: Counter = Counter()

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from agent_sft.dataset import atomic, dedup, layout, score_rules, scores, selection, shards
+from agent_sft.dataset import atomic, dedup, layout, score_rules, scores, selection, shards, stopping
 from agent_sft.dataset.derive import SftDeriver
 from agent_sft.dataset.filters import build_filters, yields_rows
 from agent_sft.dataset.layout import BuildSpec
@@ -42,6 +42,10 @@ class Ep:
     action_key: str = ""
     minhash: Any = None
     scores: dict | None = None  # the scores the build's rules read (`score_rules`), when it reads any
+
+    @property
+    def sample_index(self) -> int:
+        return self.order[2]
 
 
 def active(build: BuildSpec) -> bool:
@@ -99,10 +103,26 @@ def _score(folder: str, eps: list[Ep], wanted: set[str]) -> None:
         e.scores = {n: scores.score_value(row, n) for n in wanted}
 
 
-def drops(eps: list[Ep], spec: dict[str, Any]) -> dict[str, str]:
-    """episode id -> the stage's drop reason, for the episodes the filters keep but a stage drops."""
+def stop_rules(info: dict | None) -> dict[str, tuple[int, int]]:
+    """The envs the folder's run sampled until success: env -> (until_success, budget) (`stopping`)."""
+    info = info or {}
+    return stopping.rules_from_config(info.get("config") or {}, info.get("fingerprint"))
+
+
+def needed(build: BuildSpec, info: dict | None) -> bool:
+    """Whether deriving `sft` with `build` needs the whole folder: a stage, or a run sampled until success."""
+    return active(build) or bool(stop_rules(info))
+
+
+def drops(eps: list[Ep], spec: dict[str, Any], rules: dict[str, tuple[int, int]] | None = None) -> dict[str, str]:
+    """episode id -> the stage's drop reason, for the episodes the filters keep but a stage drops. Episodes past
+    their task's stop under `env.until_success` (`rules`) come first: they are no part of the run's result,
+    for the other stages either."""
+    beyond = stopping.beyond_stop(eps, rules) if rules else {}
+    eps = [e for e in eps if e.episode_id not in beyond]
     candidates = [e for e in eps if e.passes]
-    out = dedup.drops(candidates, spec)
+    out = dict(beyond)
+    out.update(dedup.drops(candidates, spec))
     out.update(score_rules.drops([e for e in candidates if e.episode_id not in out], spec))
     out.update(selection.drops(eps, [e for e in candidates if e.episode_id not in out], spec))
     return out
@@ -121,9 +141,9 @@ def rederive(folder: str, build: BuildSpec, info: dict) -> tuple[layout.Scan, Sf
     dropped: dict[str, str] = {}
     by_env: dict[str, Counter] = {}
     by_type: dict[str, dict[str, Counter]] = {}
-    if active(build):
+    if needed(build, info):
         eps = episodes(folder, s, build)
-        dropped = drops(eps, build.filters)
+        dropped = drops(eps, build.filters, stop_rules(info))
         of = {e.episode_id: e for e in eps}
         for episode_id, reason in dropped.items():
             e = of[episode_id]
@@ -138,7 +158,7 @@ def rederive(folder: str, build: BuildSpec, info: dict) -> tuple[layout.Scan, Sf
         for name in s.raw[split]:
             deriver.write_for(folder, split, name, new)
     info["build"] = {**build.to_dict(), "generation": new}
-    if active(build):
+    if needed(build, info):
         info["stages"] = {"generation": new, "drops": {env: dict(c) for env, c in sorted(by_env.items())},
                           "by_task_type": {env: {tt: dict(c) for tt, c in sorted(t.items())} for env, t in sorted(by_type.items())}}
     else:

@@ -68,7 +68,9 @@ def rules_from_config(config: dict[str, Any], fingerprint: dict[str, Any] | None
     env server's entry records the env it serves); else the config's names, an alias made canonical when
     the env is registered here.
     """
-    env = config.get("env") or {}
+    env = config.get("env") if isinstance(config, dict) else None
+    if not isinstance(env, dict):
+        return {}
     k0, b0 = env.get("until_success"), env.get("max_samples_per_task")
     played = _played_names(fingerprint)
     mix = normalize_mix(env.get("mix"))
@@ -97,7 +99,9 @@ def _name(name: str) -> str:
 
 def _played_names(fingerprint: dict[str, Any] | None) -> dict[str | None, str]:
     """The env names a fingerprint records: mix label -> name, or None -> the one env's name."""
-    env = (fingerprint or {}).get("env") or {}
+    env = (fingerprint or {}).get("env") if isinstance(fingerprint, dict) else None
+    if not isinstance(env, dict):  # a fingerprint written by hand or by another tool
+        return {}
     if isinstance(env.get("mix"), dict):
         return {label: lane["env_name"] for label, lane in env["mix"].items()
                 if isinstance(lane, dict) and lane.get("env_name")}

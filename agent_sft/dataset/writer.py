@@ -493,7 +493,7 @@ class DatasetWriter:
             s = repair(self.path, layout.scan(self.path, self.generation), self.deriver)
             info = layout.read_info(self.path) or layout.recover_info(self.path)
             if info is not None:
-                if stages.active(self.build):  # drops that need every episode: derived again over the whole folder
+                if stages.needed(self.build, info):  # drops that need every episode: derived again over the whole folder
                     s, self.deriver = stages.rederive(self.path, self.build, info)
                     self.generation = s.generation
                 s = curate.rewrite_views(self.path, info, s, self.deriver)

@@ -237,6 +237,9 @@ def _announce(resolved: Run, plan: Any) -> None:
         print(f"Playing {len(eps)} episodes on {where}, {parallel} envs in parallel, {policy}.")
     if plan.skipped_done:
         print(f"Resuming {cfg.output.dir}: {plan.skipped_done} episodes already there are skipped.")
+    if any(lane.until_success for lane in run):
+        print(f"Sampling until success: at most {len(eps)} episodes; a task stops once it has its successes"
+              + (f" ({plan.skipped_stopped} past a stop already)." if plan.skipped_stopped else "."))
     for j, lane in enumerate(run):
         env = lane.spec
         evals = sorted({t.task.game_split for t in eps if t.lane == j} & set(env.eval_splits))

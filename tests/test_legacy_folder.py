@@ -64,6 +64,12 @@ def test_an_earlier_folder_loads_checks_and_rebuilds(legacy):
     sft = agent_sft.load(str(legacy), "sft")
     assert len(sft["train"]) + len(sft["validation"]) == 6
     assert rows(legacy) == before
+    # the build gives it the configs written over the whole folder, and another build of its own
+    scores = agent_sft.load(str(legacy), "scores")
+    assert sorted(r["episode_id"] for sp in scores.values() for r in sp) == sorted(before)
+    rebuild(str(legacy), BuildSpec("step", {"require_success": True}), name="won_steps")
+    assert {r["episode_id"] for sp in agent_sft.load(str(legacy), "won_steps").values() for r in sp} == {
+        i for i, r in before.items() if json.loads(r)["success"]}
 
 
 def test_an_earlier_folder_resumes_and_its_config_gives_the_same_rows(legacy, tmp_path):

@@ -149,15 +149,15 @@ def test_dpo_trainer_trains_two_steps_on_a_real_folders_dpo_config(flaky_folders
     folder = tmp_path / "chat"
     shutil.copytree(flaky_folders["chat"], folder)
     assert main(["build", str(folder), "--dpo-pairs", "both"]) == 0
-    loaded = datasets.load_dataset(str(folder), "dpo")
-    made = [p for split in loaded.values() for p in split]
+    loaded = datasets.concatenate_datasets(list(datasets.load_dataset(str(folder), "dpo").values()))
+    made = list(loaded)
     assert sorted((p["chosen_episode_id"], p["rejected_episode_id"], p["pair"], p["step"]) for p in made) == sorted(
         (p["chosen_episode_id"], p["rejected_episode_id"], p["pair"], p["step"]) for p in real_pairs(str(folder))[0])
     # A growing chat's episode pairs fit the tiny model's 4096 positions (a windowed run's repeat the whole window
     # prompt in every user turn and run past them). Two steps of two: the shortest episode pair and three step pairs.
-    episode = min((p for p in made if p["pair"] == "episode"), key=lambda p: len(str(p)))
-    made = [episode] + [p for p in made if p["pair"] == "step"][:3]
-    ds = datasets.Dataset(pa.Table.from_pylist(made, schema=DPO_SCHEMA))
+    episode = min((i for i, p in enumerate(made) if p["pair"] == "episode"), key=lambda i: len(str(made[i])))
+    ds = loaded.select([episode] + [i for i, p in enumerate(made) if p["pair"] == "step"][:3])  # as loaded
+    made = list(ds)
     tok = transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     args = trl.DPOConfig(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=2, max_length=4096,
@@ -170,6 +170,6 @@ def test_dpo_trainer_trains_two_steps_on_a_real_folders_dpo_config(flaky_folders
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     # TRL scores the whole completion: an episode pair's env observations (user turns) are in it, unmasked.
     tokenized = trainer.train_dataset
-    assert any(m["role"] == "user" for m in episode["chosen"] + episode["rejected"])
+    assert any(m["role"] == "user" for m in made[0]["chosen"] + made[0]["rejected"])
     assert "<|im_start|>user" in tok.decode(tokenized[0]["chosen_ids"] + tokenized[0]["rejected_ids"])
     assert "<|im_start|>user" not in tok.decode(tokenized[1]["chosen_ids"] + tokenized[1]["rejected_ids"])

@@ -317,3 +317,13 @@ def test_ray_collectors_one_of_them_killed_give_the_same_episodes(fixed, tmp_pat
     assert view(got) == view(up_to_stop(fixed, K)) and not dropped
     assert result.run["actors_restarted"] == 1 and result.run["requeued_episodes"] >= 1
 
+
+
+def test_two_mix_entries_of_one_env_must_sample_until_success_alike(capsys):
+    from agent_sft.config import ConfigError
+
+    mix = ["env.mix.a.env=frozenlake", "env.mix.a.until_success=1", "env.mix.b.env=frozenlake", "env.mix.b.seed_offset=100"]
+    with pytest.raises(ConfigError, match="entries 'a' and 'b' both play frozenlake but sample until success differently"):
+        from agent_sft.config.lanes import lanes
+
+        lanes(load_config(None, mix, environ={}))

@@ -180,6 +180,16 @@ def test_builds_filter_and_select_by_any_score_a_judges_too(tmp_path, capsys):
     assert cli(capsys, "build", str(d), "--scores", "judge.rubric>=0.5")[0] == 0
     assert {r["episode_id"] for r in rows(d, "sft")} == {e.episode_id for e in eps if e.success}
     assert {r["episode_id"]: r["judge"] for r in rows(d, "scores")}[eps[1].episode_id] == [{"name": "rubric", "score": 0.9}]
+    assert main(["build", str(d), "--scores", "judge.rubrik>=0.5"]) == 2
+    assert "did you mean judge.'rubric'" in capsys.readouterr().err
+    # a judge's later verdicts reach sft when its build reads them, as a judge run ends (agent-sft judge)
+    from agent_sft.dataset.maintain import refresh_views
+
+    assert eps[1].success
+    judged.write_verdicts(str(d), "rubric", [{**verdicts[1], "score": 0.1, "judged_at": now + 1}],
+                          {"mode": "pointwise", "model": "m", "template_sha256": "t"})
+    refresh_views(str(d))
+    assert {r["episode_id"] for r in rows(d, "sft")} == {e.episode_id for e in eps if e.success} - {eps[1].episode_id}
 
 
 @pytest.mark.parametrize("args, says", [
@@ -188,6 +198,7 @@ def test_builds_filter_and_select_by_any_score_a_judges_too(tmp_path, capsys):
     (["--scores", "invalid_rate is small"], "is not a rule"),
     (["--select", "best"], "needs filters.select_by"),
     (["--select", "best", "--select-by", "lenght_ratio"], "did you mean 'length_ratio'"),
+    (["--scores", "judge.rubirc>=0.6"], "no judge named 'rubirc' has scored this folder"),
 ])
 def test_a_bad_score_rule_is_refused_before_anything_is_written(tmp_path, capsys, args, says):
     d = tmp_path / "ds"
@@ -252,4 +263,55 @@ def test_a_build_killed_while_writing_the_views_leaves_the_previous_ones(tmp_pat
     assert main(["build", str(d), "--require-success", "--dpo-pairs", "both"]) == 0
     after = {c: sorted(map(str, (d / "data" / c).rglob("*.arrow"))) for c in ("dpo", "scores")}
     assert all(not set(after[c]) & set(before[c]) for c in after)
+    assert cli(capsys, "repair", "--check", str(d))[0] == 0
+
+
+def test_score_rules_and_best_selection_on_a_real_folder(flaky_folders, tmp_path, capsys):
+    """A FrozenLake folder by an expert that sometimes goes wrong or answers without its tags: the scores say so,
+    and a build keeps exactly what its rules ask for."""
+    import shutil
+
+    d = tmp_path / "window"
+    shutil.copytree(flaky_folders["window"], d)
+    raw = {r["episode_id"]: r for r in rows(d, "raw")}
+    scores = {r["episode_id"]: r for r in rows(d, "scores")}
+    assert set(scores) == set(raw)
+    for i, r in raw.items():
+        n = len(r["steps"])
+        assert scores[i]["invalid_rate"] == pytest.approx(sum(not s["valid"] for s in r["steps"]) / n)
+    assert 0 < sum(s["invalid_rate"] == 0 for s in scores.values()) < len(scores)  # the rule below bites
+
+    assert main(["build", str(d), "--scores", "invalid_rate<=0", "--scores", "format_rate>=1"]) == 0
+    clean = {i for i, s in scores.items() if s["invalid_rate"] == 0 and s["format_rate"] == 1}
+    assert {r["episode_id"] for r in rows(d, "sft")} == clean
+
+    assert main(["build", str(d), "--select", "best", "--select-by", "invalid_rate", "--per-task", "1"]) == 0
+    by_task: dict[str, list] = {}
+    for i, s in scores.items():
+        by_task.setdefault(s["task_id"], []).append((s["invalid_rate"], s["sample_index"], i))
+    assert {r["episode_id"] for r in rows(d, "sft")} == {min(v)[2] for v in by_task.values()}
+    capsys.readouterr()
+
+
+def test_a_builds_dpo_settings_stay_the_folders(tmp_path, capsys):
+    d = tmp_path / "ds"
+    write(d, episodes())
+    assert rows(d, "dpo")
+    assert cli(capsys, "build", str(d), "--dpo-pairs", "off")[0] == 0
+    assert cli(capsys, "build", str(d), "--max-steps", "20")[0] == 0  # another build, without dpo keys
+    assert "dpo" not in read_readme(str(d))[0] and rows(d, "dpo") == []
+    assert "dpo: no pairs: dpo.pairs=off" in cli(capsys, "info", str(d))[1]
+    write(d, [])  # a run's end (its config leaves dpo.* at the defaults) keeps them too
+    assert "dpo" not in read_readme(str(d))[0]
+
+
+def test_a_lost_info_keeps_the_named_builds(tmp_path, capsys):
+    d = tmp_path / "ds"
+    write(d, episodes())
+    assert cli(capsys, "build", str(d), "--name", "won", "--require-success")[0] == 0
+    won = sorted(r["episode_id"] for r in rows(d, "won"))
+    (d / "meta" / "info.json").unlink()
+    rc, out = cli(capsys, "repair", str(d))
+    assert rc == 0, out
+    assert sorted(r["episode_id"] for r in rows(d, "won")) == won and rows(d, "dpo") and rows(d, "scores")
     assert cli(capsys, "repair", "--check", str(d))[0] == 0

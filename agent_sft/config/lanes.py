@@ -124,6 +124,13 @@ def lanes(cfg: CollectConfig) -> list[Lane]:
     if e.max_samples_per_task is not None and not any(lane.until_success for lane in out):
         raise ConfigError("env.max_samples_per_task: a budget for sampling until success, which no env.mix entry "
                           "turns on (env.mix.<label>.until_success or env.until_success)")
+    rule: dict[str, Lane] = {}
+    for lane in out:  # a folder's episodes name their env, not their entry: its stopping rule must be one
+        other = rule.setdefault(lane.name, lane)
+        if (other.until_success, other.max_samples) != (lane.until_success, lane.max_samples):
+            raise ConfigError(f"env.mix: entries {other.label!r} and {lane.label!r} both play {lane.name} but sample "
+                              "until success differently (until_success, max_samples_per_task); give them the same, "
+                              "or collect them into separate folders")
     unused = sorted(set(e.options) - {lane.spec.name for lane in out})
     if unused:
         keys = ", ".join(f"env.{name}.{k}" for name in unused for k in e.options[name])

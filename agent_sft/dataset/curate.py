@@ -27,7 +27,6 @@ DPO_PAIRS = ("episode", "step", "both", "off")
 
 DPO_DEFAULTS = {"pairs": "episode", "per_task": 4}
 
-BEYOND_STOP = "beyond_stop"
 
 _OUTCOME_COLUMNS = ["episode_id", "env", "task_id", "task_type", "sample_index", "success", "episode_length",
                     "end_reason"]
@@ -71,12 +70,18 @@ def beyond_stop(eps: list[Any], info: dict) -> dict[str, str]:
 
 
 def dpo_spec(info: dict | None, override: dict | None = None) -> dict:
-    """The folder's `dpo` settings: the build's (`override`), else the last view's, else the collect config's."""
+    """The folder's `dpo` settings: `override` (a build's flags, a run's keys set away from their defaults), else
+    those the folder's `dpo` view was last written with, else the defaults."""
     spec = dict(DPO_DEFAULTS)
-    spec.update(((info or {}).get("config") or {}).get("dpo") or {})
     spec.update((views.manifest(info).get(views.DPO) or {}).get("spec") or {})
-    spec.update({k: v for k, v in (override or {}).items() if v is not None})
-    return {k: spec[k] for k in DPO_DEFAULTS}
+    spec.update({k: v for k, v in (override or {}).items() if v is not None and k in DPO_DEFAULTS})
+    return spec
+
+
+def run_dpo(info: dict | None) -> dict:
+    """The `dpo.*` keys the folder's last run set away from their defaults (they win over the folder's)."""
+    run = ((info or {}).get("config") or {}).get("dpo") or {}
+    return {k: v for k, v in run.items() if k in DPO_DEFAULTS and v != DPO_DEFAULTS[k]}
 
 
 def named_builds(info: dict | None) -> dict[str, BuildSpec]:
@@ -112,19 +117,24 @@ def refresh(folder: str, s: layout.Scan, info: dict, builds: dict[str, BuildSpec
     for e in counted:
         per_task[(e.env, e.task_id)].append(e)
     both = {t for t, es in per_task.items() if any(e.success for e in es) and not all(e.success for e in es)}
-    candidates = _pair_candidates(per_task, both, dpo) if dpo["pairs"] != "off" else set()
+    candidates = _pair_candidates(per_task, both, dpo) if dpo["pairs"] != "off" else {}
+    expected = defaultdict(int)
+    for t in candidates.values():
+        expected[t] += 1
+    pair_sink = _PairSink(folder, old, dpo, pairs) if dpo["pairs"] != "off" else None
 
     derivers = {}
     for name, b in builds.items():
         dropped = dict(beyond)
         if stages.active(b):
-            dropped.update(stages.drops(stages.episodes(folder, s, b), b.filters, stages.stop_rules(info)))
+            rules = stages.stop_rules(info)
+            dropped.update(stages.drops(stages.episodes(folder, s, b, rules), b.filters, rules))
         derivers[name] = SftDeriver(b, dropped)
     sinks = {name: views.ViewSink(folder, name, views.BUILD, views.next_generation(old, name), build=b.to_dict())
              for name, b in builds.items()}
     score_sink = views.ViewSink(folder, views.SCORES, views.SCORES, views.next_generation(old, views.SCORES))
     every = {"sft": SftDeriver.for_folder(folder, info), **derivers}  # whose drops each scores row records
-    chosen: dict[tuple, list[dict]] = defaultdict(list)
+    chosen: dict[tuple, list[dict]] = defaultdict(list)  # a task's candidates read so far (paired once all are)
     drops: dict[str, dict[str, int]] = {name: {} for name in builds}
     for split in SPLITS:
         for name, meta in sorted(s.raw[split].items()):
@@ -145,48 +155,64 @@ def refresh(folder: str, s: layout.Scan, info: dict, builds: dict[str, BuildSpec
                     row["dropped_by"] = [{"config": view, "reason": why} for view, d in every.items()
                                          if (why := d.dropped_by(r)) is not None]
                     score_sink.add(split, [row])
-                    if r["episode_id"] in candidates:
-                        chosen[(r["env"], r["task_id"])].append(r)
+                    task = candidates.get(r["episode_id"])
+                    if task is not None:
+                        chosen[task].append(r)
+                        if len(chosen[task]) == expected[task]:
+                            pair_sink.add(chosen.pop(task))
     out: dict[str, dict] = {}
     for name, sink in sinks.items():
         out[name] = sink.entry() | {"drops": drops[name]}
     out[views.SCORES] = score_sink.entry()
-    if dpo["pairs"] != "off":
-        out[views.DPO] = _write_pairs(folder, old, chosen, dpo, pairs, per_task)
+    if pair_sink is not None:
+        for task in sorted(chosen):  # none left unless a candidate was read twice or not at all
+            pair_sink.add(chosen.pop(task))
+        out[views.DPO] = pair_sink.entry([e for es in per_task.values() for e in es])
+    else:  # kept, files none, so that the setting stays the folder's
+        out[views.DPO] = {"kind": views.DPO, "generation": views.next_generation(old, views.DPO), "files": {},
+                          "rows": {sp: 0 for sp in SPLITS}, "spec": dict(dpo), "why_none": "dpo.pairs=off"}
     return out
 
 
-def _pair_candidates(per_task: dict[tuple, list[Outcome]], both: set[tuple], dpo: dict) -> set[str]:
-    """The episodes the pairs of each task with both outcomes are made of, read whole in the pass: for episode
-    pairs its first `per_task` successes and failures by sample index, for step pairs a few more of each."""
+def _pair_candidates(per_task: dict[tuple, list[Outcome]], both: set[tuple], dpo: dict) -> dict[str, tuple]:
+    """The episodes the pairs of each task with both outcomes are made of (episode id -> its task), read whole in
+    the pass: for episode pairs its first `per_task` successes and failures by sample index, for step pairs a few
+    more of each."""
     k = int(dpo["per_task"])
     take = k if dpo["pairs"] == "episode" else 4 * k
-    out: set[str] = set()
+    out: dict[str, tuple] = {}
     for t in both:
         es = sorted(per_task[t], key=lambda e: e.sample_index)
-        out.update(e.episode_id for e in [e for e in es if e.success][:take])
-        out.update(e.episode_id for e in [e for e in es if not e.success][:take])
+        for e in [e for e in es if e.success][:take] + [e for e in es if not e.success][:take]:
+            out[e.episode_id] = t
     return out
 
 
-def _write_pairs(folder: str, old: dict, chosen: dict[tuple, list[dict]], dpo: dict, pairs: Any,
-                 per_task: dict[tuple, list[Outcome]]) -> dict:
-    sink = views.ViewSink(folder, views.DPO, views.DPO, views.next_generation(old, views.DPO), spec=dict(dpo))
-    k = int(dpo["per_task"])
-    for t in sorted(chosen):
-        rows = sorted(chosen[t], key=lambda r: r["sample_index"])
+class _PairSink:
+    """The `dpo` view being written: each task's pairs are made as soon as its candidates are all read, so the
+    pass holds the rows of the tasks whose episodes it is still reading, not of every task."""
+
+    def __init__(self, folder: str, old: dict, dpo: dict, pairs: Any) -> None:
+        self.dpo, self.pairs = dpo, pairs
+        self.sink = views.ViewSink(folder, views.DPO, views.DPO, views.next_generation(old, views.DPO), spec=dict(dpo))
+
+    def add(self, rows: list[dict]) -> None:
+        rows = sorted(rows, key=lambda r: r["sample_index"])
+        k, kind = int(self.dpo["per_task"]), self.dpo["pairs"]
         made: list[dict] = []
-        if dpo["pairs"] in ("episode", "both"):
-            made += pairs.episode_pairs(rows, max_pairs=k)
-        if dpo["pairs"] in ("step", "both"):
-            made += pairs.step_pairs(rows, max_pairs=k)
-        sink.add(rows[0]["split"], made)
-    entry = sink.entry()
-    if not any(entry["rows"].values()):
-        entry["why_none"] = pairs.why_no_pairs([e for es in per_task.values() for e in es]) or (
-            "no dpo config: no two episodes of a task act alike up to a step where they diverge, one succeeding"
-            if dpo["pairs"] == "step" else "no dpo config: no pair could be made")
-    return entry
+        if kind in ("episode", "both"):
+            made += self.pairs.episode_pairs(rows, max_pairs=k)
+        if kind in ("step", "both"):
+            made += self.pairs.step_pairs(rows, max_pairs=k)
+        self.sink.add(rows[0]["split"], made)
+
+    def entry(self, eps: list[Outcome]) -> dict:
+        entry = self.sink.entry()
+        if not any(entry["rows"].values()):
+            entry["why_none"] = self.pairs.why_no_pairs(eps) or (
+                "no dpo config: no two episodes of a task act alike up to a step where they diverge, one succeeding"
+                if self.dpo["pairs"] == "step" else "no dpo config: no pair could be made")
+        return entry
 
 
 def rewrite_views(folder: str, info: dict, s: layout.Scan, deriver: SftDeriver, builds: dict[str, BuildSpec] | None = None,

@@ -380,6 +380,7 @@ def recover_info(folder: str, write: bool = True) -> dict | None:
         "versions": {},
         "writers": [],
         "recovered_from": name,
+        "views": views_mod.recover(folder),
     }
     if write:
         write_json_atomic(os.path.join(folder, INFO), info)

@@ -12,7 +12,7 @@ import shutil
 import time
 from collections import Counter
 
-from agent_sft.dataset import atomic, checksums, curate, layout, shards, stages, views
+from agent_sft.dataset import atomic, checksums, curate, judged, layout, score_rules, shards, stages, views
 from agent_sft.dataset.derive import SftDeriver
 from agent_sft.dataset.fingerprint import diff as config_diff
 from agent_sft.dataset.layout import BuildSpec
@@ -38,6 +38,7 @@ def rebuild(folder: str, build: BuildSpec, name: str | None = None, dpo: dict | 
     """
     require_folder(folder)
     SftDeriver(build)  # fails early on a bad filter
+    score_rules.check_judges(build.filters, judged.judge_names(folder))
     if name is not None:
         views.check_build_name(name)
     with layout.locked(folder):
@@ -47,7 +48,9 @@ def rebuild(folder: str, build: BuildSpec, name: str | None = None, dpo: dict | 
             builds = None
         else:
             deriver = SftDeriver.for_folder(folder, info)
-            s = repair(folder, layout.open_scan(folder, info), deriver)
+            s = layout.open_scan(folder, info)
+            check_not_corrupt(folder, s)
+            s = repair(folder, s, deriver)
             builds = curate.named_builds(info) | {name: build}
         s = curate.rewrite_views(folder, info, s, deriver, builds, dpo)
         from agent_sft.dataset import reading
@@ -57,12 +60,18 @@ def rebuild(folder: str, build: BuildSpec, name: str | None = None, dpo: dict | 
 
 def refresh_views(folder: str) -> dict:
     """Write the folder's views (`scores`, `dpo`, named builds) again with its current settings, as after a
-    judge run whose scores the `scores` config should show; `sft` is left as it is."""
+    judge run whose scores the `scores` config should show; `sft` too when its build reads a judge's score."""
     require_folder(folder)
     with layout.locked(folder):
         info = _info_under_lock(folder)
-        deriver = SftDeriver.for_folder(folder, info)
-        s = repair(folder, layout.open_scan(folder, info), deriver)
+        build = layout.build_spec(info)
+        if any(n.startswith("judge.") for n in score_rules.needed(build.filters)):
+            s, deriver = stages.rederive(folder, build, info)
+        else:
+            deriver = SftDeriver.for_folder(folder, info)
+            s = layout.open_scan(folder, info)
+            check_not_corrupt(folder, s)
+            s = repair(folder, s, deriver)
         s = curate.rewrite_views(folder, info, s, deriver)
         from agent_sft.dataset import reading
 
@@ -96,10 +105,12 @@ def preview(folder: str, build: BuildSpec) -> dict:
     from agent_sft.dataset import reading
 
     require_folder(folder)
+    score_rules.check_judges(build.filters, judged.judge_names(folder))
     _, s = reading.folder_status(folder)
     check_not_corrupt(folder, s)
     info = layout.read_info(folder) or {}
-    dropped = stages.drops(stages.episodes(folder, s, build), build.filters, stages.stop_rules(info)) \
+    rules = stages.stop_rules(info)
+    dropped = stages.drops(stages.episodes(folder, s, build, rules), build.filters, rules) \
         if stages.needed(build, info) else {}
     deriver = SftDeriver(build, dropped)
     rows = {split: 0 for split in SPLITS}
@@ -251,7 +262,7 @@ def repair_folder(folder: str) -> list[str]:
             shutil.move(os.path.join(folder, rel), os.path.join(dest, os.path.basename(rel)))
             done.append(f"{rel}: {why}; moved to {os.path.relpath(os.path.join(dest, os.path.basename(rel)), folder)} "
                         f"(`agent-sft judge` with the same name scores its episodes again)")
-        if found.views or found.judge:
+        if found.views or found.judge or unreadable or not had_info:  # what they hold changed, or may have
             s = curate.rewrite_views(folder, info, s, deriver)
             for rel, why in sorted(found.views.items()):
                 done.append(f"{rel}: {why}; its view ({rel.split('/')[1]}) written again from raw")

@@ -12,7 +12,9 @@ from typing import Any
 import pyarrow.dataset as pads
 
 from agent_sft.dataset import atomic, checksums, layout, per_task, shards, views
+from agent_sft.dataset.derive import stage_drops
 from agent_sft.dataset.filters import active_filters
+from agent_sft.dataset.stopping import REASON as BEYOND_STOP
 from agent_sft.errors import DatasetError, NotADatasetError
 from agent_sft.records import CONFIGS, SCHEMAS, SPLITS
 
@@ -80,13 +82,18 @@ def compute_stats(folder: str, s: layout.Scan, exclude: frozenset[str] = frozens
     end_reasons: Counter = Counter()
     game_splits: Counter = Counter()
     tally = per_task.TaskTally()
-    batches = pads.dataset(paths, format="ipc").to_batches(columns=STAT_COLUMNS) if paths else []
+    # episodes played past their task's stop (env.until_success) are no attempt: how many got played is timing
+    beyond = {i for i, why in stage_drops(folder, s.generation).items() if why == BEYOND_STOP}
+    columns = STAT_COLUMNS + (["episode_id"] if beyond else [])
+    batches = pads.dataset(paths, format="ipc").to_batches(columns=columns) if paths else []
     for batch in batches:
         c = batch.to_pydict()
-        for sp, tt, ok, ln, fr, er, ni, p, q, du, gs, env, tid in zip(*(c[k] for k in STAT_COLUMNS)):
+        ids = c["episode_id"] if beyond else [None] * batch.num_rows
+        for sp, tt, ok, ln, fr, er, ni, p, q, du, gs, env, tid, eid in zip(*(c[k] for k in STAT_COLUMNS), ids):
             n += 1
             successes += bool(ok)
-            tally.add(env or "(none)", tid, tt or "(none)", bool(ok))
+            if eid not in beyond:
+                tally.add(env or "(none)", tid, tt or "(none)", bool(ok))
             e = by_env[env or "(none)"]
             e["_reward"] += fr
             e["_rewards"][round(fr, 4)] += 1

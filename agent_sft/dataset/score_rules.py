@@ -69,6 +69,25 @@ def check(spec: dict[str, Any]) -> None:
         scores.check_score_name(by, "filters.select_by")
 
 
+def check_judges(spec: dict[str, Any], judges: list[str]) -> None:
+    """Refuse a rule on a judge that has not scored the folder (`judges`: the names that have), with the nearest.
+
+    Raises:
+        ConfigError: naming the judge, the nearest name and the judges there are.
+    """
+    import difflib
+
+    from agent_sft.dataset import scores
+
+    for name in sorted(needed(spec)):
+        judge = name.removeprefix(scores.JUDGE_PREFIX)
+        if name.startswith(scores.JUDGE_PREFIX) and judge not in judges:
+            near = difflib.get_close_matches(judge, judges, n=1)
+            hint = f"; did you mean {scores.JUDGE_PREFIX}{near[0]!r}?" if near else ""
+            raise ConfigError(f"filters: no judge named {judge!r} has scored this folder{hint} (judges here: "
+                              f"{', '.join(judges) or 'none'}; `agent-sft judge DIR --name {judge}` scores it)")
+
+
 def needed(spec: dict[str, Any]) -> set[str]:
     """The score names the build reads (empty when it uses no score)."""
     out = {name for name, _, _ in rules(spec)}

@@ -53,8 +53,9 @@ def active(build: BuildSpec) -> bool:
     return dedup.mode(build.filters) != "off" or selection.active(build.filters) or bool(score_rules.needed(build.filters))
 
 
-def episodes(folder: str, s: layout.Scan, build: BuildSpec) -> list[Ep]:
-    """Every live episode of scan `s` as the stages see it, in keeping order."""
+def episodes(folder: str, s: layout.Scan, build: BuildSpec, rules: dict[str, tuple[int, int]] | None = None) -> list[Ep]:
+    """Every live episode of scan `s` as the stages see it, in keeping order (`rules`: the folder's `stop_rules`,
+    whose episodes past a stop count for no task's reference length)."""
     spec = build.filters
     filters = build_filters(spec)
     how = dedup.mode(spec)
@@ -79,7 +80,7 @@ def episodes(folder: str, s: layout.Scan, build: BuildSpec) -> list[Ep]:
                     ))
     out.sort(key=lambda e: e.order)
     if wanted:
-        _score(folder, out, wanted)
+        _score(folder, out, wanted, rules or {})
     return out
 
 
@@ -88,12 +89,13 @@ def _require_think(folder: str) -> bool:
     return bool(((info.get("config") or {}).get("prompt") or {}).get("require_think", True))
 
 
-def _score(folder: str, eps: list[Ep], wanted: set[str]) -> None:
+def _score(folder: str, eps: list[Ep], wanted: set[str], rules: dict[str, tuple[int, int]]) -> None:
     """Complete the episodes' scores with those needing other episodes (length ratio, judges), keeping only
     the `wanted` ones."""
     from agent_sft.dataset import judged as judge_store
 
-    refs = scores.task_references(e for e in eps if not e.error)
+    beyond = stopping.beyond_stop(eps, rules) if rules else {}
+    refs = scores.task_references(e for e in eps if not e.error and e.episode_id not in beyond)
     judged = judge_store.judge_scores(folder) if any(n.startswith(scores.JUDGE_PREFIX) for n in wanted) else {}
     for e in eps:
         if e.scores is None:
@@ -142,8 +144,9 @@ def rederive(folder: str, build: BuildSpec, info: dict) -> tuple[layout.Scan, Sf
     by_env: dict[str, Counter] = {}
     by_type: dict[str, dict[str, Counter]] = {}
     if needed(build, info):
-        eps = episodes(folder, s, build)
-        dropped = drops(eps, build.filters, stop_rules(info))
+        rules = stop_rules(info)
+        eps = episodes(folder, s, build, rules)
+        dropped = drops(eps, build.filters, rules)
         of = {e.episode_id: e for e in eps}
         for episode_id, reason in dropped.items():
             e = of[episode_id]

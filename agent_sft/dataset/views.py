@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from agent_sft.dataset import shards
-from agent_sft.errors import ConfigError
+from agent_sft.errors import ConfigError, CorruptShardError
 from agent_sft.records import RESERVED_CONFIGS, SCHEMAS, SPLITS
 
 BUILD = "build"  # the kinds of view
@@ -136,8 +136,8 @@ class ViewSink:
         fname = f"g{self.generation}-{part:05d}{shards.SHARD_SUFFIX}"
         path = os.path.join(self.folder, "data", self.name, split, fname)
         table = pa.Table.from_pylist(rows, schema=self.schema)
-        self.rows[split] += shards.write_shard(path, self.kind if self.kind != BUILD else "sft", table,
-                                               {"split": split, "generation": self.generation, "view": self.name})
+        meta = {"split": split, "generation": self.generation, "view": self.name, "kind": self.kind, **self.extra}
+        self.rows[split] += shards.write_shard(path, self.kind if self.kind != BUILD else "sft", table, meta)
         self.files[split].append(fname)
 
     def entry(self) -> dict:
@@ -146,6 +146,37 @@ class ViewSink:
             self._seal(sp)
         return {"kind": self.kind, "generation": self.generation, "files": {sp: f for sp, f in self.files.items() if f},
                 "rows": dict(self.rows), **self.extra}
+
+
+def recover(folder: str) -> dict[str, dict]:
+    """The views of a folder whose meta/info.json was lost, from the metadata their files carry: each view's kind,
+    spec and newest generation, with no files listed (the newest may be a build cut short), so the next build,
+    run end or `agent-sft repair` writes them again instead of their specs being lost."""
+    out: dict[str, dict] = {}
+    data = os.path.join(folder, "data")
+    try:
+        dirs = sorted(os.listdir(data))
+    except FileNotFoundError:
+        return {}
+    for name in dirs:
+        if name in OWN_DIRS:
+            continue
+        for sp in SPLITS:
+            d = os.path.join(data, name, sp)
+            with contextlib.suppress(FileNotFoundError):
+                for f in sorted(os.listdir(d)):
+                    if not (f.endswith(shards.SHARD_SUFFIX) and _FILE.match(f)):
+                        continue
+                    try:
+                        m = shards.cached_meta(os.path.join(d, f))
+                    except CorruptShardError:
+                        continue
+                    if m.get("kind") not in KINDS or int(m.get("generation", 0)) < int(out.get(name, {}).get("generation", 0)):
+                        continue
+                    entry = {"kind": m["kind"], "generation": int(m["generation"]), "files": {}, "rows": {}}
+                    entry.update({k: m[k] for k in ("build", "spec") if k in m})
+                    out[name] = entry
+    return out
 
 
 def next_generation(views: dict[str, dict], name: str) -> int:

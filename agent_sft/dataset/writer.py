@@ -496,7 +496,7 @@ class DatasetWriter:
                 if stages.needed(self.build, info):  # drops that need every episode: derived again over the whole folder
                     s, self.deriver = stages.rederive(self.path, self.build, info)
                     self.generation = s.generation
-                s = curate.rewrite_views(self.path, info, s, self.deriver)
+                s = curate.rewrite_views(self.path, info, s, self.deriver, dpo=curate.run_dpo(info))
             from agent_sft.dataset import reading
 
             stats = reading.finalize_folder(self.path, s, summary=summary)

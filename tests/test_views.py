@@ -181,7 +181,7 @@ def test_builds_filter_and_select_by_any_score_a_judges_too(tmp_path, capsys):
     assert {r["episode_id"] for r in rows(d, "sft")} == {e.episode_id for e in eps if e.success}
     assert {r["episode_id"]: r["judge"] for r in rows(d, "scores")}[eps[1].episode_id] == [{"name": "rubric", "score": 0.9}]
     assert main(["build", str(d), "--scores", "judge.rubrik>=0.5"]) == 2
-    assert "did you mean judge.'rubric'" in capsys.readouterr().err
+    assert "did you mean 'judge.rubric'" in capsys.readouterr().err
     # a judge's later verdicts reach sft when its build reads them, as a judge run ends (agent-sft judge)
     from agent_sft.dataset.maintain import refresh_views
 

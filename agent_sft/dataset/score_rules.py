@@ -83,7 +83,7 @@ def check_judges(spec: dict[str, Any], judges: list[str]) -> None:
         judge = name.removeprefix(scores.JUDGE_PREFIX)
         if name.startswith(scores.JUDGE_PREFIX) and judge not in judges:
             near = difflib.get_close_matches(judge, judges, n=1)
-            hint = f"; did you mean {scores.JUDGE_PREFIX}{near[0]!r}?" if near else ""
+            hint = f"; did you mean '{scores.JUDGE_PREFIX}{near[0]}'?" if near else ""
             raise ConfigError(f"filters: no judge named {judge!r} has scored this folder{hint} (judges here: "
                               f"{', '.join(judges) or 'none'}; `agent-sft judge DIR --name {judge}` scores it)")
 

@@ -165,6 +165,7 @@ def open_writer(run: Run):
             flush_every_episodes=cfg.output.flush_every_episodes,
             versions=run.env_versions[run.lanes[0].label],
             env_versions=run.env_versions,
+            additions=run.additions,
         )
     except AgentSFTError as err:
         if is_disk_full(err) and not isinstance(err, DiskFullError):

@@ -292,5 +292,64 @@ JUDGE_SCHEMA = pa.schema(
 
 SCHEMAS = {"raw": RAW_SCHEMA, "sft": SFT_SCHEMA, "scores": SCORES_SCHEMA, "dpo": DPO_SCHEMA, "judge": JUDGE_SCHEMA}
 
+# --- schema additions ----------------------------------------------------------------------------
+# A setting that changes what a shard holds adds columns (or struct fields) to the version-1 schemas above,
+# appended after theirs, and only in the folders collected with it: a folder without an addition is written and
+# read exactly as before. A folder lists its additions in meta/info.json (`schema_additions`) and every shard in
+# its metadata (`additions`); an addition this version does not know is refused like another schema version.
+
+TOKEN_TYPE = pa.struct([("token_id", pa.int32()), ("logprob", pa.float32())])
+
+TOOL_CALL_TYPE = pa.struct([("id", pa.string()), ("type", pa.string()),
+                            ("function", pa.struct([("name", pa.string()), ("arguments", pa.string())]))])
+
+ADDITIONS: dict[str, dict[str, list[tuple[str, pa.DataType]]]] = {
+    # policy.record_tokens: what the engine produced, token for token
+    "tokens": {
+        "step": [("prompt_token_ids", pa.list_(pa.int32())), ("completion_token_ids", pa.list_(pa.int32())),
+                 ("logprobs", pa.list_(pa.float32())), ("top_logprobs", pa.list_(pa.list_(TOKEN_TYPE)))],
+        "raw": [("tokens_complete", pa.bool_())],
+    },
+    # prompt.actions=tools: actions as function calls, with the tools offered (a JSON list of schemas)
+    "tools": {
+        "message": [("tool_calls", pa.list_(TOOL_CALL_TYPE)), ("tool_call_id", pa.string()),
+                    ("reasoning_content", pa.string())],
+        "raw": [("tools", pa.string())],
+        "sft": [("tools", pa.string())],
+    },
+}
+"""addition -> part (`message`, `step`, `raw`, `sft`) -> the fields it appends there."""
+
+
+def check_additions(additions: Any) -> tuple[str, ...]:
+    """`additions` as a sorted tuple of known names.
+
+    Raises:
+        ValueError: one this version does not know (a folder written by a newer agent-sft).
+    """
+    out = tuple(sorted(set(additions or ())))
+    unknown = [a for a in out if a not in ADDITIONS]
+    if unknown:
+        raise ValueError(f"schema additions {', '.join(unknown)} are not known to this agent-sft (it knows "
+                         f"{', '.join(ADDITIONS)})")
+    return out
+
+
+def _fields(additions: tuple[str, ...], part: str) -> list[tuple[str, pa.DataType]]:
+    return [f for a in additions for f in ADDITIONS[a].get(part, [])]
+
+
+def schema(config: str, additions: Any = ()) -> pa.Schema:
+    """The Arrow schema of `config` (`raw`, `sft`, ...) in a folder with `additions` (none: `SCHEMAS[config]`)."""
+    adds = check_additions(additions)
+    base = SCHEMAS[config]
+    if not adds or config not in ("raw", "sft"):
+        return base
+    message = pa.list_(pa.struct(list(MESSAGE_TYPE) + [pa.field(n, t) for n, t in _fields(adds, "message")]))
+    step = pa.list_(pa.struct(list(STEP_TYPE) + [pa.field(n, t) for n, t in _fields(adds, "step")]))
+    retyped = {"messages": message, "steps": step}
+    fields = [pa.field(f.name, retyped.get(f.name, f.type)) if f.name in retyped else f for f in base]
+    return pa.schema(fields + [pa.field(n, t) for n, t in _fields(adds, config)])
+
 RESERVED_CONFIGS = ("raw", "sft", "dpo", "scores", "judge")
 """Config names a named build cannot take."""

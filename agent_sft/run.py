@@ -40,6 +40,8 @@ class Run:
         config: the complete config as plain data, as `meta/info.json` records it.
         env_versions: each lane's recorded package versions (its env's, its policy's, what its servers
             run), by the lane's label.
+        additions: the schema additions its rows carry (`records.ADDITIONS`: `tools` for
+            `prompt.actions=tools`, `tokens` for `policy.record_tokens`); none for a text run without tokens.
     """
 
     cfg: CollectConfig
@@ -48,6 +50,7 @@ class Run:
     fingerprint: dict[str, Any]
     config: dict[str, Any]
     env_versions: dict[str, dict[str, str]]
+    additions: tuple[str, ...] = ()
 
 
 def resolve(cfg: CollectConfig | Run, *, prepare: bool = True) -> Run:
@@ -81,7 +84,18 @@ def resolve(cfg: CollectConfig | Run, *, prepare: bool = True) -> Run:
         fingerprint=of_config(cfg, list(run_lanes)),
         config=to_dict(cfg),
         env_versions={lane.label: lane.package_versions(kind) for lane in run_lanes},
+        additions=schema_additions(cfg),
     )
+
+
+def schema_additions(cfg: CollectConfig) -> tuple[str, ...]:
+    """The schema additions a run's rows carry, from the settings that change what a shard holds."""
+    out = []
+    if getattr(cfg.prompt, "actions", "text") == "tools":
+        out.append("tools")
+    if getattr(cfg.policy, "record_tokens", False):
+        out.append("tokens")
+    return tuple(sorted(out))
 
 
 def _prepare_envs(cfg: CollectConfig, run_lanes: list[Lane]) -> bool:

@@ -32,7 +32,8 @@ except ImportError:  # a `datasets` before Key takes any hashable key
 
 from agent_sft.dataset import views
 from agent_sft.errors import DatasetError
-from agent_sft.records import SCHEMAS, SPLITS
+from agent_sft.records import SPLITS
+from agent_sft.records import schema as config_schema
 
 _SPLIT_NAMES = {"train": datasets.Split.TRAIN, "validation": datasets.Split.VALIDATION}
 
@@ -149,10 +150,11 @@ class AgentSFTConfig(datasets.BuilderConfig):
     `kind` is a view's kind (`views`) for a config named by its folder (a named build)."""
 
     kind: str = ""
+    additions: tuple = ()  # the folder's schema additions (`records.ADDITIONS`)
 
     @property
     def schema(self) -> pa.Schema:
-        return views.schema(self.kind) if self.kind else SCHEMAS[self.name]
+        return views.schema(self.kind, tuple(self.additions)) if self.kind else config_schema(self.name, self.additions)
 
 
 class AgentSFT(datasets.ArrowBasedBuilder):

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from agent_sft.dataset import atomic, layout
+from agent_sft.dataset import atomic, derive, layout
 from agent_sft.dataset.filters import active_filters
 from agent_sft.dataset.per_task import count, percent
 from agent_sft.dataset.public import public
@@ -256,8 +256,8 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
         "rollout": _rollout(cfg, st.get("run") or {}),
         "filters": ", ".join(f"`{k}={v}`" for k, v in sorted(active.items())) or "none",
         "drops": (", ".join(f"{k}: {v}" for k, v in sorted(st["drops"].items())) or "none")
-        + (f" (the build stages over the whole folder, per env: {layout.stage_drops_text(info)})"
-           if layout.stage_drops_by_env(info) else ""),
+        + (f" (the build stages over the whole folder, per env: {derive.stage_drops_text(info)})"
+           if derive.stage_drops_by_env(info) else ""),
         "versions": versions,
         "split_table": split_table,
         "task_table": task_table,
@@ -304,7 +304,7 @@ def _views_section(st: dict, info: dict) -> str:
     out = ""
     if lines:
         out = "Other configs:\n\n| config | train | validation | what |\n|---|---:|---:|---|\n" + "\n".join(lines)
-    by_type = layout.stage_drops_by_task_type(info)
+    by_type = derive.stage_drops_by_task_type(info)
     if by_type:
         rows = [f"| {env} | {tt or '-'} | {', '.join(f'{k} {n}' for k, n in sorted(d.items()))} |"
                 for env, types in by_type.items() for tt, d in types.items()]

@@ -130,8 +130,8 @@ def refresh(folder: str, s: layout.Scan, info: dict, builds: dict[str, BuildSpec
             rules = stages.stop_rules(info)
             dropped.update(stages.drops(stages.episodes(folder, s, b, rules), b.filters, rules))
         derivers[name] = SftDeriver(b, dropped)
-    sinks = {name: views.ViewSink(folder, name, views.BUILD, views.next_generation(old, name), build=b.to_dict())
-             for name, b in builds.items()}
+    sinks = {name: views.ViewSink(folder, name, views.BUILD, views.next_generation(old, name), layout.additions(info),
+                                  build=b.to_dict()) for name, b in builds.items()}
     score_sink = views.ViewSink(folder, views.SCORES, views.SCORES, views.next_generation(old, views.SCORES))
     every = {"sft": SftDeriver.for_folder(folder, info), **derivers}  # whose drops each scores row records
     chosen: dict[tuple, list[dict]] = defaultdict(list)  # a task's candidates read so far (paired once all are)

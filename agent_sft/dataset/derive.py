@@ -10,7 +10,8 @@ import pyarrow as pa
 from agent_sft.dataset import layout, score_rules, shards
 from agent_sft.dataset.filters import active_filters, build_filters, derive_sft, episode_drop
 from agent_sft.dataset.layout import BuildSpec
-from agent_sft.records import SFT_SCHEMA
+from agent_sft.records import check_additions
+from agent_sft.records import schema as config_schema
 
 
 class SftDeriver:
@@ -52,22 +53,29 @@ class SftDeriver:
         sft, drops = derive_sft(kept, self.filters, self.build.style)
         return sft, drops + stage_drops
 
-    def write_for(self, folder: str, split: str, raw_name: str, generation: int, raw_rows: list[dict] | None = None) -> dict:
-        """Seal the sft shard of raw shard `raw_name` (read batch by batch when not given); returns its metadata."""
+    def write_for(self, folder: str, split: str, raw_name: str, generation: int, raw_rows: list[dict] | None = None,
+                  additions: tuple[str, ...] | None = None) -> dict:
+        """Seal the sft shard of raw shard `raw_name` (read batch by batch when not given); returns its metadata.
+        Its schema additions are the raw shard's (`additions`, read from the shard when not given)."""
+        path = layout.shard_path(folder, "raw", split, raw_name)
+        if additions is None:
+            additions = check_additions(shards.cached_meta(path).get("additions"))
         if raw_rows is not None:
             batches = iter([raw_rows])
         else:
-            path = layout.shard_path(folder, "raw", split, raw_name)
             batches = (b.to_pylist() for b in shards.iter_shard_batches(path))
+        schema = config_schema("sft", additions)
         tables, drops, episodes = [], Counter(), 0
         for rows in batches:
             sft, d = self.derive(rows)
             drops.update(d)
             episodes += len(rows)
             if sft:
-                tables.append(pa.Table.from_pylist(sft, schema=SFT_SCHEMA))
-        table = pa.concat_tables(tables) if tables else SFT_SCHEMA.empty_table()
+                tables.append(pa.Table.from_pylist(sft, schema=schema))
+        table = pa.concat_tables(tables) if tables else schema.empty_table()
         meta = {"split": split, "generation": generation, "source": raw_name, "episodes": episodes, "drops": dict(drops)}
+        if additions:
+            meta["additions"] = list(additions)
         path = layout.shard_path(folder, "sft", split, layout.sft_name(raw_name, generation))
         n = shards.write_shard(path, "sft", table, meta)
         return {**meta, "rows": n}
@@ -90,3 +98,28 @@ def stage_drops(folder: str, generation: int) -> dict[str, str]:
         return dict(data["dropped"]) if data.get("generation") == generation else {}
     except (OSError, ValueError, KeyError, TypeError):
         return {}
+
+
+def stage_drops_by_env(info: dict | None) -> dict[str, dict[str, int]]:
+    """What the build stages over the whole folder dropped at the folder's generation, per env and reason
+    ({} when they did not run at it)."""
+    stages = (info or {}).get("stages") or {}
+    if stages.get("generation") != layout.generation(info):
+        return {}
+    return {env: d for env, d in sorted((stages.get("drops") or {}).items()) if d}
+
+
+def stage_drops_by_task_type(info: dict | None) -> dict[str, dict[str, dict[str, int]]]:
+    """What the build stages dropped at the folder's generation, per env, task type and reason ({} when they
+    did not run at it, or the folder's record predates the count per task type)."""
+    stages = (info or {}).get("stages") or {}
+    if stages.get("generation") != layout.generation(info):
+        return {}
+    return {env: {tt: d for tt, d in sorted(types.items()) if d}
+            for env, types in sorted((stages.get("by_task_type") or {}).items()) if types}
+
+
+def stage_drops_text(info: dict | None) -> str:
+    """`stage_drops_by_env` as one line: `env reason n, ...; env ...`."""
+    return "; ".join(f"{env} " + ", ".join(f"{k} {v}" for k, v in sorted(d.items()))
+                     for env, d in stage_drops_by_env(info).items())

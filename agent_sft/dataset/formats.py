@@ -71,6 +71,7 @@ def _meta(row: dict) -> dict[str, Any]:
         "episode_length": row["episode_length"],
         "sample_index": row["sample_index"],
         "seed": row["seed"],
+        **({"tools": row["tools"]} if "tools" in row else {}),  # a tools folder's rows offer the model its tools
     }
 
 

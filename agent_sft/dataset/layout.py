@@ -38,8 +38,15 @@ import pyarrow.dataset as pads
 from agent_sft.dataset import views as views_mod
 from agent_sft.dataset.atomic import TMP_PREFIX, write_json_atomic
 from agent_sft.dataset.shards import SHARD_SUFFIX, cached_meta
-from agent_sft.errors import ConfigError, CorruptShardError, DatasetError, NotADatasetError, SchemaVersionError
-from agent_sft.records import CONFIGS, END_ERROR, SCHEMA_VERSION, SPLITS
+from agent_sft.errors import (
+    ConfigError,
+    ConfigMismatchError,
+    CorruptShardError,
+    DatasetError,
+    NotADatasetError,
+    SchemaVersionError,
+)
+from agent_sft.records import CONFIGS, END_ERROR, SCHEMA_VERSION, SPLITS, check_additions
 
 INFO = "meta/info.json"
 
@@ -96,31 +103,6 @@ def generation(info: dict | None) -> int:
     return int(((info or {}).get("build") or {}).get("generation", 0))
 
 
-def stage_drops_by_env(info: dict | None) -> dict[str, dict[str, int]]:
-    """What the build stages over the whole folder dropped at the folder's generation, per env and reason
-    ({} when they did not run at it)."""
-    stages = (info or {}).get("stages") or {}
-    if stages.get("generation") != generation(info):
-        return {}
-    return {env: d for env, d in sorted((stages.get("drops") or {}).items()) if d}
-
-
-def stage_drops_by_task_type(info: dict | None) -> dict[str, dict[str, dict[str, int]]]:
-    """What the build stages dropped at the folder's generation, per env, task type and reason ({} when they
-    did not run at it, or the folder's record predates the count per task type)."""
-    stages = (info or {}).get("stages") or {}
-    if stages.get("generation") != generation(info):
-        return {}
-    return {env: {tt: d for tt, d in sorted(types.items()) if d}
-            for env, types in sorted((stages.get("by_task_type") or {}).items()) if types}
-
-
-def stage_drops_text(info: dict | None) -> str:
-    """`stage_drops_by_env` as one line: `env reason n, ...; env ...`."""
-    return "; ".join(f"{env} " + ", ".join(f"{k} {v}" for k, v in sorted(d.items()))
-                     for env, d in stage_drops_by_env(info).items())
-
-
 def read_info(folder: str) -> dict | None:
     path = os.path.join(folder, INFO)
     if not os.path.exists(path):
@@ -130,12 +112,36 @@ def read_info(folder: str) -> dict | None:
             info = json.load(fh)
     except (OSError, json.JSONDecodeError) as e:
         raise DatasetError(f"{path}: unreadable ({e})") from None
+    try:
+        check_additions(info.get("schema_additions"))
+    except ValueError as e:
+        raise SchemaVersionError(f"{folder}: {e}; use the agent-sft version that wrote it") from None
     if info.get("schema_version") != SCHEMA_VERSION:
         raise SchemaVersionError(
             f"{folder}: dataset schema version {info.get('schema_version')} but this agent-sft writes and "
             f"reads version {SCHEMA_VERSION}; collect into a new folder or use the matching agent-sft version"
         )
     return info
+
+
+def additions(info: dict | None) -> tuple[str, ...]:
+    """The folder's schema additions (`records.ADDITIONS`; none for a folder written without any)."""
+    return check_additions((info or {}).get("schema_additions"))
+
+
+def check_same_additions(folder: str, info: dict, wanted: tuple[str, ...]) -> None:
+    """Refuse to add rows of other schema additions to a folder (its shards would not load together).
+
+    Raises:
+        ConfigMismatchError: naming what the folder holds and what the run would write.
+    """
+    have = additions(info)
+    if have != tuple(wanted):
+        def say(a: tuple[str, ...]) -> str:
+            return ", ".join(a) or "none"
+
+        raise ConfigMismatchError(f"{folder}: its rows have schema additions {say(have)}, this run's {say(tuple(wanted))} "
+                                  "(prompt.actions, policy.record_tokens); collect into a new folder")
 
 
 def require_dataset(folder: str) -> dict:
@@ -370,6 +376,7 @@ def recover_info(folder: str, write: bool = True) -> dict | None:
         return None
     name, ident = newest
     build = ident.get("build") or {"style": "auto", "filters": {}}
+    adds = _additions_of_shards(folder)
     info = {
         "schema_version": SCHEMA_VERSION,
         "created_at": None,
@@ -381,10 +388,21 @@ def recover_info(folder: str, write: bool = True) -> dict | None:
         "writers": [],
         "recovered_from": name,
         "views": views_mod.recover(folder),
+        **({"schema_additions": list(adds)} if adds else {}),
     }
     if write:
         write_json_atomic(os.path.join(folder, INFO), info)
     return info
+
+
+def _additions_of_shards(folder: str) -> tuple[str, ...]:
+    """The schema additions the folder's raw shards carry (those of the first readable one)."""
+    for split in SPLITS:
+        d = shard_dir(folder, "raw", split)
+        for n in _shards(d):
+            with contextlib.suppress(CorruptShardError):
+                return check_additions(cached_meta(os.path.join(d, n)).get("additions"))
+    return ()
 
 
 def remove_dead_tmp(folder: str) -> int:

@@ -173,7 +173,10 @@ def merge(dest: str, sources: list[str], *, allow_config_change: bool = False) -
                 + "\nPass --allow-config-change to merge anyway."
             )
     build = BuildSpec(first["build"]["style"], first["build"]["filters"])
+    for src, info in zip(sources[1:], infos[1:]):  # rows of other additions would not load beside the first's
+        layout.check_same_additions(src, info, layout.additions(first))
     w = DatasetWriter.open(dest, fingerprint=first.get("fingerprint", {}), meta=first.get("config", {}), build=build,
+                      additions=layout.additions(first),
                       allow_config_change=allow_config_change, flush_every_s=1e9, flush_every_episodes=4096,
                       versions=first.get("versions", {}),
                       # every source's envs; where two record one env, the first source's entry
@@ -238,7 +241,8 @@ def repair_folder(folder: str) -> list[str]:
                 shutil.copy2(src, os.path.join(dest, n))
                 if n in s.raw[split]:
                     shards.write_shard(layout.shard_path(folder, "raw", split, f"{tag}-q{len(unreadable):03d}{shards.SHARD_SUFFIX}"),
-                                  "raw", [], {"split": split, "writer": tag, "replaces": [n], "quarantined": n})
+                                  "raw", [], {"split": split, "writer": tag, "replaces": [n], "quarantined": n,
+                                              **{k: v for k, v in s.raw[split][n].items() if k == "additions" and v}})
                 unreadable.append(src)
                 rows = (s.raw[split].get(n) or {}).get("rows")
                 held = f"its {rows} episodes" if rows is not None else "its episodes"

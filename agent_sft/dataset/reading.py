@@ -11,12 +11,13 @@ from typing import Any
 
 import pyarrow.dataset as pads
 
-from agent_sft.dataset import atomic, checksums, layout, per_task, shards, views
+from agent_sft.dataset import atomic, checksums, derive, layout, per_task, shards, views
 from agent_sft.dataset.derive import stage_drops
 from agent_sft.dataset.filters import active_filters
 from agent_sft.dataset.stopping import REASON as BEYOND_STOP
 from agent_sft.errors import DatasetError, NotADatasetError
-from agent_sft.records import CONFIGS, SCHEMAS, SPLITS
+from agent_sft.records import CONFIGS, SPLITS
+from agent_sft.records import schema as config_schema
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,8 @@ def load(folder: str, config: str = "sft", split: str | None = None, streaming: 
     """
     if split is not None and split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    _, s = folder_status(folder)
+    info, s = folder_status(folder)
+    adds = layout.additions(info)
     known = [*CONFIGS, *sorted(s.views)]
     if config not in known:
         why = "" if config not in (views.DPO, views.SCORES) else f" (it is written by `agent-sft build {folder}`)"
@@ -261,7 +263,7 @@ def load(folder: str, config: str = "sft", split: str | None = None, streaming: 
         raise readme_error(folder, why)
     listed = {sp: [os.path.join(root, p) for p in ps] for sp, ps in configs.get(config, {}).items()}
     kind = (s.views.get(config) or {}).get("kind", "")
-    features = datasets.Features.from_arrow_schema(views.schema(kind) if kind else SCHEMAS[config])
+    features = datasets.Features.from_arrow_schema(views.schema(kind, adds) if kind else config_schema(config, adds))
     wanted = [split] if split is not None else list(SPLITS)
     if not any(sp in listed for sp in wanted):
         total = s.raw_rows()
@@ -275,6 +277,8 @@ def load(folder: str, config: str = "sft", split: str | None = None, streaming: 
             return parts[split] if split is not None else datasets.IterableDatasetDict(parts)
         return parts[split] if split is not None else datasets.DatasetDict(parts)
     kwargs.setdefault("data_files", listed)
+    if adds:
+        kwargs.setdefault("additions", adds)
     builder = (AgentSFT.named(config) if kind == views.BUILD else AgentSFT)(config_name=config, data_dir=root, **kwargs)
     if streaming:
         ds = builder.as_streaming_dataset(split=split)
@@ -402,9 +406,9 @@ def info_text(folder: str, check: bool = True) -> tuple[str, bool]:
     active = active_filters(b.get("filters") or {})
     lines.append("filters: " + (", ".join(f"{k}={v}" for k, v in sorted(active.items())) or "none"))
     lines.append("dropped by filter: " + (", ".join(f"{k} {v}" for k, v in sorted(st["drops"].items())) or "none"))
-    if layout.stage_drops_by_env(info):
-        lines.append("dropped by the build stages, per env: " + layout.stage_drops_text(info))
-        for env, types in layout.stage_drops_by_task_type(info).items():
+    if derive.stage_drops_by_env(info):
+        lines.append("dropped by the build stages, per env: " + derive.stage_drops_text(info))
+        for env, types in derive.stage_drops_by_task_type(info).items():
             lines += [f"  {env} {tt or '(no task type)'}: " + ", ".join(f"{k} {n}" for k, n in sorted(d.items()))
                       for tt, d in types.items()]
     lines += views_lines(st)

@@ -122,10 +122,11 @@ def split_errors(folder: str, s: layout.Scan, deriver: SftDeriver, tag: str) -> 
             table = shards.read_shard(path)
             is_err = pa.compute.equal(table.column("end_reason"), END_ERROR)
             base = f"{tag}-e{secrets.token_hex(2)}"
+            adds = {k: v for k, v in s.raw[split][name].items() if k == "additions" and v}
             shards.write_shard(os.path.join(raw_dir, f"{base}-err{shards.SHARD_SUFFIX}"), "raw", table.filter(is_err),
-                          {"split": split, "writer": tag, "after": [name], "errors_of": name})
+                          {"split": split, "writer": tag, "after": [name], "errors_of": name, **adds})
             shards.write_shard(os.path.join(raw_dir, f"{base}{shards.SHARD_SUFFIX}"), "raw", table.filter(pa.compute.invert(is_err)),
-                          {"split": split, "writer": tag, "replaces": [name]})
+                          {"split": split, "writer": tag, "replaces": [name], **adds})
             changed = True
             log.info("%s: %d error episodes will be played again", name, n_err)
     return repair(folder, layout.scan(folder, s.generation), deriver) if changed else s
@@ -170,15 +171,16 @@ def compact_shards(folder: str, split: str, names: list[str], generation: int, t
         for m in sft_metas:
             drops.update(m.get("drops", {}))
         # sft first: until the raw shard exists, the new sft shard is stale (deleted by a repair).
+        adds = {"additions": metas[0]["additions"]} if metas[0].get("additions") else {}  # one folder, one set
         sft_meta = {"split": split, "generation": generation, "source": name, "replaces": [layout.sft_name(n, generation) for n in group],
                     "episodes": sum(m.get("episodes", 0) for m in sft_metas), "drops": dict(drops),
-                    "rows": sum(m["rows"] for m in sft_metas)}
+                    "rows": sum(m["rows"] for m in sft_metas), **adds}
         with shards.sealing(os.path.join(sft_dir, layout.sft_name(name, generation)), "sft", sft_meta) as w:
             for n in group:
                 for batch in shards.iter_shard_batches(os.path.join(sft_dir, layout.sft_name(n, generation))):
                     w.write_batch(batch)
         identity = next((m["identity"] for m in reversed(metas) if m.get("identity")), None)
-        raw_meta = {"split": split, "writer": tag, "replaces": group, "rows": sum(m["rows"] for m in metas)}
+        raw_meta = {"split": split, "writer": tag, "replaces": group, "rows": sum(m["rows"] for m in metas), **adds}
         if identity:
             raw_meta["identity"] = identity
         with shards.sealing(os.path.join(raw_dir, name), "raw", raw_meta) as w:

@@ -6,26 +6,32 @@ A `ShardGroup` seals the shards of one flush together (one round of syncs).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import pyarrow as pa
 
 from agent_sft.dataset.atomic import TMP_PREFIX, disk_full_error, is_disk_full
 from agent_sft.errors import CorruptShardError, SchemaVersionError
-from agent_sft.records import SCHEMA_VERSION, SCHEMAS
+from agent_sft.records import SCHEMA_VERSION, check_additions
+from agent_sft.records import schema as config_schema
 
 META_KEY = b"agent_sft"
 
 SHARD_SUFFIX = ".arrow"
 
 def _schema_with_meta(config: str, meta: dict) -> pa.Schema:
+    """The shard's schema: the config's, with the folder's additions when its metadata names some (`additions`)."""
     meta = {"schema_version": SCHEMA_VERSION, "config": config, **meta}
-    return SCHEMAS[config].with_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
+    if not meta.get("additions"):
+        meta.pop("additions", None)  # a folder without additions writes exactly the version-1 metadata
+    return config_schema(config, meta.get("additions")).with_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
 
 
 _OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
@@ -35,12 +41,15 @@ _SMALL_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd", use_threads=False)
 
 _SMALL_ROWS = 4096  # rows up to which a shard counts as small
 
-_STRUCTS = {config: pa.struct(list(schema)) for config, schema in SCHEMAS.items()}
+@functools.cache
+def _struct(config: str, additions: tuple[str, ...]) -> pa.DataType:
+    return pa.struct(list(config_schema(config, additions)))
 
 
-def rows_table(config: str, rows: list[dict]) -> pa.Table:
-    """The rows (dicts, keys as in the config's schema; missing keys are null) as a table of that schema."""
-    return pa.Table.from_struct_array(pa.array(rows, type=_STRUCTS[config]))
+def rows_table(config: str, rows: list[dict], additions: Any = ()) -> pa.Table:
+    """The rows (dicts, keys as in the config's schema with `additions`; missing keys are null) as a table of that
+    schema."""
+    return pa.Table.from_struct_array(pa.array(rows, type=_struct(config, check_additions(additions))))
 
 
 class _HashingFile:
@@ -294,13 +303,13 @@ def write_shard(path: str, config: str, rows: list[dict] | pa.Table, meta: dict)
 
     Inside a `ShardGroup` the shard is only staged here, and sealed with the others when the group ends.
     """
-    table = rows if isinstance(rows, pa.Table) else rows_table(config, rows)
-    schema = _schema_with_meta(config, {**meta, "rows": table.num_rows})
+    table = rows if isinstance(rows, pa.Table) else rows_table(config, rows, meta.get("additions"))
+    sealed = _schema_with_meta(config, {**meta, "rows": table.num_rows})
     group = getattr(_GROUP, "current", None)
     if group is not None:
-        group.stage(path, schema, table)
+        group.stage(path, sealed, table)
     else:
-        _commit([_stage(path, schema, table)])
+        _commit([_stage(path, sealed, table)])
     return table.num_rows
 
 
@@ -320,6 +329,10 @@ def shard_meta(path: str) -> dict:
             f"{path}: shard schema version {meta.get('schema_version')} but this agent-sft reads version "
             f"{SCHEMA_VERSION}; use the agent-sft version that wrote it, or collect into a new folder"
         )
+    try:
+        check_additions(meta.get("additions"))
+    except ValueError as e:
+        raise SchemaVersionError(f"{path}: {e}; use the agent-sft version that wrote it") from None
     return meta
 
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 from agent_sft.dataset import shards
 from agent_sft.errors import ConfigError, CorruptShardError
 from agent_sft.records import RESERVED_CONFIGS, SCHEMAS, SPLITS
+from agent_sft.records import schema as config_schema
 
 BUILD = "build"  # the kinds of view
 SCORES = "scores"
@@ -41,9 +42,10 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _FILE = re.compile(r"^g(\d+)-")
 
 
-def schema(kind: str) -> pa.Schema:
-    """The Arrow schema of a view of `kind` (a named build has the rows of `sft`)."""
-    return SCHEMAS["sft" if kind == BUILD else kind]
+def schema(kind: str, additions: tuple[str, ...] = ()) -> pa.Schema:
+    """The Arrow schema of a view of `kind` in a folder with schema `additions` (a named build has the rows of
+    `sft`)."""
+    return config_schema("sft", additions) if kind == BUILD else SCHEMAS[kind]
 
 
 def check_build_name(name: str) -> str:
@@ -115,9 +117,11 @@ class ViewSink:
         generation: the generation being written (the files are not listed until `entry` goes into info).
     """
 
-    def __init__(self, folder: str, name: str, kind: str, generation: int, **extra: Any) -> None:
+    def __init__(self, folder: str, name: str, kind: str, generation: int, additions: tuple[str, ...] = (),
+                 **extra: Any) -> None:
         self.folder, self.name, self.kind, self.generation = folder, name, kind, generation
-        self.schema = schema(kind)
+        self.schema = schema(kind, additions)
+        self.adds = {"additions": list(additions)} if additions and kind == BUILD else {}
         self.pending: dict[str, list[dict]] = {sp: [] for sp in SPLITS}
         self.files: dict[str, list[str]] = {sp: [] for sp in SPLITS}
         self.rows: dict[str, int] = {sp: 0 for sp in SPLITS}
@@ -136,7 +140,8 @@ class ViewSink:
         fname = f"g{self.generation}-{part:05d}{shards.SHARD_SUFFIX}"
         path = os.path.join(self.folder, "data", self.name, split, fname)
         table = pa.Table.from_pylist(rows, schema=self.schema)
-        meta = {"split": split, "generation": self.generation, "view": self.name, "kind": self.kind, **self.extra}
+        meta = {"split": split, "generation": self.generation, "view": self.name, "kind": self.kind, **self.extra,
+                **self.adds}
         self.rows[split] += shards.write_shard(path, self.kind if self.kind != BUILD else "sft", table, meta)
         self.files[split].append(fname)
 

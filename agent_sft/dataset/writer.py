@@ -42,7 +42,7 @@ from agent_sft.dataset.rewrite import (
     write_readme,
 )
 from agent_sft.errors import ConfigMismatchError, DatasetError, NotADatasetError
-from agent_sft.records import END_ERROR, SCHEMA_VERSION, SPLITS, Episode
+from agent_sft.records import END_ERROR, SCHEMA_VERSION, SPLITS, Episode, check_additions
 
 __all__ = ["BuildSpec", "ConfigMismatchError", "DatasetWriter"]
 
@@ -103,9 +103,12 @@ class DatasetWriter:
         versions: dict | None = None,
         env_versions: dict[str, dict] | None = None,
         retry_errors: bool = True,
+        additions: tuple[str, ...] | list[str] = (),
     ):
         self.path = os.path.abspath(path)
         self.build = build
+        self.additions = check_additions(additions)  # `records.ADDITIONS` the run's rows carry
+        self._adds = {"additions": list(self.additions)} if self.additions else {}
         self.flush_every_s = flush_every_s
         self.flush_every_episodes = max(1, flush_every_episodes)
         self.tag = new_writer_tag()
@@ -208,8 +211,10 @@ class DatasetWriter:
                 "build": {**self.build.to_dict(), "generation": 0},
                 "versions": versions or {},
                 "writers": [],
+                **({"schema_additions": list(self.additions)} if self.additions else {}),
             }
         else:
+            layout.check_same_additions(self.path, info, self.additions)
             if fingerprint is not None:
                 self._check_fingerprint(info, fingerprint, allow_config_change)
             if meta:
@@ -314,12 +319,13 @@ class DatasetWriter:
                         name = f"{self.tag}-{self._seq:05d}{shards.SHARD_SUFFIX}"
                         self._seq += 1
                         replaces, moved, rests = self._take_out_errors(split, name, srows)
-                        meta = {"split": split, "writer": self.tag, "replaces": replaces, "identity": self._identity}
+                        meta = {"split": split, "writer": self.tag, "replaces": replaces, "identity": self._identity,
+                                **self._adds}
                         path = layout.shard_path(self.path, "raw", split, name)
                         shards.write_shard(path, "raw", srows, meta)
                         unit = _Unit(split, name, path, srows, moved, rests, {**meta, "rows": len(srows)})
                         units.append(unit)
-                        unit.sft = self.deriver.write_for(self.path, split, name, self.generation, srows)
+                        unit.sft = self.deriver.write_for(self.path, split, name, self.generation, srows, self.additions)
             except BaseException:
                 self._syncing.append(group)
                 self._record(units, group.renamed, by_split, failed=True)
@@ -417,7 +423,7 @@ class DatasetWriter:
             if keep.num_rows:
                 rest = f"{name[:-len(shards.SHARD_SUFFIX)]}-{secrets.token_hex(2)}-err{shards.SHARD_SUFFIX}"
                 shards.write_shard(os.path.join(raw_dir, rest), "raw", keep,
-                              {"split": split, "writer": self.tag, "after": [holder], "errors_of": holder})
+                              {"split": split, "writer": self.tag, "after": [holder], "errors_of": holder, **self._adds})
                 ends = keep.column("end_reason").to_pylist()
                 moved.update({eid: (split, rest) for eid, e in zip(keep.column("episode_id").to_pylist(), ends)
                               if e == END_ERROR and eid in self._error_at})

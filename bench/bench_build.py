@@ -75,6 +75,7 @@ def main() -> int:
         best: dict[str, dict] = {}
         for _ in range(a.repeats):
             for name, (filters, dpo) in sides.items():
+                dpo = {"pairs": "episode", "per_task": 4, **dpo}  # a build's dpo settings stay the folder's: give all
                 p = subprocess.run([sys.executable, "-c", BUILD, folder, json.dumps(filters), json.dumps(dpo)],
                                    capture_output=True, text=True, check=True)
                 got = json.loads(p.stdout.strip().splitlines()[-1])

@@ -56,6 +56,11 @@ class Step:
     completion_tokens: int | None = None
     finish_reason: str | None = None
     latency_s: float = 0.0  # policy time attributed to this step
+    # With policy.record_tokens (the `tokens` addition): what the engine was given and produced, token for token.
+    prompt_token_ids: list[int] | None = None
+    completion_token_ids: list[int] | None = None
+    logprobs: list[float] | None = None  # the sampled token's logprob at each completion position
+    top_logprobs: list[list[dict]] | None = None  # with policy.logprobs=N: [{token_id, logprob}] by rank per position
 
 
 @dataclass
@@ -88,6 +93,8 @@ class Episode:
     duration_s: float = 0.0
     versions: str = "{}"  # JSON {package: version}
     extra: str = "{}"  # JSON of env-specific task metadata
+    # With policy.record_tokens: every model turn captured with its prompt and completion ids (None: not recorded).
+    tokens_complete: bool | None = None
 
     @property
     def rewards(self) -> list[float]:

@@ -77,8 +77,9 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
         _build_args(p)
     elif name == "export":
         p.add_argument("dir", help="dataset folder")
-        p.add_argument("--format", default="verl", choices=["verl", "jsonl"],
-                       help="verl: raw_trajectories.json + train/val .parquet and .csv; jsonl: one chat per line")
+        p.add_argument("--format", default="verl", choices=["verl", "jsonl", "tokens"],
+                       help="verl: raw_trajectories.json + train/val .parquet and .csv; jsonl: one chat per line; "
+                            "tokens: token ids, loss mask and logprobs per sequence for RL (policy.record_tokens)")
         p.add_argument("--out", required=True, help="output folder")
     elif name == "merge":
         p.add_argument("dest", help="destination dataset folder (created, or added to)")

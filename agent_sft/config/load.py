@@ -129,6 +129,7 @@ def complete(cfg: CollectConfig) -> list[Lane]:
     ):
         if v < lo:
             raise ConfigError(f"{key}: must be at least {lo} (got {v})")
+    check_tokens(cfg.policy)
     if cfg.env.num_episodes is not None and cfg.env.num_episodes < 1:
         raise ConfigError(f"env.num_episodes: must be at least 1 (got {cfg.env.num_episodes})")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
@@ -143,6 +144,19 @@ def complete(cfg: CollectConfig) -> list[Lane]:
     if len(run) == 1 and cfg.policy.expert is None and run[0].spec.prepare is None:
         cfg.policy.expert = run[0].expert
     return run
+
+
+def check_tokens(p: Any) -> None:
+    """`policy.record_tokens` needs a model backend (an expert writes text, no tokens); `policy.logprobs` needs it."""
+    if p.logprobs is not None:
+        if p.logprobs < 1:
+            raise ConfigError(f"policy.logprobs: must be at least 1 (got {p.logprobs}); leave it unset to keep only "
+                              "the sampled token's logprob")
+        if not p.record_tokens:
+            raise ConfigError("policy.logprobs needs policy.record_tokens=true (top logprobs are kept with the tokens)")
+    if p.record_tokens and not policy_entry(policy_kind(p)).needs_model:
+        raise ConfigError(f"policy.record_tokens: policy.type={policy_kind(p)} plays no model, so it has no tokens to "
+                          "record; use a model policy (vllm, hf, openai) or leave record_tokens off")
 
 
 def check_stages(f: FilterConfig) -> None:

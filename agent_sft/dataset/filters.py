@@ -111,6 +111,8 @@ def build_filters(spec: dict[str, Any]) -> list[Filter]:
         out.append(Filter("final_reward_below_min", lambda r: r["final_reward"] >= lo))
     if c.valid_only:
         out.append(Filter("invalid_action", lambda r: r["num_invalid"] == 0))
+    if c.require_tokens:
+        out.append(Filter("tokens_incomplete", lambda r: r.get("tokens_complete") is True))
     if c.min_steps is not None:
         fewest = int(c.min_steps)
         out.append(Filter("too_few_steps", lambda r: r["episode_length"] >= fewest))

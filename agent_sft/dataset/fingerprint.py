@@ -24,6 +24,9 @@ GROWABLE = ("env.mix.",)
 
 POLICY_KEYS = ("type", "model", "expert", "expert_think", "do_sample", "temperature", "top_p", "top_k",
                "max_tokens", "stop", "max_model_len", "chat_template")
+TOKEN_KEYS = ("record_tokens", "logprobs")
+"""Policy keys that change what a step holds; in the fingerprint only when tokens are recorded, so a folder
+written before they existed (or without them) keeps its fingerprint."""
 
 
 def of_config(cfg: Any, lanes: list | None = None) -> dict[str, Any]:
@@ -34,6 +37,8 @@ def of_config(cfg: Any, lanes: list | None = None) -> dict[str, Any]:
         lanes = resolve_lanes(cfg)
     e, p, pr = cfg.env, cfg.policy, cfg.prompt
     policy = {k: getattr(p, k) for k in POLICY_KEYS}
+    if getattr(p, "record_tokens", False):
+        policy.update({k: getattr(p, k) for k in TOKEN_KEYS})
     prompt = {"style": pr.style, "template_sha256": None, "system": pr.system, "require_think": pr.require_think}
     if len(lanes) == 1:  # a plain run, or a mix of one entry: the same folder
         lane = lanes[0].fingerprint()

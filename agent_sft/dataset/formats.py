@@ -8,15 +8,19 @@ from __future__ import annotations
 from dataclasses import asdict, fields
 from typing import Any
 
-from agent_sft.records import Episode, Step, prompt_of
+from agent_sft.records import ADDITIONS, Episode, Step, prompt_of
 
 STEP_STYLES = ("step", "episode")
-_STEP_FIELDS = [f.name for f in fields(Step)]
+TOKEN_STEP_FIELDS = [name for name, _ in ADDITIONS["tokens"]["step"]]
+_STEP_FIELDS = [f.name for f in fields(Step) if f.name not in TOKEN_STEP_FIELDS]
 
 
 def episode_to_row(ep: Episode) -> dict[str, Any]:
-    """The `raw` row of an episode (its stored form)."""
-    steps = [{f: getattr(s, f) for f in _STEP_FIELDS} for s in ep.steps]
+    """The `raw` row of an episode (its stored form); an episode that recorded tokens (`tokens_complete` set)
+    carries the `tokens` addition's fields, any other exactly the version-1 row."""
+    tokens = ep.tokens_complete is not None
+    keys = _STEP_FIELDS + TOKEN_STEP_FIELDS if tokens else _STEP_FIELDS
+    steps = [{f: getattr(s, f) for f in keys} for s in ep.steps]
     prompt_tokens = [s.prompt_tokens for s in ep.steps]
     completion_tokens = [s.completion_tokens for s in ep.steps]
     return {
@@ -47,6 +51,7 @@ def episode_to_row(ep: Episode) -> dict[str, Any]:
         "duration_s": ep.duration_s,
         "versions": ep.versions,
         "extra": ep.extra,
+        **({"tokens_complete": bool(ep.tokens_complete)} if tokens else {}),
     }
 
 

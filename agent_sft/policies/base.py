@@ -17,6 +17,11 @@ class Completion:
     finish_reason: str | None = None  # "stop", "length", records.END_CONTEXT, "error"
     error: str = ""  # set when this request failed for good (the episode ends as an error)
     cached_tokens: int | None = None  # prompt tokens the engine found in its prefix cache, when it says
+    # With policy.record_tokens, as the engine gave them (None where the backend or server did not):
+    prompt_token_ids: list[int] | None = None  # the prompt exactly as the engine was given it
+    completion_token_ids: list[int] | None = None
+    logprobs: list[float] | None = None  # the sampled token's logprob, one per completion token
+    top_logprobs: list[list[dict]] | None = None  # policy.logprobs=N: [{"token_id", "logprob"}] by rank, per token
 
 
 class PolicyError(AgentSFTError, RuntimeError):

@@ -113,12 +113,37 @@ class HFPolicy:
             gen.update(temperature=None, top_p=None, top_k=None)
         if cfg.stop:
             gen.update(stop_strings=list(cfg.stop), tokenizer=self.tokenizer)
+        if cfg.record_tokens:  # the raw logits of each step (before temperature), as vLLM's logprobs are
+            gen.update(return_dict_in_generate=True, output_logits=True)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(_batch_seed(seeds))
             out = self.model.generate(input_ids=input_ids, attention_mask=attention, **gen)
+            logprobs = None
+            if cfg.record_tokens:
+                logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # [batch, new tokens, vocab]
+                out = out.sequences
         generated = out.shape[1] - width
-        return [self._completion(len(p), row[width:].tolist(), generated) for p, row in zip(prompts, out)]
+        done = []
+        for b, (p, row) in enumerate(zip(prompts, out)):
+            c = self._completion(len(p), row[width:].tolist(), generated)
+            if logprobs is not None:
+                self._tokens(c, p, row[width:].tolist(), logprobs[b])
+            done.append(c)
+        return done
+
+    def _tokens(self, c: Completion, prompt: list[int], new: list[int], logprobs: Any) -> None:
+        """Fill `c`'s token fields: the prompt, the tokens this row generated (as `_completion` cut them) and
+        their logprobs."""
+        ids = new[: c.completion_tokens]
+        c.prompt_token_ids, c.completion_token_ids = list(prompt), ids
+        at = logprobs[: len(ids)]
+        c.logprobs = [float(v) for v in at.gather(-1, self.torch.tensor(ids, device=at.device)[:, None])[:, 0]] if ids else []
+        n = self.cfg.logprobs
+        if n:
+            values, tokens = at.topk(n, dim=-1)
+            c.top_logprobs = [[{"token_id": int(t), "logprob": float(v)} for t, v in zip(ts, vs)]
+                              for ts, vs in zip(tokens.tolist(), values.tolist())]
 
     def _completion(self, prompt_len: int, new: list[int], generated: int) -> Completion:
         finish = "length"

@@ -199,6 +199,12 @@ class OpenAIPolicy:
             body["top_k"] = cfg.top_k  # not in OpenAI's API; vLLM, SGLang and TGI accept it
         if cfg.stop:
             body["stop"] = list(cfg.stop)
+        if cfg.record_tokens:
+            # vLLM's server: `return_token_ids` adds the prompt's (`prompt_token_ids`) and the choice's
+            # (`token_ids`) ids; `return_tokens_as_token_ids` writes the logprobs' tokens as "token_id:<id>".
+            body.update(logprobs=True, return_token_ids=True, return_tokens_as_token_ids=True)
+            if cfg.logprobs:
+                body["top_logprobs"] = cfg.logprobs
         return body
 
     def _complete(self, conversation: list[Message], seed: int) -> Completion:
@@ -289,13 +295,16 @@ class OpenAIPolicy:
             except (ValueError, KeyError, IndexError, TypeError) as e:
                 raise _Retryable(f"malformed response ({type(e).__name__}): {_snippet(r.text)}") from None
             details = usage.get("prompt_tokens_details") or {}
-            return Completion(
+            c = Completion(
                 text=text,
                 prompt_tokens=usage.get("prompt_tokens"),
                 completion_tokens=usage.get("completion_tokens"),
                 finish_reason=choice.get("finish_reason"),
                 cached_tokens=details.get("cached_tokens") if isinstance(details, dict) else None,
             )
+            if self.cfg.record_tokens:
+                _fill_tokens(c, data, choice, self.cfg.logprobs)
+            return c
         detail = _error_message(r)
         if r.status_code in _RETRY_STATUS or r.status_code >= 500:
             raise _Retryable(f"HTTP {r.status_code}: {detail}", _retry_after(r))
@@ -330,6 +339,37 @@ class OpenAIPolicy:
             self._stop_with(PolicyError("the policy is closed"))
         self._pool.shutdown()
         self._client.close()
+
+
+def _fill_tokens(c: Completion, data: dict, choice: dict, top_n: int | None) -> None:
+    """The token ids and logprobs a server returned, each left None where it sent none or something unreadable
+    (the episode's capture is then incomplete: nothing is re-tokenized here)."""
+    c.prompt_token_ids = _ids(data.get("prompt_token_ids"))
+    c.completion_token_ids = ids = _ids(choice.get("token_ids"))
+    content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+    if ids is None or not isinstance(content, list) or len(content) != len(ids):
+        return
+    try:
+        c.logprobs = [float(e["logprob"]) for e in content]
+        if top_n:
+            top = [[{"token_id": _token_id(t["token"]), "logprob": float(t["logprob"])} for t in e.get("top_logprobs") or []]
+                   for e in content]
+            c.top_logprobs = None if any(t["token_id"] is None for at in top for t in at) else top
+    except (KeyError, TypeError, ValueError):
+        c.logprobs = c.top_logprobs = None
+
+
+def _ids(value: Any) -> list[int] | None:
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return None
+    return value
+
+
+def _token_id(token: Any) -> int | None:
+    """The id in vLLM's "token_id:<id>" form of a logprob's token, else None."""
+    if isinstance(token, str) and token.startswith("token_id:") and token[9:].lstrip("-").isdigit():
+        return int(token[9:])
+    return None
 
 
 def _error_message(r: Any) -> str:

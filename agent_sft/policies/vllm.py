@@ -116,7 +116,7 @@ class VLLMPolicy:
         if prompts:
             results = self.llm.generate(prompts, params, use_tqdm=False)
             for i, prompt, res in zip(where, prompts, results):
-                out[i] = _completion(res, len(prompt["prompt_token_ids"]))
+                out[i] = self.completion(res, prompt["prompt_token_ids"])
         return out  # type: ignore[return-value]
 
     def requests(self) -> EngineLoop | None:
@@ -139,7 +139,27 @@ class VLLMPolicy:
             max_tokens=max_tokens,
             stop=list(cfg.stop) or None,
             seed=int(seed),
+            # 0: the sampled token's logprob only. vLLM reports the model's raw logprobs (before temperature and
+            # top-p/top-k), as its `logprobs_mode` defaults to.
+            logprobs=(cfg.logprobs or 0) if cfg.record_tokens else None,
         )
+
+    def completion(self, res: Any, prompt_ids: list[int]) -> Completion:
+        """The answer of one finished request (`vllm.RequestOutput`), with its tokens when they are recorded."""
+        o = res.outputs[0]
+        c = Completion(
+            text=o.text,
+            prompt_tokens=len(prompt_ids),
+            completion_tokens=len(o.token_ids),
+            finish_reason=o.finish_reason,
+            cached_tokens=getattr(res, "num_cached_tokens", None),
+        )
+        if self.cfg.record_tokens:
+            engine_prompt = getattr(res, "prompt_token_ids", None)
+            c.prompt_token_ids = list(engine_prompt if engine_prompt is not None else prompt_ids)
+            c.completion_token_ids = list(o.token_ids)
+            c.logprobs, c.top_logprobs = _logprobs(o.token_ids, o.logprobs, self.cfg.logprobs)
+        return c
 
     def describe(self) -> PolicyInfo:
         return PolicyInfo(kind="vllm", model=model_label(self.cfg.model), sampling=sampling_json(self.cfg))
@@ -153,15 +173,20 @@ class VLLMPolicy:
         self.llm = None
 
 
-def _completion(res: Any, prompt_tokens: int) -> Completion:
-    o = res.outputs[0]
-    return Completion(
-        text=o.text,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=len(o.token_ids),
-        finish_reason=o.finish_reason,
-        cached_tokens=getattr(res, "num_cached_tokens", None),
-    )
+def _logprobs(token_ids: Any, positions: Any, top_n: int | None) -> tuple[list[float] | None, list[list[dict]] | None]:
+    """The sampled tokens' logprobs and, with `top_n`, the top-N tokens by rank at each position, from vLLM's
+    per-position `{token_id: Logprob}` (a list or `FlatLogprobs`); (None, None) when the engine gave none."""
+    if positions is None or len(positions) != len(token_ids):
+        return None, None
+    sampled, top = [], []
+    for tok, at in zip(token_ids, positions):
+        if not at or tok not in at:
+            return None, None
+        sampled.append(float(at[tok].logprob))
+        if top_n:
+            ranked = sorted((lp.rank or 0, t, lp.logprob) for t, lp in at.items() if lp.rank is not None and lp.rank <= top_n)
+            top.append([{"token_id": int(t), "logprob": float(lp)} for _, t, lp in ranked[:top_n]])
+    return sampled, (top if top_n else None)
 
 
 class EngineLoop(InboxThread):
@@ -193,7 +218,7 @@ class EngineLoop(InboxThread):
     def _serve(self) -> None:
         llm = self.policy.llm
         engine = llm.llm_engine
-        waiting: dict[str, tuple[Future, int]] = {}
+        waiting: dict[str, tuple[Future, list[int]]] = {}
         try:
             while True:
                 items = self._next(block=not waiting)  # idle: sleep until a request comes
@@ -204,11 +229,11 @@ class EngineLoop(InboxThread):
                     for rid, ((prompt, _), answer) in zip(ids, items):
                         # the engine answers under the id `LLM` gave (a number); it returned its own
                         # unique form of it, "<number>-<random>"
-                        waiting[rid.split("-", 1)[0]] = (answer, len(prompt["prompt_token_ids"]))
+                        waiting[rid.split("-", 1)[0]] = (answer, prompt["prompt_token_ids"])
                 for res in engine.step():
                     if res.finished and res.request_id in waiting:
-                        answer, n = waiting.pop(res.request_id)
-                        answer.set_result(_completion(res, n))
+                        answer, ids = waiting.pop(res.request_id)
+                        answer.set_result(self.policy.completion(res, ids))
                 self.engine_steps += 1
                 if waiting and not engine.has_unfinished_requests():
                     raise RuntimeError(f"the engine finished without answering {len(waiting)} requests")

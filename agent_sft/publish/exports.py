@@ -140,4 +140,11 @@ def export_jsonl(folder: str, out: str) -> dict[str, int]:
     return counts
 
 
-FORMATS = {"verl": export_verl, "jsonl": export_jsonl}
+def export_tokens(folder: str, out: str) -> dict[str, int]:
+    """Token ids, loss mask and logprobs per sequence for RL trainers (`agent_sft.publish.tokens`)."""
+    from agent_sft.publish.tokens import export_tokens as export
+
+    return export(folder, out)
+
+
+FORMATS = {"verl": export_verl, "jsonl": export_jsonl, "tokens": export_tokens}

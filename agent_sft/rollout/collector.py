@@ -88,6 +88,10 @@ class Collector:
                 history_length=cfg.env.history_length,
                 system=cfg.prompt.system,
                 require_think=cfg.prompt.require_think,
+                actions=cfg.prompt.actions,
+                env_spec=lane.spec,
+                record_tokens=cfg.policy.record_tokens,
+                top_logprobs=bool(cfg.policy.logprobs),
             )
             kwargs = lane.env_kwargs(cfg) if env_kwargs is None else {"max_steps": lane.max_steps, **env_kwargs}
             self._runs.append(LaneRun(lane, setup, kwargs))  # `max_steps`: the env's TimeLimit (pools.build_env)

@@ -13,8 +13,20 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agent_sft.envs.tools import ToolCallError, Toolset, toolset_for
 from agent_sft.policies.base import Completion
-from agent_sft.prompts import Conversation, ParsedAction, PromptTemplate, env_verdict, fallback_action, parse_action
+from agent_sft.policies.tool_calls import call as tool_call
+from agent_sft.policies.tool_calls import split_reasoning
+from agent_sft.prompts import (
+    Conversation,
+    ParsedAction,
+    PromptTemplate,
+    admit,
+    env_verdict,
+    fallback_action,
+    normalize_action,
+    parse_action,
+)
 from agent_sft.records import (
     END_CONTEXT,
     END_ERROR,
@@ -49,6 +61,10 @@ class EpisodeSetup:
     history_length: int = 2
     system: str | None = None
     require_think: bool = True
+    actions: str = "text"  # prompt.actions: `tools` offers the env's actions as tools, the answer a call
+    env_spec: Any = None  # the env's `EnvSpec`, whose tools an episode offers (`envs.tools.toolset_for`)
+    record_tokens: bool = False  # policy.record_tokens: steps keep the turn's token ids and logprobs
+    top_logprobs: bool = False  # policy.logprobs is set: a turn's capture is complete with its top logprobs only
 
 
 @dataclass(frozen=True)
@@ -74,6 +90,15 @@ def _merge_info(info_json: str, more: dict) -> str:
     info = json.loads(info_json)
     info.update(more)
     return json.dumps(info, sort_keys=True, default=str)
+
+
+def captured(step: Step, top_logprobs: bool = False) -> bool:
+    """Whether a step holds its whole turn as the engine gave it: the prompt's and the completion's ids, a
+    logprob per completion token (and its top logprobs when they were asked for)."""
+    ids, lps = step.completion_token_ids, step.logprobs
+    if step.prompt_token_ids is None or ids is None or lps is None or len(lps) != len(ids):
+        return False
+    return not top_logprobs or (step.top_logprobs is not None and len(step.top_logprobs) == len(ids))
 
 
 class EpisodeMachine:
@@ -111,7 +136,9 @@ class EpisodeMachine:
             versions=setup.versions,
             extra=json.dumps(task.task.extra, sort_keys=True, default=str),
         )
-        self.conv = Conversation(setup.template, setup.prompt_style, setup.history_length, setup.max_steps, setup.system)
+        self.conv = Conversation(setup.template, setup.prompt_style, setup.history_length, setup.max_steps, setup.system,
+                                 tools=setup.actions == "tools")
+        self.toolset: Toolset | None = None  # the episode's tools, from its first info (tool actions)
         self.episode.messages = self.conv.messages
         self.t0 = time.perf_counter()
         self.obs = ""
@@ -119,6 +146,7 @@ class EpisodeMachine:
         self.window = (0, 0)
         self.form: ParsedAction | None = None  # the last response parsed for its format only
         self._step: Step | None = None  # the step whose action the env is playing
+        self._lost_turn = False  # a model turn failed and left no tokens
 
     @property
     def reset_request(self) -> tuple[str, tuple]:

@@ -133,31 +133,31 @@ class PolicyConfig:
     max_consecutive_failures: int = _f(20, "HTTP: requests in a row, across all episodes, that failed for good "
                                        "(after their retries), after which the run stops with exit code 3 (sealed "
                                        "episodes kept; a rerun replays the errors).")
-
-
-@dataclass
-class FilterConfig:
-    """What reaches `sft` (`raw` keeps every episode). `agent-sft build` takes each field as a flag too:
-    `--require-success`, `--max-steps N`, ...; `drop_errors`, on by default, is turned off by `--keep-errors`."""
     record_tokens: bool = _f(False, "Keep each step's prompt and completion token ids and the completion's logprobs "
                              "as the engine produced them (vllm, hf, an openai server that returns them, as vLLM's "
                              "does); each episode says whether its capture is complete (`tokens_complete`).")
     logprobs: int | None = _f(None, "With record_tokens: also keep the top-N tokens' logprobs at each position "
                               "(`top_logprobs`); unset keeps only the sampled token's logprob.")
 
+
+@dataclass
+class FilterConfig:
+    """What reaches `sft` (`raw` keeps every episode). `agent-sft build` takes each field as a flag too:
+    `--require-success`, `--max-steps N`, ...; `drop_errors`, on by default, is turned off by `--keep-errors`."""
+
     require_success: bool = _f(False, "Keep only won episodes in `sft` (SFT_REQUIRE_SUCCESS).")
     drop_errors: bool = _f(True, "Leave out episodes that ended in an env or policy error.", flag="--keep-errors")
     min_final_reward: float | None = _f(None, "Keep episodes whose return is at least this.")
     valid_only: bool = _f(False, "Keep only episodes whose every step parsed and was admissible.")
+    require_tokens: bool = _f(False, "Keep only episodes whose token capture is complete (`tokens_complete`: every "
+                              "model turn's prompt and completion ids and logprobs as the engine gave them; "
+                              "policy.record_tokens), as RL trainers need them.")
     min_steps: int | None = _f(None, "Keep episodes with at least this many steps.")
     max_steps: int | None = _f(None, "Keep episodes with at most this many steps.")
     max_tokens: int | None = _f(None, "Drop sft rows longer than this many tokens (needs filters.tokenizer).")
     tokenizer: str | None = _f(None, "Tokenizer (path or name) for token-length filters.")
     callable: str | None = _f(None, "`module:function` or `file.py:function` taking a raw row, returning bool.")
     dedup: str = _f("off", "Drop repeated episodes from `sft`, keeping each task's first sample: `exact` (same actions on the same task), `near` (also responses alike by MinHash) or `off`.", ("off", "exact", "near"))
-    require_tokens: bool = _f(False, "Keep only episodes whose token capture is complete (`tokens_complete`: every "
-                              "model turn's prompt and completion ids and logprobs as the engine gave them; "
-                              "policy.record_tokens), as RL trainers need them.")
     task_success: str = _f("any", "Keep only tasks whose success rate over their episodes (error episodes aside) is `mixed` (strictly between 0 and 1), `solved` (above 0) or `unsolved` (0); `any` keeps every task.", ("any", "mixed", "solved", "unsolved"))
     select: str = _f("all", "Which episodes of a task stay: `all`, `first_success` (its successes by sample index), `shortest_success` (fewest steps first) or `best` (best first by filters.select_by).", ("all", "first_success", "shortest_success", "best"))
     select_by: str | None = _f(None, "The score `select=best` ranks a task's episodes by: a `scores` column (invalid_rate, length_ratio, ...) or judge.<name>.")

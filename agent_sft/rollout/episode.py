@@ -13,20 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent_sft.envs.tools import ToolCallError, Toolset, toolset_for
 from agent_sft.policies.base import Completion
-from agent_sft.policies.tool_calls import call as tool_call
-from agent_sft.policies.tool_calls import split_reasoning
-from agent_sft.prompts import (
-    Conversation,
-    ParsedAction,
-    PromptTemplate,
-    admit,
-    env_verdict,
-    fallback_action,
-    normalize_action,
-    parse_action,
-)
+from agent_sft.prompts import Conversation, ParsedAction, PromptTemplate, env_verdict, fallback_action, parse_action
 from agent_sft.records import (
     END_CONTEXT,
     END_ERROR,
@@ -61,8 +49,6 @@ class EpisodeSetup:
     history_length: int = 2
     system: str | None = None
     require_think: bool = True
-    actions: str = "text"  # prompt.actions: `tools` offers the env's actions as tools, the answer a call
-    env_spec: Any = None  # the env's `EnvSpec`, whose tools an episode offers (`envs.tools.toolset_for`)
     record_tokens: bool = False  # policy.record_tokens: steps keep the turn's token ids and logprobs
     top_logprobs: bool = False  # policy.logprobs is set: a turn's capture is complete with its top logprobs only
 
@@ -136,9 +122,7 @@ class EpisodeMachine:
             versions=setup.versions,
             extra=json.dumps(task.task.extra, sort_keys=True, default=str),
         )
-        self.conv = Conversation(setup.template, setup.prompt_style, setup.history_length, setup.max_steps, setup.system,
-                                 tools=setup.actions == "tools")
-        self.toolset: Toolset | None = None  # the episode's tools, from its first info (tool actions)
+        self.conv = Conversation(setup.template, setup.prompt_style, setup.history_length, setup.max_steps, setup.system)
         self.episode.messages = self.conv.messages
         self.t0 = time.perf_counter()
         self.obs = ""
@@ -178,6 +162,7 @@ class EpisodeMachine:
         context) or the env plays its action."""
         if c.error or c.finish_reason == END_CONTEXT:
             self.conv.retract()
+            self._lost_turn = self._lost_turn or bool(c.error)
             reason = END_ERROR if c.error else END_CONTEXT
             return self._end(reason, f"policy error: {c.error}" if c.error else "")
         self._step, env_action = self._make_step(c, latency)
@@ -245,6 +230,9 @@ class EpisodeMachine:
             finish_reason=c.finish_reason,
             latency_s=latency,
         )
+        if self.setup.record_tokens:
+            step.prompt_token_ids, step.completion_token_ids = c.prompt_token_ids, c.completion_token_ids
+            step.logprobs, step.top_logprobs = c.logprobs, c.top_logprobs
         return step, env_action
 
     def _end(self, reason: str, error: str, *, env_failed: bool = False) -> Next:
@@ -253,4 +241,7 @@ class EpisodeMachine:
         ep.success = reason == END_SUCCESS
         ep.error = error
         ep.duration_s = time.perf_counter() - self.t0
+        if self.setup.record_tokens:
+            top = self.setup.top_logprobs
+            ep.tokens_complete = bool(ep.steps) and not self._lost_turn and all(captured(s, top) for s in ep.steps)
         return Next(DONE, env_error=error if env_failed else "")

@@ -190,6 +190,11 @@ class Conversation:
 
     `messages` is the episode's full message list (`[system], user, assistant, user, ...`). In the
     window style the policy sees `[system] + [latest user]`; in the chat style all of it.
+
+    With tool actions (`tools`), an assistant turn carries its calls (`respond_call`); in the chat style the
+    next observation answers the played call as a `tool` message tied to its id (a call not played gets a
+    `tool` message saying so, so that every call has its answer), and in the window style it comes in the
+    next window's user message, as with text actions.
     """
 
     template: PromptTemplate
@@ -200,6 +205,9 @@ class Conversation:
     goal: str = ""
     messages: list[Message] = field(default_factory=list)
     history: list[tuple[str, str]] = field(default_factory=list)  # (observation, action sent)
+    tools: bool = False
+    _pending: list[str] = field(default_factory=list)  # ids of the last turn's calls, answered by the next observation
+    _mark: int = 0  # len(messages) before the last observation
 
     def __post_init__(self) -> None:
         if self.style not in STYLES:
@@ -224,7 +232,14 @@ class Conversation:
         )
         if n == 0 and not self.goal:
             self.goal = task_description("", observation, self.template.goal_marker)
-        self.messages.append({"role": "user", "content": text})
+        self._mark = len(self.messages)
+        if self.tools and self.style == "chat" and self._pending:
+            played, *others = self._pending
+            self.messages.append({"role": "tool", "content": text, "tool_call_id": played})
+            self.messages += [{"role": "tool", "content": NOT_PLAYED, "tool_call_id": i} for i in others]
+        else:
+            self.messages.append({"role": "user", "content": text})
+        self._pending = []
         end = len(self.messages)
         if self.style == "chat":
             return (1 if self.system else 0), end
@@ -240,10 +255,16 @@ class Conversation:
         self.messages.append({"role": "assistant", "content": response})
         self.history.append((observation, env_action))
 
+    def respond_call(self, observation: str, message: Message, env_action: str) -> None:
+        """Record an assistant turn with tool calls (`message`, as stored) and the action the env received."""
+        self.messages.append(message)
+        self.history.append((observation, env_action))
+        self._pending = [c["id"] for c in message.get("tool_calls") or []]
+
     def retract(self) -> None:
-        """Drop the last user message (a turn the policy could not answer)."""
-        if self.messages and self.messages[-1]["role"] == "user":
-            self.messages.pop()
+        """Drop the last observation's messages (a turn the policy could not answer)."""
+        if self.messages and self.messages[-1]["role"] in ("user", "tool"):
+            del self.messages[self._mark:]
 
 
 # --- action parsing ------------------------------------------------------------------------------
@@ -251,6 +272,7 @@ class Conversation:
 _ACTION = re.compile(r"<action>(.*?)</action>", re.IGNORECASE | re.DOTALL)
 _THINK = re.compile(r"<think>(.*?)</think>", re.IGNORECASE | re.DOTALL)
 _QUOTES = "'\"`"
+NOT_PLAYED = "Not played: one tool call is played per turn, the first."
 
 
 class ParsedAction(NamedTuple):
@@ -304,15 +326,25 @@ def parse_action(
         return ParsedAction(action, False, f"several <action> tags ({len(found)}); the first was used")
     if not action:
         return ParsedAction("", False, "empty <action> tag")
+    allowed = admit(action, admissible, patterns)
+    if not allowed.valid:
+        return allowed
+    action = allowed.action
+    if require_think and not _THINK.search(response):
+        return ParsedAction(action, False, "missing <think>...</think> tag")
+    return ParsedAction(action, True, "")
+
+
+def admit(action: str, admissible: list[str] | None = None, patterns: list[str] | None = None) -> ParsedAction:
+    """Whether the env allows `action` (normalized): among `admissible` (then in its admissible spelling) or
+    matching one of `patterns` in full; any action when the env gives neither."""
     if admissible or patterns:
         canon = {normalize_action(a): a for a in admissible or []}
         if action in canon:
-            action = canon[action]
-        elif not any(p.fullmatch(action) for p in _compiled(tuple(patterns or ()))):
+            return ParsedAction(canon[action], True, "")
+        if not any(p.fullmatch(action) for p in _compiled(tuple(patterns or ()))):
             what = "not admissible" if admissible else "matches no action pattern"
             return ParsedAction(action, False, f"{what}: {action!r}")
-    if require_think and not _THINK.search(response):
-        return ParsedAction(action, False, "missing <think>...</think> tag")
     return ParsedAction(action, True, "")
 
 

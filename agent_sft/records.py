@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import pyarrow as pa
 
@@ -30,6 +30,10 @@ END_REASONS = (END_SUCCESS, END_FAILURE, END_STEP_LIMIT, END_CONTEXT, END_ERROR)
 class Message(TypedDict):
     role: str
     content: str
+    # With prompt.actions=tools (the `tools` addition), as chat templates have them:
+    tool_calls: NotRequired[list[dict] | None]  # an assistant's calls: [{id, type, function: {name, arguments}}]
+    tool_call_id: NotRequired[str | None]  # a `tool` message: the call it answers
+    reasoning_content: NotRequired[str | None]  # an assistant's reasoning, beside its call
 
 
 @dataclass
@@ -93,6 +97,7 @@ class Episode:
     duration_s: float = 0.0
     versions: str = "{}"  # JSON {package: version}
     extra: str = "{}"  # JSON of env-specific task metadata
+    tools: str | None = None  # prompt.actions=tools: JSON of the tool schemas offered (None: text actions)
     # With policy.record_tokens: every model turn captured with its prompt and completion ids (None: not recorded).
     tokens_complete: bool | None = None
 

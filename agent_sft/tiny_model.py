@@ -21,9 +21,50 @@ QWEN2_SPLIT_PATTERN = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
+# ChatML, and with `tools` Qwen2.5's way of offering them (Hermes style): the schemas in the system turn, an
+# assistant's calls as `<tool_call>` blocks (its `reasoning_content` in `<think>` before its text), `tool` messages
+# as `<tool_response>` blocks of a user turn. Without tools and calls it renders exactly plain ChatML.
+_TOOLS_HEADER = (
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
+    "{{- '# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\nYou are provided "
+    "with function signatures within <tools></tools> XML tags:\\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}"
+    "{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": "
+    "<args-json-object>}\\n</tool_call><|im_end|>\\n' }}"
+    "{%- endif %}"
+)
+_TOOL_TURN = (
+    "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' + (message['content'] or '') + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}"
+)
+_CALLS = (
+    "{%- if message.reasoning_content %}{{- '<think>' + message.reasoning_content + '</think>\\n' }}{%- endif %}"
+    "{{- message['content'] or '' }}"
+    "{%- for tc in message.tool_calls or [] %}"
+    "{%- set f = tc.function if tc.function is defined else tc %}"
+    "{%- if loop.first and not message['content'] %}{{- '<tool_call>\\n' }}{%- else %}{{- '\\n<tool_call>\\n' }}"
+    "{%- endif %}"
+    "{{- '{\"name\": \"' + f.name + '\", \"arguments\": ' }}"
+    "{%- if f.arguments is string %}{{- f.arguments }}{%- else %}{{- f.arguments | tojson }}{%- endif %}"
+    "{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>' }}"
+)
+_CALL_TEST = "message['role'] == 'assistant' and (message.tool_calls or message.reasoning_content)"
+
 CHATML_TEMPLATE = (
-    "{%- for message in messages %}"
+    _TOOLS_HEADER
+    + "{%- for message in messages %}"
+    "{%- if tools and loop.first and message['role'] == 'system' %}"
+    "{%- elif message['role'] == 'tool' %}" + _TOOL_TURN
+    + "{%- elif " + _CALL_TEST + " %}{{- '<|im_start|>assistant\\n' }}" + _CALLS + "{{- '\\n' }}"
+    "{%- else %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endif %}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
@@ -31,10 +72,16 @@ CHATML_TEMPLATE = (
 # The same rendering, with assistant turns wrapped in `{% generation %}` so that TRL's
 # `assistant_only_loss=True` can mask everything else.
 CHATML_GENERATION_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{%- if message['role'] == 'assistant' %}"
+    _TOOLS_HEADER
+    + "{%- for message in messages %}"
+    "{%- if tools and loop.first and message['role'] == 'system' %}"
+    "{%- elif message['role'] == 'tool' %}" + _TOOL_TURN
+    + "{%- elif message['role'] == 'assistant' %}"
     "{{- '<|im_start|>assistant\\n' }}"
-    "{%- generation %}{{- message['content'] + '<|im_end|>' }}{%- endgeneration %}"
+    "{%- generation %}"
+    "{%- if message.tool_calls or message.reasoning_content %}" + _CALLS
+    + "{%- else %}{{- message['content'] + '<|im_end|>' }}{%- endif %}"
+    "{%- endgeneration %}"
     "{{- '\\n' }}"
     "{%- else %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"

@@ -67,7 +67,11 @@ class PromptConfig:
     template: str | None = _f(None, "Prompt template file replacing the built-in one (sections `=== first ===` and "
                                     "`=== step ===`, str.format placeholders such as {current_observation}).")
     system: str | None = _f(None, "System message; none by default.")
-    require_think: bool = _f(True, "A response without <think>...</think> counts as invalid (verl-agent's rule).")
+    require_think: bool = _f(True, "A response without <think>...</think> counts as invalid (verl-agent's rule; "
+                                   "text actions only).")
+    actions: str = _f("text", "`text`: the action written in <action>...</action>; `tools`: the env's actions offered "
+                      "as tools (JSON schemas), the answer a tool call, the observation a `tool` message (chat style).",
+                      ("text", "tools"))
 
 
 @dataclass
@@ -121,6 +125,8 @@ class PolicyConfig:
     max_model_len: int | None = _f(None, "Context length (vLLM); longer prompts end the episode as context_truncated.")
     dtype: str = _f("auto", "Model dtype (auto, bfloat16, float16, float32).")
     chat_template: str | None = _f(None, "Path of a chat template overriding the model's.")
+    tool_parser: str = _f("hermes", "prompt.actions=tools, vllm and hf: vLLM's tool-call parser for the model's family "
+                          "(`hermes` for Qwen2.5; agent-sft's own Hermes parser when vLLM is not installed).")
     enforce_eager: bool = _f(False, "vLLM: skip CUDA graph / compile warm-up.")
     batch_invariant: bool = _f(False, "vLLM on a GPU: batch-invariant kernels (VLLM_BATCH_INVARIANT=1), so an answer "
                                "does not depend on the rest of its batch (slower; not on CPU).")

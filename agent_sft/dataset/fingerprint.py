@@ -40,6 +40,9 @@ def of_config(cfg: Any, lanes: list | None = None) -> dict[str, Any]:
     if getattr(p, "record_tokens", False):
         policy.update({k: getattr(p, k) for k in TOKEN_KEYS})
     prompt = {"style": pr.style, "template_sha256": None, "system": pr.system, "require_think": pr.require_think}
+    if getattr(pr, "actions", "text") != "text":  # a text run keeps the fingerprint folders had before
+        prompt["actions"] = pr.actions
+        policy["tool_parser"] = p.tool_parser
     if len(lanes) == 1:  # a plain run, or a mix of one entry: the same folder
         lane = lanes[0].fingerprint()
         env = {"env_name": lane.pop("env_name"), "seed": e.seed, "max_steps": lane.pop("max_steps"),

@@ -36,7 +36,7 @@ def episode_to_row(ep: Episode) -> dict[str, Any]:
         "game_split": ep.game_split,
         "policy": asdict(ep.policy),
         "prompt_style": ep.prompt_style,
-        "messages": [{"role": m["role"], "content": m["content"]} for m in ep.messages],
+        "messages": [_message(m, ep.tools is not None) for m in ep.messages],
         "steps": steps,
         "success": bool(ep.success),
         "rewards": ep.rewards,
@@ -51,8 +51,20 @@ def episode_to_row(ep: Episode) -> dict[str, Any]:
         "duration_s": ep.duration_s,
         "versions": ep.versions,
         "extra": ep.extra,
+        **({"tools": ep.tools} if ep.tools is not None else {}),
         **({"tokens_complete": bool(ep.tokens_complete)} if tokens else {}),
     }
+
+
+_TOOL_KEYS = ("tool_calls", "tool_call_id", "reasoning_content")
+
+
+def _message(m: dict, tools: bool) -> dict[str, Any]:
+    """A stored message: role and content, and with tool actions its call fields (None where absent)."""
+    out = {"role": m["role"], "content": m["content"]}
+    if tools:
+        out.update({k: m.get(k) for k in _TOOL_KEYS})
+    return out
 
 
 def resolve_style(style: str, prompt_style: str) -> str:
@@ -96,7 +108,7 @@ def sft_rows(row: dict, style: str = "auto") -> list[dict[str, Any]]:
             prompt = prompt_of(msgs, s["prompt_start"], s["prompt_end"])
             out.append(
                 {
-                    "messages": prompt + [{"role": "assistant", "content": s["response"]}],
+                    "messages": prompt + [_answer(row, s)],
                     **meta,
                     "step": s["index"],
                     "reward": s["reward"],
@@ -117,6 +129,15 @@ def sft_rows(row: dict, style: str = "auto") -> list[dict[str, Any]]:
             "valid": row["num_invalid"] == 0,
         }
     ]
+
+
+def _answer(row: dict, step: dict) -> dict[str, Any]:
+    """A step's assistant turn: with tool actions the stored one (its calls and reasoning), else its response."""
+    msgs = row["messages"]
+    at = step["prompt_end"]
+    if "tools" in row and at < len(msgs) and msgs[at]["role"] == "assistant":
+        return dict(msgs[at])
+    return {"role": "assistant", "content": step["response"]}
 
 
 def split_prompt_response(messages: list[dict]) -> tuple[list[dict], str]:

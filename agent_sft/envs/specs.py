@@ -186,6 +186,9 @@ class EnvSpec:
             read), given the env's options; it may reach what the env needs (a server) and returns the
             option values to set from what it found (e.g. the served env's name), raising `ConfigError`
             when the env cannot be used.
+        tools: with `prompt.actions=tools`, `"module:function"` or a callable given the episode's first info
+            and returning its `envs.tools.Tool`s (the env's own functions: WebShop's `search` and `click`);
+            None, or an empty answer: the generic `act(command)`.
     """
 
     name: str
@@ -206,6 +209,7 @@ class EnvSpec:
     filters_tasks: bool = False
     goal_marker: str | None = None
     forward_env_vars: tuple[str, ...] = ()
+    tools: str | Callable[..., Any] | None = None
     # The card's fields as keywords of their own (the spelling before `card`), folded into `card`.
     title: InitVar[str | None] = None
     split_notes: InitVar[Mapping[str, str] | None] = None

@@ -17,6 +17,12 @@ class Completion:
     finish_reason: str | None = None  # "stop", "length", records.END_CONTEXT, "error"
     error: str = ""  # set when this request failed for good (the episode ends as an error)
     cached_tokens: int | None = None  # prompt tokens the engine found in its prefix cache, when it says
+    # With prompt.actions=tools: the answer's calls as the backend read them ([]: none; None: a text answer), its
+    # text beside them, its reasoning kept apart, and why its calls could not be read when they could not.
+    tool_calls: list[dict] | None = None
+    content: str | None = None
+    reasoning: str | None = None
+    tool_error: str = ""
     # With policy.record_tokens, as the engine gave them (None where the backend or server did not):
     prompt_token_ids: list[int] | None = None  # the prompt exactly as the engine was given it
     completion_token_ids: list[int] | None = None

@@ -4,6 +4,9 @@ Which expert makes the plan (ALFWorld's PDDL planner or its handcoded expert) is
 this policy only reads the plan and answers in the response format the action parser expects:
 
     <think></think><action>go to fridge 1</action>
+
+or, with tool actions (the episode offers `info["tools"]`), with the call that plays the plan's next step
+(`info["expert_call"]`, from the episode's tools), its plan in `reasoning_content` when it thinks aloud.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from agent_sft.policies.base import Completion
+from agent_sft.policies.tool_calls import hermes_text
 from agent_sft.records import Message, PolicyInfo
 
 if TYPE_CHECKING:
@@ -57,15 +61,21 @@ class ExpertPolicy:
             raise ValueError(f"got {len(infos)} env infos for {len(conversations)} conversations")
         out = []
         for i in range(len(conversations)):
-            plan = (infos[i] or {}).get("expert_plan") if infos is not None else None
-            out.append(self._answer(plan))
+            info = (infos[i] or {}) if infos is not None else {}
+            out.append(self._answer(info.get("expert_plan"), info))
         return out
 
-    def _answer(self, plan: Any) -> Completion:
+    def _answer(self, plan: Any, info: dict[str, Any]) -> Completion:
         steps = [str(s).strip() for s in plan or [] if str(s).strip()]
         if not steps:
             return Completion(text="", finish_reason="error", error=NO_PLAN)
         thought = "Plan: " + "; ".join(steps) if self.think else ""
+        if "tools" in info:
+            call = info.get("expert_call")
+            calls = [dict(call)] if call else []  # none: no tool offered makes the step (the step says so)
+            content = "" if calls else steps[0]
+            return Completion(text=hermes_text(content, calls), finish_reason="stop", tool_calls=calls,
+                              content=content, reasoning=thought or None)
         return Completion(text=f"<think>{thought}</think><action>{steps[0]}</action>", finish_reason="stop")
 
     def describe(self) -> PolicyInfo:

@@ -88,6 +88,8 @@ class Collector:
                 history_length=cfg.env.history_length,
                 system=cfg.prompt.system,
                 require_think=cfg.prompt.require_think,
+                actions=cfg.prompt.actions,
+                env_spec=lane.spec,
                 record_tokens=cfg.policy.record_tokens,
                 top_logprobs=bool(cfg.policy.logprobs),
             )

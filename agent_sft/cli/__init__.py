@@ -16,7 +16,8 @@ from agent_sft.procs import exit_now as _exit_now
 COMMANDS = {
     "collect": ("agent_sft.cli.collect", "Play episodes with a policy and write a dataset folder."),
     "build": ("agent_sft.cli.data", "Re-derive the sft config from raw with new filters or style."),
-    "export": ("agent_sft.cli.data", "Export a dataset folder (verl Parquet/CSV/JSON, or JSONL)."),
+    "export": ("agent_sft.cli.data", "Export a dataset folder (verl Parquet/CSV/JSON, JSONL, ATIF or ShareGPT)."),
+    "import": ("agent_sft.cli.imports", "Import trajectories written by other tools (ATIF) into a dataset folder."),
     "merge": ("agent_sft.cli.data", "Merge dataset folders collected on several machines."),
     "info": ("agent_sft.cli.data", "Counts, success by task type, lengths, drops by filter."),
     "compact": ("agent_sft.cli.data", "Compact small shards of a folder into few large ones."),

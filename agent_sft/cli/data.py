@@ -77,9 +77,14 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
         _build_args(p)
     elif name == "export":
         p.add_argument("dir", help="dataset folder")
-        p.add_argument("--format", default="verl", choices=["verl", "jsonl", "tokens"],
+        p.add_argument("--format", default="verl", choices=["verl", "jsonl", "atif", "sharegpt", "tokens"],
                        help="verl: raw_trajectories.json + train/val .parquet and .csv; jsonl: one chat per line; "
-                            "tokens: token ids, loss mask and logprobs per sequence for RL (policy.record_tokens)")
+                            "atif: one ATIF trajectory per episode (<split>/<episode_id>.json); sharegpt: "
+                            "LLaMA-Factory's layout, one conversation per sft row, with dataset_info.json; tokens: "
+                            "token ids, loss mask and logprobs per sequence for RL (policy.record_tokens)")
+        from agent_sft.publish.atif import DEFAULT_VERSION, VERSIONS
+
+        p.add_argument("--atif-version", default=DEFAULT_VERSION, choices=VERSIONS, help="the ATIF version written")
         p.add_argument("--out", required=True, help="output folder")
     elif name == "merge":
         p.add_argument("dest", help="destination dataset folder (created, or added to)")
@@ -184,7 +189,8 @@ def _run(a: argparse.Namespace) -> int:
     elif a.command == "export":
         from agent_sft.publish.exports import FORMATS
 
-        counts = FORMATS[a.format](a.dir, a.out)
+        options = {"version": a.atif_version} if a.format == "atif" else {}
+        counts = FORMATS[a.format](a.dir, a.out, **options)
         print(f"exported {a.format} to {a.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     elif a.command == "merge":
         from agent_sft.dataset.layout import check_out_folder

@@ -16,6 +16,8 @@ import pyarrow.parquet as pq
 from agent_sft.dataset import layout, shards
 from agent_sft.dataset.formats import seed_record, verl_row
 from agent_sft.errors import ConfigError
+from agent_sft.publish.atif import export_atif
+from agent_sft.publish.sharegpt import export_sharegpt
 from agent_sft.records import MESSAGES_TYPE, SPLITS
 
 VERL_SPLIT = {"train": "train", "validation": "val"}
@@ -147,4 +149,5 @@ def export_tokens(folder: str, out: str) -> dict[str, int]:
     return export(folder, out)
 
 
-FORMATS = {"verl": export_verl, "jsonl": export_jsonl, "tokens": export_tokens}
+FORMATS = {"verl": export_verl, "jsonl": export_jsonl, "atif": export_atif, "sharegpt": export_sharegpt,
+           "tokens": export_tokens}

@@ -4,16 +4,19 @@ the rules that make a call an action or an invalid step."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
+from fixtures_models import needs_vllm
 
 import agent_sft
 from agent_sft.config.load import load_config
 from agent_sft.dataset.fingerprint import mismatches
 from agent_sft.envs import spec
 from agent_sft.envs.tools import ToolCallError, toolset_for
-from agent_sft.errors import ConfigMismatchError
-from agent_sft.policies.tool_calls import parse_hermes
+from agent_sft.errors import ConfigError, ConfigMismatchError
+from agent_sft.policies.tool_calls import ToolCallParser, parse_hermes
+from agent_sft.prompts import NOT_PLAYED
 from agent_sft.run import resolve
 
 FAST = {
@@ -124,3 +127,119 @@ def test_a_text_folder_refuses_a_tools_run(tmp_path):
     tools_run = load_config(overrides=[*args, "prompt.actions=tools"])
     assert "prompt.actions: None (folder) vs 'tools' (now)" in mismatches(info, resolve(tools_run).fingerprint)
     agent_sft.collect([*args, "env.num_episodes=2"])  # text resumes it as before
+
+
+def _call(name, args, cid):
+    return {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+
+
+SCRIPT = [  # the server's answer at each turn of an episode
+    {"content": "", "reasoning_content": "down is safe", "tool_calls": [_call("act", '{"command": "down"}', "srv_0")]},
+    {"content": "two", "tool_calls": [_call("act", '{"command": "down"}', "srv_1"), _call("act", '{"command": "up"}', "srv_2")]},
+    {"content": None, "tool_calls": [_call("fly", "{}", "srv_3")]},
+    {"content": "", "tool_calls": [_call("act", "{bad", "srv_4")]},
+    {"content": "<think>hm</think>no call"},
+]
+REASONS = ["", "several tool calls (2); the first was played", "unknown tool 'fly' (offered: act)",
+           "bad arguments for act: not JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))",
+           "no tool call"]
+
+
+class ToolServer:
+    """A loopback OpenAI-style server answering each turn of an episode with `SCRIPT`; it keeps the bodies it got."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        bodies = self.bodies = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self._send({"data": []})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                bodies.append(body)
+                turn = sum(m["role"] == "assistant" for m in body["messages"])
+                message = {"role": "assistant", **SCRIPT[turn % len(SCRIPT)]}
+                self._send({"choices": [{"message": message, "finish_reason": "tool_calls"}],
+                            "usage": {"prompt_tokens": 5, "completion_tokens": 3}})
+
+            def _send(self, data):
+                raw = json.dumps(data).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_openai_backend_sends_tools_and_reads_the_servers_tool_calls(tmp_path):
+    server = ToolServer()
+    try:
+        agent_sft.collect(["env.env_name=frozenlake", "env.num_episodes=1", "env.frozenlake.random_maps=false",
+                           "env.frozenlake.map_name=4x4", "env.max_steps=5", "env.backend=thread", "prompt.style=chat",
+                           "prompt.actions=tools", "policy.type=openai", "policy.model=script", "policy.max_retries=0",
+                           f"policy.base_url={server.url}", f"output.dir={tmp_path}"])
+    finally:
+        server.close()
+    (row,) = _rows(tmp_path).values()
+    steps = row["steps"]
+    assert [s["invalid_reason"] for s in steps] == REASONS and [s["valid"] for s in steps] == [True] + [False] * 4
+    assert [s["action"] for s in steps[:3]] == ["down", "down", ""] and row["end_reason"] == "step_limit"
+    assert steps[0]["response"] == '<tool_call>\n{"name": "act", "arguments": {"command": "down"}}\n</tool_call>'
+    first, second = server.bodies[0], server.bodies[1]
+    assert first["tools"] == json.loads(row["tools"]) and first["tools"][0]["function"]["name"] == "act"
+    assert second["messages"][1] == {"role": "assistant", "content": "", "tool_calls": SCRIPT[0]["tool_calls"]}
+    assert second["messages"][2]["role"] == "tool" and second["messages"][2]["tool_call_id"] == "srv_0"
+    assistant = [m for m in row["messages"] if m["role"] == "assistant"]
+    assert assistant[0]["reasoning_content"] == "down is safe" and assistant[0]["tool_calls"] == SCRIPT[0]["tool_calls"]
+    assert (assistant[4]["content"], assistant[4]["reasoning_content"], assistant[4]["tool_calls"]) == ("no call", "hm", None)
+    answers = [(m["tool_call_id"], m["content"] == NOT_PLAYED) for m in row["messages"] if m["role"] == "tool"]
+    assert answers == [("srv_0", False), ("srv_1", False), ("srv_2", True), ("srv_3", False), ("srv_4", False)]
+
+
+@needs_vllm
+@pytest.mark.vllm
+def test_the_tiny_model_through_vllm_offline_offers_tools_and_records_why_its_calls_fail(vllm_policy, tiny_model_dir):
+    from agent_sft.policies.vllm import VLLMPolicy
+    from agent_sft.rollout import Collector
+
+    cfg = load_config(overrides=[
+        "env.env_name=frozenlake", "env.num_episodes=2", "env.frozenlake.seeds=2", "env.max_steps=3",
+        "env.backend=thread", "prompt.style=chat", "prompt.actions=tools", "policy.type=vllm",
+        f"policy.model={tiny_model_dir}", "policy.max_tokens=16", "policy.temperature=1.0"])
+    policy = VLLMPolicy(cfg.policy, llm=vllm_policy.llm)
+    with Collector(cfg, policy) as c:
+        episodes = list(c.run(c.plan(frozenset())))
+    steps = [s for e in episodes for s in e.steps]
+    assert len(episodes) == 2 and steps
+    for e in episodes:
+        prompt = policy.tokenizer.decode(policy.prompt_ids(e.messages[:1], json.loads(e.tools)))
+        assert "<tools>" in prompt and '"name": "act"' in prompt  # the model was offered the tools
+    for s in steps:  # gibberish: no call read, each step invalid with its reason
+        assert not s.valid and (s.invalid_reason == "no tool call" or s.invalid_reason.startswith("malformed tool call"))
+    for e in episodes:
+        for m in e.messages:
+            assert m["role"] != "assistant" or (not m["tool_calls"] and m["content"] is not None)
+    # vLLM's hermes parser reads a well-formed answer; a malformed one says why
+    parser = ToolCallParser("hermes", policy.tokenizer)
+    tools = json.loads(episodes[0].tools)
+    good = parser.parse('<think>left is a hole</think><tool_call>\n{"name": "act", "arguments": {"command": "down"}}\n'
+                        '</tool_call>', tools)
+    assert (good.content, good.reasoning, good.error) == ("", "left is a hole", "")
+    assert good.calls == [{"id": "", "type": "function", "function": {"name": "act", "arguments": '{"command": "down"}'}}]
+    assert parser.parse("<tool_call>{oops</tool_call>", tools).error.startswith("malformed tool call: not JSON")
+    with pytest.raises(ConfigError, match="vLLM has no tool parser 'nope'; it has .*hermes"):
+        ToolCallParser("nope", policy.tokenizer)

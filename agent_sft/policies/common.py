@@ -72,8 +72,16 @@ def check_chat_template(tokenizer: Any, override: str | None, model: str | None)
         raise ValueError(f"{model} has no chat template; set policy.chat_template to a Jinja template file")
 
 
-def prompt_ids(tokenizer: Any, conversation: list[Message], chat_template: str | None) -> list[int]:
-    """The prompt token ids of `conversation`: its chat template applied, with the generation prompt."""
+def prompt_ids(tokenizer: Any, conversation: list[Message], chat_template: str | None,
+               tools: list[dict] | None = None) -> list[int]:
+    """The prompt token ids of `conversation`: its chat template applied (offering `tools` when given), with the
+    generation prompt."""
+    if tools is not None:
+        from agent_sft.policies.tool_calls import template_messages
+
+        text = tokenizer.apply_chat_template(template_messages(conversation), tools=tools, chat_template=chat_template,
+                                             tokenize=False, add_generation_prompt=True)
+        return list(tokenizer.encode(text, add_special_tokens=False))
     text = tokenizer.apply_chat_template(
         [dict(m) for m in conversation], chat_template=chat_template, tokenize=False, add_generation_prompt=True
     )

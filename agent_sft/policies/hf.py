@@ -20,6 +20,7 @@ from agent_sft.policies.common import (
     require,
     sampling_json,
 )
+from agent_sft.policies.tool_calls import ToolCallParser, read_answer, tools_offered
 from agent_sft.records import Message, PolicyInfo
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class HFPolicy:
         self.max_model_len = cfg.max_model_len or _context_length(self.model.config, self.tokenizer)
         self.batch_size = batch_size
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self._tool_parser: ToolCallParser | None = None  # made when tools are first offered
 
     def act(
         self,
@@ -75,8 +77,9 @@ class HFPolicy:
         check_seeds(conversations, seeds)
         out: list[Completion | None] = [None] * len(conversations)
         live: list[tuple[int, list[int]]] = []
+        tools = [tools_offered(infos, i) for i in range(len(conversations))]
         for i, conv in enumerate(conversations):
-            ids = self.prompt_ids(conv)
+            ids = self.prompt_ids(conv, tools[i])
             if len(ids) >= self.max_model_len:
                 out[i] = context_truncated(len(ids))
             else:
@@ -85,12 +88,21 @@ class HFPolicy:
         for start in range(0, len(live), step):
             chunk = live[start : start + step]
             for (i, _), c in zip(chunk, self._generate([ids for _, ids in chunk], [seeds[i] for i, _ in chunk])):
-                out[i] = c
+                out[i] = self._read_calls(c, tools[i])
         return out  # type: ignore[return-value]
 
-    def prompt_ids(self, conversation: list[Message]) -> list[int]:
-        """The prompt token ids of `conversation` (chat template, generation prompt)."""
-        return prompt_ids(self.tokenizer, conversation, self.chat_template)
+    def prompt_ids(self, conversation: list[Message], tools: list[dict] | None = None) -> list[int]:
+        """The prompt token ids of `conversation` (chat template offering `tools`, generation prompt)."""
+        return prompt_ids(self.tokenizer, conversation, self.chat_template, tools)
+
+    def _read_calls(self, c: Completion, tools: list[dict] | None) -> Completion:
+        """With tools offered, the answer's calls read by vLLM's parser `policy.tool_parser` (agent-sft's own
+        Hermes parser without vLLM)."""
+        if tools is None:
+            return c
+        if self._tool_parser is None:
+            self._tool_parser = ToolCallParser(self.cfg.tool_parser, self.tokenizer)
+        return read_answer(c, tools, self._tool_parser)
 
     def _generate(self, prompts: list[list[int]], seeds: list[int]) -> list[Completion]:
         torch, cfg = self.torch, self.cfg

@@ -30,6 +30,7 @@ from agent_sft.errors import RunFailedError
 from agent_sft.policies.base import Completion, PolicyError
 from agent_sft.policies.common import check_seeds, context_truncated, model_label, require, sampling_json
 from agent_sft.policies.daemon_pool import DaemonPool
+from agent_sft.policies.tool_calls import api_messages, read_api_answer, tools_offered
 from agent_sft.records import Message, PolicyInfo
 
 if TYPE_CHECKING:
@@ -180,15 +181,18 @@ class OpenAIPolicy:
         infos: list[dict[str, Any]] | None = None,
     ) -> list[Completion]:
         check_seeds(conversations, seeds)
-        return list(self._pool.map(self._complete, conversations, seeds))
+        tools = [tools_offered(infos, i) for i in range(len(conversations))]
+        return list(self._pool.map(self._complete, conversations, seeds, tools))
 
-    def request_body(self, conversation: list[Message], seed: int) -> dict[str, Any]:
-        """The JSON body sent for one conversation."""
+    def request_body(self, conversation: list[Message], seed: int, tools: list[dict] | None = None) -> dict[str, Any]:
+        """The JSON body sent for one conversation (offering `tools` when given: the server's tool parser reads
+        the calls)."""
         cfg = self.cfg
         greedy = not cfg.do_sample
         body: dict[str, Any] = {
             "model": cfg.model,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in conversation],
+            "messages": (api_messages(conversation) if tools is not None
+                         else [{"role": m["role"], "content": m["content"]} for m in conversation]),
             "max_tokens": cfg.max_tokens,
             "temperature": 0.0 if greedy else cfg.temperature,
             "top_p": 1.0 if greedy else cfg.top_p,
@@ -199,6 +203,8 @@ class OpenAIPolicy:
             body["top_k"] = cfg.top_k  # not in OpenAI's API; vLLM, SGLang and TGI accept it
         if cfg.stop:
             body["stop"] = list(cfg.stop)
+        if tools is not None:
+            body["tools"] = tools
         if cfg.record_tokens:
             # vLLM's server: `return_token_ids` adds the prompt's (`prompt_token_ids`) and the choice's
             # (`token_ids`) ids; `return_tokens_as_token_ids` writes the logprobs' tokens as "token_id:<id>".
@@ -207,8 +213,8 @@ class OpenAIPolicy:
                 body["top_logprobs"] = cfg.logprobs
         return body
 
-    def _complete(self, conversation: list[Message], seed: int) -> Completion:
-        body = self.request_body(conversation, seed)
+    def _complete(self, conversation: list[Message], seed: int, tools: list[dict] | None = None) -> Completion:
+        body = self.request_body(conversation, seed, tools)
         reason, retry_after, answered = "", None, False
         for attempt in range(self.cfg.max_retries + 1):
             self._check_stop()
@@ -304,6 +310,8 @@ class OpenAIPolicy:
             )
             if self.cfg.record_tokens:
                 _fill_tokens(c, data, choice, self.cfg.logprobs)
+            if "tools" in body:
+                read_api_answer(c, choice["message"])
             return c
         detail = _error_message(r)
         if r.status_code in _RETRY_STATUS or r.status_code >= 500:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent_sft.errors import ConfigError
-from agent_sft.records import Message
+from agent_sft.policies.base import Completion
+from agent_sft.records import END_CONTEXT, Message
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.IGNORECASE | re.DOTALL)
 _CALL = re.compile(r"<tool_call>(.*?)</tool_call>|<tool_call>(.*)", re.DOTALL)
@@ -168,3 +169,39 @@ def hermes_text(content: str, calls: list[dict[str, Any]]) -> str:
         parts.append("<tool_call>\n" + json.dumps({"name": f["name"], "arguments": _decoded(f["arguments"])},
                                                   ensure_ascii=False) + "\n</tool_call>")
     return "\n".join(parts)
+
+
+def read_answer(c: Completion, tools: list[dict], parser: ToolCallParser) -> Completion:
+    """`c` (an in-process backend's answer to a prompt that offered `tools`) with its calls read by `parser`."""
+    if c.error or c.finish_reason == END_CONTEXT:
+        return c
+    a = parser.parse(c.text, tools)
+    c.content, c.reasoning, c.tool_calls, c.tool_error = a.content, a.reasoning, a.calls, a.error
+    return c
+
+
+def read_api_answer(c: Completion, message: dict[str, Any]) -> Completion:
+    """`c` (an OpenAI-compatible server's answer to a request with `tools`) with the calls of its `message`;
+    reasoning from the server's `reasoning_content` (or `reasoning`), else the content's `<think>` block.
+    `c.text` becomes the answer written out in the Hermes format (the recorded response)."""
+    calls: list[dict[str, Any]] = []
+    error = ""
+    for tc in message.get("tool_calls") or []:
+        f = tc.get("function") if isinstance(tc, dict) else None
+        if not isinstance(f, dict) or not isinstance(f.get("name"), str) or not f["name"]:
+            calls, error = [], f"malformed tool call from the server: {_short(json.dumps(tc, default=str))}"
+            break
+        args = f.get("arguments")
+        calls.append(call(f["name"], "{}" if args is None else args, str(tc.get("id") or "")))
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    content = c.text
+    if not reasoning:
+        content, reasoning = split_reasoning(content)
+    c.content, c.reasoning, c.tool_calls, c.tool_error = content, reasoning or None, calls, error
+    c.text = hermes_text(c.text, calls)
+    return c
+
+
+def tools_offered(infos: list[dict[str, Any]] | None, i: int) -> list[dict] | None:
+    """The tools the episode of conversation `i` offers (its info's `tools`), None with text actions."""
+    return (infos[i] or {}).get("tools") if infos is not None else None

@@ -35,6 +35,7 @@ from agent_sft.policies.common import (
     sampling_json,
 )
 from agent_sft.policies.inbox import InboxThread, PolicyClosed
+from agent_sft.policies.tool_calls import ToolCallParser, read_answer, tools_offered
 from agent_sft.records import Message, PolicyInfo
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class VLLMPolicy:
         self.tokenizer = llm.get_tokenizer()
         self.max_model_len = int(llm.llm_engine.model_config.max_model_len)
         check_chat_template(self.tokenizer, self.chat_template, cfg.model)
+        self._tool_parser: ToolCallParser | None = None  # made when tools are first offered
 
     def act(
         self,
@@ -104,8 +106,9 @@ class VLLMPolicy:
         check_seeds(conversations, seeds)
         out: list[Completion | None] = [None] * len(conversations)
         prompts, params, where = [], [], []
+        tools = [tools_offered(infos, i) for i in range(len(conversations))]
         for i, (conv, seed) in enumerate(zip(conversations, seeds)):
-            ids = self.prompt_ids(conv)
+            ids = self.prompt_ids(conv, tools[i])
             room = self.max_model_len - len(ids)
             if room < 1:
                 out[i] = context_truncated(len(ids))
@@ -116,8 +119,16 @@ class VLLMPolicy:
         if prompts:
             results = self.llm.generate(prompts, params, use_tqdm=False)
             for i, prompt, res in zip(where, prompts, results):
-                out[i] = self.completion(res, prompt["prompt_token_ids"])
+                out[i] = self.read_calls(self.completion(res, prompt["prompt_token_ids"]), tools[i])
         return out  # type: ignore[return-value]
+
+    def read_calls(self, c: Completion, tools: list[dict] | None) -> Completion:
+        """With tools offered, the answer's calls read by vLLM's parser `policy.tool_parser`."""
+        if tools is None:
+            return c
+        if self._tool_parser is None:
+            self._tool_parser = ToolCallParser(self.cfg.tool_parser, self.tokenizer)
+        return read_answer(c, tools, self._tool_parser)
 
     def requests(self) -> EngineLoop | None:
         """The async loop's way in (`loop.mode=async`): each request joins the running engine at once."""
@@ -125,9 +136,9 @@ class VLLMPolicy:
             return None  # an older vLLM: the async loop batches the requests that wait instead
         return EngineLoop(self)
 
-    def prompt_ids(self, conversation: list[Message]) -> list[int]:
-        """The token ids the engine is given for `conversation` (chat template, generation prompt)."""
-        return prompt_ids(self.tokenizer, conversation, self.chat_template)
+    def prompt_ids(self, conversation: list[Message], tools: list[dict] | None = None) -> list[int]:
+        """The token ids the engine is given for `conversation` (chat template offering `tools`, generation prompt)."""
+        return prompt_ids(self.tokenizer, conversation, self.chat_template, tools)
 
     def _sampling(self, seed: int, max_tokens: int) -> Any:
         cfg = self.cfg
@@ -208,12 +219,15 @@ class EngineLoop(InboxThread):
     def ask(self, conversation: list[Message], seed: int, info: dict[str, Any] | None = None) -> Completion:
         self._check_open()
         p = self.policy
+        tools = (info or {}).get("tools")
         with self._tokenize:
-            ids = p.prompt_ids(conversation)
+            ids = p.prompt_ids(conversation, tools)
         room = p.max_model_len - len(ids)
         if room < 1:
             return context_truncated(len(ids))
-        return self._ask(({"prompt_token_ids": ids}, p._sampling(seed, min(p.cfg.max_tokens, room))))
+        c = self._ask(({"prompt_token_ids": ids}, p._sampling(seed, min(p.cfg.max_tokens, room))))
+        with self._tokenize:  # the parser holds the tokenizer
+            return p.read_calls(c, tools)
 
     def _serve(self) -> None:
         llm = self.policy.llm

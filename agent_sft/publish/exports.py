@@ -18,6 +18,7 @@ from agent_sft.dataset.formats import seed_record, verl_row
 from agent_sft.errors import ConfigError
 from agent_sft.publish.atif import export_atif
 from agent_sft.publish.sharegpt import export_sharegpt
+from agent_sft.publish.tokens import export_tokens
 from agent_sft.records import MESSAGES_TYPE, SPLITS
 
 VERL_SPLIT = {"train": "train", "validation": "val"}
@@ -140,13 +141,6 @@ def export_jsonl(folder: str, out: str) -> dict[str, int]:
         os.replace(path + ".tmp", path)
         counts[split] = n
     return counts
-
-
-def export_tokens(folder: str, out: str) -> dict[str, int]:
-    """Token ids, loss mask and logprobs per sequence for RL trainers (`agent_sft.publish.tokens`)."""
-    from agent_sft.publish.tokens import export_tokens as export
-
-    return export(folder, out)
 
 
 FORMATS = {"verl": export_verl, "jsonl": export_jsonl, "atif": export_atif, "sharegpt": export_sharegpt,

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from agent_sft.dataset import layout
 from agent_sft.errors import ConfigError
-from agent_sft.publish.exports import _make_out, _status, iter_config_rows
+from agent_sft.publish.streams import iter_rows, make_out, open_folder
 from agent_sft.records import SPLITS
 
 TOKENS_SCHEMA = pa.schema([
@@ -90,18 +90,22 @@ def sequences(row: dict) -> list[dict]:
     return out
 
 
-def _episodes(folder: str, s: layout.Scan, split: str, kept: set[str], counts: dict[str, int]) -> Iterator[list[dict]]:
-    for rows in iter_config_rows(folder, s, "raw", split):
-        batch = []
-        for r in rows:
-            if r["episode_id"] not in kept:
-                continue
-            if r.get("tokens_complete") is not True:
-                counts["incomplete"] += 1
-                continue
-            counts["episodes"] += 1
-            batch += sequences(r)
-        yield batch
+def _episodes(folder: str, s: layout.Scan, split: str, kept: set[str], counts: dict[str, int],
+              batch_rows: int = 1024) -> Iterator[list[dict]]:
+    """The export rows of a split's kept episodes, in batches of about `batch_rows`."""
+    batch: list[dict] = []
+    for r in iter_rows(folder, s, "raw", split):
+        if r["episode_id"] not in kept:
+            continue
+        if r.get("tokens_complete") is not True:
+            counts["incomplete"] += 1
+            continue
+        counts["episodes"] += 1
+        batch += sequences(r)
+        if len(batch) >= batch_rows:
+            yield batch
+            batch = []
+    yield batch
 
 
 def export_tokens(folder: str, out: str) -> dict[str, int]:
@@ -113,14 +117,15 @@ def export_tokens(folder: str, out: str) -> dict[str, int]:
     Raises:
         ConfigError: the folder was collected without `policy.record_tokens`.
     """
-    info, s = _status(folder)
+    info = layout.require_dataset(folder)
     if "tokens" not in layout.additions(info):
         raise ConfigError(f"{folder} holds no token ids (it was collected without policy.record_tokens=true); "
                           "collect with policy.record_tokens=true to export tokens")
-    _make_out(out)
+    s = open_folder(folder)
+    make_out(out)
     counts = {"train": 0, "validation": 0, "episodes": 0, "incomplete": 0}
     for split in SPLITS:
-        kept = {r["episode_id"] for rows in iter_config_rows(folder, s, "sft", split) for r in rows}
+        kept = {r["episode_id"] for r in iter_rows(folder, s, "sft", split)}
         path = os.path.join(out, f"{split}.parquet")
         with pq.ParquetWriter(path + ".tmp", TOKENS_SCHEMA) as pw:
             for batch in _episodes(folder, s, split, kept, counts):

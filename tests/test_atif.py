@@ -95,6 +95,32 @@ def test_round_trip_gives_the_rows_back(exported, tmp_path, capsys):
         assert info["fingerprint"] == {"imported": "atif", "env": "frozenlake"}
 
 
+def test_tool_call_folders_export_valid_documents_and_come_back(tool_folders, tmp_path):
+    """Collected with `prompt.actions=tools`: each model turn's calls are the agent step's tool_calls, and in the
+    chat style the env's answer is the step's observation, tied to the call."""
+    for style, folder in tool_folders.items():
+        out, dest = tmp_path / f"{style}_atif", tmp_path / f"{style}_back"
+        assert cli_main(["export", folder, "--format", "atif", "--out", str(out)]) == 0
+        rows = raw_rows(folder)
+        for r in rows:
+            doc = json.loads((out / r["split"] / f"{r['episode_id']}.json").read_text())
+            assert validate(doc) == []
+            assert doc["agent"]["tool_definitions"] == json.loads(r["tools"])
+            agent = [s for s in doc["steps"] if s["source"] == "agent"]
+            calls = [m["tool_calls"] for m in r["messages"] if m["role"] == "assistant"]
+            assert [[(c["tool_call_id"], c["function_name"], c["arguments"]) for c in s["tool_calls"]] for s in agent] == \
+                [[(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in cs] for cs in calls]
+            results = [x for s in agent for x in (s.get("observation") or {}).get("results", [])]
+            tool_msgs = [m for m in r["messages"] if m["role"] == "tool"]
+            assert [(x["source_call_id"], x["content"]) for x in results] == \
+                [(m["tool_call_id"], m["content"]) for m in tool_msgs]
+            assert bool(tool_msgs) == (style == "chat")  # a window prompt carries the observation in the next user turn
+        assert cli_main(["import", "--format", "atif", str(dest), str(out), "--env", "frozenlake",
+                         "--task-key", "task_id"]) == 0
+        assert json.loads((dest / "meta" / "info.json").read_text())["schema_additions"] == ["tools"]
+        assert raw_rows(str(dest)) == rows  # every column, the tools addition's too
+
+
 def test_round_trip_of_rows_with_a_system_message():
     for style in ("window", "chat"):
         for ep in (make_episode(3, 1, style=style), make_episode(4, 0, style=style, invalid_at=1, success=False)):

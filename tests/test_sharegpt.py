@@ -103,6 +103,43 @@ def test_tool_calls_become_function_call_and_observation_turns():
     assert sharegpt_row({"messages": [{"role": "user", "content": "hi"}]}) is None  # nothing to train
 
 
+def expected_turns(messages: list[dict]) -> list[dict]:
+    """The turns a tools folder's sft row gives: each call a function_call, each tool answer an observation."""
+    out = []
+    for m in messages:
+        if m["role"] == "assistant" and m.get("tool_calls"):
+            (c,) = m["tool_calls"]
+            call = {"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}
+            out.append({"from": "function_call", "value": json.dumps(call)})
+        elif m["role"] != "system":
+            out.append({"from": {"user": "human", "tool": "observation", "assistant": "gpt"}[m["role"]],
+                        "value": m["content"]})
+    return out
+
+
+@pytest.fixture(scope="module")
+def tools_exported(tool_folders, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sharegpt_tools")
+    out = {}
+    for style, folder in tool_folders.items():
+        assert cli_main(["export", folder, "--format", "sharegpt", "--out", str(root / style)]) == 0
+        out[style] = (agent_sft.load(folder, "sft"), root / style)
+    return out
+
+
+def test_a_tool_call_folder_exports_calls_observations_and_tools(tools_exported):
+    for style, (sft, out) in tools_exported.items():
+        lines = read_lines(out / "train.jsonl")
+        assert len(lines) == len(sft["train"]) > 0
+        for row, ex in zip(sft["train"], lines):
+            assert ex["conversations"] == expected_turns(row["messages"])
+            assert all(t["from"] in (ODD, EVEN)[i % 2] for i, t in enumerate(ex["conversations"]))
+            assert ex["system"] == "You cross frozen lakes."
+            assert json.loads(ex["tools"]) == [t["function"] for t in json.loads(row["tools"])]
+        kinds = {t["from"] for ex in lines for t in ex["conversations"]}
+        assert kinds == ({"human", "function_call", "observation"} if style == "chat" else {"human", "function_call"})
+
+
 # --- LLaMA-Factory's own loader, in its virtualenv -----------------------------------------------
 
 LLAMAFACTORY_SCRIPT = textwrap.dedent(
@@ -145,7 +182,7 @@ def llamafactory_python() -> str:
 
 
 @pytest.mark.extended
-def test_llamafactory_loads_and_tokenizes_the_export(exported, tmp_path):
+def test_llamafactory_loads_and_tokenizes_the_export(exported, tools_exported, tmp_path):
     python = llamafactory_python()
     tools_dir = tmp_path / "tools"
     tools_dir.mkdir()
@@ -153,6 +190,7 @@ def test_llamafactory_loads_and_tokenizes_the_export(exported, tmp_path):
     (tools_dir / "dataset_info.json").write_text((exported["chat"][1] / "dataset_info.json").read_text())
     datasets = {style: (str(out), "agent_sft_train") for style, (_, out) in exported.items()}
     datasets["tools"] = (str(tools_dir), "agent_sft_train")
+    datasets.update({f"tools_{style}": (str(out), "agent_sft_train") for style, (_, out) in tools_exported.items()})
     job = {"model": build_tiny_chat_model(tmp_path / "tiny"), "datasets": datasets, "work": str(tmp_path / "work")}
     (tmp_path / "job.json").write_text(json.dumps(job))
     (tmp_path / "lf_check.py").write_text(LLAMAFACTORY_SCRIPT)
@@ -170,6 +208,12 @@ def test_llamafactory_loads_and_tokenizes_the_export(exported, tmp_path):
             answers = [m["content"] for m in row["messages"] if m["role"] == "assistant"]
             assert ex["labels"] == "".join(a + "<|im_end|>\n" for a in answers), style  # qwen's turn ending
             assert all(m["content"] in ex["input"] for m in row["messages"])
+    for style, (sft, _) in tools_exported.items():
+        assert len(report[f"tools_{style}"]) == len(sft["train"])
+        for row, ex in zip(sft["train"], report[f"tools_{style}"]):
+            calls = [t["value"] for t in expected_turns(row["messages"]) if t["from"] == "function_call"]
+            assert ex["labels"] == "".join(f"<tool_call>\n{c}\n</tool_call><|im_end|>\n" for c in calls), style
+            assert '"name": "act"' in ex["input"] and "You cross frozen lakes." in ex["input"]
     (tools,) = report["tools"]
     assert '"name": "act"' in tools["input"] and "Play a command." in tools["input"]  # the tools, in the system turn
     assert '<tool_call>\n{"name": "act", "arguments": {"command": "look"}}\n</tool_call>' in tools["labels"]

@@ -243,3 +243,32 @@ def test_the_tiny_model_through_vllm_offline_offers_tools_and_records_why_its_ca
     assert parser.parse("<tool_call>{oops</tool_call>", tools).error.startswith("malformed tool call: not JSON")
     with pytest.raises(ConfigError, match="vLLM has no tool parser 'nope'; it has .*hermes"):
         ToolCallParser("nope", policy.tokenizer)
+
+
+@pytest.mark.hf
+def test_a_tools_folder_trains_in_trl_with_its_schema_and_calls(tmp_path, tiny_model_dir):
+    import datasets
+    import transformers
+    import trl
+
+    folder = tmp_path / "data"
+    agent_sft.collect(["env.env_name=frozenlake", "env.num_episodes=4", "env.frozenlake.seeds=4", "env.backend=thread",
+                       "policy.type=expert", "policy.expert_think=true", "prompt.actions=tools", "data.val_fraction=0.5",
+                       "output.sft_style=step", f"output.dir={folder}"])
+    ds = datasets.load_dataset(str(folder), "sft")
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
+    row = ds["train"][0]
+    text = tok.apply_chat_template(row["messages"], tools=json.loads(row["tools"]), tokenize=False)
+    call = row["messages"][-1]["tool_calls"][0]["function"]
+    assert '"name": "act"' in text and "Commands admissible when the episode starts" in text  # the schema
+    assert f'<tool_call>\n{{"name": "act", "arguments": {call["arguments"]}}}\n</tool_call>' in text  # the call
+    assert "<think>Plan: " in text  # the expert's reasoning, kept beside the call
+    args = trl.SFTConfig(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=2,
+                         per_device_eval_batch_size=2, max_length=1024, learning_rate=1e-3, logging_steps=1,
+                         save_strategy="no", report_to="none", use_cpu=True, dataloader_num_workers=0, seed=0)
+    trainer = trl.SFTTrainer(model=transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=args,
+                             train_dataset=ds["train"], processing_class=tok)
+    trainer.train()
+    assert trainer.state.global_step == 2
+    first = trainer.train_dataset[0]["input_ids"]
+    assert "<tools>" in tok.decode(first) and "<tool_call>" in tok.decode(first)  # TRL rendered the tools and calls

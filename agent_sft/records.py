@@ -24,7 +24,8 @@ END_FAILURE = "failure"  # the env ended the episode without a win
 END_STEP_LIMIT = "step_limit"
 END_CONTEXT = "context_truncated"  # the prompt no longer fit the model's context
 END_ERROR = "error"  # the env or the policy raised, hung, or the server failed
-END_REASONS = (END_SUCCESS, END_FAILURE, END_STEP_LIMIT, END_CONTEXT, END_ERROR)
+END_UNJUDGED = "unjudged"  # imported from a trajectory that does not say whether it succeeded (success false)
+END_REASONS = (END_SUCCESS, END_FAILURE, END_STEP_LIMIT, END_CONTEXT, END_ERROR, END_UNJUDGED)
 
 
 class Message(TypedDict):

@@ -30,9 +30,8 @@ from datetime import datetime
 from typing import Any
 
 from agent_sft.errors import AgentSFTError, ConfigError
-from agent_sft.records import ADDITIONS, END_FAILURE, END_SUCCESS, SPLITS, task_split
+from agent_sft.records import ADDITIONS, END_FAILURE, END_SUCCESS, END_UNJUDGED, SPLITS, task_split
 
-END_UNJUDGED = "unjudged"
 """The end reason of an imported episode whose document says nothing of its success."""
 VAL_FRACTION = 0.1  # of episodes in the validation split, as `data.val_fraction` defaults to for collected folders
 _SOURCES = ("system", "user", "agent")

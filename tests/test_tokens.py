@@ -10,7 +10,7 @@ import threading
 
 import pyarrow.parquet as pq
 import pytest
-from fixtures_models import SERVED_NAME, TEST_MAX_MODEL_LEN, needs_vllm
+from fixtures_models import SERVED_NAME, TEST_MAX_MODEL_LEN, needs_hf, needs_vllm
 from token_server import TokenServer
 
 import agent_sft
@@ -227,3 +227,22 @@ def test_vllm_server_returns_the_prompt_and_completion_ids(vllm_server, vllm_pol
         assert c.completion_token_ids and len(c.completion_token_ids) == c.completion_tokens == len(c.logprobs)
         assert all(len(at) == 2 for at in c.top_logprobs)
         assert all(lp <= 0.0 for lp in c.logprobs)
+
+
+@needs_hf
+def test_transformers_records_the_logprobs_a_forward_pass_gives(tiny_model_dir):
+    import torch
+
+    from agent_sft.config import PolicyConfig
+    from agent_sft.policies.hf import HFPolicy
+
+    policy = HFPolicy(PolicyConfig(type="hf", model=tiny_model_dir, max_tokens=12, temperature=1.0, record_tokens=True,
+                                   logprobs=2))
+    (c,) = policy.act(CONVS[:1], [3])
+    assert c.prompt_token_ids == policy.prompt_ids(CONVS[0]) and len(c.completion_token_ids) == c.completion_tokens
+    ids = torch.tensor([c.prompt_token_ids + c.completion_token_ids])
+    with torch.inference_mode():
+        logits = policy.model(input_ids=ids).logits[0, len(c.prompt_token_ids) - 1 : -1].float().log_softmax(-1)
+    want = logits.gather(-1, torch.tensor(c.completion_token_ids)[:, None])[:, 0].tolist()
+    assert c.logprobs == pytest.approx(want, abs=1e-4)
+    assert [[t["token_id"] for t in at] for at in c.top_logprobs] == logits.topk(2, dim=-1).indices.tolist()

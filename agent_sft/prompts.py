@@ -10,7 +10,9 @@ Two memory styles:
 
 Templates are text files that ``prompt.template`` replaces. Built in: ``<env>_<style>.txt`` in the
 folder the env's spec names (`EnvSpec.templates`, e.g. ``agent_sft/envs/alfworld/prompts/``), falling
-back to ``agent_sft/envs/prompts/generic_<style>.txt``. A file has two sections, each opened by a
+back to ``agent_sft/envs/prompts/generic_<style>.txt``; with tool-call actions (``prompt.actions=tools``)
+``<env>_<style>_tools.txt``, then ``generic_<style>_tools.txt``, whose wording asks for a tool call (reasoning
+before it allowed) instead of tags. A file has two sections, each opened by a
 line ``=== first ===`` or ``=== step ===``; text above the first section line is a comment. A file
 without section lines is used for every step. Placeholders are ``str.format`` fields (write ``{{`` and
 ``}}`` for literal braces), the names verl-agent uses:
@@ -26,7 +28,7 @@ without section lines is used for every step. Placeholders are ``str.format`` fi
 ``max_steps``          the episode's step budget
 =====================  ===========================================================================
 
-Answers are expected as ``<think>...</think><action>...</action>``; `parse_action` checks them the way
+With text actions, answers are expected as ``<think>...</think><action>...</action>``; `parse_action` checks them the way
 verl-agent does, plus validity as the env states it (a list of admissible actions, or regular
 expressions for free-form actions), and says precisely why an answer is invalid.
 """
@@ -56,6 +58,7 @@ PLACEHOLDERS = (
     "max_steps",
 )
 STYLES = ("window", "chat")
+ACTIONS = ("text", "tools")
 _SECTION = re.compile(r"^=== *(first|step) *===[ \t]*$", re.MULTILINE)
 
 
@@ -114,25 +117,30 @@ class PromptTemplate:
         return cls.from_text(text, str(path))
 
     @classmethod
-    def builtin(cls, env_name: str, style: str) -> PromptTemplate:
+    def builtin(cls, env_name: str, style: str, actions: str = "text") -> PromptTemplate:
         """The packaged template of an env (`<name>_<style>.txt` where its spec keeps templates; an alias
-        such as `alfworld/AlfredTWEnv` finds its env's), else the generic one."""
+        such as `alfworld/AlfredTWEnv` finds its env's), else the generic one; with tool-call actions
+        (`actions="tools"`) the `<name>_<style>_tools.txt` variant, else the generic tools one."""
         if style not in STYLES:
             raise PromptError(f"prompt.style: {style!r} is not one of {', '.join(STYLES)}")
+        if actions not in ACTIONS:
+            raise PromptError(f"prompt.actions: {actions!r} is not one of {', '.join(ACTIONS)}")
         from agent_sft.envs import find_spec
 
         spec = find_spec(env_name)
         family = (spec.name if spec else env_name).split("/")[0].lower()
+        suffix = "_tools" if actions == "tools" else ""
         places = []
         if spec is not None and spec.templates:
             package, _, sub = spec.templates.partition(":")
-            places.append((resources.files(package).joinpath(*filter(None, sub.split("/"))), f"{family}_{style}"))
-        places.append((resources.files("agent_sft.envs") / "prompts", f"generic_{style}"))
+            places.append((resources.files(package).joinpath(*filter(None, sub.split("/"))),
+                           f"{family}_{style}{suffix}"))
+        places.append((resources.files("agent_sft.envs") / "prompts", f"generic_{style}{suffix}"))
         for folder, stem in places:
             res = folder / f"{stem}.txt"
             if res.is_file():
                 return cls.from_text(res.read_text(encoding="utf-8"), f"builtin:{stem}.txt")
-        raise PromptError(f"no built-in {style} template (looked for {family}_{style}.txt)")
+        raise PromptError(f"no built-in {style} template (looked for {family}_{style}{suffix}.txt)")
 
     def render(self, first: bool, **fields: Any) -> str:
         return (self.first if first else self.step).format(**fields)
@@ -152,12 +160,12 @@ def _check_placeholders(body: str, where: str) -> None:
             raise PromptError(f"{where}: unknown placeholder {shown}; allowed: {', '.join(PLACEHOLDERS)}")
 
 
-def resolve_template(env_name: str, style: str, path: str | None) -> PromptTemplate:
-    """The template a run uses: the file at `path` when given, else the built-in one; with the env's
-    goal marker (`EnvSpec.goal_marker`)."""
+def resolve_template(env_name: str, style: str, path: str | None, actions: str = "text") -> PromptTemplate:
+    """The template a run uses: the file at `path` when given, else the built-in one for the run's action
+    mode (`prompt.actions`); with the env's goal marker (`EnvSpec.goal_marker`)."""
     from agent_sft.envs import find_spec
 
-    template = PromptTemplate.load(path) if path else PromptTemplate.builtin(env_name, style)
+    template = PromptTemplate.load(path) if path else PromptTemplate.builtin(env_name, style, actions)
     spec = find_spec(env_name)
     marker = spec.goal_marker if spec is not None else None
     return dataclasses.replace(template, goal_marker=marker) if marker else template

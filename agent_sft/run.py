@@ -73,7 +73,7 @@ def resolve(cfg: CollectConfig | Run, *, prepare: bool = True) -> Run:
     run_lanes = tuple(run_lanes)
     for lane in run_lanes:  # before the fingerprint, which holds each template's digest
         try:
-            resolve_template(lane.name, cfg.prompt.style, lane.template)
+            resolve_template(lane.name, cfg.prompt.style, lane.template, cfg.prompt.actions)
         except PromptError as err:
             raise ConfigError(str(err)) from None
     kind = policy_kind(cfg)

@@ -155,3 +155,22 @@ def test_missing_template_file_and_unknown_env_family(tmp_path):
         resolve_template("alfworld", "window", str(tmp_path / "nope.txt"))
     assert PromptTemplate.builtin("nosuch-family/SomeEnv", "chat").source == "builtin:generic_chat.txt"
     assert PromptTemplate.builtin("webshop/WebShopEnv", "chat").source == "builtin:webshop_chat.txt"
+
+
+@pytest.mark.parametrize("style", ["window", "chat"])
+@pytest.mark.parametrize("env", ["alfworld", "babyai", "frozenlake", "gymnasium", "http", "taxi", "textarena",
+                                 "textworld", "webshop", "nosuch-family/SomeEnv"])
+def test_tool_call_prompts_ask_for_a_call_and_never_for_tags(env, style):
+    text = PromptTemplate.builtin(env, style)
+    tools = resolve_template(env, style, None, "tools")
+    assert tools.source == text.source.replace(".txt", "_tools.txt")
+    fields = dict.fromkeys(
+        ("task_description", "current_observation", "admissible_actions", "action_history"), "x"
+    ) | {"step_count": 1, "current_step": 2, "history_length": 2, "max_steps": 50}
+    for first in (True, False):
+        assert "<action>" in text.render(first, **fields) or not first  # text mode asks for tags as it did
+        shown = tools.render(first, **fields)
+        assert "<think>" not in shown and "<action>" not in shown and "tags" not in shown
+        assert ("by calling" in shown and "one tool call per turn" in shown) or (style == "chat" and not first)
+    with pytest.raises(PromptError, match="prompt.actions: 'json' is not one of text, tools"):
+        PromptTemplate.builtin(env, style, "json")

@@ -56,6 +56,8 @@ def _same_play(text, tools):
         assert len(calls) == len(r["steps"]) and all(len(m["tool_calls"]) == 1 for m in calls)
         assert {c["tool_calls"][0]["function"]["name"] for c in calls} <= {t["function"]["name"] for t in offered}
         answers = [m for m in r["messages"] if m["role"] == "tool"]  # chat style: each played call is answered
+        first = next(m["content"] for m in r["messages"] if m["role"] == "user")
+        assert "by calling" in first and "<action>" not in first and "<action>" in t["messages"][0]["content"]
         assert [m["tool_call_id"] for m in answers] == [c["tool_calls"][0]["id"] for c in calls][: len(answers)]
         assert len(answers) == len(calls) - 1 and "tools" not in t
 

@@ -78,7 +78,7 @@ class Collector:
             versions = lane.package_versions(info.kind)
             setup = EpisodeSetup(
                 env=lane.name,
-                template=template or resolve_template(lane.name, cfg.prompt.style, lane.template),
+                template=template or resolve_template(lane.name, cfg.prompt.style, lane.template, cfg.prompt.actions),
                 max_steps=lane.max_steps,
                 episode_keys=frozenset(lane.played.episode_keys),
                 policy_info=pinfo,

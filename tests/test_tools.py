@@ -62,12 +62,25 @@ def _same_play(text, tools):
         assert len(answers) == len(calls) - 1 and "tools" not in t
 
 
+def _valid_atif(*folders):
+    """Every episode's ATIF document passes Harbor's own validator (both action modes, every env)."""
+    from harbor.utils.trajectory_validator import TrajectoryValidator
+
+    from agent_sft.publish.atif import to_atif
+
+    for rows in folders:
+        for row in rows.values():
+            v = TrajectoryValidator()
+            assert v.validate(to_atif(row)), (row["env"], v.get_errors())
+
+
 @pytest.mark.envs
 @pytest.mark.parametrize("env", sorted(FAST))
 def test_experts_play_the_same_episodes_with_tool_calls(env, tmp_path):
     text, tools = _expert_pair(tmp_path, env, FAST[env], 2)
     _same_play(text, tools)
     assert any(r["success"] for r in tools.values())
+    _valid_atif(text, tools)
 
 
 @pytest.mark.extended
@@ -77,6 +90,7 @@ def test_heavy_env_experts_play_the_same_episodes_with_tool_calls(env, tmp_path)
     text, tools = _expert_pair(tmp_path, env, HEAVY[env], 2)
     _same_play(text, tools)
     assert all(r["success"] for r in tools.values())
+    _valid_atif(text, tools)
 
 
 def test_env_tools_and_the_generic_act_tool():

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 from fixtures_models import needs_vllm
 
 import agent_sft
+from agent_sft.cli import main
 from agent_sft.config.load import load_config
 from agent_sft.dataset.fingerprint import mismatches
 from agent_sft.envs import spec
 from agent_sft.envs.tools import ToolCallError, toolset_for
 from agent_sft.errors import ConfigError, ConfigMismatchError
-from agent_sft.policies.tool_calls import ToolCallParser, parse_hermes
+from agent_sft.policies.tool_calls import ToolCallParser, parse_hermes, tool_parser_names
 from agent_sft.prompts import NOT_PLAYED
 from agent_sft.run import resolve
 
@@ -131,6 +133,22 @@ def test_hermes_answers_are_read_or_say_why_not():
     assert parse_hermes("<tool_call>{oops</tool_call>")[2].startswith("malformed tool call: not JSON")
     assert parse_hermes('<tool_call>{"arguments": {}}</tool_call>')[2].startswith("malformed tool call: no function name")
     assert parse_hermes('<tool_call>{"name": "act"}</tool_call>')[2].startswith("malformed tool call: no arguments")
+
+
+@pytest.mark.parametrize("kind", ["vllm", "hf"])
+def test_an_unknown_tool_parser_is_refused_before_anything_is_played(kind, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()
+    t = time.monotonic()
+    args = ["collect", "env.env_name=frozenlake", f"policy.type={kind}", "policy.model=./model", "output.dir=out",
+            "prompt.actions=tools"]
+    assert main([*args, "policy.tool_parser=hermez"]) == 2
+    assert time.monotonic() - t < 5  # the names are read without loading vLLM or a model
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("agent-sft collect: error: policy.tool_parser: ") and "'hermez'; did you mean hermes?" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
+    load_config(overrides=[*args[1:], "policy.tool_parser=hermes"])
+    load_config(overrides=[*args[1:-1], "policy.tool_parser=hermez"])  # text actions read no calls
 
 
 def test_a_text_folder_refuses_a_tools_run(tmp_path):
@@ -257,8 +275,11 @@ def test_the_tiny_model_through_vllm_offline_offers_tools_and_records_why_its_ca
     assert (good.content, good.reasoning, good.error) == ("", "left is a hole", "")
     assert good.calls == [{"id": "", "type": "function", "function": {"name": "act", "arguments": '{"command": "down"}'}}]
     assert parser.parse("<tool_call>{oops</tool_call>", tools).error.startswith("malformed tool call: not JSON")
-    with pytest.raises(ConfigError, match="vLLM has no tool parser 'nope'; it has .*hermes"):
-        ToolCallParser("nope", policy.tokenizer)
+    with pytest.raises(ConfigError, match=r"vLLM has no tool parser 'hermez'; did you mean hermes\? \(it has .*hermes"):
+        ToolCallParser("hermez", policy.tokenizer)
+    from vllm.tool_parsers import ToolParserManager
+
+    assert tool_parser_names() == ToolParserManager.list_registered()  # read without importing vLLM: the same names
 
 
 @pytest.mark.hf

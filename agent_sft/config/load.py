@@ -25,6 +25,7 @@ from agent_sft.config.lanes import Lane, lanes
 from agent_sft.config.schema import CollectConfig, FilterConfig, env_options
 from agent_sft.errors import ConfigError
 from agent_sft.policies.registry import policy_entry, policy_kind
+from agent_sft.policies.tool_calls import check_tool_parser
 
 
 def load_config(
@@ -130,6 +131,8 @@ def complete(cfg: CollectConfig) -> list[Lane]:
         if v < lo:
             raise ConfigError(f"{key}: must be at least {lo} (got {v})")
     check_tokens(cfg.policy)
+    if cfg.prompt.actions == "tools" and policy_entry(cfg.policy.type).tool_parser:
+        check_tool_parser(cfg.policy.tool_parser)  # here, not when the model has loaded
     if cfg.env.num_episodes is not None and cfg.env.num_episodes < 1:
         raise ConfigError(f"env.num_episodes: must be at least 1 (got {cfg.env.num_episodes})")
     if not 0.0 <= cfg.data.val_fraction < 1.0:

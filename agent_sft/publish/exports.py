@@ -19,7 +19,7 @@ from agent_sft.errors import ConfigError
 from agent_sft.publish.atif import export_atif
 from agent_sft.publish.sharegpt import export_sharegpt
 from agent_sft.publish.tokens import export_tokens
-from agent_sft.records import MESSAGES_TYPE, SPLITS
+from agent_sft.records import MESSAGES_TYPE, SPLITS, schema
 
 VERL_SPLIT = {"train": "train", "validation": "val"}
 VERL_COLUMNS = ["data_source", "prompt", "response", "ability", "reward_model", "extra_info", "messages"]
@@ -76,36 +76,64 @@ def iter_config_rows(folder: str, s: layout.Scan, config: str, split: str) -> It
             yield batch.to_pylist()
 
 
+def verl_schema(folder: str, info: dict, s: layout.Scan) -> pa.Schema:
+    """The verl files' schema: `VERL_SCHEMA` for a folder with text actions. With tool-call actions the messages
+    keep their calls (`tool_calls`, `tool_call_id`, `reasoning_content`) and a last column `tools` holds each row's
+    schemas as a list, the shape `MultiTurnSFTDataset` hands the chat template. Parquet gives that column one type,
+    made from every toolset of the folder: a tool's `properties` hold the other tools' parameter names too, as
+    nulls, where the tools offered differ in them (WebShop's `search(query)` and `click(target)`)."""
+    adds = layout.additions(info)
+    if "tools" not in adds:
+        return VERL_SCHEMA
+    messages = schema("sft", adds).field("messages").type
+    offered: set[str] = set()
+    for split in SPLITS:
+        for name, meta in sorted(s.sft[split].items()):
+            if meta["rows"]:
+                path = layout.shard_path(folder, "sft", split, layout.sft_name(name, s.generation))
+                for batch in shards.iter_shard_batches(path):
+                    offered.update(t for t in batch.column(batch.schema.get_field_index("tools")).to_pylist() if t)
+    try:
+        tools = pa.array([json.loads(t) for t in sorted(offered)] or [[]]).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise ConfigError(f"{folder}: the tools this folder offers have no one Parquet type for verl ({e})") from None
+    retyped = {"prompt": messages, "messages": messages}
+    return pa.schema([pa.field(f.name, retyped.get(f.name, f.type)) for f in VERL_SCHEMA] + [("tools", tools)])
+
+
 def export_verl(folder: str, out: str) -> dict[str, int]:
     """Write raw_trajectories.json, train/val .parquet and .csv as the original feature did.
 
     Parquet rows pass verl's `RLHFDataset` (prompt as a list of messages, `reward_model.ground_truth`,
-    `extra_info.split/index`) and `MultiTurnSFTDataset` (`messages`). raw_trajectories.json holds the
-    episodes that passed the filters (those with rows in `sft`).
+    `extra_info.split/index`) and `MultiTurnSFTDataset` (`messages`, and `tools` for a folder collected with
+    tool-call actions: see `verl_schema`). raw_trajectories.json holds the episodes that passed the filters
+    (those with rows in `sft`).
 
     Returns:
         {"train": rows, "val": rows, "episodes": n}
     """
-    _, s = _status(folder)
+    info, s = _status(folder)
     _make_out(out)
+    file_schema = verl_schema(folder, info, s)
+    columns = file_schema.names
     counts: dict[str, int] = {}
     kept_ids: set[str] = set()
     for split in SPLITS:
         vs = VERL_SPLIT[split]
         pq_path, csv_path = os.path.join(out, f"{vs}.parquet"), os.path.join(out, f"{vs}.csv")
         n = 0
-        with pq.ParquetWriter(pq_path + ".tmp", VERL_SCHEMA) as pw, open(csv_path + ".tmp", "w", newline="") as cf:
+        with pq.ParquetWriter(pq_path + ".tmp", file_schema) as pw, open(csv_path + ".tmp", "w", newline="") as cf:
             cw = csv.writer(cf)
-            cw.writerow(VERL_COLUMNS)
+            cw.writerow(columns)
             for rows in iter_config_rows(folder, s, "sft", split):
                 vrows = []
                 for r in rows:
                     kept_ids.add(r["episode_id"])
                     vrows.append(verl_row(r, vs, n))
                     n += 1
-                pw.write_table(pa.Table.from_pylist(vrows, schema=VERL_SCHEMA))
+                pw.write_table(pa.Table.from_pylist(vrows, schema=file_schema))
                 for v in vrows:
-                    cw.writerow([v[c] if isinstance(v[c], str) else json.dumps(v[c], ensure_ascii=False) for c in VERL_COLUMNS])
+                    cw.writerow([v[c] if isinstance(v[c], str) else json.dumps(v[c], ensure_ascii=False) for c in columns])
         os.replace(pq_path + ".tmp", pq_path)
         os.replace(csv_path + ".tmp", csv_path)
         counts[vs] = n

@@ -90,7 +90,7 @@ def test_http_tokens_are_what_the_server_sent_and_an_incomplete_capture_is_flagg
         assert e["response_logprobs"] == pytest.approx(s["logprobs"], abs=1e-6)
 
 
-def test_a_tokens_folder_is_not_continued_without_them_and_text_rows_stay_as_they_were(tmp_path):
+def test_a_tokens_folder_is_not_continued_without_them_and_text_rows_stay_as_they_were(tmp_path, capsys):
     from fixtures_data import make_episode
 
     row = episode_to_row(make_episode(0, steps=2))
@@ -99,7 +99,15 @@ def test_a_tokens_folder_is_not_continued_without_them_and_text_rows_stay_as_the
     with TokenServer() as server:
         policy = ["policy.type=openai", "policy.model=tok", f"policy.base_url={server.url}"]
         assert main(["collect", "--no-progress", *frozenlake(d, *policy, "policy.record_tokens=true")]) == 0
+        capsys.readouterr()
         assert main(["collect", "--no-progress", *frozenlake(d, *policy, "env.num_episodes=5")]) == 2
+        assert "schema additions tokens, this run's none" in capsys.readouterr().err
+    # a filter on a capture the folder never made is refused, not left to drop everything
+    import shutil
+
+    shutil.copytree(LEGACY, tmp_path / "legacy")
+    assert main(["build", str(tmp_path / "legacy"), "--require-tokens"]) == 2
+    assert "filters.require_tokens" in capsys.readouterr().err
 
 
 def test_record_tokens_is_refused_for_an_expert_and_logprobs_needs_it(tmp_path, capsys):

@@ -141,6 +141,8 @@ def complete(cfg: CollectConfig) -> list[Lane]:
         parse_shard(cfg.output.shard)
     check_stages(cfg.filters)
     check_dpo(cfg.dpo)
+    if cfg.filters.require_tokens and not cfg.policy.record_tokens:
+        raise ConfigError("filters.require_tokens needs policy.record_tokens=true (else it drops every episode)")
     if cfg.filters.max_tokens is not None and not cfg.filters.tokenizer:
         raise ConfigError("filters.max_tokens needs filters.tokenizer (a tokenizer path or name)")
     run = lanes(cfg)  # each env's options, expert and count

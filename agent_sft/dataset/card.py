@@ -16,7 +16,7 @@ from agent_sft.dataset.filters import active_filters
 from agent_sft.dataset.per_task import count, percent
 from agent_sft.dataset.public import public
 from agent_sft.policies.registry import policy_kind
-from agent_sft.records import END_REASONS, SPLITS
+from agent_sft.records import END_REASONS, END_UNJUDGED, SPLITS
 
 log = logging.getLogger(__name__)
 TEMPLATE = os.path.join(os.path.dirname(__file__), "templates", "dataset_card.md")
@@ -275,7 +275,7 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
         "plots": "\n\n".join(f"![{os.path.basename(p)[:-4].replace('_', ' ')}]({p})" for p in plots),
         "sample": _fmt_sample(sample),
         "repo": repo,
-        "end_reason_values": ", ".join(END_REASONS),
+        "end_reason_values": ", ".join(r for r in END_REASONS if r != END_UNJUDGED or st["end_reasons"].get(r)),
     }
     body = re.sub(r"\{\{(\w+)\}\}", lambda m: str(values.get(m.group(1), m.group(0))), template)
     return re.sub(r"\n{3,}", "\n\n", body)

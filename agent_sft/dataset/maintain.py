@@ -38,7 +38,7 @@ def rebuild(folder: str, build: BuildSpec, name: str | None = None, dpo: dict | 
     """
     require_folder(folder)
     SftDeriver(build)  # fails early on a bad filter
-    score_rules.check_judges(build.filters, judged.judge_names(folder))
+    check_folder_filters(folder, build)
     if name is not None:
         views.check_build_name(name)
     with layout.locked(folder):
@@ -56,6 +56,18 @@ def rebuild(folder: str, build: BuildSpec, name: str | None = None, dpo: dict | 
         from agent_sft.dataset import reading
 
         return reading.finalize_folder(folder, s)
+
+
+def check_folder_filters(folder: str, build: BuildSpec) -> None:
+    """Refuse filters the folder cannot answer: a judge that has not scored it, token capture it did not record.
+
+    Raises:
+        ConfigError: naming the filter and what the folder lacks.
+    """
+    score_rules.check_judges(build.filters, judged.judge_names(folder))
+    if build.filters.get("require_tokens") and "tokens" not in layout.additions(layout.read_info(folder)):
+        raise ConfigError(f"filters.require_tokens: {folder} recorded no token ids (collect with "
+                          "policy.record_tokens=true); it would drop every episode")
 
 
 def refresh_views(folder: str) -> dict:
@@ -105,7 +117,7 @@ def preview(folder: str, build: BuildSpec) -> dict:
     from agent_sft.dataset import reading
 
     require_folder(folder)
-    score_rules.check_judges(build.filters, judged.judge_names(folder))
+    check_folder_filters(folder, build)
     _, s = reading.folder_status(folder)
     check_not_corrupt(folder, s)
     info = layout.read_info(folder) or {}

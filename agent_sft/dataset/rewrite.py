@@ -171,7 +171,8 @@ def compact_shards(folder: str, split: str, names: list[str], generation: int, t
         for m in sft_metas:
             drops.update(m.get("drops", {}))
         # sft first: until the raw shard exists, the new sft shard is stale (deleted by a repair).
-        adds = {"additions": metas[0]["additions"]} if metas[0].get("additions") else {}  # one folder, one set
+        # one folder, one set of additions (an empty stub, such as a quarantined shard's, may lack them)
+        adds = next(({"additions": m["additions"]} for m in metas if m.get("additions")), {})
         sft_meta = {"split": split, "generation": generation, "source": name, "replaces": [layout.sft_name(n, generation) for n in group],
                     "episodes": sum(m.get("episodes", 0) for m in sft_metas), "drops": dict(drops),
                     "rows": sum(m["rows"] for m in sft_metas), **adds}

@@ -215,7 +215,8 @@ def from_atif(doc: dict, env: str, task_key: str | None = None) -> dict:
     agent = doc.get("agent") or {}
     episode = doc.get("trajectory_id") or doc.get("session_id") or content_id(doc)
     messages, steps = _messages_and_steps(doc)
-    task = extra.get(task_key) if task_key else None
+    # agent-sft's own documents carry their task id; another tool's give it under --task-key, or none
+    task = extra.get(task_key) if task_key else extra.get("task_id") if isinstance(extra.get("extra"), (dict, str)) else None
     judged = isinstance(extra.get("success"), bool)
     success = bool(extra.get("success")) if judged else False
     policy = extra.get("policy") if isinstance(extra.get("policy"), dict) else {}
@@ -366,8 +367,9 @@ def import_atif(folder: str, files: list[str], env: str, task_key: str | None = 
     validate = harbor_validator()
     out: dict[str, Any] = {"imported": 0, "already": 0, "failed": [], "validator": "harbor" if validate else "shape",
                            "splits": {sp: 0 for sp in SPLITS}}
+    # retry_errors=False: imported episodes that ended in an error are rows like the others, never played again
     writer = DatasetWriter.open(folder, fingerprint=fp, meta={"imported": fingerprint(env)} if fp else None,
-                                additions=additions)
+                                additions=additions, retry_errors=False)
     try:
         for path in iter_files(files):
             doc, why = read_document(path, validate)

@@ -315,3 +315,11 @@ def test_a_lost_info_keeps_the_named_builds(tmp_path, capsys):
     assert rc == 0, out
     assert sorted(r["episode_id"] for r in rows(d, "won")) == won and rows(d, "dpo") and rows(d, "scores")
     assert cli(capsys, "repair", "--check", str(d))[0] == 0
+
+
+def test_a_tool_call_folder_scores_its_calls_and_says_why_it_has_no_pairs(tool_folders, capsys):
+    for style, folder in tool_folders.items():
+        scores = rows(folder, "scores")
+        assert scores and all(s["format_rate"] == 1.0 for s in scores), style  # the expert's calls all read
+        rc, out = cli(capsys, "info", folder)
+        assert "dpo: no pairs: no dpo config: pairs of tool-call episodes are not written" in out, out

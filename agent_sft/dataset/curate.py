@@ -117,7 +117,8 @@ def refresh(folder: str, s: layout.Scan, info: dict, builds: dict[str, BuildSpec
     for e in counted:
         per_task[(e.env, e.task_id)].append(e)
     both = {t for t, es in per_task.items() if any(e.success for e in es) and not all(e.success for e in es)}
-    candidates = _pair_candidates(per_task, both, dpo) if dpo["pairs"] != "off" else {}
+    pairs_wanted = dpo["pairs"] != "off" and "tools" not in layout.additions(info)
+    candidates = _pair_candidates(per_task, both, dpo) if pairs_wanted else {}
     expected = defaultdict(int)
     for t in candidates.values():
         expected[t] += 1
@@ -164,7 +165,11 @@ def refresh(folder: str, s: layout.Scan, info: dict, builds: dict[str, BuildSpec
     for name, sink in sinks.items():
         out[name] = sink.entry() | {"drops": drops[name]}
     out[views.SCORES] = score_sink.entry()
-    if pair_sink is not None:
+    if pair_sink is not None and "tools" in layout.additions(info):  # pairs keep role and content only, so far
+        out[views.DPO] = {"kind": views.DPO, "generation": views.next_generation(old, views.DPO), "files": {},
+                          "rows": {sp: 0 for sp in SPLITS}, "spec": dict(dpo),
+                          "why_none": "no dpo config: pairs of tool-call episodes are not written (their calls would be lost)"}
+    elif pair_sink is not None:
         for task in sorted(chosen):  # none left unless a candidate was read twice or not at all
             pair_sink.add(chosen.pop(task))
         out[views.DPO] = pair_sink.entry([e for es in per_task.values() for e in es])

@@ -66,6 +66,8 @@ SCORES: dict[str, ScoreSpec] = {s.name: s for s in (
 )}
 """The scores filters and selection can name, besides `judge.<name>`."""
 
+_CALL_FORMAT_FAILURES = ("malformed tool call", "no tool call")  # a tools step's reasons that are about its format
+
 _PER_STEP = ("invalid_rate", "format_rate", "repeat_rate", "loop_rate", "reasoning_words")  # null without steps
 
 
@@ -141,15 +143,22 @@ def episode_scores(row: dict, require_think: bool = True) -> dict[str, Any]:
                                                "success", "end_reason")}
     out["episode_length"] = len(steps)
     out.update(dict.fromkeys(_PER_STEP))
+    tools = "tools" in row  # tool-call actions: the format is a readable call, the reasoning beside it
     if steps:
         n = len(steps)
         actions: set[str] = set()
         situations: set[tuple[str, str]] = set()
         repeats = loops = formatted = words = 0
+        if tools:
+            words = sum(len((m.get("reasoning_content") or "").split()) for m in row["messages"] or []
+                        if m["role"] == "assistant")
         for s in steps:
             response, action = s["response"] or "", s["action"] or ""
-            formatted += parse_action(response, None, require_think).valid
-            words += len(think_text(response).split())
+            if tools:
+                formatted += not (s["invalid_reason"] or "").startswith(_CALL_FORMAT_FAILURES)
+            else:
+                formatted += parse_action(response, None, require_think).valid
+                words += len(think_text(response).split())
             if action:
                 repeats += action in actions
                 loops += (s["observation"], action) in situations

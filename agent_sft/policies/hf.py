@@ -131,31 +131,40 @@ class HFPolicy:
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(_batch_seed(seeds))
             out = self.model.generate(input_ids=input_ids, attention_mask=attention, **gen)
-            logprobs = None
+            picked = tops = None
             if cfg.record_tokens:
-                logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # [batch, new tokens, vocab]
+                picked, tops = self._step_logprobs(out.logits, out.sequences[:, width:])
                 out = out.sequences
         generated = out.shape[1] - width
         done = []
         for b, (p, row) in enumerate(zip(prompts, out)):
             c = self._completion(len(p), row[width:].tolist(), generated)
-            if logprobs is not None:
-                self._tokens(c, p, row[width:].tolist(), logprobs[b])
+            if picked is not None:
+                n = c.completion_tokens
+                c.prompt_token_ids, c.completion_token_ids = list(p), row[width:].tolist()[:n]
+                c.logprobs = picked[b][:n]
+                if self.cfg.logprobs:
+                    c.top_logprobs = tops[b][:n]
             done.append(c)
         return done
 
-    def _tokens(self, c: Completion, prompt: list[int], new: list[int], logprobs: Any) -> None:
-        """Fill `c`'s token fields: the prompt, the tokens this row generated (as `_completion` cut them) and
-        their logprobs."""
-        ids = new[: c.completion_tokens]
-        c.prompt_token_ids, c.completion_token_ids = list(prompt), ids
-        at = logprobs[: len(ids)]
-        c.logprobs = [float(v) for v in at.gather(-1, self.torch.tensor(ids, device=at.device)[:, None])[:, 0]] if ids else []
+    def _step_logprobs(self, logits: Any, new: Any) -> tuple[list[list[float]], list[list[list[dict]]]]:
+        """Per row: the logprob of each generated token, and the top `policy.logprobs` at each position. One
+        position at a time, so memory stays at batch x vocabulary, not x new tokens."""
+        rows = new.shape[0]
+        picked: list[list[float]] = [[] for _ in range(rows)]
+        tops: list[list[list[dict]]] = [[] for _ in range(rows)]
         n = self.cfg.logprobs
-        if n:
-            values, tokens = at.topk(n, dim=-1)
-            c.top_logprobs = [[{"token_id": int(t), "logprob": float(v)} for t, v in zip(ts, vs)]
-                              for ts, vs in zip(tokens.tolist(), values.tolist())]
+        for t, step in enumerate(logits):
+            lp = step.float().log_softmax(-1)  # [batch, vocabulary]
+            got = lp.gather(-1, new[:, t:t + 1].to(lp.device))[:, 0].tolist()
+            best = lp.topk(n, dim=-1) if n else None
+            for b in range(rows):
+                picked[b].append(float(got[b]))
+                if best is not None:
+                    tops[b].append([{"token_id": int(i), "logprob": float(v)}
+                                    for i, v in zip(best.indices[b].tolist(), best.values[b].tolist())])
+        return picked, tops
 
     def _completion(self, prompt_len: int, new: list[int], generated: int) -> Completion:
         finish = "length"

@@ -343,3 +343,23 @@ def test_tiny_model_drives_webshop_in_a_mix_through_the_http_policy(vllm_server,
         for s in r["steps"]:
             assert s["prompt_tokens"] and (s["valid"] or s["invalid_reason"])
     assert (tmp_path / "a" / "README.md").read_text().count("- webshop: ") == 1
+
+
+@pytest.mark.extended  # two runs, each starting WebShop's engine: ~30 s
+def test_the_expert_plays_webshop_with_search_and_click_calls_as_with_text(webshop_checkout, tmp_path):
+    base = ["env.env_name=webshop", f"env.webshop.path={webshop_checkout}", f"env.webshop.test_goals={TEST_GOALS}",
+            "env.num_episodes=2", "env.seed=3", "prompt.style=chat", "policy.type=expert"]
+    agent_sft.collect([*base, f"output.dir={tmp_path / 'text'}"])
+    agent_sft.collect([*base, "prompt.actions=tools", f"output.dir={tmp_path / 'tools'}"])
+    text, tools = _rows(tmp_path / "text"), _rows(tmp_path / "tools")
+    assert text.keys() == tools.keys() and any(r["success"] for r in text.values())
+    for eid, t in text.items():
+        r = tools[eid]
+        assert [s["action"] for s in r["steps"]] == [s["action"] for s in t["steps"]]
+        assert (r["success"], r["final_reward"], r["num_invalid"]) == (t["success"], t["final_reward"], 0)
+        assert [t["function"]["name"] for t in json.loads(r["tools"])] == ["search", "click"]
+        calls = [m["tool_calls"][0]["function"] for m in r["messages"] if m["role"] == "assistant"]
+        made = [f"{c['name']}[{next(iter(json.loads(c['arguments']).values()))}]" for c in calls]
+        assert made == [s["action"] for s in r["steps"]] and calls[0]["name"] == "search"
+        first = next(m["content"] for m in r["messages"] if m["role"] == "user")
+        assert "search[x] is a call of search with query x" in first and "<action>" not in first

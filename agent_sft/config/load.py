@@ -133,6 +133,9 @@ def complete(cfg: CollectConfig) -> list[Lane]:
     check_tokens(cfg.policy)
     if cfg.prompt.actions == "tools" and policy_entry(cfg.policy.type).tool_parser:
         check_tool_parser(cfg.policy.tool_parser)  # here, not when the model has loaded
+    if cfg.policy.tool_choice != "auto" and (cfg.prompt.actions != "tools" or cfg.policy.type != "openai"):
+        raise ConfigError(f"policy.tool_choice={cfg.policy.tool_choice} needs prompt.actions=tools and policy.type="
+                          "openai (a server that constrains its answers, as vLLM's does)")
     if cfg.env.num_episodes is not None and cfg.env.num_episodes < 1:
         raise ConfigError(f"env.num_episodes: must be at least 1 (got {cfg.env.num_episodes})")
     if not 0.0 <= cfg.data.val_fraction < 1.0:

@@ -127,6 +127,9 @@ class PolicyConfig:
     chat_template: str | None = _f(None, "Path of a chat template overriding the model's.")
     tool_parser: str = _f("hermes", "prompt.actions=tools, vllm and hf: vLLM's tool-call parser for the model's family "
                           "(`hermes` for Qwen2.5; agent-sft's own Hermes parser when vLLM is not installed).")
+    tool_choice: str = _f("auto", "prompt.actions=tools, openai: `required` asks the server for a call every turn (vLLM "
+                          "constrains the answer to the tools' schemas with guided decoding); `auto` lets the model "
+                          "answer without one.", ("auto", "required"))
     enforce_eager: bool = _f(False, "vLLM: skip CUDA graph / compile warm-up.")
     batch_invariant: bool = _f(False, "vLLM on a GPU: batch-invariant kernels (VLLM_BATCH_INVARIANT=1), so an answer "
                                "does not depend on the rest of its batch (slower; not on CPU).")

@@ -43,6 +43,8 @@ def of_config(cfg: Any, lanes: list | None = None) -> dict[str, Any]:
     if getattr(pr, "actions", "text") != "text":  # a text run keeps the fingerprint folders had before
         prompt["actions"] = pr.actions
         policy["tool_parser"] = p.tool_parser
+        if getattr(p, "tool_choice", "auto") != "auto":  # a tools folder of the default keeps its fingerprint
+            policy["tool_choice"] = p.tool_choice
     if len(lanes) == 1:  # a plain run, or a mix of one entry: the same folder
         lane = lanes[0].fingerprint()
         env = {"env_name": lane.pop("env_name"), "seed": e.seed, "max_steps": lane.pop("max_steps"),

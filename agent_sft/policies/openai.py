@@ -205,6 +205,8 @@ class OpenAIPolicy:
             body["stop"] = list(cfg.stop)
         if tools is not None:
             body["tools"] = tools
+            if cfg.tool_choice != "auto":  # the API's default with tools
+                body["tool_choice"] = cfg.tool_choice
         if cfg.record_tokens:
             # vLLM's server: `return_token_ids` adds the prompt's (`prompt_token_ids`) and the choice's
             # (`token_ids`) ids; `return_tokens_as_token_ids` writes the logprobs' tokens as "token_id:<id>".

@@ -10,6 +10,7 @@ Without `games`, the env plays the built-in game set shipped in this package.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,10 @@ from agent_sft.envs.textworld.games import (
 )
 from agent_sft.envs.textworld.tasks import EXPERTS, select_task_types
 from agent_sft.envs.textworld.text import REFUSED, clean_feedback, is_refused, one_line, sanitize
+
+# TextWorld parses a game's logic with a parser that is not thread-safe: two envs of one process (env.pool=thread)
+# load or reset their games one at a time.
+_LOADING = threading.Lock()
 
 
 class TextworldEnv:
@@ -119,11 +124,12 @@ class TextworldEnv:
                 objective=True, extras=["walkthrough"],
             )
             try:
-                if len(self._engines) < self.cache_size:
-                    engine = self._tw.start(str(story), infos)
-                else:
-                    _, engine = self._engines.popitem(last=False)
-                    engine.load(str(story))
+                with _LOADING:
+                    if len(self._engines) < self.cache_size:
+                        engine = self._tw.start(str(story), infos)
+                    else:
+                        _, engine = self._engines.popitem(last=False)
+                        engine.load(str(story))
             except Exception as e:
                 raise GameFileError(f"{story}: TextWorld cannot load this game ({type(e).__name__}: {e})") from e
         self._engines[task.task_id] = engine
@@ -134,7 +140,8 @@ class TextworldEnv:
         engine.request_infos.policy_commands = track_plans
         # Frotz reads seed 0 as "seed from the clock": keep the interpreter's seed positive.
         engine.seed(self._seed % 2_147_483_646 + 1)
-        return engine.reset()
+        with _LOADING:
+            return engine.reset()
 
     # --- TextEnv ----------------------------------------------------------------------------------
 

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 from agent_sft.version import __version__
 
 __all__ = ["AgentSFTError", "CollectConfig", "CollectResult", "DatasetWriter", "collect", "load", "load_config",
-           "load_raw", "load_sft", "register_env", "__version__"]
+           "load_raw", "load_sft", "register_env", "tool_arguments_as_objects", "__version__"]
 
 if TYPE_CHECKING:
     from agent_sft.collection import CollectResult, collect
     from agent_sft.config import CollectConfig, load_config
     from agent_sft.dataset.reading import load, load_raw, load_sft
+    from agent_sft.dataset.tool_arguments import tool_arguments_as_objects
     from agent_sft.dataset.writer import DatasetWriter
     from agent_sft.envs import register as register_env
     from agent_sft.errors import AgentSFTError
@@ -34,6 +35,7 @@ _LAZY = {
     "load_raw": ("agent_sft.dataset.reading", "load_raw"),
     "load_sft": ("agent_sft.dataset.reading", "load_sft"),
     "register_env": ("agent_sft.envs", "register"),
+    "tool_arguments_as_objects": ("agent_sft.dataset.tool_arguments", "tool_arguments_as_objects"),
     "AgentSFTError": ("agent_sft.errors", "AgentSFTError"),
     "DatasetWriter": ("agent_sft.dataset.writer", "DatasetWriter"),
 }

@@ -23,7 +23,8 @@ QWEN2_SPLIT_PATTERN = (
 
 # ChatML, and with `tools` Qwen2.5's way of offering them (Hermes style): the schemas in the system turn, an
 # assistant's calls as `<tool_call>` blocks (its `reasoning_content` in `<think>` before its text), `tool` messages
-# as `<tool_response>` blocks of a user turn. Without tools and calls it renders exactly plain ChatML.
+# as `<tool_response>` blocks of a user turn. A call's arguments are written with `tojson`, as Qwen2.5 writes them
+# (an object renders as JSON; JSON text renders as a string). Without tools and calls it renders exactly plain ChatML.
 _TOOLS_HEADER = (
     "{%- if tools %}"
     "{{- '<|im_start|>system\\n' }}"
@@ -49,7 +50,7 @@ _CALLS = (
     "{%- if loop.first and not message['content'] %}{{- '<tool_call>\\n' }}{%- else %}{{- '\\n<tool_call>\\n' }}"
     "{%- endif %}"
     "{{- '{\"name\": \"' + f.name + '\", \"arguments\": ' }}"
-    "{%- if f.arguments is string %}{{- f.arguments }}{%- else %}{{- f.arguments | tojson }}{%- endif %}"
+    "{{- f.arguments | tojson }}"
     "{{- '}\\n</tool_call>' }}"
     "{%- endfor %}"
     "{{- '<|im_end|>' }}"

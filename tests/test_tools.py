@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from fixtures_models import needs_vllm
@@ -284,6 +285,9 @@ def test_the_tiny_model_through_vllm_offline_offers_tools_and_records_why_its_ca
     assert tool_parser_names() == ToolParserManager.list_registered()  # read without importing vLLM: the same names
 
 
+QWEN25_TEMPLATE = "qwen2_5.jinja"  # TRL ships Qwen2.5-Instruct's own chat template under this name
+
+
 @pytest.mark.hf
 def test_a_tools_folder_trains_in_trl_with_its_schema_and_calls(tmp_path, tiny_model_dir):
     import datasets
@@ -294,23 +298,56 @@ def test_a_tools_folder_trains_in_trl_with_its_schema_and_calls(tmp_path, tiny_m
     agent_sft.collect(["env.env_name=frozenlake", "env.num_episodes=4", "env.frozenlake.seeds=4", "env.backend=thread",
                        "policy.type=expert", "policy.expert_think=true", "prompt.actions=tools", "data.val_fraction=0.5",
                        "output.sft_style=step", f"output.dir={folder}"])
-    ds = datasets.load_dataset(str(folder), "sft")
+    stored = datasets.load_dataset(str(folder), "sft")
     tok = transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
-    row = ds["train"][0]
-    text = tok.apply_chat_template(row["messages"], tools=json.loads(row["tools"]), tokenize=False)
+    row = stored["train"][0]
     call = row["messages"][-1]["tool_calls"][0]["function"]
+    assert isinstance(call["arguments"], str)  # stored as JSON text: Qwen2.5's tojson would write it as a string
+    text = tok.apply_chat_template(row["messages"], tools=json.loads(row["tools"]), tokenize=False)
+    assert f'"arguments": {json.dumps(call["arguments"])}}}' in text
+
+    ds = agent_sft.tool_arguments_as_objects(stored)
+    row = ds["train"][0]
+    call = row["messages"][-1]["tool_calls"][0]["function"]
+    assert call["arguments"] == json.loads(stored["train"][0]["messages"][-1]["tool_calls"][0]["function"]["arguments"])
+    text = tok.apply_chat_template(row["messages"], tools=json.loads(row["tools"]), tokenize=False)
     assert '"name": "act"' in text and "Commands admissible when the episode starts" in text  # the schema
-    assert f'<tool_call>\n{{"name": "act", "arguments": {call["arguments"]}}}\n</tool_call>' in text  # the call
+    assert f'<tool_call>\n{{"name": "act", "arguments": {json.dumps(call["arguments"])}}}\n</tool_call>' in text
     assert "<think>Plan: " in text  # the expert's reasoning, kept beside the call
+
+    qwen = Path(trl.__file__).parent / "chat_templates" / QWEN25_TEMPLATE
+    tok.chat_template = qwen.read_text()
     args = trl.SFTConfig(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=2,
-                         per_device_eval_batch_size=2, max_length=1024, learning_rate=1e-3, logging_steps=1,
+                         per_device_eval_batch_size=2, max_length=4096, learning_rate=1e-3, logging_steps=1,
                          save_strategy="no", report_to="none", use_cpu=True, dataloader_num_workers=0, seed=0)
     trainer = trl.SFTTrainer(model=transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir), args=args,
                              train_dataset=ds["train"], processing_class=tok)
     trainer.train()
     assert trainer.state.global_step == 2
-    first = trainer.train_dataset[0]["input_ids"]
-    assert "<tools>" in tok.decode(first) and "<tool_call>" in tok.decode(first)  # TRL rendered the tools and calls
+    trained = tok.decode(trainer.train_dataset[0]["input_ids"])
+    first = ds["train"][0]["messages"][-1]["tool_calls"][0]["function"]
+    assert "<tools>" in trained and "Commands admissible when the episode starts" in trained
+    # TRL rendered the call with Qwen2.5's template as an object: once encoded, never a JSON string
+    assert f'<tool_call>\n{{"name": "act", "arguments": {json.dumps(first["arguments"])}}}\n</tool_call>' in trained
+    assert '"arguments": "' not in trained
+
+
+def test_tool_arguments_as_objects_keeps_each_tools_own_keys():
+    import datasets
+
+    def msg(name, arguments):
+        return [{"role": "user", "content": "go", "tool_calls": None},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": name, "arguments": arguments}}]}]
+
+    rows = [msg("search", '{"query": "red shoes"}'), msg("click", '{"target": "buy now", "n": 2}'), msg("act", "{bad")]
+    ds = agent_sft.tool_arguments_as_objects(datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list([{"messages": m, "tools": "[]"} for m in rows])}))["train"]
+    got = [r["messages"][1]["tool_calls"][0]["function"]["arguments"] for r in ds]
+    assert got == [{"query": "red shoes"}, {"target": "buy now", "n": 2}, "{bad"]  # no key of another tool's
+    assert ds[0]["messages"][0]["tool_calls"] is None and ds[0]["tools"] == "[]"
+    plain = datasets.Dataset.from_list([{"messages": [{"role": "user", "content": "hi"}]}])
+    assert agent_sft.tool_arguments_as_objects(plain) is plain  # a text folder's rows: nothing to decode
 
 
 @needs_vllm

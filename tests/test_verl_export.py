@@ -345,6 +345,8 @@ def _check_tool_files(report, tool_files, here):
             text = here.decode(item["ids"])
             assert '"name": "act"' in text and "Commands admissible when the episode starts" in text  # the schema
             calls = [c["function"] for m in row["messages"] if m["role"] == "assistant" for c in m["tool_calls"]]
-            assert calls and all(f'{{"name": "act", "arguments": {c["arguments"]}}}' in item["trained"] for c in calls)
+            assert calls and all(isinstance(c["arguments"], dict) for c in calls)  # objects, written once by tojson
+            assert all(f'{{"name": "act", "arguments": {json.dumps(c["arguments"])}}}' in item["trained"] for c in calls)
+            assert '"arguments": "' not in item["trained"]
             assert "<tools>" not in item["trained"] and "<tool_response>" not in item["trained"]
             assert [m.get("tool_calls") for m in prompt] == [m["tool_calls"] for m in row["prompt"]]

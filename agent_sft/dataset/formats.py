@@ -152,10 +152,12 @@ def verl_row(sft: dict, split: str, index: int) -> dict[str, Any]:
     `prompt` is the list of messages before the trained assistant turn, `response` that turn's text,
     `messages` the whole chat. `split` is "train" or "val" as in the original Parquet files. A row of a
     tool-call folder also has `tools`, the schemas offered as a list (what `MultiTurnSFTDataset` gives the
-    chat template), its messages keeping their calls.
+    chat template), its messages keeping their calls with each call's arguments as an object (chat templates
+    write them with `tojson`; JSON text would train as a string), None where they are not a JSON object.
     """
-    prompt, response = split_prompt_response(sft["messages"])
     tools = {"tools": json.loads(sft["tools"]) if sft["tools"] else []} if "tools" in sft else {}
+    messages = [_object_arguments(m) for m in sft["messages"]] if tools else sft["messages"]
+    prompt, response = split_prompt_response(messages)
     return {
         "data_source": sft["env"],
         "prompt": prompt,
@@ -174,9 +176,25 @@ def verl_row(sft: dict, split: str, index: int) -> dict[str, Any]:
             "final_reward": float(sft["final_reward"]),
             "episode_length": sft["episode_length"],
         },
-        "messages": sft["messages"],
+        "messages": messages,
         **tools,
     }
+
+
+def call_arguments(arguments: Any) -> dict | None:
+    """A stored call's arguments (JSON text) as an object; None where they are not a JSON object."""
+    try:
+        value = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _object_arguments(m: dict) -> dict:
+    if not m.get("tool_calls"):
+        return m
+    return {**m, "tool_calls": [{**c, "function": {**c["function"], "arguments": call_arguments(c["function"]["arguments"])}}
+                                for c in m["tool_calls"]]}
 
 
 def seed_record(row: dict) -> dict[str, Any]:

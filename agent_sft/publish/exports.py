@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agent_sft.dataset import layout, shards
-from agent_sft.dataset.formats import seed_record, verl_row
+from agent_sft.dataset.formats import call_arguments, seed_record, verl_row
 from agent_sft.errors import ConfigError
 from agent_sft.publish.atif import export_atif
 from agent_sft.publish.sharegpt import export_sharegpt
@@ -81,24 +81,42 @@ def verl_schema(folder: str, info: dict, s: layout.Scan) -> pa.Schema:
     keep their calls (`tool_calls`, `tool_call_id`, `reasoning_content`) and a last column `tools` holds each row's
     schemas as a list, the shape `MultiTurnSFTDataset` hands the chat template. Parquet gives that column one type,
     made from every toolset of the folder: a tool's `properties` hold the other tools' parameter names too, as
-    nulls, where the tools offered differ in them (WebShop's `search(query)` and `click(target)`)."""
+    nulls, where the tools offered differ in them (WebShop's `search(query)` and `click(target)`). A call's
+    `arguments` are an object there (chat templates write them with `tojson`), typed the same way: a call gets the
+    other tools' argument names as nulls, and arguments that are not a JSON object are null."""
     adds = layout.additions(info)
     if "tools" not in adds:
         return VERL_SCHEMA
-    messages = schema("sft", adds).field("messages").type
     offered: set[str] = set()
+    arguments: set[str] = set()
     for split in SPLITS:
         for name, meta in sorted(s.sft[split].items()):
             if meta["rows"]:
                 path = layout.shard_path(folder, "sft", split, layout.sft_name(name, s.generation))
                 for batch in shards.iter_shard_batches(path):
                     offered.update(t for t in batch.column(batch.schema.get_field_index("tools")).to_pylist() if t)
+                    for messages in batch.column(batch.schema.get_field_index("messages")).to_pylist():
+                        arguments.update(json.dumps(call_arguments(c["function"]["arguments"]), sort_keys=True)
+                                         for m in messages for c in m.get("tool_calls") or [])
     try:
         tools = pa.array([json.loads(t) for t in sorted(offered)] or [[]]).type
+        objects = [json.loads(a) for a in sorted(arguments)]
+        args_type = pa.array(objects).type if any(objects) else pa.null()
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise ConfigError(f"{folder}: the tools this folder offers have no one Parquet type for verl ({e})") from None
+    messages = _with_arguments(schema("sft", adds).field("messages").type, args_type)
     retyped = {"prompt": messages, "messages": messages}
     return pa.schema([pa.field(f.name, retyped.get(f.name, f.type)) for f in VERL_SCHEMA] + [("tools", tools)])
+
+
+def _with_arguments(messages: pa.DataType, arguments: pa.DataType) -> pa.DataType:
+    """The messages type with each call's `function.arguments` of type `arguments` (an object, not JSON text)."""
+    m = messages.value_type
+    calls = m.field("tool_calls").type.value_type
+    function = calls.field("function").type
+    function = pa.struct([pa.field(f.name, arguments) if f.name == "arguments" else f for f in function])
+    calls = pa.struct([pa.field(f.name, function) if f.name == "function" else f for f in calls])
+    return pa.list_(pa.struct([pa.field(f.name, pa.list_(calls)) if f.name == "tool_calls" else f for f in m]))
 
 
 def export_verl(folder: str, out: str) -> dict[str, int]:

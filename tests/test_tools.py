@@ -375,3 +375,17 @@ def test_vllms_server_reads_the_tiny_models_calls_and_required_makes_it_call(vll
     for s in steps:
         assert s["valid"] or s["invalid_reason"].startswith(("bad arguments for act", "several tool calls", "no tool call",
                                                              "not admissible"))
+
+
+def test_a_vllm_without_the_parsers_layout_falls_back_or_says_which_vllm(monkeypatch):
+    import agent_sft.policies.tool_calls as tool_calls
+
+    if tool_calls.importlib.util.find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed")
+    monkeypatch.setattr(tool_calls, "VLLM_PARSER_MODULES", (("vllm.no_such_parsers", "vllm.no_such_protocol"),))
+    parser = ToolCallParser("hermes", None)  # agent-sft's own Hermes parser
+    got = parser.parse('<tool_call>\n{"name": "act", "arguments": {"command": "down"}}\n</tool_call>', [])
+    assert [c["function"]["name"] for c in got.calls] == ["act"] and json.loads(
+        got.calls[0]["function"]["arguments"]) == {"command": "down"} and not got.error
+    with pytest.raises(ConfigError, match=r"'llama3_json' needs vLLM's tool parsers.*vLLM >= 0\.11"):
+        ToolCallParser("llama3_json", None)

@@ -90,11 +90,17 @@ class ToolCallParser:
     def __init__(self, name: str, tokenizer: Any) -> None:
         self.name = name
         self._vllm = None
-        if importlib.util.find_spec("vllm") is not None:
-            from vllm.tool_parsers.abstract_tool_parser import ToolParserManager
-
-            check_tool_parser(name, sorted(set(ToolParserManager.tool_parsers) | set(ToolParserManager.lazy_parsers)))
-            self._vllm = ToolParserManager.get_tool_parser(name)(tokenizer)
+        self._request = None
+        vllm = _vllm_parsers() if importlib.util.find_spec("vllm") is not None else None
+        if vllm is not None:
+            manager, self._request = vllm
+            known = set(manager.tool_parsers) | set(getattr(manager, "lazy_parsers", {}))
+            check_tool_parser(name, sorted(known))
+            self._vllm = manager.get_tool_parser(name)(tokenizer)
+        elif importlib.util.find_spec("vllm") is not None and name not in OWN_PARSERS:
+            raise ConfigError(f"policy.tool_parser: {name!r} needs vLLM's tool parsers, which this vLLM does not "
+                              f"have where agent-sft looks (vLLM >= 0.11 has them; without them agent-sft reads "
+                              f"{', '.join(OWN_PARSERS)})")
         else:
             check_tool_parser(name, OWN_PARSERS)
 
@@ -104,7 +110,7 @@ class ToolCallParser:
         # agent-sft's reading: the answer when vLLM is not here, and the reason when vLLM's parser reads no call
         content, calls, error = parse_hermes(text) if own else (text, [], "")
         if self._vllm is not None:
-            got = self._vllm.extract_tool_calls(text, _request(tools))
+            got = self._vllm.extract_tool_calls(text, self._request(model="agent-sft", messages=[], tools=tools or None))
             if got.tools_called:
                 content, error = got.content or "", ""
                 calls = [call(tc.function.name, tc.function.arguments) for tc in got.tool_calls]
@@ -158,10 +164,25 @@ def check_tool_parser(name: str, known: list[str] | tuple[str, ...] | None = Non
                       f"(without vLLM agent-sft reads {', '.join(known)})")
 
 
-def _request(tools: list[dict]) -> Any:
-    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+# Where vLLM keeps its tool parsers' registry and the request type they read, newest layout first.
+VLLM_PARSER_MODULES = (
+    ("vllm.tool_parsers.abstract_tool_parser", "vllm.entrypoints.openai.chat_completion.protocol"),
+    ("vllm.entrypoints.openai.tool_parsers", "vllm.entrypoints.openai.protocol"),
+)
 
-    return ChatCompletionRequest(model="agent-sft", messages=[], tools=tools or None)
+
+def _vllm_parsers() -> tuple[Any, Any] | None:
+    """vLLM's `ToolParserManager` and `ChatCompletionRequest`, from whichever layout this vLLM has; None if none."""
+    import importlib
+
+    for registry, protocol in VLLM_PARSER_MODULES:
+        try:
+            manager = importlib.import_module(registry).ToolParserManager
+            request = importlib.import_module(protocol).ChatCompletionRequest
+        except (ImportError, AttributeError):
+            continue
+        return manager, request
+    return None
 
 
 def template_messages(conversation: list[Message]) -> list[dict[str, Any]]:

@@ -389,3 +389,21 @@ def test_a_vllm_without_the_parsers_layout_falls_back_or_says_which_vllm(monkeyp
         got.calls[0]["function"]["arguments"]) == {"command": "down"} and not got.error
     with pytest.raises(ConfigError, match=r"'llama3_json' needs vLLM's tool parsers.*vLLM >= 0\.11"):
         ToolCallParser("llama3_json", None)
+
+
+def test_the_tool_parser_is_part_of_the_fingerprint_only_where_the_backend_parses(tmp_path):
+    args = ["env.env_name=frozenlake", "env.num_episodes=1", "policy.type=expert", "env.backend=thread",
+            "env.frozenlake.seeds=2", "prompt.actions=tools", f"output.dir={tmp_path}"]
+    agent_sft.collect(args)
+    info_path = tmp_path / "meta" / "info.json"
+    assert "tool_parser" not in json.loads(info_path.read_text())["fingerprint"]["policy"]
+    agent_sft.collect([*args, "env.num_episodes=2", "policy.tool_parser=llama3_json"])  # the expert never parses
+    vllm_run = resolve(load_config(overrides=[*args, "policy.type=vllm", "policy.model=m"])).fingerprint
+    assert vllm_run["policy"]["tool_parser"] == "hermes"
+    # a tools folder an expert collected when every tools run recorded its parser still resumes
+    info = json.loads(info_path.read_text())
+    info["fingerprint"]["policy"]["tool_parser"] = "hermes"
+    info_path.write_text(json.dumps(info))
+    assert mismatches(info, resolve(load_config(overrides=[*args, "policy.tool_parser=mistral"])).fingerprint) == []
+    agent_sft.collect([*args, "env.num_episodes=3"])
+    assert len(_rows(tmp_path)) == 3

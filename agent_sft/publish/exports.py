@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,6 +17,7 @@ from agent_sft.dataset.formats import call_arguments, seed_record, verl_row
 from agent_sft.errors import ConfigError
 from agent_sft.publish.atif import export_atif
 from agent_sft.publish.sharegpt import export_sharegpt
+from agent_sft.publish.streams import iter_batches, make_out, open_folder
 from agent_sft.publish.tokens import export_tokens
 from agent_sft.records import MESSAGES_TYPE, SPLITS, schema
 
@@ -50,30 +50,6 @@ VERL_SCHEMA = pa.schema(
         ("messages", MESSAGES_TYPE),
     ]
 )
-
-
-def _make_out(out: str) -> None:
-    layout.check_out_folder(out)
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create the export folder {out}: {e.strerror}") from None
-
-
-def _status(folder: str) -> tuple[dict, layout.Scan]:
-    info = layout.require_dataset(folder)
-    return info, layout.open_scan(folder, info)
-
-
-def iter_config_rows(folder: str, s: layout.Scan, config: str, split: str) -> Iterator[list[dict]]:
-    """Batches of rows (dicts) of one config and split, shard by shard."""
-    items = s.raw[split] if config == "raw" else s.sft[split]
-    for name, meta in sorted(items.items()):
-        if not meta["rows"]:
-            continue
-        fname = name if config == "raw" else layout.sft_name(name, s.generation)
-        for batch in shards.iter_shard_batches(layout.shard_path(folder, config, split, fname)):
-            yield batch.to_pylist()
 
 
 def verl_schema(folder: str, info: dict, s: layout.Scan) -> pa.Schema:
@@ -130,8 +106,9 @@ def export_verl(folder: str, out: str) -> dict[str, int]:
     Returns:
         {"train": rows, "val": rows, "episodes": n}
     """
-    info, s = _status(folder)
-    _make_out(out)
+    info = layout.require_dataset(folder)
+    s = layout.open_scan(folder, info)
+    make_out(out)
     file_schema = verl_schema(folder, info, s)
     columns = file_schema.names
     counts: dict[str, int] = {}
@@ -143,7 +120,7 @@ def export_verl(folder: str, out: str) -> dict[str, int]:
         with pq.ParquetWriter(pq_path + ".tmp", file_schema) as pw, open(csv_path + ".tmp", "w", newline="") as cf:
             cw = csv.writer(cf)
             cw.writerow(columns)
-            for rows in iter_config_rows(folder, s, "sft", split):
+            for rows in iter_batches(folder, s, "sft", split):
                 vrows = []
                 for r in rows:
                     kept_ids.add(r["episode_id"])
@@ -160,7 +137,7 @@ def export_verl(folder: str, out: str) -> dict[str, int]:
     with open(path + ".tmp", "w") as fh:
         fh.write("[")
         for split in SPLITS:
-            for rows in iter_config_rows(folder, s, "raw", split):
+            for rows in iter_batches(folder, s, "raw", split):
                 for r in rows:
                     if r["episode_id"] in kept_ids:
                         fh.write(("\n" if not episodes else ",\n") + json.dumps(seed_record(r), ensure_ascii=False))
@@ -173,14 +150,14 @@ def export_verl(folder: str, out: str) -> dict[str, int]:
 
 def export_jsonl(folder: str, out: str) -> dict[str, int]:
     """One chat per line (`{"messages": [...], ...metadata}`): train.jsonl and validation.jsonl."""
-    _, s = _status(folder)
-    _make_out(out)
+    s = open_folder(folder)
+    make_out(out)
     counts = {}
     for split in SPLITS:
         path = os.path.join(out, f"{split}.jsonl")
         n = 0
         with open(path + ".tmp", "w") as fh:
-            for rows in iter_config_rows(folder, s, "sft", split):
+            for rows in iter_batches(folder, s, "sft", split):
                 for r in rows:
                     fh.write(json.dumps(r, ensure_ascii=False) + "\n")
                     n += 1

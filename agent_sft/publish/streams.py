@@ -32,12 +32,18 @@ def make_out(out: str) -> None:
         raise ConfigError(f"cannot create the export folder {out}: {e.strerror}") from None
 
 
-def iter_rows(folder: str, s: layout.Scan, config: str, split: str) -> Iterator[dict]:
-    """The rows (dicts) of `config` (`raw` or `sft`) and `split`, shard by shard in name order."""
+def iter_batches(folder: str, s: layout.Scan, config: str, split: str) -> Iterator[list[dict]]:
+    """Record batches of rows (dicts) of `config` (`raw` or `sft`) and `split`, shard by shard in name order."""
     items = s.raw[split] if config == "raw" else s.sft[split]
     for name, meta in sorted(items.items()):
         if not meta["rows"]:
             continue
         fname = name if config == "raw" else layout.sft_name(name, s.generation)
         for batch in shards.iter_shard_batches(layout.shard_path(folder, config, split, fname)):
-            yield from batch.to_pylist()
+            yield batch.to_pylist()
+
+
+def iter_rows(folder: str, s: layout.Scan, config: str, split: str) -> Iterator[dict]:
+    """The rows (dicts) of `config` (`raw` or `sft`) and `split`, shard by shard in name order."""
+    for rows in iter_batches(folder, s, config, split):
+        yield from rows

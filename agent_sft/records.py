@@ -303,7 +303,26 @@ JUDGE_SCHEMA = pa.schema(
 )
 """Judge verdicts, kept like `raw` under data/judge/<name>/ (they cannot be derived again)."""
 
-SCHEMAS = {"raw": RAW_SCHEMA, "sft": SFT_SCHEMA, "scores": SCORES_SCHEMA, "dpo": DPO_SCHEMA, "judge": JUDGE_SCHEMA}
+RATIONALE_SCHEMA = pa.schema(
+    [
+        ("episode_id", pa.string()),
+        ("step", pa.int32()),  # the step's index in its episode
+        ("rationale", pa.string()),  # the reasoning written for the recorded action; null when left out
+        ("output", pa.string()),  # the model's raw answer (its last attempt)
+        ("action", pa.string()),  # the action read from that answer ("" when none could be read)
+        ("attempts", pa.int32()),  # answers asked for this step
+        ("status", pa.string()),  # `ok`, `left_out` (no answer matched the recorded action) or `failed` (retried)
+        ("error", pa.string()),
+        ("model", pa.string()),
+        ("template_sha256", pa.string()),
+        ("seed", pa.int64()),  # the run's seed; each attempt's sampling seed is derived from it
+        ("augmented_at", pa.float64()),
+    ]
+)
+"""Rationales for recorded steps (`agent-sft augment`), kept like `raw` under data/rationale/<name>/."""
+
+SCHEMAS = {"raw": RAW_SCHEMA, "sft": SFT_SCHEMA, "scores": SCORES_SCHEMA, "dpo": DPO_SCHEMA, "judge": JUDGE_SCHEMA,
+           "rationale": RATIONALE_SCHEMA}
 
 # --- schema additions ----------------------------------------------------------------------------
 # A setting that changes what a shard holds adds columns (or struct fields) to the version-1 schemas above,
@@ -364,5 +383,5 @@ def schema(config: str, additions: Any = ()) -> pa.Schema:
     fields = [pa.field(f.name, retyped.get(f.name, f.type)) if f.name in retyped else f for f in base]
     return pa.schema(fields + [pa.field(n, t) for n, t in _fields(adds, config)])
 
-RESERVED_CONFIGS = ("raw", "sft", "dpo", "scores", "judge")
+RESERVED_CONFIGS = ("raw", "sft", "dpo", "scores", "judge", "rationale")
 """Config names a named build cannot take."""

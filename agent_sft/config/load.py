@@ -142,6 +142,7 @@ def complete(cfg: CollectConfig) -> list[Lane]:
         raise ConfigError(f"data.val_fraction: must be in [0, 1) (got {cfg.data.val_fraction})")
     if cfg.output.shard is not None:
         parse_shard(cfg.output.shard)
+    parse_traces(cfg.output.traces)
     check_stages(cfg.filters)
     check_dpo(cfg.dpo)
     if cfg.filters.require_tokens and not cfg.policy.record_tokens:
@@ -191,6 +192,20 @@ def parse_shard(spec: str) -> tuple[int, int]:
     if not 0 <= i < n:
         raise ConfigError(f"output.shard: need 0 <= i < n, got {spec!r}")
     return i, n
+
+
+def parse_traces(spec: str | int | None, key: str = "output.traces") -> str | int:
+    """`auto`, `all`, `none` (or null) or a count of episodes -> `auto`, `all`, `none` or an int.
+
+    Raises:
+        ConfigError: anything else, naming `key`.
+    """
+    text = "none" if spec is None else str(spec).strip().lower()
+    if text in ("auto", "all", "none"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise ConfigError(f"{key}: expected auto, all, none or a number of episodes, got {spec!r}")
 
 
 def to_dict(cfg: Any) -> dict:

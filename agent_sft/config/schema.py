@@ -198,6 +198,8 @@ class OutputConfig:
     private: bool = _f(False, "Create the Hub repo as private.")
     license: str = _f("mit", "License in the dataset card's metadata (Hub license id; ALFWorld itself is MIT).")
     export_dir: str | None = _f(None, "Also write the verl/seed-format export here (COLLECT_SFT sets a timestamped one).")
+    traces: str | None = _f("auto", "Episodes pushed as Hub trace-viewer sessions under traces/: `auto` (a few per env "
+                                    "and outcome), `all`, `none`, or a number.")
 
 
 @dataclass

@@ -101,6 +101,8 @@ class Episode:
     tools: str | None = None  # prompt.actions=tools: JSON of the tool schemas offered (None: text actions)
     # With policy.record_tokens: every model turn captured with its prompt and completion ids (None: not recorded).
     tokens_complete: bool | None = None
+    # The `task_hash` addition: the env's content hash of the task at reset (None: not recorded, or the env gave none).
+    task_hash: str | None = None
 
     @property
     def rewards(self) -> list[float]:
@@ -348,6 +350,11 @@ ADDITIONS: dict[str, dict[str, list[tuple[str, pa.DataType]]]] = {
                     ("reasoning_content", pa.string())],
         "raw": [("tools", pa.string())],
         "sft": [("tools", pa.string())],
+    },
+    # every collection: a content hash of what defines the episode's task (its game files, its goal), as the env
+    # computed it at reset (`info["task_hash"]`), so that `agent-sft verify` tells a changed task file apart
+    "task_hash": {
+        "raw": [("task_hash", pa.string())],
     },
 }
 """addition -> part (`message`, `step`, `raw`, `sft`) -> the fields it appends there."""

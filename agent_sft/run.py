@@ -14,6 +14,7 @@ works out the lanes, the policy kind or the fingerprint again.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,8 @@ class Run:
         env_versions: each lane's recorded package versions (its env's, its policy's, what its servers
             run), by the lane's label.
         additions: the schema additions its rows carry (`records.ADDITIONS`: `tools` for
-            `prompt.actions=tools`, `tokens` for `policy.record_tokens`); none for a text run without tokens.
+            `prompt.actions=tools`, `tokens` for `policy.record_tokens`, `task_hash` for every run but one
+            continuing a folder written without it).
     """
 
     cfg: CollectConfig
@@ -89,13 +91,31 @@ def resolve(cfg: CollectConfig | Run, *, prepare: bool = True) -> Run:
 
 
 def schema_additions(cfg: CollectConfig) -> tuple[str, ...]:
-    """The schema additions a run's rows carry, from the settings that change what a shard holds."""
+    """The schema additions a run's rows carry, from the settings that change what a shard holds, and `task_hash`
+    unless the run continues a folder written without it (its rows keep the schema they were written with)."""
     out = []
     if getattr(cfg.prompt, "actions", "text") == "tools":
         out.append("tools")
     if getattr(cfg.policy, "record_tokens", False):
         out.append("tokens")
+    if _new_or_hashing(cfg.output.dir):
+        out.append("task_hash")
     return tuple(sorted(out))
+
+
+def _new_or_hashing(folder: str | None) -> bool:
+    """Whether the rows written to `folder` record their task's hash: a new folder's do, an existing folder's as
+    its rows already do (a folder that cannot be read is left to the writer, which says what is wrong)."""
+    from agent_sft.dataset import layout
+    from agent_sft.errors import AgentSFTError
+
+    if not folder or not os.path.isdir(folder):
+        return True
+    try:
+        info = layout.read_info(folder) or layout.recover_info(folder, write=False)
+        return info is None or "task_hash" in layout.additions(info)
+    except (AgentSFTError, OSError):
+        return True
 
 
 def _prepare_envs(cfg: CollectConfig, run_lanes: list[Lane]) -> bool:

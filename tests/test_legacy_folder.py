@@ -23,12 +23,16 @@ ARGS = ["env.num_episodes=6", "data.val_fraction=0.5", "data.val_batch_size=3", 
 TIMING = ("started_at", "duration_s")
 
 
-def rows(folder):
+def rows(folder, task_hash=False):
+    """The folder's raw rows by episode id, timing aside; each has a task hash when `task_hash` (a folder collected
+    now records it; these folders were written without the column, and a resumed one keeps to their schema)."""
     ds = agent_sft.load(str(folder), "raw")
     out = {}
     for split in ("train", "validation"):
+        assert ("task_hash" in ds[split].column_names) == task_hash
         for r in ds[split]:
-            r = {k: v for k, v in r.items() if k not in TIMING}
+            assert not task_hash or r["task_hash"]
+            r = {k: v for k, v in r.items() if k not in (*TIMING, "task_hash")}
             extra = json.loads(r["extra"])
             extra.pop("expert_plan_length", None)  # recorded by episodes collected since these folders were written
             r["extra"] = json.dumps(extra, sort_keys=True)
@@ -83,7 +87,7 @@ def test_an_earlier_folder_resumes_and_its_config_gives_the_same_rows(legacy, tm
 
     p = collect(tmp_path, "output.dir=again", *ARGS)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert rows(tmp_path / "again") == fixture_rows
+    assert rows(tmp_path / "again", task_hash=True) == fixture_rows
 
 
 MIXED = os.path.join(os.path.dirname(__file__), "data", "pre_house_mix")
@@ -109,4 +113,4 @@ def test_a_mixed_async_folder_from_before_checks_resumes_and_its_config_gives_th
     assert len(resumed) == 8 and {k: resumed[k] for k in before} == before
     p = collect(tmp_path, "output.dir=again", *MIXED_ARGS)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert rows(tmp_path / "again") == before
+    assert rows(tmp_path / "again", task_hash=True) == before

@@ -75,7 +75,7 @@ def test_http_tokens_are_what_the_server_sent_and_an_incomplete_capture_is_flagg
     assert len(incomplete) == 1
     assert {eid: r["tokens_complete"] for eid, r in rows.items()} == {eid: eid not in incomplete for eid in rows}
     info = json.loads((d / "meta" / "info.json").read_text())
-    assert info["schema_additions"] == ["tokens"]
+    assert info["schema_additions"] == ["task_hash", "tokens"]
     assert info["fingerprint"]["policy"]["record_tokens"] is True and info["fingerprint"]["policy"]["logprobs"] == 2
 
     assert main(["build", str(d), "filters.require_tokens=true"]) == 0
@@ -101,7 +101,7 @@ def test_a_tokens_folder_is_not_continued_without_them_and_text_rows_stay_as_the
         assert main(["collect", "--no-progress", *frozenlake(d, *policy, "policy.record_tokens=true")]) == 0
         capsys.readouterr()
         assert main(["collect", "--no-progress", *frozenlake(d, *policy, "env.num_episodes=5")]) == 2
-        assert "schema additions tokens, this run's none" in capsys.readouterr().err
+        assert "schema additions task_hash, tokens, this run's task_hash" in capsys.readouterr().err
     # a filter on a capture the folder never made is refused, not left to drop everything
     import shutil
 

@@ -158,7 +158,7 @@ def test_a_text_folder_refuses_a_tools_run(tmp_path):
     args = ["env.env_name=frozenlake", "env.num_episodes=1", "policy.type=expert", "env.backend=thread",
             "env.frozenlake.seeds=2", f"output.dir={tmp_path}"]
     agent_sft.collect(args)
-    with pytest.raises(ConfigMismatchError, match=r"schema additions none, this run's tools \(prompt\.actions"):
+    with pytest.raises(ConfigMismatchError, match=r"schema additions task_hash, this run's task_hash, tools \(prompt\.actions"):
         agent_sft.collect([*args, "prompt.actions=tools"])
     info = json.loads((tmp_path / "meta" / "info.json").read_text())
     tools_run = load_config(overrides=[*args, "prompt.actions=tools"])

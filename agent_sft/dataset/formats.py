@@ -18,7 +18,8 @@ _STEP_FIELDS = [f.name for f in fields(Step) if f.name not in TOKEN_STEP_FIELDS]
 
 def episode_to_row(ep: Episode) -> dict[str, Any]:
     """The `raw` row of an episode (its stored form); an episode that recorded tokens (`tokens_complete` set)
-    carries the `tokens` addition's fields, any other exactly the version-1 row."""
+    carries the `tokens` addition's fields, one that recorded its task's hash the `task_hash` addition's, any other
+    exactly the version-1 row."""
     tokens = ep.tokens_complete is not None
     keys = _STEP_FIELDS + TOKEN_STEP_FIELDS if tokens else _STEP_FIELDS
     steps = [{f: getattr(s, f) for f in keys} for s in ep.steps]
@@ -54,6 +55,7 @@ def episode_to_row(ep: Episode) -> dict[str, Any]:
         "extra": ep.extra,
         **({"tools": ep.tools} if ep.tools is not None else {}),
         **({"tokens_complete": bool(ep.tokens_complete)} if tokens else {}),
+        **({"task_hash": ep.task_hash} if ep.task_hash is not None else {}),
     }
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -58,6 +61,30 @@ class TaskList:
         return task
 
 
+def task_hash(*parts: Any) -> str:
+    """A content hash of a task (16 hex digits of a SHA-256): `parts` are bytes (a file's content), text, or
+    plain data (written as sorted JSON), each length-prefixed so that no two lists of parts collide."""
+    h = hashlib.sha256()
+    for p in parts:
+        if not isinstance(p, bytes):
+            p = (p if isinstance(p, str) else json.dumps(p, sort_keys=True, default=str)).encode()
+        h.update(len(p).to_bytes(8, "big") + p)
+    return h.hexdigest()[:16]
+
+
+def files_hash(*paths: Any) -> str:
+    """`task_hash` of the files at `paths` (their names and contents).
+
+    Raises:
+        OSError: a file cannot be read.
+    """
+    parts: list[Any] = []
+    for path in paths:
+        with open(path, "rb") as fh:
+            parts += [os.path.basename(path), fh.read()]
+    return task_hash(*parts)
+
+
 @runtime_checkable
 class TextEnv(Protocol):
     """A text environment playing one task at a time.
@@ -69,6 +96,11 @@ class TextEnv(Protocol):
     expressions a valid action matches in full, for free-form actions such as `search[any query]`),
     or, in the info `step` returns, its own verdict on the action just taken: `action_valid` (bool)
     and `invalid_reason` (str).
+
+    The info `reset` returns may carry `task_hash` (str, see `task_hash`): a content hash of what defines
+    the task it starts (its game files, its goal and product records; for a procedural task, the env id
+    and what the task builds it with, never the episode's seed). Episodes record it, and `agent-sft
+    verify` reports a task whose hash changed since (an edited game file) before replaying its actions.
     """
 
     def tasks(self) -> list[TaskSpec]:
@@ -85,4 +117,4 @@ class TextEnv(Protocol):
 # The registry lives in `agent_sft.envs.registry`; these names stay importable from here.
 from agent_sft.envs.registry import make, register, registered  # noqa: E402
 
-__all__ = ["TaskList", "TaskSpec", "TextEnv", "make", "register", "registered"]
+__all__ = ["TaskList", "TaskSpec", "TextEnv", "files_hash", "make", "register", "registered", "task_hash"]

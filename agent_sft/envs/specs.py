@@ -44,6 +44,7 @@ EPISODE_KEYS = (
     "admissible_actions",
     "action_patterns",
     "expert_plan",
+    "task_hash",
 )
 """Info keys of the `TextEnv` protocol stored once per episode (or recomputed), never in a step's info JSON."""
 

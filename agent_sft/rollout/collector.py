@@ -92,6 +92,7 @@ class Collector:
                 env_spec=lane.spec,
                 record_tokens=cfg.policy.record_tokens,
                 top_logprobs=bool(cfg.policy.logprobs),
+                task_hash="task_hash" in run.additions,
             )
             kwargs = lane.env_kwargs(cfg) if env_kwargs is None else {"max_steps": lane.max_steps, **env_kwargs}
             self._runs.append(LaneRun(lane, setup, kwargs))  # `max_steps`: the env's TimeLimit (pools.build_env)

@@ -65,6 +65,7 @@ class EpisodeSetup:
     env_spec: Any = None  # the env's `EnvSpec`, whose tools an episode offers (`envs.tools.toolset_for`)
     record_tokens: bool = False  # policy.record_tokens: steps keep the turn's token ids and logprobs
     top_logprobs: bool = False  # policy.logprobs is set: a turn's capture is complete with its top logprobs only
+    task_hash: bool = False  # the folder records each task's hash (the `task_hash` addition), as the env gives it
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,8 @@ class EpisodeMachine:
         ep = self.episode
         ep.goal = str(self.info.get("goal") or "")
         ep.task_type = ep.task_type or str(self.info.get("task_type") or "")
+        if self.setup.task_hash and self.info.get("task_hash"):
+            ep.task_hash = str(self.info["task_hash"])
         plan = self.info.get("expert_plan")
         if isinstance(plan, list):  # what an episode's length is measured against
             ep.extra = _merge_info(ep.extra, {"expert_plan_length": len(plan)})

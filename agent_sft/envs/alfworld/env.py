@@ -30,7 +30,7 @@ from agent_sft.envs.alfworld.engine import (
     write_game_file,
 )
 from agent_sft.envs.alfworld.tasks import EXPERTS, SHORT_NAME, SPLITS, TASK_TYPES, normalize_task_types
-from agent_sft.envs.base import TaskList, TaskSpec
+from agent_sft.envs.base import TaskList, TaskSpec, files_hash
 
 logger = logging.getLogger(__name__)
 _GOAL_RE = re.compile(r"Your task is to: (.*?)\.?\s*$", re.S)
@@ -99,6 +99,7 @@ class AlfworldEnv:
         self._tasks = self._scan()
         self._choice = TaskList(self._tasks, "ALFWorld", f"games in {self.source} ({self.game_split})")
         self._games: OrderedDict[str, Any] = OrderedDict()
+        self._hashes: dict[str, str] = {}  # task id -> `task_hash` of its files, read once per env
         self._env = None
         self._task: TaskSpec | None = None
         self._goal = ""
@@ -188,7 +189,13 @@ class AlfworldEnv:
         self._steps, self._done, self._expert_error = 0, False, ""
         m = _GOAL_RE.search(obs)
         self._goal = m.group(1).strip() if m else ""
-        return obs, self._info(raw)
+        return obs, {**self._info(raw), "task_hash": self._task_hash(task)}
+
+    def _task_hash(self, task: TaskSpec) -> str:
+        """The hash of the game's files: its trajectory data and the game file the engine loads."""
+        if task.task_id not in self._hashes:
+            self._hashes[task.task_id] = files_hash(self.root / task.task_id / "traj_data.json", self._game_file(task))
+        return self._hashes[task.task_id]
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         if self._env is None or self._done:

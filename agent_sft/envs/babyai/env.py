@@ -24,7 +24,7 @@ from agent_sft.envs.babyai.tasks import (
     normalize_task_types,
 )
 from agent_sft.envs.babyai.text import ACTION_WORDS, describe
-from agent_sft.envs.base import TaskList, TaskSpec
+from agent_sft.envs.base import TaskList, TaskSpec, task_hash
 
 logger = logging.getLogger(__name__)
 _INSTALL_HINT = "pip install 'agent-sft[babyai]'"
@@ -137,7 +137,8 @@ class BabyAIEnv:
             except Exception as e:  # the bot asserts on instructions it cannot plan for
                 self._expert_failed(e)
             self._replan(None)
-        return describe(obs["image"], obs["direction"], obs["mission"]), self._info()
+        info = {**self._info(), "task_hash": task_hash(task.task_id, task.extra)}  # a level and its layout seed
+        return describe(obs["image"], obs["direction"], obs["mission"]), info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         """Play one action word; a word not among `admissible_actions` leaves the grid as it was."""

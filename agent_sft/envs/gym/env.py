@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from agent_sft.envs.base import TaskList, TaskSpec
+from agent_sft.envs.base import TaskList, TaskSpec, task_hash
 from agent_sft.envs.gym.experts import TablePlanner
 from agent_sft.envs.gym.games import (
     EXPERT,
@@ -279,7 +279,9 @@ class GymTextEnv:
         self._task, self._steps, self._done, self._won = task, 0, False, False
         self._obs, self._episode_goal = obs, self._task_goal()
         self._gym_info = gym_info
-        return self._describe(obs, None), self._info()
+        # the env id, what `gymnasium.make` builds it with and the seed of its start: what defines the task
+        made = task_hash(task.task_id, self.env_id, self._gym_kwargs(task.extra["seed"]), task.extra["seed"])
+        return self._describe(obs, None), {**self._info(), "task_hash": made}
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         if self._env is None or self._done:

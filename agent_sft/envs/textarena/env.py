@@ -16,7 +16,7 @@ import random
 from contextlib import contextmanager
 from typing import Any
 
-from agent_sft.envs.base import TaskList, TaskSpec
+from agent_sft.envs.base import TaskList, TaskSpec, task_hash
 from agent_sft.envs.textarena.games import (
     DEFAULT_GAMES,
     EXPERTS,
@@ -161,7 +161,7 @@ class TextArenaEnv:
         self._watch_invalid_moves(self._game.state)
         self._task, self._steps, self._done, self._invalid = task, 0, False, []
         self._goal = game_of(task.extra["env_id"]).goal(self._game)
-        return obs, self._info(won=False)
+        return obs, {**self._info(won=False), "task_hash": task_hash(task.task_id, task.extra)}  # game id and seed
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         if self._play is None or self._done:

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from agent_sft.envs.base import TaskList, TaskSpec
+from agent_sft.envs.base import TaskList, TaskSpec, files_hash
 from agent_sft.envs.textworld.games import (
     BUILTIN,
     CUSTOM,
@@ -88,6 +88,7 @@ class TextworldEnv:
         self._tasks = [t for t in all_tasks if t.task_type in keep]
         self._choice = TaskList(self._tasks, "TextWorld", f"games in {self.source}")
         self._engines: OrderedDict[str, Any] = OrderedDict()
+        self._hashes: dict[str, str] = {}  # task id -> `task_hash` of its files, read once per env
         self._engine = None
         self._task: TaskSpec | None = None
         self._state: Any = None
@@ -156,7 +157,14 @@ class TextworldEnv:
         self._steps, self._done, self._sent = 0, False, []
         self._walk = list(state.get("extra.walkthrough") or [])
         self._goal = one_line(state.get("objective") or "") or "win the game"
-        return clean_feedback(state.feedback, first=True), self._info(state)
+        return clean_feedback(state.feedback, first=True), {**self._info(state), "task_hash": self._task_hash(task)}
+
+    def _task_hash(self, task: TaskSpec) -> str:
+        """The hash of the game's files: its story file and its game data."""
+        if task.task_id not in self._hashes:
+            story = self.root / (task.extra["game"] + ".z8")
+            self._hashes[task.task_id] = files_hash(story, story.with_suffix(".json"))
+        return self._hashes[task.task_id]
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         if self._engine is None or self._done:

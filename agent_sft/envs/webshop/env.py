@@ -18,7 +18,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from agent_sft.envs.base import TaskList, TaskSpec
+from agent_sft.envs.base import TaskList, TaskSpec, task_hash
 from agent_sft.envs.webshop.checkout import (
     CheckoutError,
     build_engine,
@@ -182,7 +182,8 @@ class WebshopEnv:
             chosen = wanted_options(product, self._goal["goal_options"], self._fuzz, self._normalize)
             results = self._results_of
             self._oracle = Oracle(self._goal, product, chosen, results)
-        return self._page_text(text), self._info("search")
+        product = self._server.product_item_dict.get(self._goal["asin"])
+        return self._page_text(text), {**self._info("search"), "task_hash": task_hash(self._goal, product)}
 
     def _results_of(self, keywords: list[str]) -> list[dict]:
         s = self._server

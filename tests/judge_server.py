@@ -4,7 +4,8 @@
         overrides = ["policy.type=openai", "policy.model=judge", f"policy.base_url={server.url}"]
 
 `delay_s` delays every answer; `fail_after=n` answers 500 to every request after the n-th (a server that
-fails for good). `prompts` lists the prompts answered, in order.
+fails for good). `prompts` lists the prompts answered, in order, `bodies` the requests. A script may answer
+with a whole assistant message (a dict: `content`, `tool_calls`, `reasoning_content`) instead of its text.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class JudgeServer:
         self.script, self.delay_s, self.fail_after = script, delay_s, fail_after
         self.requests = 0
         self.prompts: list[str] = []
+        self.bodies: list[dict] = []
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -65,9 +67,10 @@ class JudgeServer:
                 text = server.script(prompt, int(body.get("seed", 0)))
                 with server._lock:
                     server.prompts.append(prompt)
+                    server.bodies.append(body)
+                message = {"role": "assistant", **text} if isinstance(text, dict) else {"role": "assistant", "content": text}
                 self._send(200, {"id": "j", "object": "chat.completion", "model": body.get("model", ""),
-                                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                              "finish_reason": "stop"}],
+                                 "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
                                  "usage": {"prompt_tokens": 10, "completion_tokens": 5}})
 
             def _send(self, status, payload):

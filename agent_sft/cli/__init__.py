@@ -23,6 +23,7 @@ COMMANDS = {
     "compact": ("agent_sft.cli.data", "Compact small shards of a folder into few large ones."),
     "repair": ("agent_sft.cli.data", "Verify every shard; re-derive damaged sft, move damaged raw shards aside."),
     "judge": ("agent_sft.cli.judge", "Score a folder's episodes with an LLM judge (pointwise or listwise)."),
+    "augment": ("agent_sft.cli.augment", "Have a model write the reasoning behind each expert step (actions unchanged)."),
     "push": ("agent_sft.cli.push", "Upload a dataset folder to the Hugging Face Hub."),
     "envs": ("agent_sft.cli.envs", "List the environments: options, task types, experts, installed or not."),
     "serve-env": ("agent_sft.cli.serve", "Serve an environment over HTTP, one env per session (for the `http` env)."),

@@ -51,6 +51,8 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="write these settings as a config of this name beside sft (a named build), "
                                   "not as sft; raw, sft, dpo, scores and judge are reserved")
     p.add_argument("--drop", action="store_true", help="with --name: remove that named build from the folder")
+    p.add_argument("--reasoning", metavar="NAME", help="with --name: put the rationales `agent-sft augment --name "
+                                                      "NAME` wrote in the assistant turns (actions unchanged)")
     g = p.add_argument_group("shorthands for the keys (what reaches sft; raw keeps every episode)")
     for key, f, hint in build_keys():
         base, _ = field_type(hint)
@@ -135,7 +137,10 @@ def build_spec(a: argparse.Namespace) -> Any:
         raise ConfigError("filters.max_tokens (--max-tokens) needs filters.tokenizer (--tokenizer)")
     check_stages(cfg.filters)
     check_dpo(cfg.dpo)
-    return BuildSpec(cfg.output.sft_style, dataclasses.asdict(cfg.filters))
+    reasoning = getattr(a, "reasoning", None)
+    if reasoning and not a.name:
+        raise ConfigError("--reasoning needs --name: rationales go into a named build; sft keeps the recorded answers")
+    return BuildSpec(cfg.output.sft_style, dataclasses.asdict(cfg.filters), reasoning or None)
 
 
 def dpo_settings(a: argparse.Namespace) -> dict:

@@ -299,7 +299,9 @@ def _views_section(st: dict, info: dict) -> str:
             active = public(active_filters(b.get("filters") or {}))
             drops = ", ".join(f"{k} {n}" for k, n in sorted((v.get("drops") or {}).items())) or "none"
             what = (f"a named build: style `{b.get('style')}`, filters "
-                    f"{', '.join(f'`{k}={x}`' for k, x in sorted(active.items())) or 'none'}; dropped: {drops}")
+                    f"{', '.join(f'`{k}={x}`' for k, x in sorted(active.items())) or 'none'}; dropped: {drops}"
+                    + (f"; reasoning from rationales `{b['reasoning']}` (`agent-sft augment`) in "
+                       f"{v.get('reasoning_steps', 0)} steps" if b.get("reasoning") else ""))
         lines.append(f"| `{name}` | {counts} | {what} |")
     out = ""
     if lines:

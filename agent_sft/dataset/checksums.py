@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from agent_sft.dataset import judged
+from agent_sft.dataset import judged, rationales
 from agent_sft.dataset import views as views_mod
 from agent_sft.dataset.atomic import write_text_atomic
 from agent_sft.dataset.layout import CHECKSUMS, Scan, sft_name
@@ -160,7 +160,7 @@ class Damage:
     sft: dict[str, dict[str, str]]  # split -> sft file name -> why
     checked: int  # shards looked at
     views: dict[str, str] = field(default_factory=dict)  # relative path of a view's file -> why (`views`)
-    judge: dict[str, str] = field(default_factory=dict)  # relative path of a judge shard -> why (`judged`)
+    judge: dict[str, str] = field(default_factory=dict)  # relative path of a judge or rationale shard -> why
 
     def paths(self) -> dict[str, str]:
         """Relative path -> why, for every damaged shard."""
@@ -191,6 +191,7 @@ def find_damage(folder: str, s: Scan, sums: dict[str, dict], verify: bool = True
                   if p not in views]
         views.update(verify_shards(folder, listed, sums))
         checked += len(listed)
-    judge = verify_shards(folder, judged.judge_files(folder), sums) if verify else {}
-    checked += len(judged.judge_files(folder)) if verify else 0
+    kept = judged.judge_files(folder) + rationales.rationale_files(folder)  # kept like raw, never derived again
+    judge = verify_shards(folder, kept, sums) if verify else {}
+    checked += len(kept) if verify else 0
     return Damage(raw, sft, checked, views, judge)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow.dataset as pads
 
-from agent_sft.dataset import atomic, layout, shards, stages, stopping, views
+from agent_sft.dataset import atomic, layout, rationales, reasoning, shards, stages, stopping, views
 from agent_sft.dataset.derive import SftDeriver
 from agent_sft.dataset.layout import BuildSpec
 from agent_sft.dataset.rewrite import repair
@@ -124,6 +124,8 @@ def refresh(folder: str, s: layout.Scan, info: dict, builds: dict[str, BuildSpec
         expected[t] += 1
     pair_sink = _PairSink(folder, old, dpo, pairs) if dpo["pairs"] != "off" else None
 
+    reasoned = {name: rationales.rationale_texts(folder, b.reasoning) for name, b in builds.items() if b.reasoning}
+    reasoning_steps = dict.fromkeys(reasoned, 0)
     derivers = {}
     for name, b in builds.items():
         dropped = dict(beyond)
@@ -144,7 +146,11 @@ def refresh(folder: str, s: layout.Scan, info: dict, builds: dict[str, BuildSpec
             for batch in shards.iter_shard_batches(layout.shard_path(folder, "raw", split, name)):
                 rows = batch.to_pylist()
                 for view, d in derivers.items():
-                    sft, dropped_here = d.derive(rows)
+                    view_rows = rows
+                    if view in reasoned:  # its assistant turns carry the rationales; raw keeps the recorded answers
+                        view_rows, given = reasoning.rows_with_reasoning(rows, reasoned[view])
+                        reasoning_steps[view] += sum(n for r, n in zip(rows, given) if d.dropped_by(r) is None)
+                    sft, dropped_here = d.derive(view_rows)
                     sinks[view].add(split, sft)
                     for reason, n in dropped_here.items():
                         drops[view][reason] = drops[view].get(reason, 0) + n
@@ -164,6 +170,8 @@ def refresh(folder: str, s: layout.Scan, info: dict, builds: dict[str, BuildSpec
     out: dict[str, dict] = {}
     for name, sink in sinks.items():
         out[name] = sink.entry() | {"drops": drops[name]}
+        if name in reasoned:
+            out[name]["reasoning_steps"] = reasoning_steps[name]
     out[views.SCORES] = score_sink.entry()
     if pair_sink is not None and "tools" in layout.additions(info):  # pairs keep role and content only, so far
         out[views.DPO] = {"kind": views.DPO, "generation": views.next_generation(old, views.DPO), "files": {},

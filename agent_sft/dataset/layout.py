@@ -83,13 +83,16 @@ def raw_name(sft_file: str) -> str:
 
 @dataclass
 class BuildSpec:
-    """How `sft` is derived from `raw`: row style and filters (a `FilterConfig` as a dict)."""
+    """How `sft` is derived from `raw`: row style and filters (a `FilterConfig` as a dict); a named build may
+    put the rationales of `agent-sft augment --name <reasoning>` in its assistant turns (`dataset.reasoning`)."""
 
     style: str = "auto"
     filters: dict = field(default_factory=dict)
+    reasoning: str | None = None
 
     def to_dict(self) -> dict:
-        return {"style": self.style, "filters": dict(sorted(self.filters.items()))}
+        out = {"style": self.style, "filters": dict(sorted(self.filters.items()))}
+        return out | ({"reasoning": self.reasoning} if self.reasoning else {})
 
 
 def build_spec(info: dict | None) -> BuildSpec:
@@ -178,7 +181,7 @@ def shard_names(folder: str) -> dict[tuple[str, str], set[str]]:
     """(config, split) -> names of the shard files there, views' included (no metadata read: a cheap look for
     changes)."""
     try:
-        extra = sorted(n for n in os.listdir(os.path.join(folder, "data")) if n not in CONFIGS and n != "judge")
+        extra = sorted(n for n in os.listdir(os.path.join(folder, "data")) if n not in (*CONFIGS, "judge", "rationale"))
     except FileNotFoundError:
         extra = []
     return {(c, sp): set(_shards(shard_dir(folder, c, sp))) for c in (*CONFIGS, *extra) for sp in SPLITS}

@@ -12,7 +12,7 @@ import shutil
 import time
 from collections import Counter
 
-from agent_sft.dataset import atomic, checksums, curate, judged, layout, score_rules, shards, stages, views
+from agent_sft.dataset import atomic, checksums, curate, judged, layout, rationales, score_rules, shards, stages, views
 from agent_sft.dataset.derive import SftDeriver
 from agent_sft.dataset.fingerprint import diff as config_diff
 from agent_sft.dataset.layout import BuildSpec
@@ -65,6 +65,10 @@ def check_folder_filters(folder: str, build: BuildSpec) -> None:
         ConfigError: naming the filter and what the folder lacks.
     """
     score_rules.check_judges(build.filters, judged.judge_names(folder))
+    if build.reasoning and build.reasoning not in rationales.names(folder):
+        raise ConfigError(f"--reasoning {build.reasoning}: {folder} has no rationales of that name (write them with "
+                          f"`agent-sft augment {folder} --name {build.reasoning}`); it has: "
+                          f"{', '.join(rationales.names(folder)) or 'none'}")
     if build.filters.get("require_tokens") and "tokens" not in layout.additions(layout.read_info(folder)):
         raise ConfigError(f"filters.require_tokens: {folder} recorded no token ids (collect with "
                           "policy.record_tokens=true); it would drop every episode")
@@ -276,8 +280,10 @@ def repair_folder(folder: str) -> list[str]:
             dest = os.path.join(q_dir, os.path.dirname(rel))
             os.makedirs(dest, exist_ok=True)
             shutil.move(os.path.join(folder, rel), os.path.join(dest, os.path.basename(rel)))
+            again = ("`agent-sft augment` with the same name writes its steps again" if rel.startswith("data/rationale/")
+                     else "`agent-sft judge` with the same name scores its episodes again")
             done.append(f"{rel}: {why}; moved to {os.path.relpath(os.path.join(dest, os.path.basename(rel)), folder)} "
-                        f"(`agent-sft judge` with the same name scores its episodes again)")
+                        f"({again})")
         if found.views or found.judge or unreadable or not had_info:  # what they hold changed, or may have
             s = curate.rewrite_views(folder, info, s, deriver)
             for rel, why in sorted(found.views.items()):

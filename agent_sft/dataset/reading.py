@@ -149,7 +149,7 @@ def compute_stats(folder: str, s: layout.Scan, exclude: frozenset[str] = frozens
         "shards": {"raw": sum(len(s.raw[sp]) for sp in SPLITS), "sft": sum(len(s.sft[sp]) for sp in SPLITS)},
         "pass_at_k": pass_k,
         "by_task": by_task,
-        "views": {name: {k: v.get(k) for k in ("kind", "generation", "rows", "drops", "build", "spec", "why_none") if k in v}
+        "views": {name: {k: v.get(k) for k in ("kind", "generation", "rows", "drops", "build", "spec", "why_none", "reasoning_steps") if k in v}
                   for name, v in sorted(s.views.items())},
     }
 
@@ -172,7 +172,8 @@ def views_lines(st: dict) -> list[str]:
             drops = v.get("drops") or {}
             text = (f"{name} (named build, style {b.get('style')}; filters: "
                     f"{', '.join(f'{k}={x}' for k, x in sorted(active.items())) or 'none'}): {counts} rows; dropped: "
-                    f"{', '.join(f'{k} {n}' for k, n in sorted(drops.items())) or 'none'}")
+                    f"{', '.join(f'{k} {n}' for k, n in sorted(drops.items())) or 'none'}"
+                    + (f"; reasoning from {b['reasoning']} in {v.get('reasoning_steps', 0)} steps" if b.get("reasoning") else ""))
         out.append(text)
     return out
 

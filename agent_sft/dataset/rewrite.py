@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.dataset as pads
 
-from agent_sft.dataset import atomic, card, checksums, judged, layout, shards, views
+from agent_sft.dataset import atomic, card, checksums, judged, layout, rationales, shards, views
 from agent_sft.dataset.derive import SftDeriver
 from agent_sft.errors import CorruptShardError
 from agent_sft.records import END_ERROR, SPLITS
@@ -72,7 +72,8 @@ def write_readme(folder: str, s: layout.Scan, body: str | None = None, stats: di
     progress note when there is none yet). The checksums of the listed files are recorded first.
     """
     files = layout.listing(folder, s)
-    checksums.record_checksums(folder, [p for c in files.values() for ps in c.values() for p in ps] + judged.judge_files(folder))
+    checksums.record_checksums(folder, [p for c in files.values() for ps in c.values() for p in ps]
+                               + judged.judge_files(folder) + rationales.rationale_files(folder))
     text = card.front_matter(layout.configs_front_matter(files), layout.read_info(folder) or {}, stats)
     if body is None:
         body = card.current_body(folder)

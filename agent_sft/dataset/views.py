@@ -33,7 +33,7 @@ DPO = "dpo"
 
 KINDS = (BUILD, SCORES, DPO)
 
-OWN_DIRS = ("raw", "sft", "judge")  # data/ folders that are not views
+OWN_DIRS = ("raw", "sft", "judge", "rationale")  # data/ folders that are not views
 
 PART_ROWS = 20_000  # rows per file of a view at most (and held before a file is sealed)
 

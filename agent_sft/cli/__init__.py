@@ -24,6 +24,7 @@ COMMANDS = {
     "repair": ("agent_sft.cli.data", "Verify every shard; re-derive damaged sft, move damaged raw shards aside."),
     "judge": ("agent_sft.cli.judge", "Score a folder's episodes with an LLM judge (pointwise or listwise)."),
     "augment": ("agent_sft.cli.augment", "Have a model write the reasoning behind each expert step (actions unchanged)."),
+    "view": ("agent_sft.cli.view", "Write a viewer of a dataset folder (or pushed repo): episodes, steps, prompts."),
     "push": ("agent_sft.cli.push", "Upload a dataset folder to the Hugging Face Hub."),
     "envs": ("agent_sft.cli.envs", "List the environments: options, task types, experts, installed or not."),
     "serve-env": ("agent_sft.cli.serve", "Serve an environment over HTTP, one env per session (for the `http` env)."),

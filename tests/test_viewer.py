@@ -144,7 +144,7 @@ def collected(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("view")
     folder = str(root / "lake")
     agent_sft.collect(["env.env_name=frozenlake", "env.backend=thread", "env.num_episodes=6", "env.max_steps=12",
-                       "filters.require_success=true", f"output.dir={folder}"])
+                       "filters.require_success=true", "prompt.system=You cross frozen lakes.", f"output.dir={folder}"])
     info = layout.read_info(folder)
     b = info["build"]
     row = _hostile_row(next(iter(_raw(folder).values())))
@@ -171,12 +171,13 @@ def served(collected):
         assert url, f"no URL printed: {proc.stderr.read() if proc.poll() is not None else ''}"
         yield url, out
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # how a service manager stops it: it stops serving and exits 0
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +258,10 @@ def test_page_filters_searches_and_shows_an_episode(collected, served, browser):
     shown = json.loads(prompt.find_element("css selector", "pre.prompt-json").text)
     s = won["steps"][1]
     assert shown == prompt_of(won["messages"], s["prompt_start"], s["prompt_end"])
+    assert shown[0] == {"role": "system", "content": "You cross frozen lakes."}
+    every = browser.execute_script("return Array.from(document.querySelectorAll('#episode-view pre.prompt-json'), "
+                                   "p => JSON.parse(p.textContent))")
+    assert every == [prompt_of(won["messages"], s["prompt_start"], s["prompt_end"]) for s in won["steps"]]
 
     browser.get(url + "#e=" + HOSTILE_ID)
     _wait(browser, lambda d: len(_css(d, "#episode-view section.step")) == 2)

@@ -126,13 +126,16 @@ def collect(
 
         result.export_counts = export_verl(cfg.output.dir, cfg.output.export_dir)
     if repo_id:
+        from agent_sft.config.load import parse_traces
         from agent_sft.publish import hub
 
+        traces = parse_traces(cfg.output.traces)
         try:
-            result.pushed_url = hub.push_folder(cfg.output.dir, repo_id, private=cfg.output.private)
+            result.pushed_url = hub.push_folder(cfg.output.dir, repo_id, private=cfg.output.private, traces=traces)
         except hub.HubError as err:
+            again = f" --traces {traces}" if traces != "auto" else ""
             raise hub.HubError(f"push to {repo_id} failed: {err}; the folder is complete, retry with "
-                               f"`agent-sft push {cfg.output.dir} {repo_id}`").with_hint("") from None
+                               f"`agent-sft push {cfg.output.dir} {repo_id}{again}`").with_hint("") from None
     return result
 
 

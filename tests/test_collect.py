@@ -14,6 +14,8 @@ import pytest
 pytest.importorskip("alfworld", reason="needs the alfworld package (pip install 'agent-sft[alfworld]')")
 pytestmark = [pytest.mark.alfworld, pytest.mark.slow]
 
+from test_sts import check_episodes  # noqa: E402
+
 from agent_sft.cli import main  # noqa: E402
 
 TIMING = ("started_at", "duration_s")
@@ -69,6 +71,7 @@ def test_default_collect_with_collect_sft_switch(workdir):
     assert len(eps) == 4 and all(e["success"] and e["end_reason"] == "success" for e in eps)
     assert {e["run_seed"] for e in eps} == {7} and {e["game_split"] for e in eps} == {"builtin"}
     assert all(s["valid"] for e in eps for s in e["steps"])
+    check_episodes(eps)
     versions = json.loads(eps[0]["versions"])
     assert {"python", "agent_sft", "alfworld", "textworld"} <= set(versions)
     info = json.loads((workdir / "agent_sft_data" / "meta" / "info.json").read_text())

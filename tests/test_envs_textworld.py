@@ -10,6 +10,7 @@ import sys
 import threading
 
 import pytest
+from test_sts import check_episodes
 
 import agent_sft
 from agent_sft.config import ConfigError
@@ -313,6 +314,7 @@ def test_expert_collection_end_to_end(tmp_path, cache):
         assert all(step["valid"] for step in row["steps"])
         last = json.loads(row["steps"][-1]["info"])
         assert last["won"] is True and last["score"] == sum(row["rewards"]) > 0
+    check_episodes(rows)
     sft = agent_sft.load_sft(str(tmp_path / "a"))
     samples = [x for split in sft.values() for x in split]
     assert samples and all(x["messages"][-1]["content"].startswith("<think></think><action>") for x in samples)

@@ -14,6 +14,7 @@ import time
 import pytest
 from faults import CLI, TESTS, check_folders
 from fixtures_models import SERVED_NAME, needs_vllm
+from test_sts import check_episodes
 from webshop_catalog import UNSATISFIABLE_OPTION, copy_engine
 
 import agent_sft
@@ -285,6 +286,7 @@ def test_original_command_require_success(webshop_checkout, tmp_path):
     assert all(r["final_reward"] == 1.0 and r["task_id"].startswith("webshop/human/") for r in rows.values()
                if r["success"])
     assert all(s["valid"] for r in rows.values() for s in r["steps"])
+    check_episodes(rows.values())
     sft = agent_sft.load(str(ref), "sft")
     assert {r["episode_id"] for sp in sft for r in sft[sp]} == {k for k, r in rows.items() if r["success"]}
     card = (ref / "README.md").read_text()

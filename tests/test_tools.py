@@ -66,8 +66,10 @@ def _same_play(text, tools):
 
 
 def _valid_atif(*folders):
-    """Every episode's ATIF document passes Harbor's own validator (both action modes, every env)."""
+    """Every episode's ATIF document passes Harbor's own validator, and its trace-viewer session the Hub's format
+    (both action modes, every env)."""
     from harbor.utils.trajectory_validator import TrajectoryValidator
+    from test_sts import check_episodes
 
     from agent_sft.publish.atif import to_atif
 
@@ -75,6 +77,7 @@ def _valid_atif(*folders):
         for row in rows.values():
             v = TrajectoryValidator()
             assert v.validate(to_atif(row)), (row["env"], v.get_errors())
+        check_episodes(rows.values())
 
 
 @pytest.mark.envs

@@ -79,14 +79,18 @@ def add_arguments(p: argparse.ArgumentParser, name: str) -> None:
         _build_args(p)
     elif name == "export":
         p.add_argument("dir", help="dataset folder")
-        p.add_argument("--format", default="verl", choices=["verl", "jsonl", "atif", "sharegpt", "tokens"],
+        p.add_argument("--format", default="verl", choices=["verl", "jsonl", "atif", "sharegpt", "tokens", "sts"],
                        help="verl: raw_trajectories.json + train/val .parquet and .csv; jsonl: one chat per line; "
                             "atif: one ATIF trajectory per episode (<split>/<episode_id>.json); sharegpt: "
                             "LLaMA-Factory's layout, one conversation per sft row, with dataset_info.json; tokens: "
-                            "token ids, loss mask and logprobs per sequence for RL (policy.record_tokens)")
+                            "token ids, loss mask and logprobs per sequence for RL (policy.record_tokens); sts: Hub trace-viewer "
+                            "sessions, one JSONL file per episode (<env>/<outcome>/<episode_id>.jsonl)")
         from agent_sft.publish.atif import DEFAULT_VERSION, VERSIONS
 
         p.add_argument("--atif-version", default=DEFAULT_VERSION, choices=VERSIONS, help="the ATIF version written")
+        p.add_argument("--traces", default="auto", metavar="auto|all|none|N",
+                       help="sts: the episodes written, a few per env and outcome (auto), all, none, or N spread over "
+                            "envs and outcomes; chosen by the run seed")
         p.add_argument("--out", required=True, help="output folder")
     elif name == "merge":
         p.add_argument("dest", help="destination dataset folder (created, or added to)")
@@ -192,9 +196,12 @@ def _run(a: argparse.Namespace) -> int:
         for line in views_lines(st):
             print(f"  {line}")
     elif a.command == "export":
+        from agent_sft.config.load import parse_traces
         from agent_sft.publish.exports import FORMATS
 
         options = {"version": a.atif_version} if a.format == "atif" else {}
+        if a.format == "sts":
+            options = {"traces": parse_traces(a.traces, "--traces")}
         counts = FORMATS[a.format](a.dir, a.out, **options)
         print(f"exported {a.format} to {a.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     elif a.command == "merge":

@@ -17,17 +17,23 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--private", action="store_true", help="create the repo private (refused for a public one)")
     parser.add_argument("--revision", metavar="BRANCH", help="branch to commit to, made from main if missing")
     parser.add_argument("--message", "-m", metavar="TEXT", help="commit message")
+    parser.add_argument("--traces", default="auto", metavar="auto|all|none|N",
+                        help="episodes uploaded under traces/ as Hub trace-viewer sessions: a few per env and outcome "
+                             "(auto), all, none, or N spread over envs and outcomes; chosen by the run seed")
 
 
 def run(args: argparse.Namespace) -> int:
+    from agent_sft.config.load import parse_traces
     from agent_sft.publish.hub import HubError, push_folder
 
+    traces = parse_traces(args.traces, "--traces")
     folder = Path(args.folder)
     if not folder.is_dir():
         raise CLIError(f"{folder} is not a folder")
     try:
         url = push_folder(
-            folder, args.repo_id, private=args.private, revision=args.revision, commit_message=args.message
+            folder, args.repo_id, private=args.private, revision=args.revision, commit_message=args.message,
+            traces=traces,
         )
     except HubError as e:
         raise CLIError(str(e)) from None

@@ -402,3 +402,13 @@ def _reward_lines(st: dict) -> str:
 
 
 __all__ = ["front_matter", "render_body", "write_plots", "progress_body", "public", "json"]
+
+
+def traces_section(sessions: int, chosen: str, link: str) -> str:
+    """The pushed card's section on the episodes uploaded for the Hub's trace viewer (`traces/` at `link`)."""
+    return (f"\n## Traces\n\n[`traces/`]({link}) holds {sessions} episodes ({chosen}) in the Hub's Session Trace "
+            "Simple Format, harness `agent-sft`: one JSONL file per episode, `traces/<env>/<outcome>/<episode_id>.jsonl`, "
+            "whose first line holds the episode's facts (env, task, success, reward, end reason) and each further "
+            "line one message (system, user, assistant with its reasoning and tool calls, tool). They are not a "
+            "config of this dataset: `load_dataset` leaves them out. Open one from the repo's *Files and versions* "
+            "tab; the Hub's trace viewer may show it as a session, and it reads as plain JSONL either way.\n")

@@ -18,6 +18,7 @@ from agent_sft.errors import ConfigError
 from agent_sft.publish.atif import export_atif
 from agent_sft.publish.sharegpt import export_sharegpt
 from agent_sft.publish.streams import iter_batches, make_out, open_folder
+from agent_sft.publish.sts import export_sts
 from agent_sft.publish.tokens import export_tokens
 from agent_sft.records import MESSAGES_TYPE, SPLITS, schema
 
@@ -167,4 +168,4 @@ def export_jsonl(folder: str, out: str) -> dict[str, int]:
 
 
 FORMATS = {"verl": export_verl, "jsonl": export_jsonl, "atif": export_atif, "sharegpt": export_sharegpt,
-           "tokens": export_tokens}
+           "tokens": export_tokens, "sts": export_sts}

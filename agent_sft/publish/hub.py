@@ -3,9 +3,11 @@
     agent-sft push runs/alfworld-expert user/alfworld-expert
 
 The folder goes up exactly as it loads locally: README.md (whose `configs:` name the data files),
-`data/<config>/<split>/*`, `meta/`. Names starting with `.` (locks, partial shards) stay local. Files are
-uploaded first and committed together, so the repo never shows half a dataset, and a push that failed
-half-way can simply be run again: files the Hub already holds are not sent twice.
+`data/<config>/<split>/*`, `meta/`. Names starting with `.` (locks, partial shards) stay local. Beside them,
+`traces/` holds a sample of the episodes as Hub trace-viewer sessions (`agent_sft.publish.sts`), written for
+the upload only, never into the folder. Files are uploaded first and committed together, so the repo never
+shows half a dataset, and a push that failed half-way can simply be run again: files the Hub already holds are
+not sent twice.
 
 `HF_ENDPOINT`, `HF_TOKEN` and the token saved by `hf auth login` are honored as huggingface_hub honors them.
 """
@@ -17,6 +19,7 @@ import json
 import os
 import re
 import shlex
+import tempfile
 from pathlib import Path
 
 from agent_sft.errors import AgentSFTError
@@ -30,14 +33,17 @@ class HubError(AgentSFTError):
 
 
 PLACEHOLDER_REPO = "<user>/<dataset>"
+TRACES = "traces"
+"""The repo folder of the trace-viewer sessions (`agent_sft.publish.sts.FOLDER`)."""
 
 
 def local_files(folder: str | os.PathLike) -> list[str]:
-    """Paths (relative, `/`-separated) of the files a push uploads: everything but dotfiles and dot-folders."""
+    """Paths (relative, `/`-separated) of the files a push uploads: everything but dotfiles, dot-folders and a
+    `traces/` folder (the repo's `traces/` is the sample the push writes, not a local copy of it)."""
     root = Path(folder)
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (d != TRACES or Path(dirpath) != root))
         for name in sorted(filenames):
             path = Path(dirpath, name)
             if not name.startswith(".") and path.is_file():
@@ -148,12 +154,14 @@ def push_folder(
     revision: str | None = None,
     token: str | None = None,
     commit_message: str | None = None,
+    traces: str | int = "auto",
 ) -> str:
     """Upload a dataset folder to a Hub dataset repo in a single commit.
 
     The repo is created if missing (private if asked), and the branch `revision` too. Files already in the
-    repo outside `data/` are kept; `data/` files the folder no longer has (shards replaced by compaction,
-    an earlier push's layout) are deleted in the same commit, so the repo holds exactly the folder's data.
+    repo outside `data/` and `traces/` are kept; `data/` files the folder no longer has (shards replaced by
+    compaction, an earlier push's layout) and `traces/` files this push's sample leaves out are deleted in the
+    same commit, so the repo holds exactly the folder's data and one sample of its episodes.
 
     Args:
         folder: the dataset folder (with README.md).
@@ -162,6 +170,9 @@ def push_folder(
         revision: branch to commit to; created from `main` if it does not exist. Default `main`.
         token: a token; defaults to huggingface_hub's lookup (HF_TOKEN, then the saved login).
         commit_message: defaults to "Upload dataset with agent-sft".
+        traces: the episodes written under `traces/` for the Hub's trace viewer: `auto` (a few per env and
+            outcome), `all`, `none` or a number (`agent_sft.config.load.parse_traces`); the same folder gives the
+            same files. The card gets a section on them.
 
     Returns:
         The URL of the commit.
@@ -178,52 +189,88 @@ def push_folder(
     # The card's load snippets name the repo they are read from (the local card says <user>/<dataset>).
     card = card.replace(PLACEHOLDER_REPO.encode(), repo_id.encode())
     api = HfApi(token=token)
-    options = [*(["--private"] if private else []), *(["--revision", revision] if revision else [])]
+    options = [*(["--private"] if private else []), *(["--revision", revision] if revision else []),
+               *(["--traces", str(traces)] if traces != "auto" else [])]
     retry = shlex.join(["agent-sft", "push", str(folder), repo_id, *options])
     step = "creating the repo"
-    try:
-        api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
-        if private and not api.repo_info(repo_id, repo_type=REPO_TYPE).private:
-            raise HubError(
-                f"{repo_id} already exists and is public, so --private would not keep this data private. Make the "
-                f"repo private first (its settings page on the Hub, or `hf repos settings {repo_id} --private "
-                f"--repo-type dataset`), or push without --private."
+    # The sample is written for the upload only, in a folder of its own removed once the commit is made.
+    with tempfile.TemporaryDirectory(prefix="agent-sft-traces-") as tmp:
+        sessions = _write_traces(folder, tmp, traces)
+        if sessions:
+            link = f"{api.endpoint}/datasets/{repo_id}/tree/{revision or 'main'}/{TRACES}"
+            card = card.rstrip(b"\n") + b"\n" + _traces_section(len(sessions), traces, link).encode()
+        uploads = {**{p: str(folder / p) for p in files}, **{f"{TRACES}/{p}": os.path.join(tmp, p) for p in sessions}}
+        try:
+            api.create_repo(repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
+            if private and not api.repo_info(repo_id, repo_type=REPO_TYPE).private:
+                raise HubError(
+                    f"{repo_id} already exists and is public, so --private would not keep this data private. Make the "
+                    f"repo private first (its settings page on the Hub, or `hf repos settings {repo_id} --private "
+                    f"--repo-type dataset`), or push without --private."
+                )
+            if revision and revision != "main":
+                step = f"creating the branch {revision!r}"
+                api.create_branch(repo_id, repo_type=REPO_TYPE, branch=revision, exist_ok=True)
+            step = "listing the files already in the repo"
+            # The commit names this head as its parent: if another push lands meanwhile, ours is refused
+            # instead of deleting or duplicating files against a listing that is out of date.
+            head = api.repo_info(repo_id, repo_type=REPO_TYPE, revision=revision).sha
+            remote = api.list_repo_files(repo_id, repo_type=REPO_TYPE, revision=head)
+            stale = sorted(p for p in remote if p.startswith(("data/", f"{TRACES}/")) and p not in uploads)
+            content = {"README.md": card, **_public_meta(folder, files)}
+            additions = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=content.get(p, local)) for p, local in uploads.items()]
+            # Upload every file first; the commit below only references them. A failure here leaves the
+            # repo unchanged, and the next attempt skips what the Hub already stored.
+            step = "uploading files"
+            api.preupload_lfs_files(repo_id, additions, repo_type=REPO_TYPE, revision=revision, free_memory=False)
+            step = "creating the commit"
+            info = api.create_commit(
+                repo_id,
+                [*additions, *(CommitOperationDelete(path_in_repo=p) for p in stale)],
+                commit_message=commit_message or "Upload dataset with agent-sft",
+                repo_type=REPO_TYPE,
+                revision=revision,
+                parent_commit=head,
             )
-        if revision and revision != "main":
-            step = f"creating the branch {revision!r}"
-            api.create_branch(repo_id, repo_type=REPO_TYPE, branch=revision, exist_ok=True)
-        step = "listing the files already in the repo"
-        # The commit names this head as its parent: if another push lands meanwhile, ours is refused
-        # instead of deleting or duplicating files against a listing that is out of date.
-        head = api.repo_info(repo_id, repo_type=REPO_TYPE, revision=revision).sha
-        remote = api.list_repo_files(repo_id, repo_type=REPO_TYPE, revision=head)
-        keep = set(files)
-        stale = sorted(p for p in remote if p.startswith("data/") and p not in keep)
-        content = {"README.md": card, **_public_meta(folder, files)}
-        additions = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=content.get(p, str(folder / p))) for p in files]
-        # Upload every file first; the commit below only references them. A failure here leaves the
-        # repo unchanged, and the next attempt skips what the Hub already stored.
-        step = "uploading files"
-        api.preupload_lfs_files(repo_id, additions, repo_type=REPO_TYPE, revision=revision, free_memory=False)
-        step = "creating the commit"
-        info = api.create_commit(
-            repo_id,
-            [*additions, *(CommitOperationDelete(path_in_repo=p) for p in stale)],
-            commit_message=commit_message or "Upload dataset with agent-sft",
-            repo_type=REPO_TYPE,
-            revision=revision,
-            parent_commit=head,
-        )
-    except HubError:
-        raise
-    except Exception as e:
-        if _status(e) == 412:
-            step += " (the repo changed during the push, probably another push)"
-        raise HubError(
-            f"Pushing {folder} to {repo_id} failed while {step}: {_reason(e)}\n"
-            f"The local folder is unchanged. Run `{retry}` again to finish: files already uploaded are not sent again."
-        ) from None
+        except HubError:
+            raise
+        except Exception as e:
+            if _status(e) == 412:
+                step += " (the repo changed during the push, probably another push)"
+            raise HubError(
+                f"Pushing {folder} to {repo_id} failed while {step}: {_reason(e)}\n"
+                f"The local folder is unchanged. Run `{retry}` again to finish: files already uploaded are not sent again."
+            ) from None
     return info.commit_url
+
+
+def _write_traces(folder: Path, out: str, traces: str | int) -> list[str]:
+    """The sample's STS files written under `out`: their paths there (none for a folder that has no agent-sft
+    episodes to show).
+
+    Raises:
+        HubError: the raw shards could not be read.
+    """
+    from agent_sft.errors import DatasetError, NotADatasetError
+    from agent_sft.publish.sts import write_traces
+
+    if traces == "none":
+        return []
+    try:
+        write_traces(str(folder), out, traces)
+    except NotADatasetError:
+        return []
+    except DatasetError as e:
+        raise HubError(f"Pushing {folder} stopped before anything was sent: the episodes for {TRACES}/ could not be "
+                       f"read: {e}") from None
+    return sorted(Path(dirpath, name).relative_to(out).as_posix() for dirpath, _, names in os.walk(out) for name in names)
+
+
+def _traces_section(sessions: int, traces: str | int, link: str) -> str:
+    from agent_sft.dataset.card import traces_section
+
+    chosen = {"auto": "a few per env and outcome", "all": "every episode"}.get(str(traces), "spread over envs and outcomes")
+    return traces_section(sessions, chosen + ", chosen by the run seed" if traces != "all" else chosen, link)
 
 
 def _public_meta(folder: Path, files: list[str]) -> dict[str, bytes]:

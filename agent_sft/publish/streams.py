@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 
 from agent_sft.dataset import layout, shards
-from agent_sft.errors import ConfigError
+from agent_sft.errors import ConfigError, CorruptShardError
 
 
 def open_folder(folder: str) -> layout.Scan:
@@ -47,3 +47,21 @@ def iter_rows(folder: str, s: layout.Scan, config: str, split: str) -> Iterator[
     """The rows (dicts) of `config` (`raw` or `sft`) and `split`, shard by shard in name order."""
     for rows in iter_batches(folder, s, config, split):
         yield from rows
+
+
+def iter_columns(folder: str, s: layout.Scan, config: str, split: str, columns: list[str]) -> Iterator[dict[str, list]]:
+    """Only `columns` of the rows of `config` and `split`, a shard at a time as {column: values} (the other columns
+    are neither read nor decompressed)."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    items = s.raw[split] if config == "raw" else s.sft[split]
+    for name, meta in sorted(items.items()):
+        if meta["rows"]:
+            fname = name if config == "raw" else layout.sft_name(name, s.generation)
+            path = layout.shard_path(folder, config, split, fname)
+            try:
+                table = pads.dataset([path], format="ipc").to_table(columns=columns)
+            except (pa.ArrowInvalid, OSError) as e:
+                raise CorruptShardError(f"{path}: cannot read shard ({e}); run `agent-sft repair {folder}`") from None
+            yield table.to_pydict()

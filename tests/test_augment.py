@@ -183,6 +183,12 @@ def test_one_name_is_one_model_template_and_seed_and_bad_input_gets_one_line(fol
         assert main(["augment", str(folder), "--name", "a", "--seed", "1", *server.overrides("other")]) == 2
         err = capsys.readouterr().err
         assert "rationales 'a'" in err and "model 'judge-model' (now 'other'), seed 0 (now 1)" in err
+        assert main(["build", str(folder), "--name", "t", "--reasoning", "a"]) == 0
+        assert "; reasoning from a in 6 steps" in capsys.readouterr().out
+        assert main(["augment", str(folder), "--name", "a", *server.overrides()]) == 0  # the build follows
+        assert "rebuilt t." in capsys.readouterr().out
+        assert main(["info", str(folder), "--quick"]) == 0
+        assert "; reasoning from a in 24 steps" in capsys.readouterr().out
     no_action = tmp_path / "t.txt"
     no_action.write_text("Explain the move toward {goal}.")
     base = ["augment", str(folder), "policy.type=openai", "policy.model=m", "policy.base_url=http://127.0.0.1:9/v1"]

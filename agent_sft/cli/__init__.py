@@ -28,6 +28,7 @@ COMMANDS = {
     "push": ("agent_sft.cli.push", "Upload a dataset folder to the Hugging Face Hub."),
     "envs": ("agent_sft.cli.envs", "List the environments: options, task types, experts, installed or not."),
     "serve-env": ("agent_sft.cli.serve", "Serve an environment over HTTP, one env per session (for the `http` env)."),
+    "verify": ("agent_sft.cli.verify", "Replay each episode's actions in its env and check that what was recorded comes back."),
     "tiny-model": ("agent_sft.cli.data", "Build a tiny random chat model offline (for tests and dry runs)."),
 }
 

@@ -88,6 +88,11 @@ class EnvOptions:
         env's name, experts and packages. None (the default): the env plays itself (`EnvSpec.played`)."""
         return None
 
+    def replays(self) -> str | None:
+        """For an env whose replays depend on its options (an env server): "" when its episodes replay from their
+        seed, task id and actions, else why not. None (the default): as the env's card says (`EnvCard.replays`)."""
+        return None
+
     def probe_servers(self) -> dict[str, str] | None:
         """For an env played on servers: each server's URL -> "" when it answers its health check, else
         why not (asked when the env's episodes keep failing, while the run waits: ask the servers together,
@@ -137,6 +142,9 @@ class EnvCard:
         split_notes: game split -> what the dataset card says about games from it.
         run_notes: game split -> how the start of a run describes games from it.
         expert_source: where the expert's plans come from ("the ALFWorld engine").
+        replays: whether an episode plays again the same from its seed, task id and actions (`agent-sft
+            verify` replays it); False for an env whose episodes depend on more (a clock, a live site), whose
+            episodes verify then counts as not replayable.
     """
 
     title: str = ""
@@ -145,6 +153,7 @@ class EnvCard:
     split_notes: Mapping[str, str] = field(default_factory=dict)
     run_notes: Mapping[str, str] = field(default_factory=dict)
     expert_source: str = ""
+    replays: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "task_types", tuple(self.task_types))

@@ -82,6 +82,17 @@ class HttpOptions(EnvOptions):
                          packages=dict(s.get("packages") or {}), episode_keys=tuple(s.get("episode_keys") or ()),
                          has_expert=self.protocol == "agent-sft" and bool(s.get("has_expert", True)))
 
+    def replays(self) -> str:
+        """An agent-sft server replays an episode (it takes its seed and task id); an AgentGym server takes no seed."""
+        from agent_sft.envs.registry import find_spec
+
+        if self.protocol != "agent-sft":
+            return f"{self.protocol} servers take no episode seed to replay an episode with"
+        served = find_spec(self.served_env) if self.served_env else None
+        if served is not None and not served.card.replays:
+            return f"{served.card.title or served.name} (served) cannot replay an episode"
+        return ""
+
     def probe_servers(self) -> dict[str, str]:
         from concurrent.futures import ThreadPoolExecutor
 

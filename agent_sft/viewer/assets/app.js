@@ -297,7 +297,8 @@
       details("as JSON", pre(JSON.stringify(prompt, null, 2), "prompt-json"), "json"),
     ], "prompt"));
     if (s.reasoning !== null && s.reasoning !== undefined) {
-      box.appendChild(el("div", "part reasoning", [el("div", "label", "reasoning"), pre(s.reasoning)]));
+      box.appendChild(el("div", "part reasoning", [el("div", "label", "reasoning"),
+        s.reasoning ? pre(s.reasoning) : el("div", "muted", "(an empty <think> block)")]));
     }
     box.appendChild(el("div", "part response", [el("div", "label", "response"), pre(s.response)]));
     if (s.tool_calls) box.appendChild(toolCalls(s.tool_calls));

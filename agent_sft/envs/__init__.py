@@ -12,7 +12,7 @@ from agent_sft.envs import http as http_env
 from agent_sft.envs import textarena as textarena_env
 from agent_sft.envs import textworld as textworld_env
 from agent_sft.envs import webshop as webshop_env
-from agent_sft.envs.base import TaskSpec, TextEnv
+from agent_sft.envs.base import TaskSpec, TextEnv, files_hash, task_hash
 from agent_sft.envs.registry import (
     ENTRY_POINT_GROUP,
     UnknownEnvError,
@@ -45,10 +45,12 @@ __all__ = [
     "TextEnv",
     "UnknownEnvError",
     "canonical_name",
+    "files_hash",
     "find_spec",
     "make",
     "option",
     "register",
     "registered",
     "spec",
+    "task_hash",
 ]

@@ -3,15 +3,17 @@ episodes read a batch at a time, and which of them can be replayed at all."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import typing
 from collections.abc import Iterator
 from typing import Any
 
 import pyarrow.dataset as pads
 
-from agent_sft.config import CollectConfig, ConfigError
-from agent_sft.config.dotted import ALIASES, flatten, ignored, set_key
+from agent_sft.config import CollectConfig, ConfigError, EnvConfig
+from agent_sft.config.dotted import ALIASES, ignored, set_key
 from agent_sft.config.lanes import Lane
 from agent_sft.config.load import complete, keys
 from agent_sft.dataset import layout
@@ -36,7 +38,7 @@ def folder_config(info: dict) -> CollectConfig:
     mix = env.pop("mix", None) or {}
     cfg = CollectConfig()
     valid = set(keys(CollectConfig))
-    pairs = [(k, v) for k, v in flatten({**data, "env": env}) if not (isinstance(v, dict) and not v)]
+    pairs = list(_pairs({**data, "env": env}, CollectConfig))
     pairs.sort(key=lambda kv: ALIASES.get(kv[0], kv[0]) != "env.env_name")  # the env decides what env.<x> is
     try:
         for k, v in pairs:
@@ -52,6 +54,20 @@ def folder_config(info: dict) -> CollectConfig:
         msg = err.args[0] if isinstance(err, KeyError) else err
         raise ConfigError(f"the folder's recorded config does not load in this agent-sft: {msg}") from None
     return cfg
+
+
+def _pairs(data: dict, cls: type, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of a recorded config: its sections walked down, each env's options kept whole (an
+    option may be a mapping)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for k, v in data.items():
+        if k in fields and dataclasses.is_dataclass(hints.get(k)) and isinstance(v, dict):
+            yield from _pairs(v, hints[k], f"{prefix}{k}.")
+        elif k not in fields and cls is EnvConfig and isinstance(v, dict):
+            yield from ((f"{prefix}{k}.{opt}", x) for opt, x in v.items())
+        else:
+            yield f"{prefix}{k}", v
 
 
 def shard_set(s: layout.Scan) -> str:

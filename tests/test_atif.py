@@ -118,8 +118,8 @@ def test_tool_call_folders_export_valid_documents_and_come_back(tool_folders, tm
             assert bool(tool_msgs) == (style == "chat")  # a window prompt carries the observation in the next user turn
         assert cli_main(["import", "--format", "atif", str(dest), str(out), "--env", "frozenlake",
                          "--task-key", "task_id"]) == 0
-        assert json.loads((dest / "meta" / "info.json").read_text())["schema_additions"] == ["tools"]
-        assert raw_rows(str(dest)) == rows  # every column, the tools addition's too
+        assert json.loads((dest / "meta" / "info.json").read_text())["schema_additions"] == ["task_hash", "tools"]
+        assert raw_rows(str(dest)) == rows  # every column, the tools and task_hash additions' too
 
 
 def test_round_trip_of_rows_with_a_system_message():

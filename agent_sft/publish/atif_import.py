@@ -263,6 +263,8 @@ def from_atif(doc: dict, env: str, task_key: str | None = None) -> dict:
         row["tools"] = tools if isinstance(tools, str) else json.dumps(agent["tool_definitions"])
     if isinstance(extra.get("tokens_complete"), bool):
         row["tokens_complete"] = extra["tokens_complete"]
+    if isinstance(extra.get("task_hash"), str):
+        row["task_hash"] = extra["task_hash"]
     return row
 
 
@@ -378,6 +380,8 @@ def import_atif(folder: str, files: list[str], env: str, task_key: str | None = 
                     row = from_atif(doc, env, task_key)
                 except (AttributeError, KeyError, TypeError, ValueError) as e:
                     doc, why = None, f"cannot be read as an episode: {type(e).__name__}: {e}"
+            if doc is not None and "task_hash" not in additions:
+                row.pop("task_hash", None)  # a check kept where the folder has its column, never a reason to refuse
             if doc is not None and row_additions(row) - set(additions):
                 more = ", ".join(sorted(row_additions(row) - set(additions)))
                 doc, why = None, (f"holds what the folder's rows have no place for (schema additions {more}: tool "

@@ -65,6 +65,8 @@ class Progress:
         """Record one replayed episode durably (several threads may add at once)."""
         line = json.dumps(outcome.to_dict(), default=str) + "\n"
         with self._lock:
+            if self._fh.closed:  # a pass being stopped: what its envs answer now is not kept
+                return
             self._fh.write(line)
             self._fh.flush()
             os.fsync(self._fh.fileno())

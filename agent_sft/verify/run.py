@@ -141,7 +141,7 @@ def verify_folder(folder: str, *, workers: int | None = None, env: str | None = 
     t0 = time.time()
     completed = False
     try:
-        _replay_all(folder, s, info, todo, envs, progress, outcomes, len(rows), on_outcome)
+        _replay_all(info, todo, envs, progress, outcomes, len(rows), on_outcome)
         summary = _summary(info, s, rows, outcomes, envs, resumed=resumed, replayed=len(todo), seconds=time.time() - t0,
                            selection={"env": env, "limit": limit})
         atomic.write_json_atomic(os.path.join(folder, VERIFY), summary)
@@ -153,8 +153,8 @@ def verify_folder(folder: str, *, workers: int | None = None, env: str | None = 
     return summary
 
 
-def _replay_all(folder: str, s: layout.Scan, info: dict, todo: dict[str, dict], envs: _Lanes, progress: Progress,
-                outcomes: dict[str, Outcome], total: int, on_outcome: Callable | None) -> None:
+def _replay_all(info: dict, todo: dict[str, dict], envs: _Lanes, progress: Progress, outcomes: dict[str, Outcome],
+                total: int, on_outcome: Callable | None) -> None:
     """Replay the episodes of `todo`, each env's on its own pool, its slots in threads of their own."""
     if not todo:
         return

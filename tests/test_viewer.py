@@ -23,6 +23,7 @@ from agent_sft.dataset import layout
 from agent_sft.dataset.writer import BuildSpec, DatasetWriter
 from agent_sft.records import prompt_of
 from agent_sft.viewer.build import write_viewer
+from agent_sft.viewer.episodes import split_reasoning
 
 HOSTILE = '<img src=x onerror="window.__pwned=1">'
 HOSTILE_ID = "hostile0000000000000"
@@ -108,6 +109,24 @@ def test_index_and_chunks_hold_every_episode_paged(tmp_path):
         assert type(e.value).__name__ == "ConfigError"
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
     assert not os.path.exists(os.path.join(folder, "data", "viewer"))
+
+
+def test_tool_calls_are_set_apart_from_the_response(tool_folders, tmp_path):
+    out = str(tmp_path / "tools-viewer")
+    write_viewer(tool_folders["window"], out)
+    raw = _raw(tool_folders["window"])
+    episodes = _chunk(out, 0)
+    assert sorted(e["id"] for e in episodes) == sorted(raw)
+    for ep in episodes:
+        row = raw[ep["id"]]
+        assert json.loads(ep["tools"]) == json.loads(row["tools"])
+        for s, stored in zip(ep["steps"], row["steps"]):
+            calls = row["messages"][stored["prompt_end"]]["tool_calls"]
+            assert s["tool_calls"] == [{"id": c["id"], "name": c["function"]["name"],
+                                        "arguments": c["function"]["arguments"]} for c in calls]
+            assert s["response"] == stored["response"] and s["reasoning"] is None
+    assert split_reasoning("<think>go west</think>\n<action>west</action>") == ("go west", "<action>west</action>")
+    assert split_reasoning("<action>west</action>") == (None, "<action>west</action>")
 
 
 def test_view_refuses_what_it_cannot_show(tmp_path, capsys):

@@ -40,12 +40,12 @@ def download(repo_id: str, revision: str | None = None) -> str:
     except GatedRepoError:
         raise ConfigError(f"{repo_id}: a gated dataset; accept its terms on the Hub and set HF_TOKEN") from None
     except RepositoryNotFoundError:
-        raise ConfigError(f"{repo_id}: no such dataset repo on the Hub, or no access to it (set HF_TOKEN for a "
-                          "private one)") from None
+        raise ConfigError(f"{repo_id}: no such folder here, and no such dataset repo on the Hub or no access to it "
+                          "(set HF_TOKEN for a private one)") from None
     except RevisionNotFoundError:
         raise ConfigError(f"{repo_id}: no revision {revision!r}") from None
     except LocalEntryNotFoundError:
-        raise ConfigError(f"{repo_id}: not in the Hub cache and the Hub cannot be reached (HF_HUB_OFFLINE is "
+        raise ConfigError(f"{repo_id}: no such folder here, and as a Hub repo it is not in the cache while the Hub cannot be reached (HF_HUB_OFFLINE is "
                           f"{os.environ.get('HF_HUB_OFFLINE', 'unset')}); download it online first") from None
     except (HfHubHTTPError, OSError) as e:
         raise ConfigError(f"{repo_id}: cannot download it: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

@@ -169,11 +169,19 @@ def test_imported_episodes_are_not_replayable_and_usage_errors_are_one_line(tool
     assert "no such folder" in capsys.readouterr().err
 
 
-def test_an_old_folder_verifies_by_replay_alone_and_a_missing_engine_is_named(tmp_path, capsys):
+def test_an_old_folder_verifies_by_replay_alone_merges_with_a_new_one_and_a_missing_engine_is_named(tmp_path, capsys):
     d = copy(TESTS / "data" / "pre_house_mix", tmp_path, "old")  # written before the task_hash column
     assert main(["verify", str(d), "--no-progress"]) == 0
     v = verify_json(d)
     assert v["per_env"]["frozenlake"]["matched"] == 3 and v["per_env"]["taxi"]["matched"] == 3
+    # merged with a folder written since: its new episodes keep their hash, the old ones have none
+    new = tmp_path / "new"
+    agent_sft.collect(["env.mix=[{env: frozenlake, episodes: 4}, {env: taxi, episodes: 4}]", "loop.mode=async",
+                       "data.val_fraction=0.5", "data.val_batch_size=3", "env.backend=thread", f"output.dir={new}"])
+    assert main(["merge", str(tmp_path / "merged"), str(d), str(new)]) == 0
+    hashes = [r["task_hash"] for sp in agent_sft.load(str(tmp_path / "merged"), "raw").values() for r in sp]
+    assert len(hashes) == 8 and sum(h is None for h in hashes) == 6
+    assert main(["verify", str(tmp_path / "merged"), "--no-progress"]) == 0 and verify_json(tmp_path / "merged")["matched"] == 8
     from agent_sft.envs import register, spec
 
     paced = spec(paced_env.NAME)

@@ -189,10 +189,15 @@ def merge(dest: str, sources: list[str], *, allow_config_change: bool = False) -
                 + "\nPass --allow-config-change to merge anyway."
             )
     build = BuildSpec(first["build"]["style"], first["build"]["filters"])
-    for src, info in zip(sources[1:], infos[1:]):  # rows of other additions would not load beside the first's
-        layout.check_same_additions(src, info, layout.additions(first))
+    # rows of other additions would not load beside the first's; a task's hash is a check, not content: folders
+    # with and without it merge, and the rows written without it have none
+    kept = [tuple(a for a in layout.additions(i) if a != "task_hash") for i in infos]
+    for src, info, adds in zip(sources[1:], infos[1:], kept[1:]):
+        if adds != kept[0]:
+            layout.check_same_additions(src, info, layout.additions(first))
+    hashed = any("task_hash" in layout.additions(i) for i in infos)
     w = DatasetWriter.open(dest, fingerprint=first.get("fingerprint", {}), meta=first.get("config", {}), build=build,
-                      additions=layout.additions(first),
+                      additions=tuple(sorted({*kept[0], *(["task_hash"] if hashed else [])})),
                       allow_config_change=allow_config_change, flush_every_s=1e9, flush_every_episodes=4096,
                       versions=first.get("versions", {}),
                       # every source's envs; where two record one env, the first source's entry

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from agent_sft.errors import AgentSFTError
-from agent_sft.records import Message
+from agent_sft.records import Message, split_think
 
 PLACEHOLDERS = (
     "task_description",
@@ -278,7 +278,6 @@ class Conversation:
 # --- action parsing ------------------------------------------------------------------------------
 
 _ACTION = re.compile(r"<action>(.*?)</action>", re.IGNORECASE | re.DOTALL)
-_THINK = re.compile(r"<think>(.*?)</think>", re.IGNORECASE | re.DOTALL)
 _QUOTES = "'\"`"
 NOT_PLAYED = "Not played: one tool call is played per turn, the first."
 
@@ -299,7 +298,7 @@ def normalize_action(text: str) -> str:
 
 def think_text(response: str) -> str:
     """The text inside a response's `<think>...</think>` blocks, joined by newlines ("" when there is none)."""
-    return "\n".join(m.strip() for m in _THINK.findall(response))
+    return split_think(response)[0] or ""
 
 
 def parse_action(
@@ -338,7 +337,7 @@ def parse_action(
     if not allowed.valid:
         return allowed
     action = allowed.action
-    if require_think and not _THINK.search(response):
+    if require_think and split_think(response)[0] is None:
         return ParsedAction(action, False, "missing <think>...</think> tag")
     return ParsedAction(action, True, "")
 

@@ -7,6 +7,7 @@ config. Everything here is plain data; turning episodes into rows lives in `agen
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, NotRequired, TypedDict
 
@@ -128,6 +129,20 @@ def prompt_of(messages: list, start: int, end: int) -> list:
     """`messages[start:end]`, preceded by the system message when the window skips it."""
     head = [messages[0]] if start > 0 and messages and messages[0]["role"] == "system" else []
     return head + list(messages[start:end])
+
+
+_THINK = re.compile(r"<think>(.*?)</think>", re.IGNORECASE | re.DOTALL)
+
+
+def split_think(text: str) -> tuple[str | None, str]:
+    """(the text of a response's `<think>` blocks, joined by newlines, or None when it has none; the response
+    without them, stripped). Tags match in any case, as the action parser reads them; a response without a
+    block comes back unchanged."""
+    text = text or ""
+    found = [t.strip() for t in _THINK.findall(text)]
+    if not found:
+        return None, text
+    return "\n".join(t for t in found if t), _THINK.sub("", text).strip()
 
 
 def episode_id(env: str, task_id: str, run_seed: int, sample_index: int) -> str:

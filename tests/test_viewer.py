@@ -23,7 +23,7 @@ from agent_sft.dataset import layout
 from agent_sft.dataset.writer import BuildSpec, DatasetWriter
 from agent_sft.records import prompt_of
 from agent_sft.viewer.build import write_viewer
-from agent_sft.viewer.episodes import split_reasoning
+from agent_sft.viewer.episodes import episode_record
 
 HOSTILE = '<img src=x onerror="window.__pwned=1">'
 HOSTILE_ID = "hostile0000000000000"
@@ -125,8 +125,26 @@ def test_tool_calls_are_set_apart_from_the_response(tool_folders, tmp_path):
             assert s["tool_calls"] == [{"id": c["id"], "name": c["function"]["name"],
                                         "arguments": c["function"]["arguments"]} for c in calls]
             assert s["response"] == stored["response"] and s["reasoning"] is None
-    assert split_reasoning("<think>go west</think>\n<action>west</action>") == ("go west", "<action>west</action>")
-    assert split_reasoning("<action>west</action>") == (None, "<action>west</action>")
+
+
+def test_reasoning_is_read_by_one_rule_in_the_viewer_the_traces_and_the_parser():
+    from agent_sft.policies.tool_calls import split_reasoning
+    from agent_sft.prompts import parse_action, think_text
+    from agent_sft.publish.sts import to_sts
+    from agent_sft.records import split_think
+
+    answer = "<THINK> go west </Think>\n<action>west</action>"
+    assert split_think(answer) == ("go west", "<action>west</action>")
+    assert split_think("<action>west</action>") == (None, "<action>west</action>")
+    assert split_think("<think></think><action>west</action>") == ("", "<action>west</action>")
+    row = {"episode_id": "e", "env": "grid", "task_id": "grid/1", "task_type": "", "split": "train", "success": True,
+           "end_reason": "success", "steps": [{"index": 0, "prompt_start": 0, "prompt_end": 1, "response": answer}],
+           "messages": [{"role": "user", "content": "Go."}, {"role": "assistant", "content": answer}]}
+    assert episode_record(row, [], None)["steps"][0]["reasoning"] == "go west"
+    assert to_sts(row)[2]["message"]["reasoningContent"] == "go west"
+    assert to_sts(row)[2]["message"]["content"] == "<action>west</action>"
+    assert think_text(answer) == "go west" and parse_action(answer).valid
+    assert split_reasoning(answer) == ("<action>west</action>", "go west")
 
 
 def test_view_refuses_what_it_cannot_show(tmp_path, capsys):

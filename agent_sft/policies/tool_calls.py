@@ -21,9 +21,8 @@ from typing import Any
 
 from agent_sft.errors import ConfigError
 from agent_sft.policies.base import Completion
-from agent_sft.records import END_CONTEXT, Message
+from agent_sft.records import END_CONTEXT, Message, split_think
 
-_THINK = re.compile(r"<think>(.*?)</think>", re.IGNORECASE | re.DOTALL)
 _CALL = re.compile(r"<tool_call>(.*?)</tool_call>|<tool_call>(.*)", re.DOTALL)
 OWN_PARSERS = ("hermes",)
 
@@ -40,10 +39,8 @@ class ParsedAnswer:
 
 def split_reasoning(text: str) -> tuple[str, str | None]:
     """(the text without its `<think>` blocks, their text or None when there is none)."""
-    found = [m.strip() for m in _THINK.findall(text)]
-    if not found:
-        return text, None
-    return _THINK.sub("", text).strip(), "\n".join(found)
+    reasoning, rest = split_think(text)
+    return rest, reasoning
 
 
 def call(name: str, arguments: Any, call_id: str = "") -> dict[str, Any]:

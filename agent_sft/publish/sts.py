@@ -35,7 +35,7 @@ from typing import Any
 
 from agent_sft.dataset import layout
 from agent_sft.publish import streams
-from agent_sft.records import SPLITS
+from agent_sft.records import SPLITS, split_think
 
 HARNESS = "agent-sft"
 """The header's `harness`: the id the Hub picks a renderer, icon and label by."""
@@ -45,7 +45,6 @@ AUTO_PER_GROUP = 3
 """Episodes per (env, outcome) for `auto`."""
 WORDS = ("auto", "all", "none")
 
-_THINK = re.compile(r"<think>(.*?)</think>", re.IGNORECASE | re.DOTALL)
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _PICK = ["episode_id", "env", "success", "end_reason"]
 
@@ -60,9 +59,8 @@ def _reasoning(msg: dict) -> tuple[str, str]:
     content = msg.get("content") or ""
     if msg.get("reasoning_content"):
         return content, msg["reasoning_content"]
-    if not _THINK.search(content):
-        return content, ""
-    return _THINK.sub("", content).strip(), "\n".join(t.strip() for t in _THINK.findall(content)).strip()
+    reasoning, rest = split_think(content)
+    return rest, reasoning or ""
 
 
 def _calls(msg: dict, turn: int) -> list[dict]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
+
+from agent_sft.records import split_think
 
 SCORE_COLUMNS = ("invalid_rate", "format_rate", "repeat_rate", "loop_rate", "reasoning_words", "plan_length",
                  "length_ratio")
@@ -22,7 +23,6 @@ INDEX_FIELDS = ("id", "env", "task_id", "task_type", "split", "success", "end_re
 
 TEXT_CHARS = 300  # of the goal (and of an error) kept in the index for the free-text search
 
-_THINK = re.compile(r"<think>(.*?)</think>", re.S)
 _MESSAGE_KEYS = ("role", "content", "tool_calls", "tool_call_id", "reasoning_content")
 _STEP_KEYS = ("index", "observation", "prompt_start", "prompt_end", "response", "action", "valid", "invalid_reason",
               "reward", "done", "info", "prompt_tokens", "completion_tokens", "finish_reason", "latency_s")
@@ -64,14 +64,6 @@ def index_record(row: dict, score: dict | None, names: list[str], chunk: int) ->
             score_values(score, names), text, chunk]
 
 
-def split_reasoning(text: str) -> tuple[str | None, str]:
-    """(the text inside a response's `<think>` blocks, or None when it has none; the response without them)."""
-    found = _THINK.findall(text or "")
-    if not found:
-        return None, text or ""
-    return "\n\n".join(t.strip() for t in found), _THINK.sub("", text).strip()
-
-
 def _message(m: dict) -> dict:
     return {k: m[k] for k in _MESSAGE_KEYS if m.get(k) is not None}
 
@@ -83,7 +75,7 @@ def _key(m: dict) -> str:
 def _step(s: dict, messages: list[dict]) -> dict:
     out = {k: number(s.get(k)) for k in _STEP_KEYS}
     answer = messages[s["prompt_end"]] if 0 <= s["prompt_end"] < len(messages) else {}
-    reasoning, _ = split_reasoning(s.get("response") or "")
+    reasoning, _ = split_think(s.get("response") or "")
     if answer.get("role") == "assistant" and answer.get("reasoning_content"):
         reasoning = answer["reasoning_content"]
     out["reasoning"] = reasoning

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -150,9 +153,20 @@ def test_reasoning_is_read_by_one_rule_in_the_viewer_the_traces_and_the_parser()
 def test_view_refuses_what_it_cannot_show(tmp_path, capsys):
     assert cli_main(["view", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
-    assert cli_main(["view", str(tmp_path), "--serve", "--host", "0.0.0.0"]) == 2
-    err = capsys.readouterr().err
-    assert "--allow-remote" in err and len(err.strip().splitlines()) == 1
+    folder, out = str(tmp_path / "ds"), tmp_path / "ds-viewer"
+    with DatasetWriter.open(folder, fingerprint={"test": "viewer"}) as w:
+        w.add(make_episode(0, 0))
+    with socket.socket() as busy:  # a port another server listens on
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        for argv, said in ((["--host", "0.0.0.0"], "loopback interface only"), (["--port", "70000"], "--port 70000"),
+                           (["--port", "-1"], "--port -1"), (["--port", str(taken)], f"cannot serve on 127.0.0.1:{taken}")):
+            assert cli_main(["view", folder, "--serve", *argv]) == 2, argv
+            err = capsys.readouterr().err
+            assert said in err and len(err.strip().splitlines()) == 1, err
+            assert not out.exists()  # refused before the viewer is written
+    assert "--allow-remote" not in capsys.readouterr().err
 
 
 # --- the page in Chromium -----------------------------------------------------------------------------------
@@ -197,10 +211,16 @@ def served(collected):
     out = os.path.join(os.path.dirname(collected), "lake-viewer")
     proc = subprocess.Popen([sys.executable, "-m", "agent_sft", "view", collected, "--serve", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue = queue.Queue()  # read by a thread, so a child that prints nothing cannot hang the wait
+    threading.Thread(target=lambda: [lines.put(line) for line in iter(proc.stdout.readline, "")] + [lines.put("")],
+                     daemon=True).start()
     try:
         url, deadline = None, time.monotonic() + 60
         while url is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
             if not line:
                 break
             m = re.search(r"Serving it at (http://127\.0\.0\.1:\d+/)", line)
@@ -215,6 +235,28 @@ def served(collected):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_served_pages_answer_the_loopback_names_only(served):
+    import http.client
+
+    url, _ = served
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+
+    def get(path: str, host: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", path, headers={"Host": host})
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost:{port}", f"[::1]:{port}"):
+        assert get("/data/index.js", host) == 200, host
+    # a name of another site resolved to 127.0.0.1 (DNS rebinding), or another port, reads nothing
+    for host in (f"rebind.example:{port}", "rebind.example", f"127.0.0.1:{port + 1}", ""):
+        assert get("/data/index.js", host) == 403, host
+        assert get("/", host) == 403, host
 
 
 @pytest.fixture(scope="module")

@@ -23,41 +23,41 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--revision", metavar="REV", help="with a repo id: the branch, tag or commit to view")
     parser.add_argument("--serve", action="store_true", help="serve the viewer on 127.0.0.1 until Ctrl-C")
     parser.add_argument("--port", type=int, default=0, metavar="P", help="with --serve: the port (default 0: a free one)")
-    parser.add_argument("--host", default="127.0.0.1", help="with --serve: the address to bind (loopback only "
-                        "unless --allow-remote)")
-    parser.add_argument("--allow-remote", action="store_true", help="with --serve: allow a --host other than the "
-                        "loopback (anyone who reaches it sees the whole dataset)")
+    parser.add_argument("--host", default="127.0.0.1", help="with --serve: the loopback address to bind (127.0.0.1, "
+                        "::1 or localhost; the pages show the whole dataset, so never another interface)")
 
 
 def run(args: argparse.Namespace) -> int:
     from agent_sft.viewer import fetch, serve
     from agent_sft.viewer.build import default_out, write_viewer
 
-    if args.serve:  # a host refused before anything is downloaded or written
-        serve.check_host(args.host, args.allow_remote)
+    serve.check_port(args.port)
     source = args.folder
-    if fetch.looks_like_repo(source):
-        print(f"Downloading {source} from the Hub ...", flush=True)
-        folder = fetch.download(source, args.revision)
-        out = args.out or os.path.abspath(source.split("/")[1] + "-viewer")
-    else:
-        if args.revision:
-            raise CLIError("--revision is for a Hub repo id, not a local folder")
-        folder = source
-        out = args.out or default_out(folder)
-    built = write_viewer(folder, out, chunk=args.chunk, source=source)
-    page = os.path.join(built.out, "index.html")
-    print(f"Wrote the viewer of {source}: {built.episodes} episodes in {built.chunks} chunks, "
-          f"{built.bytes / 1e6:.1f} MB, at {built.out}")
-    if not args.serve:
-        print(f"Open it: file://{page}  (or serve it: agent-sft view {source} --serve)")
-        return 0
-    server = serve.make_server(built.out, args.host, args.port, allow_remote=args.allow_remote)
-    print(f"Serving it at {serve.url_of(server)}  (Ctrl-C stops)", flush=True)
+    remote = fetch.looks_like_repo(source)
+    if args.revision and not remote:
+        raise CLIError("--revision is for a Hub repo id, not a local folder")
+    out = os.path.abspath(args.out or (source.split("/")[1] + "-viewer" if remote else default_out(source)))
+    # The port is taken before anything is downloaded or written: a busy one is said at once.
+    server = serve.make_server(out, args.host, args.port) if args.serve else None
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("Stopped serving.", file=sys.stderr)
+        if remote:
+            print(f"Downloading {source} from the Hub ...", flush=True)
+            folder = fetch.download(source, args.revision)
+        else:
+            folder = source
+        built = write_viewer(folder, out, chunk=args.chunk, source=source)
+        page = os.path.join(built.out, "index.html")
+        print(f"Wrote the viewer of {source}: {built.episodes} episodes in {built.chunks} chunks, "
+              f"{built.bytes / 1e6:.1f} MB, at {built.out}")
+        if server is None:
+            print(f"Open it: file://{page}  (or serve it: agent-sft view {source} --serve)")
+            return 0
+        print(f"Serving it at {serve.url_of(server)}  (Ctrl-C stops)", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("Stopped serving.", file=sys.stderr)
+        return 0
     finally:
-        server.server_close()
-    return 0
+        if server is not None:
+            server.server_close()

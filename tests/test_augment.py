@@ -23,13 +23,14 @@ from judge_server import JudgeServer
 
 import agent_sft
 from agent_sft.augment import augment_folder
-from agent_sft.augment.answer import read_text_answer
+from agent_sft.augment.answer import read_text_answer, read_tools_answer, recorded_call
 from agent_sft.augment.run import attempt_seed
 from agent_sft.augment.template import load_template
 from agent_sft.cli import main
 from agent_sft.config import PolicyConfig
 from agent_sft.dataset import rationales as store
 from agent_sft.dataset.reasoning import with_reasoning
+from agent_sft.policies.base import Completion
 from agent_sft.prompts import parse_action
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -247,8 +248,20 @@ def test_tool_calls_get_reasoning_content_and_keep_their_calls(tmp_path):
 
 def test_answers_are_read_after_normalisation_and_a_build_changes_only_the_reasoning():
     assert read_text_answer("<think>go</think><action> Go  North </action>", "go north").error == ""
-    assert read_text_answer("Because the door is north. <action>go north</action>", "go north").rationale \
-        == "Because the door is north."
+    for answer in ("Because the door is north. <action>go north</action>",
+                   "<think> </think> Because the door is north. <action>go north</action>",  # an empty block
+                   "<THINK>Because the door is north.<action>go north</action>",  # an unclosed one
+                   "<think>Because the door is north.</think>\n<action>go north</action>"):
+        assert read_text_answer(answer, "go north").rationale == "Because the door is north.", answer
+    for answer in ("<think></think><action>go north</action>", "<think> <action>go north</action>",
+                   "<think></think></think> <action>go north</action>"):
+        assert read_text_answer(answer, "go north").error == "no reasoning before the action", answer
+    call = [{"id": "c", "type": "function", "function": {"name": "move", "arguments": '{"to": "north"}'}}]
+    recorded = recorded_call({"tool_calls": call})
+    assert read_tools_answer(Completion("", tool_calls=call, content="<think>Because north."), recorded).rationale \
+        == "Because north."
+    assert read_tools_answer(Completion("", tool_calls=call, content="<think> </think>"), recorded).error \
+        == "no reasoning before the call"
     assert "not the recorded 'go north'" in read_text_answer("<think>x</think><action>go south</action>", "go north").error
     assert read_text_answer("<think>x</think> no tag", "go north").error.startswith("no action could be read")
     row = {"episode_id": "e", "messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "<think>"
@@ -256,6 +269,8 @@ def test_answers_are_read_after_normalisation_and_a_build_changes_only_the_reaso
     new, n = with_reasoning(row, {0: "because"})
     assert n == 1 and new["steps"][0]["response"] == new["messages"][1]["content"] == "<think>\nbecause\n</think>\n<action>a</action>"
     assert row["messages"][1]["content"] == "<think></think><action>a</action>"  # the row given is not changed
+    assert with_reasoning(row, {0: "<think>because</think>"})[0] == new  # never a block in a block
+    assert with_reasoning(row, {0: "<think> </think>"})[1] == 0
 
 
 @pytest.mark.extended

@@ -2,12 +2,13 @@
 recorded one.
 
 Text actions: the action is read with the folder's parser (`prompts.parse_action`: one `<action>` tag); the
-reasoning is the `<think>` block, else the text before the action tag. Tool-call actions: the action is the
-answer's first call as the backend read it (or, from a backend that gave text, the Hermes format); the
-reasoning is the answer's reasoning (`reasoning_content`, or its `<think>` block), else its text beside the
-call. Actions are compared after `prompts.normalize_action` (case, whitespace, quotes), a call by its name and
-its arguments with each string value so normalised. An answer with no action, another action or no reasoning
-does not match.
+reasoning is the text of the `<think>` blocks, else the text before the action tag. Tool-call actions: the
+action is the answer's first call as the backend read it (or, from a backend that gave text, the Hermes
+format); the reasoning is the answer's reasoning (`reasoning_content`, or its `<think>` blocks), else its text
+beside the call. A rationale never keeps a `<think>` or `<action>` tag (`dataset.reasoning.clean_rationale`):
+an empty block, or one left open, gives way to the free text, and nothing left is no reasoning. Actions are
+compared after `prompts.normalize_action` (case, whitespace, quotes), a call by its name and its arguments with
+each string value so normalised. An answer with no action, another action or no reasoning does not match.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from agent_sft.dataset.reasoning import clean_rationale
 from agent_sft.policies.base import Completion
 from agent_sft.policies.tool_calls import parse_hermes, split_reasoning
-from agent_sft.prompts import normalize_action, parse_action, think_text
+from agent_sft.prompts import normalize_action, parse_action
+from agent_sft.records import split_think
 
 _ACTION_TAG = re.compile(r"<action>", re.IGNORECASE)
 
@@ -66,13 +69,19 @@ def same_call(a: str, b: str) -> bool:
         return False
 
 
+def text_rationale(text: str) -> str:
+    """The reasoning of a text answer: its `<think>` blocks' text, else the free text before its action tag."""
+    reasoning, rest = split_think(text)
+    if clean_rationale(reasoning):
+        return clean_rationale(reasoning)
+    m = _ACTION_TAG.search(rest)
+    return clean_rationale(rest[:m.start()] if m else "")
+
+
 def read_text_answer(text: str, recorded_action: str) -> Answer:
     """A text answer read against the step's recorded action."""
     parsed = parse_action(text or "", None, require_think=False)
-    rationale = think_text(text or "")
-    if not rationale:
-        m = _ACTION_TAG.search(text or "")
-        rationale = (text[:m.start()] if m else "").strip()
+    rationale = text_rationale(text or "")
     if not parsed.action:
         return Answer(rationale, "", f"no action could be read: {parsed.reason}")
     if normalize_action(parsed.action) != normalize_action(recorded_action):
@@ -94,7 +103,7 @@ def read_tools_answer(c: Completion, recorded: str) -> Answer:
             return Answer("", "", error)
     if reasoning is None:
         content, reasoning = split_reasoning(content)
-    rationale = (reasoning or content or "").strip()
+    rationale = clean_rationale(reasoning) or clean_rationale(content)
     if not calls:
         return Answer(rationale, "", c.tool_error or "no tool call in the answer")
     f = calls[0]["function"]

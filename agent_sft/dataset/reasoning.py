@@ -16,11 +16,18 @@ import re
 from collections.abc import Mapping
 
 _LEADING_THINK = re.compile(r"^\s*<think>.*?</think>\s*", re.IGNORECASE | re.DOTALL)
+_TAGS = re.compile(r"</?\s*(?:think|action)\s*>", re.IGNORECASE)
+
+
+def clean_rationale(text: str | None) -> str:
+    """A rationale as it is kept and used: without `<think>` or `<action>` tags (an answer's stray or unclosed
+    ones would nest blocks in the built answer), stripped; "" when nothing else is left."""
+    return _TAGS.sub("", text or "").strip()
 
 
 def think_answer(rationale: str, response: str) -> str:
     """A text answer with `rationale` in its `<think>` block, then the recorded response's action part."""
-    return f"<think>\n{rationale.strip()}\n</think>\n" + _LEADING_THINK.sub("", response, count=1)
+    return f"<think>\n{clean_rationale(rationale)}\n</think>\n" + _LEADING_THINK.sub("", response, count=1)
 
 
 def with_reasoning(row: dict, rationales: Mapping[int, str]) -> tuple[dict, int]:
@@ -33,12 +40,12 @@ def with_reasoning(row: dict, rationales: Mapping[int, str]) -> tuple[dict, int]
     steps = list(row["steps"])
     given = 0
     for i, s in enumerate(steps):
-        text = rationales.get(s["index"])
+        text = clean_rationale(rationales.get(s["index"]))
         at = s["prompt_end"]
         if not text or not s["response"] or at >= len(messages) or messages[at]["role"] != "assistant":
             continue
         if tools:
-            messages[at] = {**messages[at], "reasoning_content": text.strip()}
+            messages[at] = {**messages[at], "reasoning_content": text}
         else:
             if messages[at]["content"] != s["response"]:
                 continue  # not this step's answer: leave both as recorded

@@ -277,3 +277,28 @@ def test_alfworld_textworld_and_webshop_expert_episodes_verify_clean(webshop_che
         assert main(["verify", str(folder), "--no-progress"]) == 0
         v = verify_json(folder)
         assert {e: c["matched"] for e, c in v["per_env"].items()} == envs and v["mismatched"] == 0
+
+
+def test_a_pass_whose_progress_cannot_be_kept_stops_in_one_line_and_keeps_what_it_replayed(flaky_folders, tmp_path):
+    import threading
+
+    from agent_sft.errors import RunFailedError
+    from agent_sft.verify import verify_folder
+
+    d = copy(flaky_folders["window"], tmp_path)
+    seen = []
+
+    def full_disk(o, done, total):
+        seen.append(o.episode_id)
+        raise OSError(28, "No space left on device")
+
+    got: list[BaseException] = []
+    t = threading.Thread(target=lambda: got.append(pytest.raises(RunFailedError, verify_folder, str(d), workers=1,
+                                                                 on_outcome=full_disk).value), daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "verify did not end"
+    msg = str(got[0])
+    assert "the pass stopped: OSError: [Errno 28] No space left on device" in msg and len(msg.splitlines()) == 1
+    kept = (d / "meta" / "verify.partial.jsonl").read_text().splitlines()[1:]
+    assert [json.loads(line)["episode_id"] for line in kept] == seen[:1] and not (d / "meta" / "verify.json").exists()

@@ -11,7 +11,8 @@ cannot replay are counted as not replayable. The outcome is meta/verify.json and
 shards are only read. A killed pass resumes where it was (meta/verify.partial.jsonl).
 
 Exit code: 0 every replayed episode matched, 1 an episode differed or its replay failed, 2 a usage error
-(not a dataset folder, an env not in it, an engine not installed).
+(not a dataset folder, an env not in it, an engine not installed), 3 the pass stopped part way (its progress
+could not be written, e.g. a full disk): what it replayed is kept and verify again resumes.
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ from agent_sft.config import CollectConfig, ConfigError
 from agent_sft.config.lanes import Lane, lanes
 from agent_sft.dataset import atomic, layout, reading
 from agent_sft.dataset.card import VERIFIED
+from agent_sft.errors import RunFailedError
 from agent_sft.rollout.pools import EnvPool, Reply, backend, make_pool
-from agent_sft.verify.progress import Progress
+from agent_sft.verify.progress import PARTIAL, Progress
 from agent_sft.verify.replay import ERROR, MATCHED, MISMATCHED, NOT_REPLAYABLE, Outcome, replay
 from agent_sft.verify.source import (
     cannot_replay,
@@ -38,6 +39,7 @@ from agent_sft.verify.source import (
 from agent_sft.version import __version__, run_versions
 
 VERIFY = VERIFIED  # meta/verify.json, which the card reads
+WAIT_S = 0.2  # how often a blocked worker or feeder looks whether the pass is stopping
 LISTED = 50  # mismatches (and errors) listed in meta/verify.json; the rest are counted
 
 
@@ -162,39 +164,73 @@ def _replay_all(info: dict, todo: dict[str, dict], envs: _Lanes, progress: Progr
     size = {label: max(1, min(envs.workers or envs.cfg.data.val_batch_size, n)) for label, n in counts.items()}
     queues: dict[str, queue.Queue] = {label: queue.Queue(maxsize=2 * n) for label, n in size.items()}
     lock = threading.Lock()
+    stop = threading.Event()
+    failed: list[BaseException] = []  # the first error that stopped the pass
 
     def work(pool: EnvPool, slot: int, q: queue.Queue) -> None:
         def call(cmd: str, args: tuple) -> Reply:
             return pool.call({slot: (cmd, args)})[slot]
 
-        while (row := q.get()) is not None:
+        while not stop.is_set():
+            try:
+                row = q.get(timeout=WAIT_S)
+            except queue.Empty:
+                continue
+            if row is None:
+                return
             try:
                 o = replay(row, call)
             except Exception as e:  # noqa: BLE001 - a fresh env that cannot be built: this episode is unverified
                 o = Outcome(row["episode_id"], row["env"], row["task_id"], ERROR, reason=f"{type(e).__name__}: {e}"[:500])
-            progress.add(o)
-            with lock:
-                outcomes[o.episode_id] = o
-                if on_outcome is not None:
-                    on_outcome(o, len(outcomes), total)
+            try:
+                progress.add(o)
+                with lock:
+                    outcomes[o.episode_id] = o
+                    if on_outcome is not None:
+                        on_outcome(o, len(outcomes), total)
+            except BaseException as e:  # noqa: BLE001 - a full disk, a callback that raised: the pass stops
+                with lock:
+                    failed.append(e)
+                stop.set()
+                return
+
+    def put(q: queue.Queue, item: dict | None) -> bool:
+        """`item` queued, or False once the pass is stopping (no worker may be left to take it)."""
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=WAIT_S)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     threads = []
-    for label, n in size.items():
-        lane = next(lane for ls in envs.by_name.values() for lane in ls if lane.label == label)
-        pool = envs.pool(lane, n)
-        for slot in range(n):
-            t = threading.Thread(target=work, args=(pool, slot, queues[label]), daemon=True, name=f"verify-{label}-{slot}")
-            t.start()
-            threads.append(t)
-    paths = list(dict.fromkeys(r["shard"] for r in todo.values()))
-    for row in iter_rows(paths, "task_hash" in layout.additions(info), set(todo)):
-        queues[envs.lane_of(row).label].put(row)
-    for label, n in size.items():
-        for _ in range(n):
-            queues[label].put(None)
-    for t in threads:
-        while t.is_alive():
-            t.join(0.5)  # in slices: Ctrl-C reaches the main thread
+    try:
+        for label, n in size.items():
+            lane = next(lane for ls in envs.by_name.values() for lane in ls if lane.label == label)
+            pool = envs.pool(lane, n)
+            for slot in range(n):
+                t = threading.Thread(target=work, args=(pool, slot, queues[label]), daemon=True,
+                                     name=f"verify-{label}-{slot}")
+                t.start()
+                threads.append(t)
+        paths = list(dict.fromkeys(r["shard"] for r in todo.values()))
+        for row in iter_rows(paths, "task_hash" in layout.additions(info), set(todo)):
+            if not put(queues[envs.lane_of(row).label], row):
+                break
+        for label, n in size.items():
+            for _ in range(n):
+                put(queues[label], None)
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)  # in slices: Ctrl-C reaches the main thread
+    finally:
+        stop.set()
+    if failed:
+        e = failed[0]
+        said = (str(e).strip().splitlines() or ["?"])[0]
+        raise RunFailedError(f"the pass stopped: {type(e).__name__}: {said} (the episodes replayed so far are kept in "
+                             f"{PARTIAL}: verify again resumes)") from e
 
 
 def _summary(info: dict, s: layout.Scan, rows: list[dict], outcomes: dict[str, Outcome], envs: _Lanes, *,

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("alfworld", reason="needs the alfworld package (pip install 'agent-sft[alfworld]')")
 pytestmark = [pytest.mark.alfworld, pytest.mark.slow]
 
-from test_sts import check_episodes  # noqa: E402
+from fixtures_sts import check_episodes  # noqa: E402
 
 from agent_sft.cli import main  # noqa: E402
 

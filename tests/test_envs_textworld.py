@@ -10,7 +10,7 @@ import sys
 import threading
 
 import pytest
-from test_sts import check_episodes
+from fixtures_sts import check_episodes
 
 import agent_sft
 from agent_sft.config import ConfigError

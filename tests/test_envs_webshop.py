@@ -14,7 +14,7 @@ import time
 import pytest
 from faults import CLI, TESTS, check_folders
 from fixtures_models import SERVED_NAME, needs_vllm
-from test_sts import check_episodes
+from fixtures_sts import check_episodes
 from webshop_catalog import UNSATISFIABLE_OPTION, copy_engine
 
 import agent_sft

@@ -68,8 +68,8 @@ def _same_play(text, tools):
 def _valid_atif(*folders):
     """Every episode's ATIF document passes Harbor's own validator, and its trace-viewer session the Hub's format
     (both action modes, every env)."""
+    from fixtures_sts import check_episodes
     from harbor.utils.trajectory_validator import TrajectoryValidator
-    from test_sts import check_episodes
 
     from agent_sft.publish.atif import to_atif
 

@@ -302,3 +302,17 @@ def test_a_pass_whose_progress_cannot_be_kept_stops_in_one_line_and_keeps_what_i
     assert "the pass stopped: OSError: [Errno 28] No space left on device" in msg and len(msg.splitlines()) == 1
     kept = (d / "meta" / "verify.partial.jsonl").read_text().splitlines()[1:]
     assert [json.loads(line)["episode_id"] for line in kept] == seen[:1] and not (d / "meta" / "verify.json").exists()
+
+
+def test_a_slow_env_of_a_mix_does_not_hold_up_the_others(tmp_path):
+    from agent_sft.dataset import reading
+    from agent_sft.verify import verify_folder
+    from agent_sft.verify.source import index
+
+    d = tmp_path / "mix"
+    agent_sft.collect([f"env.mix=[{{env: {paced_env.NAME}, episodes: 4}}, {{env: frozenlake, episodes: 2}}]",
+                       "env.backend=thread", f"output.dir={d}"])
+    assert [r["env"] for r in index(str(d), reading.folder_status(str(d))[1])][:4] == [paced_env.NAME] * 4
+    order = []
+    verify_folder(str(d), workers=1, on_outcome=lambda o, done, total: order.append(o.env))
+    assert order == ["frozenlake"] * 2 + [paced_env.NAME] * 4  # the paced env's episodes come first in the folder

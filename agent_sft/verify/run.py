@@ -160,12 +160,19 @@ def _replay_all(info: dict, todo: dict[str, dict], envs: _Lanes, progress: Progr
     """Replay the episodes of `todo`, each env's on its own pool, its slots in threads of their own."""
     if not todo:
         return
-    counts = Counter(envs.lane_of(r).label for r in todo.values())
-    size = {label: max(1, min(envs.workers or envs.cfg.data.val_batch_size, n)) for label, n in counts.items()}
+    by_lane: dict[str, dict[str, dict]] = {}
+    for eid, r in todo.items():
+        by_lane.setdefault(envs.lane_of(r).label, {})[eid] = r
+    size = {label: max(1, min(envs.workers or envs.cfg.data.val_batch_size, len(rs))) for label, rs in by_lane.items()}
     queues: dict[str, queue.Queue] = {label: queue.Queue(maxsize=2 * n) for label, n in size.items()}
     lock = threading.Lock()
     stop = threading.Event()
     failed: list[BaseException] = []  # the first error that stopped the pass
+
+    def fail(e: BaseException) -> None:
+        with lock:
+            failed.append(e)
+        stop.set()
 
     def work(pool: EnvPool, slot: int, q: queue.Queue) -> None:
         def call(cmd: str, args: tuple) -> Reply:
@@ -189,9 +196,7 @@ def _replay_all(info: dict, todo: dict[str, dict], envs: _Lanes, progress: Progr
                     if on_outcome is not None:
                         on_outcome(o, len(outcomes), total)
             except BaseException as e:  # noqa: BLE001 - a full disk, a callback that raised: the pass stops
-                with lock:
-                    failed.append(e)
-                stop.set()
+                fail(e)
                 return
 
     def put(q: queue.Queue, item: dict | None) -> bool:
@@ -204,6 +209,17 @@ def _replay_all(info: dict, todo: dict[str, dict], envs: _Lanes, progress: Progr
                 continue
         return False
 
+    def feed(label: str, rows: dict[str, dict]) -> None:
+        paths = list(dict.fromkeys(r["shard"] for r in rows.values()))
+        try:
+            for row in iter_rows(paths, "task_hash" in layout.additions(info), set(rows)):
+                if not put(queues[label], row):
+                    return
+            for _ in range(size[label]):
+                put(queues[label], None)
+        except BaseException as e:  # noqa: BLE001 - a shard that cannot be read: the pass stops
+            fail(e)
+
     threads = []
     try:
         for label, n in size.items():
@@ -214,13 +230,10 @@ def _replay_all(info: dict, todo: dict[str, dict], envs: _Lanes, progress: Progr
                                      name=f"verify-{label}-{slot}")
                 t.start()
                 threads.append(t)
-        paths = list(dict.fromkeys(r["shard"] for r in todo.values()))
-        for row in iter_rows(paths, "task_hash" in layout.additions(info), set(todo)):
-            if not put(queues[envs.lane_of(row).label], row):
-                break
-        for label, n in size.items():
-            for _ in range(n):
-                put(queues[label], None)
+            # each env's own feeder: an env slower than the others fills only its own queue
+            t = threading.Thread(target=feed, args=(label, by_lane[label]), daemon=True, name=f"verify-{label}-feed")
+            t.start()
+            threads.append(t)
         for t in threads:
             while t.is_alive():
                 t.join(0.5)  # in slices: Ctrl-C reaches the main thread

@@ -134,7 +134,7 @@ def test_wrong_answers_are_asked_again_then_left_out_and_the_build_keeps_every_a
     assert_trained(trainer, result)
 
 
-def test_a_kill_mid_augment_is_completed_by_the_next_run_without_asking_again(folder):
+def test_a_kill_mid_augment_is_completed_by_the_next_run_without_asking_again(folder, capsys):
     eps = raw_rows(folder)
     total = sum(len(ep["steps"]) for ep in eps.values())
     right = lambda prompt, seed: f"<think>Why: {seed}</think><action>{prompt.rsplit('<action>', 1)[1].split('<')[0]}</action>"  # noqa: E731
@@ -165,8 +165,13 @@ def test_a_kill_mid_augment_is_completed_by_the_next_run_without_asking_again(fo
 
     assert sum(read_shard(p).num_rows for p in shards) == total  # no step written twice
 
-    with open(shards[0], "r+b") as fh:  # damaged: checksummed and verified like raw, moved aside by repair
-        fh.truncate(os.path.getsize(shards[0]) // 2)
+    sums = json.loads((folder / "meta" / "checksums.json").read_text())
+    assert set(store.rationale_files(str(folder))) <= set(sums)  # checksummed when augment ends, no build needed
+    with open(shards[-1], "rb") as src, open(shards[0], "wb") as dst:  # overwritten: still a shard that reads whole
+        dst.write(src.read())
+    assert main(["info", str(folder)]) == 1
+    rel = os.path.relpath(shards[0], folder).replace(os.sep, "/")
+    assert f"  {rel}: " in capsys.readouterr().out
     assert main(["repair", str(folder), "--check"]) == 1
     assert main(["repair", str(folder)]) == 0
     assert not os.path.exists(shards[0]) and len(store.finished_steps(str(folder), "k")) < total

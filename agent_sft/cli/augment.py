@@ -103,11 +103,10 @@ def run(a: argparse.Namespace) -> int:
                        "same command again: it asks only about what is missing.", 3) from None
     except ImportError as e:
         raise CLIError(str(e)) from None
-    builds = _builds_using(a.dir, a.name)
-    if builds:
-        from agent_sft.dataset.maintain import refresh_views
+    from agent_sft.dataset.maintain import refresh_views
 
-        refresh_views(a.dir)  # the named builds reading these rationales show the new ones
+    refresh_views(a.dir)  # the new shards checksummed, and the named builds reading these rationales show them
+    builds = _builds_using(a.dir, a.name)
     line = (f"augment {a.name}: {r.augmented} steps given reasoning in {r.episodes} episodes, {r.regenerated} answers "
             f"asked again (another action or no reasoning), {r.left_out} steps left out (no answer matched in "
             f"{a.max_attempts})")

@@ -316,3 +316,40 @@ def test_a_slow_env_of_a_mix_does_not_hold_up_the_others(tmp_path):
     order = []
     verify_folder(str(d), workers=1, on_outcome=lambda o, done, total: order.append(o.env))
     assert order == ["frozenlake"] * 2 + [paced_env.NAME] * 4  # the paced env's episodes come first in the folder
+
+
+def test_a_resumed_pass_replays_only_rows_changed_since_and_a_shard_replaced_mid_pass_is_read_where_it_went(
+        flaky_folders, tmp_path):
+    from agent_sft.errors import RunFailedError
+    from agent_sft.verify import verify_folder
+    from agent_sft.verify.source import iter_rows
+
+    d = copy(flaky_folders["window"], tmp_path)
+
+    def stop_at_five(o, done, total):
+        if done == 5:
+            raise KeyboardInterrupt("stopped")
+
+    with pytest.raises(RunFailedError):
+        verify_folder(str(d), workers=1, on_outcome=stop_at_five)
+    kept = [json.loads(line)["episode_id"] for line in (d / "meta" / "verify.partial.jsonl").read_text().splitlines()[1:]]
+    assert len(kept) == 5
+
+    def reward(row):  # an episode the stopped pass replayed, edited in a shard replacing its own
+        if row["episode_id"] == kept[0]:
+            row["steps"][-1]["reward"] = 0.25
+            return len(row["steps"]) - 1
+        return None
+
+    old = raw_files(d)[0]
+    episode, step = tamper(d, reward)
+    assert main(["verify", str(d), "--no-progress"]) == 1
+    v = verify_json(d)
+    assert (v["resumed"], v["replayed"], v["matched"], v["mismatched"]) == (4, 16, 19, 1)
+    assert (v["mismatches"][0]["episode_id"], v["mismatches"][0]["field"]) == (episode, "reward")
+    # the shard a pass was about to read is gone (a compaction's garbage): its episodes are read where they are now
+    ids = {r["episode_id"] for r in shards.read_shard(str(old)).to_pylist()}
+    old.unlink()
+    rows = list(iter_rows(str(d), [str(old)], False, ids))
+    assert sorted(r["episode_id"] for r in rows) == sorted(ids)
+    assert next(r for r in rows if r["episode_id"] == episode)["steps"][-1]["reward"] == 0.25

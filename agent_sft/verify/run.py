@@ -23,12 +23,13 @@ from agent_sft.config import CollectConfig, ConfigError
 from agent_sft.config.lanes import Lane, lanes
 from agent_sft.dataset import atomic, layout, reading
 from agent_sft.dataset.card import VERIFIED
-from agent_sft.errors import RunFailedError
+from agent_sft.errors import DatasetError, RunFailedError
 from agent_sft.rollout.pools import EnvPool, Reply, backend, make_pool
 from agent_sft.verify.progress import PARTIAL, Progress
 from agent_sft.verify.replay import ERROR, MATCHED, MISMATCHED, NOT_REPLAYABLE, Outcome, replay
 from agent_sft.verify.source import (
     cannot_replay,
+    content_key,
     folder_config,
     imported_row,
     index,
@@ -39,6 +40,7 @@ from agent_sft.verify.source import (
 from agent_sft.version import __version__, run_versions
 
 VERIFY = VERIFIED  # meta/verify.json, which the card reads
+INDEX_TRIES = 5  # scans of a folder whose shards a compaction replaces while verify reads them
 WAIT_S = 0.2  # how often a blocked worker or feeder looks whether the pass is stopping
 LISTED = 50  # mismatches (and errors) listed in meta/verify.json; the rest are counted
 
@@ -112,11 +114,10 @@ def verify_folder(folder: str, *, workers: int | None = None, env: str | None = 
         ConfigError: an env not in the folder, an engine not installed, a recorded config that does not load.
         NotADatasetError: not a dataset folder.
     """
-    info, s = reading.folder_status(folder)
+    info, s, rows = _read_index(folder)
     imported = (info.get("fingerprint") or {}).get("imported") is not None
     cfg = None if imported else folder_config(info)
     run_lanes = [] if cfg is None else lanes(cfg)
-    rows = index(folder, s)
     if env is not None:
         known = sorted({r["env"] for r in rows} | {lane.name for lane in run_lanes})
         if env not in known:
@@ -128,23 +129,20 @@ def verify_folder(folder: str, *, workers: int | None = None, env: str | None = 
     envs = _Lanes(cfg, run_lanes, workers)
     _check_engines([lane for lane in run_lanes if lane.name in used and not cannot_replay(lane)], cfg)
 
-    progress = Progress(folder, shard_set(s))
+    progress = Progress(folder)
     outcomes: dict[str, Outcome] = {}
     todo: dict[str, dict] = {}
     for r in rows:
         why = not_replayable(r, envs.by_name, imported)
         if why:
             outcomes[r["episode_id"]] = Outcome(r["episode_id"], r["env"], r["task_id"], NOT_REPLAYABLE, reason=why)
-        elif r["episode_id"] in progress.done:
-            outcomes[r["episode_id"]] = progress.done[r["episode_id"]]
         else:
             todo[r["episode_id"]] = r
-    resumed = sum(1 for r in rows if r["episode_id"] in progress.done and r["episode_id"] in outcomes)
     t0 = time.time()
     completed = False
     try:
-        _replay_all(info, todo, envs, progress, outcomes, len(rows), on_outcome)
-        summary = _summary(info, s, rows, outcomes, envs, resumed=resumed, replayed=len(todo), seconds=time.time() - t0,
+        replayed, resumed = _replay_all(folder, info, todo, envs, progress, outcomes, len(rows), on_outcome)
+        summary = _summary(info, s, rows, outcomes, envs, resumed=resumed, replayed=replayed, seconds=time.time() - t0,
                            selection={"env": env, "limit": limit})
         atomic.write_json_atomic(os.path.join(folder, VERIFY), summary)
         completed = True
@@ -155,11 +153,24 @@ def verify_folder(folder: str, *, workers: int | None = None, env: str | None = 
     return summary
 
 
-def _replay_all(info: dict, todo: dict[str, dict], envs: _Lanes, progress: Progress, outcomes: dict[str, Outcome],
-                total: int, on_outcome: Callable | None) -> None:
-    """Replay the episodes of `todo`, each env's on its own pool, its slots in threads of their own."""
+def _read_index(folder: str) -> tuple[dict, layout.Scan, list[dict]]:
+    """The folder's info, scan and `source.index`, scanned again when a shard went meanwhile (a compaction)."""
+    for _ in range(INDEX_TRIES):
+        info, s = reading.folder_status(folder)
+        try:
+            return info, s, index(folder, s)
+        except FileNotFoundError:
+            continue
+    raise DatasetError(f"{folder}: its raw shards kept being replaced while verify read them; run verify again once "
+                       "the collection or compaction writing them has ended")
+
+
+def _replay_all(folder: str, info: dict, todo: dict[str, dict], envs: _Lanes, progress: Progress,
+                outcomes: dict[str, Outcome], total: int, on_outcome: Callable | None) -> tuple[int, int]:
+    """Replay the episodes of `todo`, each env's on its own pool, its slots in threads of their own; an episode
+    replayed by an earlier pass from the same row is taken from `progress`. Returns (replayed, resumed)."""
     if not todo:
-        return
+        return 0, 0
     by_lane: dict[str, dict[str, dict]] = {}
     for eid, r in todo.items():
         by_lane.setdefault(envs.lane_of(r).label, {})[eid] = r
@@ -168,6 +179,14 @@ def _replay_all(info: dict, todo: dict[str, dict], envs: _Lanes, progress: Progr
     lock = threading.Lock()
     stop = threading.Event()
     failed: list[BaseException] = []  # the first error that stopped the pass
+    counts = Counter()
+
+    def record(o: Outcome, how: str) -> None:
+        with lock:
+            outcomes[o.episode_id] = o
+            counts[how] += 1
+            if on_outcome is not None:
+                on_outcome(o, len(outcomes), total)
 
     def fail(e: BaseException) -> None:
         with lock:
@@ -185,21 +204,19 @@ def _replay_all(info: dict, todo: dict[str, dict], envs: _Lanes, progress: Progr
                 continue
             if row is None:
                 return
+            row, content = row
             try:
                 o = replay(row, call)
             except Exception as e:  # noqa: BLE001 - a fresh env that cannot be built: this episode is unverified
                 o = Outcome(row["episode_id"], row["env"], row["task_id"], ERROR, reason=f"{type(e).__name__}: {e}"[:500])
             try:
-                progress.add(o)
-                with lock:
-                    outcomes[o.episode_id] = o
-                    if on_outcome is not None:
-                        on_outcome(o, len(outcomes), total)
+                progress.add(o, content)
+                record(o, "replayed")
             except BaseException as e:  # noqa: BLE001 - a full disk, a callback that raised: the pass stops
                 fail(e)
                 return
 
-    def put(q: queue.Queue, item: dict | None) -> bool:
+    def put(q: queue.Queue, item: tuple[dict, str] | None) -> bool:
         """`item` queued, or False once the pass is stopping (no worker may be left to take it)."""
         while not stop.is_set():
             try:
@@ -212,8 +229,12 @@ def _replay_all(info: dict, todo: dict[str, dict], envs: _Lanes, progress: Progr
     def feed(label: str, rows: dict[str, dict]) -> None:
         paths = list(dict.fromkeys(r["shard"] for r in rows.values()))
         try:
-            for row in iter_rows(paths, "task_hash" in layout.additions(info), set(rows)):
-                if not put(queues[label], row):
+            for row in iter_rows(folder, paths, "task_hash" in layout.additions(info), set(rows)):
+                content = content_key(row)
+                done = progress.reusable(row["episode_id"], content)
+                if done is not None:
+                    record(done, "resumed")
+                elif not put(queues[label], (row, content)):
                     return
             for _ in range(size[label]):
                 put(queues[label], None)
@@ -244,6 +265,7 @@ def _replay_all(info: dict, todo: dict[str, dict], envs: _Lanes, progress: Progr
         said = (str(e).strip().splitlines() or ["?"])[0]
         raise RunFailedError(f"the pass stopped: {type(e).__name__}: {said} (the episodes replayed so far are kept in "
                              f"{PARTIAL}: verify again resumes)") from e
+    return counts["replayed"], counts["resumed"]
 
 
 def _summary(info: dict, s: layout.Scan, rows: list[dict], outcomes: dict[str, Outcome], envs: _Lanes, *,

@@ -80,24 +80,44 @@ def index(folder: str, s: layout.Scan) -> list[dict]:
     """Every live raw episode's id, env, task id, end reason, extra and shard (`shard`, its path), in the
     folder's order: split by split, shard by shard in name order."""
     out = []
-    for sp in SPLITS:
-        for name, m in sorted(s.raw.get(sp, {}).items()):
-            if m["rows"]:
-                path = layout.shard_path(folder, "raw", sp, name)
-                rows = pads.dataset([path], format="ipc").to_table(columns=INDEX).to_pylist()
-                out += [{**r, "shard": path} for r in rows]
+    for path in _live_paths(folder, s):
+        rows = pads.dataset([path], format="ipc").to_table(columns=INDEX).to_pylist()
+        out += [{**r, "shard": path} for r in rows]
     return out
 
 
-def iter_rows(paths: list[str], task_hash: bool, wanted: set[str]) -> Iterator[dict]:
-    """The episodes of `wanted` in the shards at `paths`, with the columns a replay reads, a batch at a time."""
+def iter_rows(folder: str, paths: list[str], task_hash: bool, wanted: set[str]) -> Iterator[dict]:
+    """The episodes of `wanted` in the shards at `paths`, with the columns a replay reads, a batch at a time, each
+    once. A shard gone meanwhile (a compaction replaced it) makes the folder scanned again for the live shards not
+    read yet, where the episodes not read yet now are."""
     import pyarrow.compute as pc
 
     columns = COLUMNS + (["task_hash"] if task_hash else [])
-    keep = pc.field("episode_id").isin(sorted(wanted))
-    for path in paths:
-        for batch in pads.dataset([path], format="ipc").to_batches(columns=columns, filter=keep, batch_size=64):
-            yield from batch.to_pylist()
+    left, read, todo = set(wanted), set(), list(paths)
+    while todo and left:
+        path = todo.pop(0)
+        read.add(path)
+        try:
+            keep = pc.field("episode_id").isin(sorted(left))
+            for batch in pads.dataset([path], format="ipc").to_batches(columns=columns, filter=keep, batch_size=64):
+                for row in batch.to_pylist():
+                    if row["episode_id"] in left:
+                        left.discard(row["episode_id"])
+                        yield row
+        except FileNotFoundError:
+            s = layout.open_scan(folder, layout.read_info(folder))
+            todo = [p for p in _live_paths(folder, s) if p not in read]
+
+
+def _live_paths(folder: str, s: layout.Scan) -> list[str]:
+    return [layout.shard_path(folder, "raw", sp, n) for sp in SPLITS for n, m in sorted(s.raw.get(sp, {}).items())
+            if m["rows"]]
+
+
+def content_key(row: dict) -> str:
+    """A key of a raw row as a replay reads it: another for an edited row (a shard replacing it), the same for the
+    row moved into another shard (a compaction)."""
+    return hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def imported_row(row: dict) -> bool:

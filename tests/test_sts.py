@@ -5,9 +5,13 @@ beside the folder without touching what `load_dataset` reads."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -145,9 +149,54 @@ def test_push_uploads_the_sample_beside_the_folder_and_every_config_still_loads(
     loaded = hub.python(LOAD_CONFIGS, repo_id, *names)
     assert sum(loaded["raw"].values()) == 20 and set(loaded) == set(names)
 
-    proc = hub.cli("push", str(folder), repo_id, "--traces", "1")  # a smaller sample: the rest leave the repo
+    info_path = folder / "meta" / "info.json"  # the folder's recorded output.traces is the default
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    info["config"]["output"]["traces"] = "1"
+    info_path.write_text(json.dumps(info), encoding="utf-8")
+    proc = hub.cli("push", str(folder), repo_id)  # a smaller sample: the rest leave the repo
     assert proc.returncode == 0, proc.stderr
     files = hub.server.repo(repo_id).files("main")
     assert len([p for p in files if p.startswith("traces/")]) == 1
     assert "holds 1 episodes" in hub.server.read(hub.server.repo(repo_id), "main", "README.md").decode()
     assert _files(folder / "traces") == local
+
+
+# `agent-sft push` where every file write past a few hundred bytes fails with EFBIG, as writes on a full disk fail.
+FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300))
+from agent_sft.cli import main
+sys.exit(main(["push", *sys.argv[1:]]))
+"""
+
+
+def test_a_sample_that_cannot_be_written_stops_the_push_in_one_line(tool_folders, hub, tmp_path):
+    folder = tmp_path / "lake"
+    shutil.copytree(tool_folders["chat"], folder)
+    repo_id = hub.new_repo_id()
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(folder), repo_id], env=hub.env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    # written beside the folder (on its disk), and removed
+    assert f"the traces/ sample could not be written in {tmp_path}{os.sep}.lake.traces-" in proc.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name != "hf_home"] == ["lake"]
+    assert repo_id not in {r for _, r in hub.server.repos}  # nothing was sent
+
+
+def test_the_sample_is_read_under_the_folder_lock(tool_folders, tmp_path):
+    from agent_sft.dataset import layout
+    from agent_sft.publish.sts import write_traces
+
+    folder = str(tmp_path / "lake")
+    shutil.copytree(tool_folders["window"], folder)
+    done: list[dict] = []
+    with layout.locked(folder):  # as a compaction holds it
+        reader = threading.Thread(target=lambda: done.append(write_traces(folder, str(tmp_path / "out"), "all")))
+        reader.start()
+        reader.join(timeout=0.5)
+        assert reader.is_alive() and not done  # waits for the lock
+    reader.join(timeout=30)
+    assert done == [{"sessions": 4}]
+    assert sorted(_files(tmp_path / "out")) == sorted(path_of(r) for r in raw_rows(folder))

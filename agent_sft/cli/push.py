@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from agent_sft.cli import CLIError
@@ -17,19 +18,22 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--private", action="store_true", help="create the repo private (refused for a public one)")
     parser.add_argument("--revision", metavar="BRANCH", help="branch to commit to, made from main if missing")
     parser.add_argument("--message", "-m", metavar="TEXT", help="commit message")
-    parser.add_argument("--traces", default="auto", metavar="auto|all|none|N",
+    parser.add_argument("--traces", metavar="auto|all|none|N",
                         help="episodes uploaded under traces/ as Hub trace-viewer sessions: a few per env and outcome "
-                             "(auto), all, none, or N spread over envs and outcomes; chosen by the run seed")
+                             "(auto), all, none, or N spread over envs and outcomes; chosen by the run seed (default: "
+                             "the folder's recorded output.traces, else auto)")
 
 
 def run(args: argparse.Namespace) -> int:
     from agent_sft.config.load import parse_traces
     from agent_sft.publish.hub import HubError, push_folder
 
-    traces = parse_traces(args.traces, "--traces")
+    traces = parse_traces(args.traces, "--traces") if args.traces is not None else None
     folder = Path(args.folder)
     if not folder.is_dir():
         raise CLIError(f"{folder} is not a folder")
+    if traces is None:
+        traces = _recorded_traces(folder)
     try:
         url = push_folder(
             folder, args.repo_id, private=args.private, revision=args.revision, commit_message=args.message,
@@ -43,6 +47,20 @@ def run(args: argparse.Namespace) -> int:
     print("Load it with:")
     print(f'    load_dataset("{repo_id}", "sft"{revision})')
     return 0
+
+
+def _recorded_traces(folder: Path) -> str | int:
+    """The folder's recorded `output.traces` (its collect config in meta/info.json); `auto` when it has none."""
+    from agent_sft.config.load import parse_traces
+
+    try:
+        info = json.loads((folder / "meta" / "info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "auto"
+    output = ((info.get("config") if isinstance(info, dict) else None) or {}).get("output") or {}
+    if not isinstance(output, dict) or "traces" not in output:
+        return "auto"
+    return parse_traces(output["traces"], f"{folder / 'meta' / 'info.json'}: output.traces")
 
 
 def _repo_from_url(url: str, name: str) -> str:

@@ -19,7 +19,9 @@ import json
 import os
 import re
 import shlex
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from agent_sft.errors import AgentSFTError
@@ -193,9 +195,7 @@ def push_folder(
                *(["--traces", str(traces)] if traces != "auto" else [])]
     retry = shlex.join(["agent-sft", "push", str(folder), repo_id, *options])
     step = "creating the repo"
-    # The sample is written for the upload only, in a folder of its own removed once the commit is made.
-    with tempfile.TemporaryDirectory(prefix="agent-sft-traces-") as tmp:
-        sessions = _write_traces(folder, tmp, traces)
+    with _sample(folder, traces) as (tmp, sessions):
         if sessions:
             link = f"{api.endpoint}/datasets/{repo_id}/tree/{revision or 'main'}/{TRACES}"
             card = card.rstrip(b"\n") + b"\n" + _traces_section(len(sessions), traces, link).encode()
@@ -244,18 +244,41 @@ def push_folder(
     return info.commit_url
 
 
+@contextlib.contextmanager
+def _sample(folder: Path, traces: str | int) -> Iterator[tuple[str, list[str]]]:
+    """(the folder the sample's STS files are written in, their paths there), for the upload only.
+
+    The files go in a folder of their own beside the dataset folder, on its disk (the system temp is often held
+    in memory), removed on the way out however the push ends.
+
+    Raises:
+        HubError: the raw shards could not be read, or the files could not be written (a full disk).
+    """
+    if traces == "none":
+        yield "", []
+        return
+    where = folder.resolve()
+    try:
+        tmp = tempfile.mkdtemp(prefix=f".{where.name}.traces-", dir=where.parent)
+    except OSError as e:
+        raise HubError(f"Pushing {folder} stopped before anything was sent: no folder for the {TRACES}/ sample could "
+                       f"be made in {where.parent}: {e.strerror or e}; push with --traces none to send none") from None
+    try:
+        yield tmp, _write_traces(folder, tmp, traces)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _write_traces(folder: Path, out: str, traces: str | int) -> list[str]:
     """The sample's STS files written under `out`: their paths there (none for a folder that has no agent-sft
     episodes to show).
 
     Raises:
-        HubError: the raw shards could not be read.
+        HubError: the raw shards could not be read, or the files could not be written.
     """
     from agent_sft.errors import DatasetError, NotADatasetError
     from agent_sft.publish.sts import write_traces
 
-    if traces == "none":
-        return []
     try:
         write_traces(str(folder), out, traces)
     except NotADatasetError:
@@ -263,6 +286,9 @@ def _write_traces(folder: Path, out: str, traces: str | int) -> list[str]:
     except DatasetError as e:
         raise HubError(f"Pushing {folder} stopped before anything was sent: the episodes for {TRACES}/ could not be "
                        f"read: {e}") from None
+    except OSError as e:
+        raise HubError(f"Pushing {folder} stopped before anything was sent: the {TRACES}/ sample could not be written "
+                       f"in {out}: {e.strerror or e}; free some space, or push with --traces none to send none") from None
     return sorted(Path(dirpath, name).relative_to(out).as_posix() for dirpath, _, names in os.walk(out) for name in names)
 
 
@@ -280,7 +306,7 @@ def _public_meta(folder: Path, files: list[str]) -> dict[str, bytes]:
     from agent_sft.dataset.public import public_info
 
     try:
-        info = json.loads((folder / "meta/info.json").read_text())
+        info = json.loads((folder / "meta/info.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     published = public_info(info)

@@ -25,6 +25,7 @@ it had unless new episodes rank before them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import json
@@ -33,7 +34,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from agent_sft.dataset import layout
+from agent_sft.dataset import layout, shards
 from agent_sft.publish import streams
 from agent_sft.records import SPLITS, split_think
 
@@ -183,6 +184,36 @@ def _candidates(folder: str, s: layout.Scan) -> Iterator[tuple[str, str, str]]:
                 yield eid, env or "", outcome({"success": success, "end_reason": end})
 
 
+def _chosen_rows(folder: str, s: layout.Scan, chosen: set[str]) -> Iterator[dict]:
+    """The raw rows of the `chosen` episode ids, batch by batch: only their rows become Python objects, and the
+    shards after the last of them are not read."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    left = set(chosen)
+    for split in SPLITS:
+        for name, meta in sorted(s.raw.get(split, {}).items()):
+            if not left:
+                return
+            if not meta.get("rows"):
+                continue
+            for batch in shards.iter_shard_batches(layout.shard_path(folder, "raw", split, name)):
+                mask = pc.is_in(batch.column("episode_id"), value_set=pa.array(sorted(left), pa.string()))
+                for row in batch.filter(mask).to_pylist():
+                    if row["episode_id"] in left:
+                        left.discard(row["episode_id"])
+                        yield row
+                if not left:
+                    return
+
+
+def reading(folder: str):
+    """The folder's lock while its shards are read, when a writer made one (as `hub.snapshot` takes it): a
+    compaction meanwhile would delete shards under the reader, which would read as damage."""
+    path = os.path.join(folder, layout.LOCK)
+    return layout.locked(folder) if os.path.exists(path) else contextlib.nullcontext()
+
+
 def write_traces(folder: str, out: str, traces: str | int = "auto") -> dict[str, int]:
     """Write the chosen episodes' STS files under `out` (`<env>/<outcome>/<episode_id>.jsonl`), shard by shard.
 
@@ -191,22 +222,18 @@ def write_traces(folder: str, out: str, traces: str | int = "auto") -> dict[str,
 
     Raises:
         NotADatasetError: `folder` is not an agent-sft dataset folder.
+        OSError: a file could not be written (a full disk).
     """
-    info = layout.require_dataset(folder)
-    s = layout.open_scan(folder, info)
-    seed = ((info.get("config") or {}).get("env") or {}).get("seed") or 0
-    chosen = sample(_candidates(folder, s), seed, traces)
-    n = 0
-    for split in SPLITS:
-        if not chosen:
-            break
-        for r in streams.iter_rows(folder, s, "raw", split):
-            if r["episode_id"] not in chosen:
-                continue
-            chosen.discard(r["episode_id"])
+    with reading(folder):
+        info = layout.require_dataset(folder)
+        s = layout.open_scan(folder, info)
+        seed = ((info.get("config") or {}).get("env") or {}).get("seed") or 0
+        chosen = sample(_candidates(folder, s), seed, traces)
+        n = 0
+        for r in _chosen_rows(folder, s, chosen):
             path = os.path.join(out, path_of(r))
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path + ".tmp", "w") as fh:
+            with open(path + ".tmp", "w", encoding="utf-8") as fh:
                 fh.write(jsonl(r))
             os.replace(path + ".tmp", path)
             n += 1

@@ -173,7 +173,8 @@ def test_view_refuses_what_it_cannot_show(tmp_path, capsys):
 
 
 def _hostile_row(row: dict) -> dict:
-    """A failed copy of a collected episode whose first step's observation, reasoning and action are HTML."""
+    """A failed copy of a collected episode, of no task type, whose first step's observation, reasoning and action are
+    HTML."""
     row = json.loads(json.dumps(row))
     step = row["steps"][0]
     user = row["messages"][step["prompt_end"] - 1]
@@ -181,7 +182,7 @@ def _hostile_row(row: dict) -> dict:
     step["observation"] = HOSTILE
     step["response"] = row["messages"][step["prompt_end"]]["content"] = f"<think>{HOSTILE}</think><action>{HOSTILE}</action>"
     step.update(action=HOSTILE, valid=False, invalid_reason=f"not admissible: {HOSTILE}")
-    row.update(episode_id=HOSTILE_ID, task_id="frozenlake/FrozenLake-v1/hostile", goal=f"Cross it. {HOSTILE}",
+    row.update(episode_id=HOSTILE_ID, task_id="frozenlake/FrozenLake-v1/hostile", task_type=None, goal=f"Cross it. {HOSTILE}",
                success=False, end_reason="failure", final_reward=0.0, steps=row["steps"][:2],
                rewards=row["rewards"][:2], episode_length=2, num_invalid=1)
     return row
@@ -318,6 +319,14 @@ def test_page_filters_searches_and_shows_an_episode(collected, served, browser):
     Select(browser.find_element("id", "f-success")).select_by_visible_text("no")
     _wait(browser, lambda d: _table_ids(d) == [HOSTILE_ID])
     Select(browser.find_element("id", "f-success")).select_by_visible_text("any")
+    task_type = Select(browser.find_element("id", "f-task_type"))
+    types = sorted({r["task_type"] for r in raw.values() if r["task_type"]})
+    assert [o.text for o in task_type.options] == ["any", "(none)", *types]  # a missing type is a choice of its own
+    task_type.select_by_visible_text("(none)")
+    _wait(browser, lambda d: _table_ids(d) == [HOSTILE_ID])
+    task_type.select_by_visible_text(types[0])
+    _wait(browser, lambda d: sorted(_table_ids(d)) == sorted(i for i, r in raw.items() if r["task_type"] == types[0]))
+    task_type.select_by_visible_text("any")
     _type(browser, "f-reward-min", "0.5")
     _wait(browser, lambda d: sorted(_table_ids(d)) == sorted(i for i, r in raw.items() if r["final_reward"] >= 0.5))
     browser.find_element("id", "f-clear").click()

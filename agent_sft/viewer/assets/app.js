@@ -83,10 +83,27 @@
 
   function col(name) { return F[name]; }
 
+  // A missing value (null or "") is one choice of its own, shown as "(none)"; the choices keep the raw values, and
+  // a list's option values are their positions, so no value can pass for another or for "any".
+  var ANY = {};
+  var choices = {};
+
+  function blank(v) { return v === null || v === undefined || v === "" ? null : v; }
+
   function distinct(name) {
-    var seen = {};
-    rows.forEach(function (r) { seen[r[col(name)]] = true; });
-    return Object.keys(seen).sort();
+    var seen = {}, out = [], none = false;
+    rows.forEach(function (r) {
+      var v = blank(r[col(name)]);
+      if (v === null) none = true;
+      else if (!Object.prototype.hasOwnProperty.call(seen, v)) { seen[v] = true; out.push(v); }
+    });
+    out.sort();
+    return none ? [null].concat(out) : out;
+  }
+
+  function choice(name) {
+    var v = $("f-" + name).value;
+    return v === "" ? ANY : choices[name][Number(v)];
   }
 
   function options(select, values, labels) {
@@ -107,18 +124,19 @@
     var text = $("f-text").value.toLowerCase().split(/\s+/).filter(Boolean);
     var score = $("f-score").value;
     return {
-      env: $("f-env").value, task_type: $("f-task_type").value, split: $("f-split").value,
-      success: $("f-success").value, end_reason: $("f-end_reason").value, text: text,
+      env: choice("env"), task_type: choice("task_type"), split: choice("split"),
+      success: $("f-success").value, end_reason: choice("end_reason"), text: text,
       rmin: num("f-reward-min"), rmax: num("f-reward-max"),
       score: score === "" ? -1 : Number(score), smin: num("f-score-min"), smax: num("f-score-max"),
     };
   }
 
   function keep(r, f) {
-    if (f.env && r[F.env] !== f.env) return false;
-    if (f.task_type && r[F.task_type] !== f.task_type) return false;
-    if (f.split && r[F.split] !== f.split) return false;
-    if (f.end_reason && r[F.end_reason] !== f.end_reason) return false;
+    var named = ["env", "task_type", "split", "end_reason"];
+    for (var n = 0; n < named.length; n++) {
+      var want = f[named[n]];
+      if (want !== ANY && blank(r[F[named[n]]]) !== want) return false;
+    }
     if (f.success && String(r[F.success]) !== f.success) return false;
     var reward = r[F.reward];
     if (f.rmin !== null && !(reward >= f.rmin)) return false;
@@ -211,8 +229,9 @@
 
   function setUpFilters() {
     ["env", "task_type", "split", "end_reason"].forEach(function (name) {
-      var values = distinct(name);
-      options($("f-" + name), [""].concat(values), ["any"].concat(values));
+      var values = choices[name] = distinct(name);
+      options($("f-" + name), [""].concat(values.map(function (v, i) { return String(i); })),
+              ["any"].concat(values.map(function (v) { return v === null ? "(none)" : String(v); })));
     });
     options($("f-success"), ["", "true", "false"], ["any", "yes", "no"]);
     var idx = [], labels = [];

@@ -51,6 +51,6 @@ if [[ "${1:-}" == --test ]]; then
         sudo=""
         [[ "$(id -u)" -ne 0 ]] && sudo="sudo"
         $sudo apt-get update -q
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q chromium chromium-driver
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
     fi
 fi

@@ -81,6 +81,8 @@ def test_expert_and_off_plan_episodes_verify_clean_and_edited_shards_are_caught(
         return None
 
     episode, step = tamper(d, reward)
+    assert main(["compact", str(d)]) == 0  # the card written again: the shards verify replayed are gone
+    assert "**Verified (of an earlier state of the folder: " in (d / "README.md").read_text()
     assert main(["verify", str(d), "--no-progress"]) == 1
     v = verify_json(d)
     assert (v["matched"], v["mismatched"]) == (19, 1)
@@ -227,6 +229,15 @@ def test_a_verify_killed_mid_way_resumes_without_replaying_finished_episodes(tmp
     v = verify_json(d)
     assert (v["matched"], v["resumed"], v["replayed"]) == (6, len(finished), 6 - len(finished))
     assert not partial.exists()
+    agent_sft.collect([f"env.env_name={paced_env.NAME}", "env.backend=thread", "env.num_episodes=8", f"output.dir={d}"])
+    card = (d / "README.md").read_text()  # the collection compacted its shards with the ones verify replayed
+    assert ("**Verified (of an earlier state of the folder: 1 of the shards it replayed were rewritten since, compacted "
+            "or edited; 8 episodes now, 6 then):** 6 of 6 episodes replayed") in card
+    from agent_sft.dataset.card import verified_line
+
+    added = {"rewritten_shards": 0, "new_shards": 1, "episodes_then": 6, "episodes_now": 8}
+    assert verified_line({**v, "changed_since": added}).startswith(
+        "**Verified (before the last 2 new episodes, which it did not replay):** 6 of 6 episodes")
 
 
 def test_episodes_played_on_an_env_server_replay_there(tmp_path):

@@ -216,6 +216,12 @@ class Scan:
         return any(self.corrupt_raw.values())
 
 
+def raw_shard_rows(s: Scan) -> dict[str, int]:
+    """The live raw shards that hold episodes, as `split/name` -> rows (a shard never changes: another name is
+    other rows)."""
+    return {f"{sp}/{n}": m["rows"] for sp in SPLITS for n, m in sorted(s.raw.get(sp, {}).items()) if m["rows"]}
+
+
 def live_raw(metas: dict[str, dict]) -> tuple[dict[str, dict], list[str]]:
     """The live shards among `metas` (name -> meta of the shards present) and the rest in deletion order.
 

@@ -35,7 +35,6 @@ from agent_sft.verify.source import (
     index,
     iter_rows,
     not_replayable,
-    shard_set,
 )
 from agent_sft.version import __version__, run_versions
 
@@ -284,7 +283,7 @@ def _summary(info: dict, s: layout.Scan, rows: list[dict], outcomes: dict[str, O
         "versions": {**run_versions(), "engines": engines},
         "recorded_versions": info.get("env_versions") or {},
         "generation": layout.generation(info),
-        "shards": shard_set(s),
+        "shards": layout.raw_shard_rows(s),
         "episodes": s.raw_rows(),
         "selected": len(rows),
         "selection": selection,

@@ -70,12 +70,6 @@ def _pairs(data: dict, cls: type, prefix: str = "") -> Iterator[tuple[str, Any]]
             yield f"{prefix}{k}", v
 
 
-def shard_set(s: layout.Scan) -> str:
-    """A key of the folder's live raw shards (a shard never changes: another set is another folder)."""
-    names = sorted(f"{sp}/{n}" for sp in SPLITS for n, m in s.raw.get(sp, {}).items() if m["rows"])
-    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
-
-
 def index(folder: str, s: layout.Scan) -> list[dict]:
     """Every live raw episode's id, env, task id, end reason, extra and shard (`shard`, its path), in the
     folder's order: split by split, shard by shard in name order."""
@@ -110,8 +104,7 @@ def iter_rows(folder: str, paths: list[str], task_hash: bool, wanted: set[str]) 
 
 
 def _live_paths(folder: str, s: layout.Scan) -> list[str]:
-    return [layout.shard_path(folder, "raw", sp, n) for sp in SPLITS for n, m in sorted(s.raw.get(sp, {}).items())
-            if m["rows"]]
+    return [layout.shard_path(folder, "raw", *name.split("/", 1)) for name in layout.raw_shard_rows(s)]
 
 
 def content_key(row: dict) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 from agent_sft.config import CollectConfig, ConfigError
 from agent_sft.config.lanes import Lane, lanes
 from agent_sft.dataset import atomic, layout, reading
-from agent_sft.dataset.card import VERIFIED
+from agent_sft.dataset.verified import VERIFIED
 from agent_sft.errors import DatasetError, RunFailedError
 from agent_sft.rollout.pools import EnvPool, Reply, backend, make_pool
 from agent_sft.verify.progress import PARTIAL, Progress

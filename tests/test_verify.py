@@ -94,7 +94,8 @@ def test_expert_and_off_plan_episodes_verify_clean_and_edited_shards_are_caught(
     assert {p.name: p.read_bytes() for p in raw_files(d) if p.name in before} == {
         k: b for k, b in before.items() if k in {p.name for p in raw_files(d)}}  # raw shards are only read
 
-    # tool-call episodes: an edited action (a step the policy played as it was parsed) sends the env elsewhere
+    # tool-call episodes: an edited action (a step the policy played as it was parsed) is no longer what the step's
+    # call gives
     d = copy(tool_folders["window"], tmp_path, "tools")
 
     def action(row):
@@ -108,7 +109,8 @@ def test_expert_and_off_plan_episodes_verify_clean_and_edited_shards_are_caught(
     episode, step = tamper(d, action)
     assert main(["verify", str(d), "--no-progress"]) == 1
     m = verify_json(d)["mismatches"][0]
-    assert (m["episode_id"], m["step"], m["field"]) == (episode, step + 1, "observation")
+    assert (m["episode_id"], m["step"], m["field"], m["reason"]) == (episode, step, "response",
+                                                                    "the answer gives another action")
     capsys.readouterr()
 
 
@@ -364,3 +366,36 @@ def test_a_resumed_pass_replays_only_rows_changed_since_and_a_shard_replaced_mid
     rows = list(iter_rows(str(d), [str(old)], False, ids))
     assert sorted(r["episode_id"] for r in rows) == sorted(ids)
     assert next(r for r in rows if r["episode_id"] == episode)["steps"][-1]["reward"] == 0.25
+
+
+def test_an_edited_response_or_assistant_message_is_caught(flaky_folders, tmp_path, capsys):
+    d = copy(flaky_folders["chat"], tmp_path)
+
+    def response(row):  # the action in a step's answer, its recorded action left as it was
+        for s in row["steps"]:
+            if s["valid"] and "<action>" in s["response"]:
+                other = "left" if s["action"] != "left" else "right"
+                s["response"] = s["response"].replace(f"<action>{s['action']}</action>", f"<action>{other}</action>")
+                row["messages"][s["prompt_end"]]["content"] = s["response"]
+                return s["index"]
+        return None
+
+    episode, step = tamper(d, response)
+    assert main(["verify", str(d), "--no-progress"]) == 1
+    m = verify_json(d)["mismatches"][0]
+    assert (m["episode_id"], m["step"], m["field"], m["reason"]) == (episode, step, "response",
+                                                                    "the answer gives another action")
+    assert f"step {step}, response (the answer gives another action): recorded " in capsys.readouterr().out
+
+    d = copy(flaky_folders["chat"], tmp_path, "message")
+
+    def message(row):  # what the sft rows train on, the response left as it was
+        s = row["steps"][0]
+        row["messages"][s["prompt_end"]]["content"] += " (edited)"
+        return 0
+
+    episode, step = tamper(d, message)
+    assert main(["verify", str(d), "--no-progress"]) == 1
+    m = verify_json(d)["mismatches"][0]
+    assert (m["episode_id"], m["step"], m["field"], m["reason"]) == (episode, 0, "response",
+                                                                    "the assistant message is not the response")

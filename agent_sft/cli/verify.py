@@ -6,7 +6,8 @@
 Each episode is replayed in an env built as the folder's recorded config built it, reset with the episode's
 seed and task, and sent its actions as the collection sent them; its observations, rewards, `done` and success
 must come back as recorded, and its task's content hash (recorded since the `task_hash` column) must be the
-same (an edited game file is reported as such). Imported episodes, episodes ended by an error and envs that
+same (an edited game file is reported as such). Each step's response, read as the collection read it, must give
+its recorded action, and the assistant message at its place must be that response (the rows train on both). Imported episodes, episodes ended by an error and envs that
 cannot replay are counted as not replayable. The outcome is meta/verify.json and a line of the card; raw
 shards are only read. A killed pass resumes where it was (meta/verify.partial.jsonl).
 
@@ -58,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  not replayable, {why}: {n}")
     for m in s["mismatches"]:
         at = "at the reset" if m["step"] is None else f"step {m['step']}"
-        what = "the task changed since collection (task_hash)" if m["field"] == "task_hash" else m["field"]
+        what = {"task_hash": "the task changed since collection (task_hash)",
+                "response": f"response ({m['reason']})"}.get(m["field"], m["field"])
         print(f"  mismatch {m['episode_id']} ({m['task_id']}) {at}, {what}: recorded {m['recorded']!r}, "
               f"replayed {m['replayed']!r}")
     if s["mismatches_left_out"]:

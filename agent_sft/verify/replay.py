@@ -8,6 +8,8 @@ the replay and is reported with its step and field:
 - `task_hash`, at the reset: the task's files or records changed since collection (`info["task_hash"]`);
 - `goal`, at the reset; `observation`, before a step (what the policy acted on);
 - `reward`, `done` and, at the end, `final_observation`, after a step;
+- `response`, before a step: its answer does not give its recorded action, validity or sent text, or the assistant
+  message at its position is not that answer (`response.check_step`);
 - `success` and `end_reason`, after the last step.
 """
 
@@ -19,7 +21,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from agent_sft.envs.tools import toolset_for
 from agent_sft.records import END_FAILURE, END_STEP_LIMIT, END_SUCCESS
+from agent_sft.verify.response import Reading, check_step
 
 MATCHED, MISMATCHED, ERROR, NOT_REPLAYABLE = "matched", "mismatched", "error", "not_replayable"
 CLIP = 160  # characters of a differing text kept on each side of a report
@@ -32,10 +36,11 @@ class Outcome:
     Attributes:
         status: `matched`, `mismatched`, `error` (the env failed while replaying) or `not_replayable`.
         step: the first step that differs (None: at the reset).
-        field: what differs there (`observation`, `reward`, `done`, `final_observation`, `success`,
+        field: what differs there (`observation`, `response`, `reward`, `done`, `final_observation`, `success`,
             `end_reason`, `goal`, `task_hash`).
-        recorded, replayed: the two values, texts clipped around their first difference.
-        reason: why it was not replayed, or the env's error.
+        recorded, replayed: the two values, texts clipped around their first difference (for `response`, the
+            recorded value and what the answer gives).
+        reason: why it was not replayed, the env's error, or what of a response differs.
     """
 
     episode_id: str
@@ -95,15 +100,18 @@ def _end_reason(won: bool, terminated: bool, truncated: bool) -> str | None:
     return END_STEP_LIMIT if truncated else None
 
 
-def replay(row: dict, call: Callable[[str, tuple], Any]) -> Outcome:
-    """Replay the raw row `row` (its `steps` with `observation`, `action`, `reward`, `done`, `info`) through
-    `call`, which answers an env pool's `reset`/`step` request with a `Reply` (`ok`, `value`, `error`)."""
+def replay(row: dict, call: Callable[[str, tuple], Any], reading: Reading | None = None) -> Outcome:
+    """Replay the raw row `row` (its `steps` with `observation`, `action`, `response`, `reward`, `done`, `info`, and
+    its `messages`) through `call`, which answers an env pool's `reset`/`step` request with a `Reply` (`ok`,
+    `value`, `error`); each step's answer is read as `reading` says the collection read it."""
     base = {"episode_id": row["episode_id"], "env": row["env"], "task_id": row["task_id"]}
+    reading = reading or Reading()
 
-    def differs(step: int | None, field: str, recorded: Any, replayed: Any) -> Outcome:
+    def differs(step: int | None, field: str, recorded: Any, replayed: Any, reason: str = "") -> Outcome:
         if isinstance(recorded, str) and isinstance(replayed, str):
             recorded, replayed = clip_pair(recorded, replayed)
-        return Outcome(**base, status=MISMATCHED, step=step, field=field, recorded=recorded, replayed=replayed)
+        return Outcome(**base, status=MISMATCHED, step=step, field=field, recorded=recorded, replayed=replayed,
+                       reason=reason)
 
     def failed(what: str, error: str) -> Outcome:
         return Outcome(**base, status=ERROR, reason=f"{what}: {error.strip().splitlines()[0] if error else '?'}"[:500])
@@ -116,11 +124,15 @@ def replay(row: dict, call: Callable[[str, tuple], Any]) -> Outcome:
         return differs(None, "task_hash", row["task_hash"], info.get("task_hash"))
     if info.get("goal") and str(info["goal"]) != row["goal"]:
         return differs(None, "goal", row["goal"], str(info["goal"]))
+    toolset = toolset_for(reading.spec, info) if reading.actions == "tools" else None
     steps = row["steps"] or []
     won = terminated = truncated = False
     for k, step in enumerate(steps):
         if obs != step["observation"]:
             return differs(k, "observation", step["observation"], obs)
+        answer = check_step(step, row.get("messages") or [], reading, toolset)
+        if answer is not None:
+            return differs(k, "response", answer.recorded, answer.read, answer.reason)
         reply = call("step", (sent_action(step),))
         if not reply.ok:
             return failed(f"env step {k} failed", reply.error)

@@ -27,6 +27,7 @@ from agent_sft.errors import DatasetError, RunFailedError
 from agent_sft.rollout.pools import EnvPool, Reply, backend, make_pool
 from agent_sft.verify.progress import PARTIAL, Progress
 from agent_sft.verify.replay import ERROR, MATCHED, MISMATCHED, NOT_REPLAYABLE, Outcome, replay
+from agent_sft.verify.response import Reading
 from agent_sft.verify.source import (
     cannot_replay,
     content_key,
@@ -192,7 +193,7 @@ def _replay_all(folder: str, info: dict, todo: dict[str, dict], envs: _Lanes, pr
             failed.append(e)
         stop.set()
 
-    def work(pool: EnvPool, slot: int, q: queue.Queue) -> None:
+    def work(pool: EnvPool, slot: int, q: queue.Queue, reading: Reading) -> None:
         def call(cmd: str, args: tuple) -> Reply:
             return pool.call({slot: (cmd, args)})[slot]
 
@@ -205,7 +206,7 @@ def _replay_all(folder: str, info: dict, todo: dict[str, dict], envs: _Lanes, pr
                 return
             row, content = row
             try:
-                o = replay(row, call)
+                o = replay(row, call, reading)
             except Exception as e:  # noqa: BLE001 - a fresh env that cannot be built: this episode is unverified
                 o = Outcome(row["episode_id"], row["env"], row["task_id"], ERROR, reason=f"{type(e).__name__}: {e}"[:500])
             try:
@@ -245,8 +246,9 @@ def _replay_all(folder: str, info: dict, todo: dict[str, dict], envs: _Lanes, pr
         for label, n in size.items():
             lane = next(lane for ls in envs.by_name.values() for lane in ls if lane.label == label)
             pool = envs.pool(lane, n)
+            reading = Reading(envs.cfg.prompt.actions, envs.cfg.prompt.require_think, lane.spec)
             for slot in range(n):
-                t = threading.Thread(target=work, args=(pool, slot, queues[label]), daemon=True,
+                t = threading.Thread(target=work, args=(pool, slot, queues[label], reading), daemon=True,
                                      name=f"verify-{label}-{slot}")
                 t.start()
                 threads.append(t)

@@ -19,10 +19,10 @@ from agent_sft.config.load import complete, keys
 from agent_sft.dataset import layout
 from agent_sft.envs import canonical_name
 from agent_sft.envs.registry import UnknownEnvError
-from agent_sft.records import END_ERROR, END_UNJUDGED, SPLITS
+from agent_sft.records import END_ERROR, END_UNJUDGED
 
-COLUMNS = ["episode_id", "env", "task_id", "seed", "success", "end_reason", "goal", "steps", "extra", "error"]
-"""The raw columns a replay reads (and `task_hash` where the folder has it); never `messages`."""
+COLUMNS = ["episode_id", "env", "task_id", "seed", "success", "end_reason", "goal", "steps", "messages", "extra", "error"]
+"""The raw columns a replay reads (and `task_hash` where the folder has it)."""
 INDEX = ["episode_id", "env", "task_id", "end_reason", "extra"]
 
 

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 
 import datasets
 import pytest
@@ -249,6 +250,39 @@ def test_tool_calls_get_reasoning_content_and_keep_their_calls(tmp_path):
         assert [(m["content"], m["tool_calls"]) for m in turns] == [(m["content"], m["tool_calls"]) for m in recorded]
     assert all(m["reasoning_content"] is None for ep in raw_rows(folder).values() for m in ep["messages"]
                if m["role"] == "assistant")
+
+
+def test_a_build_and_a_run_hold_a_batch_of_rationales_not_the_folders(folder):
+    eps = raw_rows(folder)
+    ident = {"model": "m", "template_sha256": "t", "seed": 0}
+
+    def row(eid, step, split, text):
+        return {"episode_id": eid, "split": split, "step": step, "rationale": text, "output": "", "action": "a",
+                "attempts": 1, "status": "ok", "error": "", "augmented_at": 0.0, **ident}
+
+    n = 20_000  # steps of episodes in other raw shards than those read at once (here: gone from the folder)
+    other = [row(f"other{i // 6:015d}", i % 6, "train", f"{i:08d} " + "x" * 150) for i in range(n)]
+    for k in range(0, n, 5000):
+        store.write_rationales(str(folder), "r", other[k:k + 5000], ident)
+    store.write_rationales(str(folder), "r", [row(eid, s["index"], ep["split"], f"Because {s['index']}.")
+                                              for eid, ep in eps.items() for s in ep["steps"]], ident)
+    texts = sum(len(r["rationale"]) for r in other)
+    del other
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        finished = store.finished_steps(str(folder), "r")
+        assert len(finished) == n + sum(len(ep["steps"]) for ep in eps.values())
+        assert tracemalloc.get_traced_memory()[1] - before < 300 * n  # the keys, not a row's dict per step
+        del finished
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        assert main(["build", str(folder), "--name", "t", "--reasoning", "r"]) == 0
+        assert tracemalloc.get_traced_memory()[1] - before < texts  # never every text of the store at once
+    finally:
+        tracemalloc.stop()
+    built = [r for split in agent_sft.load(str(folder), "t").values() for r in split]
+    assert {r["messages"][-1]["content"].split("\n")[1] for r in built} == {f"Because {i}." for i in range(6)}
 
 
 def test_answers_are_read_after_normalisation_and_a_build_changes_only_the_reasoning():

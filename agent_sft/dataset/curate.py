@@ -124,7 +124,7 @@ def refresh(folder: str, s: layout.Scan, info: dict, builds: dict[str, BuildSpec
         expected[t] += 1
     pair_sink = _PairSink(folder, old, dpo, pairs) if dpo["pairs"] != "off" else None
 
-    reasoned = {name: rationales.rationale_texts(folder, b.reasoning) for name, b in builds.items() if b.reasoning}
+    reasoned = {name: rationales.RationaleTexts(folder, b.reasoning) for name, b in builds.items() if b.reasoning}
     reasoning_steps = dict.fromkeys(reasoned, 0)
     derivers = {}
     for name, b in builds.items():
@@ -148,7 +148,8 @@ def refresh(folder: str, s: layout.Scan, info: dict, builds: dict[str, BuildSpec
                 for view, d in derivers.items():
                     view_rows = rows
                     if view in reasoned:  # its assistant turns carry the rationales; raw keeps the recorded answers
-                        view_rows, given = reasoning.rows_with_reasoning(rows, reasoned[view])
+                        texts = reasoned[view].of(batch.column("episode_id"))
+                        view_rows, given = reasoning.rows_with_reasoning(rows, texts)
                         reasoning_steps[view] += sum(n for r, n in zip(rows, given) if d.dropped_by(r) is None)
                     sft, dropped_here = d.derive(view_rows)
                     sinks[view].add(split, sft)

@@ -109,6 +109,10 @@ class KeptStore:
                 raise CorruptShardError(f"{e}; run `agent-sft repair {folder}`: it moves the shard aside, and "
                                         f"{self.redo}") from None
 
+    def index(self, folder: str, name: str) -> EpisodeIndex:
+        """Which shards of `name` hold which episodes (their damaged shards left out: repair finds them)."""
+        return EpisodeIndex([os.path.join(self.dir(folder, name, split), n) for split, n in self.shard_files(folder, name)])
+
     def identity(self, folder: str, name: str) -> dict | None:
         """The identity `name` recorded in its shards, or None when it has none yet."""
         for split, n in self.shard_files(folder, name):
@@ -145,3 +149,33 @@ class KeptStore:
                 write_shard(path, self.config, by_split[split], {self.config: name, "split": split, **ident})
                 paths.append(path)
         return paths
+
+
+class EpisodeIndex:
+    """Which shards of a name hold which episodes, read once as two Arrow columns (each shard's episode ids,
+    once each, and its position), so that a pass over a folder's episodes reads, for each batch of them, only
+    the shards holding those and only their rows: it holds the index and one batch's rows, never the store."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        ids, at = [], []
+        for i, path in enumerate(paths):
+            try:
+                found = pc.unique(_read(path, ["episode_id"])["episode_id"])
+            except CorruptShardError:
+                continue
+            ids.append(found)
+            at.append(pa.nulls(len(found), pa.int32()).fill_null(i))
+        self.ids = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
+        self.at = pa.concat_arrays(at) if at else pa.array([], pa.int32())
+
+    def tables(self, episode_ids: pa.Array, columns: list[str], where: pc.Expression | None = None) -> Iterator[pa.Table]:
+        """The rows of `episode_ids` (and matching `where`), `columns` only, shard by shard, oldest first; a shard
+        that cannot be read is left out."""
+        holding = pc.unique(self.at.filter(pc.is_in(self.ids, value_set=episode_ids))).to_pylist()
+        wanted = pc.field("episode_id").isin(episode_ids)
+        for i in sorted(holding):
+            try:
+                yield _read(self.paths[i], columns, wanted if where is None else wanted & where)
+            except CorruptShardError:
+                continue

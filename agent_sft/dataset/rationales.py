@@ -14,6 +14,9 @@ One name is one set of rationales: its identity is the model, the template sha25
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from agent_sft.dataset.kept import KeptStore
 from agent_sft.errors import ConfigError
 
@@ -59,17 +62,30 @@ def read_rationales(folder: str, name: str, columns: list[str] | None = None,
 
 
 def finished_steps(folder: str, name: str) -> set[tuple[str, int]]:
-    """The (episode id, step) that `name` has a rationale for or left out: a later run does not ask again."""
-    return {k for k, r in read_rationales(folder, name, []).items() if r["status"] in FINISHED}
-
-
-def rationale_texts(folder: str, name: str) -> dict[str, dict[int, str]]:
-    """episode id -> {step index: rationale} of the steps `name` wrote a rationale for (what a build uses)."""
-    out: dict[str, dict[int, str]] = {}
-    for (eid, step), r in read_rationales(folder, name, ["rationale"], skip_corrupt=True).items():  # repair finds them
-        if r["status"] == OK and r["rationale"]:
-            out.setdefault(eid, {})[step] = r["rationale"]
+    """The (episode id, step) that `name` has a rationale for or left out: a later run does not ask again.
+    Read as two columns of the finished rows, shard by shard."""
+    out: set[tuple[str, int]] = set()
+    for t in STORE.tables(folder, name, ["episode_id", "step"], where=pc.field("status").isin(FINISHED)):
+        out.update(zip(t["episode_id"].to_pylist(), t["step"].to_pylist()))
     return out
+
+
+class RationaleTexts:
+    """The rationales of `name` a build puts in, read for one batch of episodes at a time (`of`): a pass over a
+    folder holds the index of which shards hold which episodes, and one batch's texts."""
+
+    def __init__(self, folder: str, name: str) -> None:
+        self.index = STORE.index(folder, name)
+
+    def of(self, episode_ids: pa.Array) -> dict[str, dict[int, str]]:
+        """episode id -> {step index: rationale} of the steps of `episode_ids` that have one (their latest
+        finished row is `ok`)."""
+        out: dict[str, dict[int, str | None]] = {}
+        for t in self.index.tables(episode_ids, ["episode_id", "step", "status", "rationale"],
+                                   pc.field("status").isin(FINISHED)):
+            for eid, step, status, text in zip(*(t[c].to_pylist() for c in t.column_names)):
+                out.setdefault(eid, {})[step] = text if status == OK else None
+        return {eid: texts for eid, steps in out.items() if (texts := {k: v for k, v in steps.items() if v})}
 
 
 def check_identity(folder: str, name: str, ident: dict) -> None:

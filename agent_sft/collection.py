@@ -23,7 +23,7 @@ from agent_sft.config import CollectConfig, ConfigError, load_config
 from agent_sft.dataset.atomic import disk_full_error, is_disk_full
 from agent_sft.errors import AgentSFTError, DiskFullError
 from agent_sft.policies.registry import check_model_folder, model_kinds, precheck_policy
-from agent_sft.run import Run, resolve
+from agent_sft.run import Run, for_folder, resolve
 
 
 @dataclasses.dataclass
@@ -95,7 +95,7 @@ def collect(
     """
     if not isinstance(cfg, (CollectConfig, Run)):
         cfg = load_config(cfg, None) if isinstance(cfg, str) or cfg is None else load_config(None, list(cfg))
-    run = resolve(cfg)  # a config built in Python is checked as a loaded one is; the caller's is not changed
+    run = for_folder(resolve(cfg))  # a config built in Python is checked as a loaded one is; the caller's is not changed
     precheck(run)
     cfg = run.cfg
     repo_id = None

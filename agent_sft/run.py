@@ -14,6 +14,7 @@ works out the lanes, the policy kind or the fingerprint again.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +44,7 @@ class Run:
             run), by the lane's label.
         additions: the schema additions its rows carry (`records.ADDITIONS`: `tools` for
             `prompt.actions=tools`, `tokens` for `policy.record_tokens`, `task_hash` for every run but one
-            continuing a folder written without it).
+            continuing a folder written without it, which `for_folder` decides once, where the folder is).
     """
 
     cfg: CollectConfig
@@ -92,15 +93,22 @@ def resolve(cfg: CollectConfig | Run, *, prepare: bool = True) -> Run:
 
 def schema_additions(cfg: CollectConfig) -> tuple[str, ...]:
     """The schema additions a run's rows carry, from the settings that change what a shard holds, and `task_hash`
-    unless the run continues a folder written without it (its rows keep the schema they were written with)."""
-    out = []
+    (left out by `for_folder` for a run continuing a folder written without it). Reads no folder."""
+    out = ["task_hash"]
     if getattr(cfg.prompt, "actions", "text") == "tools":
         out.append("tools")
     if getattr(cfg.policy, "record_tokens", False):
         out.append("tokens")
-    if _new_or_hashing(cfg.output.dir):
-        out.append("task_hash")
     return tuple(sorted(out))
+
+
+def for_folder(run: Run) -> Run:
+    """`run` as it writes its output folder: without `task_hash` where the folder's rows were written without it
+    (they keep the schema they were written with). Decided once, where the folder is (the collection's process);
+    everything that plays the run, a Ray collector on another node included, is handed this run's additions."""
+    if "task_hash" not in run.additions or _new_or_hashing(run.cfg.output.dir):
+        return run
+    return dataclasses.replace(run, additions=tuple(a for a in run.additions if a != "task_hash"))
 
 
 def _new_or_hashing(folder: str | None) -> bool:

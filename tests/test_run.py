@@ -49,3 +49,35 @@ def test_a_bad_value_in_a_config_built_in_python_is_refused_and_nothing_is_writt
     with pytest.raises(ConfigError, match="loop.parallel: must be at least 1"):
         agent_sft.collect(cfg)
     assert not (tmp_path / "ds").exists()
+
+
+def test_a_ray_collector_records_task_hashes_as_the_driver_decided_whatever_folder_its_node_sees(tmp_path,
+                                                                                                 monkeypatch):
+    """The driver continues a folder written without the task_hash column; a collector on a node where that folder
+    is absent records no task hash either, so that its episodes fit the driver's folder. (The collector is built
+    here, outside Ray: tests/test_ray.py plays collectors on a cluster.)"""
+    import os
+    import shutil
+
+    from agent_sft.rollout.collector import Collector
+    from agent_sft.run import for_folder
+    from agent_sft.scale import ray_run
+
+    monkeypatch.setattr(ray_run, "_node_id", lambda: "elsewhere")  # the only thing a collector asks Ray
+
+    old = tmp_path / "old"
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "data", "pre_house_mix"), old)
+    cfg = load_config(None, ["env.mix=[{env: frozenlake, episodes: 3}, {env: taxi, episodes: 3}]", "env.backend=thread",
+                             f"output.dir={old}"], environ={})
+    driver = for_folder(resolve(cfg))
+    assert "task_hash" not in driver.additions and "task_hash" in resolve(cfg).additions  # resolve reads no folder
+    planner = Collector(driver, None)
+    tasks = planner.plan().episodes[:1]
+    planner.close()
+    old.rename(tmp_path / "elsewhere")  # what a collector on another node sees at output.dir: nothing
+    actor = ray_run.CollectorActor(driver.cfg, 0, additions=driver.additions)
+    try:
+        played = list(actor.play(tasks))
+    finally:
+        actor.close()
+    assert len(played) == 1 and played[0].task_hash is None

@@ -24,7 +24,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent_sft.config import CollectConfig, ConfigError
@@ -63,7 +63,8 @@ class CollectorActor:
     Built again from the config when Ray restarts the actor, so a restarted collector is a fresh one.
     """
 
-    def __init__(self, cfg: CollectConfig, index: int, specs: list | None = None, rows: dict | None = None) -> None:
+    def __init__(self, cfg: CollectConfig, index: int, specs: list | None = None, rows: dict | None = None,
+                 additions: tuple[str, ...] | None = None) -> None:
         from agent_sft.envs import find_spec, register
         from agent_sft.policies.registry import register_policy
         from agent_sft.rollout.policy import make_run_policy
@@ -79,6 +80,8 @@ class CollectorActor:
         self.index = index
         self.played = 0
         run = resolve(cfg, prepare=False)  # the driver's complete config: its env servers were asked there
+        if additions is not None:  # as the driver decided them where the folder is (this node may not see it)
+            run = replace(run, additions=tuple(additions))
         self.policy = make_run_policy(run)
         self.collector = Collector(run, self.policy)
         self.collector.start()
@@ -159,7 +162,7 @@ class RayCollector:
     """
 
     def __init__(self, run: Run) -> None:
-        self.lanes, self.policy_kind = run.lanes, run.policy_kind
+        self.lanes, self.policy_kind, self.additions = run.lanes, run.policy_kind, run.additions
         self.cfg = cfg = run.cfg
         self.ray = _ray()
         self.stats = RunStats(env_backend=cfg.env.backend, mode=cfg.loop.mode)
@@ -222,7 +225,7 @@ class RayCollector:
             self.actors.append(remote.options(
                 num_cpus=s.cpus_per_collector, num_gpus=s.gpus_per_collector, max_restarts=s.max_restarts,
                 max_task_retries=0, name=None, runtime_env={"env_vars": env_vars} if env_vars else None,
-            ).remote(self.cfg, i, specs, rows))
+            ).remote(self.cfg, i, specs, rows, self.additions))
         refs = [a.ready.remote() for a in self.actors]
         ready, pending = ray.wait(refs, num_returns=len(refs), timeout=s.start_timeout_s)
         if pending:

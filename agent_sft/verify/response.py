@@ -7,7 +7,7 @@ validity and the text the env was sent; the assistant message must be that answe
 
 - text actions: the message's content is the response, and `prompts.parse_action` of it gives the action;
 - tool actions: the message's calls give the action through the episode's tools (`envs.tools.toolset_for`, from
-  the reset's info), and its content and reasoning are the response's.
+  the reset's info), and its text is in the response (its reasoning may have come apart from it, from a server).
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ def check_step(step: dict, messages: list[dict], reading: Reading, toolset: Tool
             return Differs(response, message.get("content"), "the assistant message is not the response")
         parsed, form, sent = _read_text(response, info, reading.require_think)
     else:
-        for part in (message.get("content"), message.get("reasoning_content")):
-            if part and part not in response:
-                return Differs(response, part, "the assistant message's text is not in the response")
+        content = (message.get("content") or "").strip()
+        if content and content not in response:
+            return Differs(response, content, "the assistant message's text is not in the response")
         parsed, form, sent = _read_calls(message, response, info, toolset)
     verdict = env_verdict(form, info)
     valid = verdict[0] if verdict is not None else parsed.valid

@@ -72,7 +72,11 @@ def _sft_counts(folder: str) -> dict[str, int]:
     return counts
 
 
-def test_index_and_chunks_hold_every_episode_paged(tmp_path):
+def test_index_and_chunks_hold_every_episode_paged(tmp_path, monkeypatch):
+    import agent_sft
+    from agent_sft.viewer import build
+
+    monkeypatch.setattr(build, "SCORES_BLOCK", 4)  # scores looked up a few episodes at a time, as at scale
     folder = str(tmp_path / "ds")
     with DatasetWriter.open(folder, fingerprint={"test": "viewer"}, flush_every_episodes=7) as w:
         for i in range(13):
@@ -101,6 +105,11 @@ def test_index_and_chunks_hold_every_episode_paged(tmp_path):
                 assert all(isinstance(m, int) for m in r["messages"])
     bad = next(r for r in rows if r["invalid"])
     assert bad["scores"][meta["score_names"].index("invalid_rate")] > 0
+    scored = {r["episode_id"]: r for split in agent_sft.load(folder, "scores").values() for r in split}
+    assert len(scored) == len(rows)
+    for r in rows:  # every episode's own scores, in the order the index names them
+        assert r["scores"] == [pytest.approx(scored[r["id"]][n], rel=1e-5) if scored[r["id"]][n] is not None else None
+                               for n in meta["score_names"]], r["id"]
     # written again over itself; a folder of other files, or one inside the dataset, is refused
     assert cli_main(["view", folder, "--out", out, "--chunk", "100"]) == 0
     assert _index(out)[0]["chunks"] == 1 and not os.path.exists(os.path.join(out, "data", "chunks", "1.js"))

@@ -8,9 +8,9 @@
 
 Data files are scripts calling `AgentSFTViewer.<part>(...)`, loaded with <script src>, so the page works from
 file:// too, where browsers refuse fetches. Everything streams shard by shard, a few rows at a time: the rows of a
-chunk are written as they come, so memory holds a slice of rows, one chunk's index records and the `scores`
-config's columns (small), never the episodes. The folder is written under a temporary name beside OUT and renamed
-into place whole.
+chunk are written as they come, so memory holds a slice of rows, one chunk's index records and the `scores` rows
+of a block of episodes (`SCORES_BLOCK`), never the episodes, whatever the folder's size. The folder is written
+under a temporary name beside OUT and renamed into place whole.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agent_sft.dataset import layout, shards
-from agent_sft.errors import ConfigError
+from agent_sft.dataset import layout
+from agent_sft.errors import ConfigError, CorruptShardError
 from agent_sft.records import SPLITS
 from agent_sft.viewer import episodes
 
@@ -37,6 +37,9 @@ PAGE_FILES = ("index.html", "app.js", "style.css")
 MARKER = "viewer.json"
 CHUNK = 200  # episodes per chunk file
 SLICE = 64  # rows turned into Python objects at a time
+# Raw rows whose `scores` rows are looked up together: each lookup scans the config's ids once, so larger blocks
+# mean fewer scans, smaller ones less memory (a compacted raw shard can hold the whole folder).
+SCORES_BLOCK = 4096
 _SCORE_READ = ("episode_id", *episodes.SCORE_COLUMNS, "judge", "dropped_by")
 
 
@@ -77,35 +80,72 @@ def check_out(folder: str, out: str) -> None:
 
 
 class _Scores:
-    """The `scores` config's columns the page shows, by episode id (empty when the folder has none)."""
+    """The `scores` config's columns the page shows, read for one raw shard's episodes at a time (none when the
+    folder has no `scores` config)."""
 
     def __init__(self, folder: str, s: layout.Scan):
         view = s.views.get("scores") or {}
-        paths = [os.path.join(folder, "data", "scores", sp, f) for sp in SPLITS
-                 for f in (view.get("files") or {}).get(sp, [])]
-        tables = [shards.read_shard(p) for p in paths if os.path.isfile(p)]
-        tables = [t.select([c for c in _SCORE_READ if c in t.column_names]) for t in tables]
-        self.table = pa.concat_tables(tables, promote_options="default") if tables else None
-        self.at: dict[str, int] = {}
-        judges: list[str] = []
-        if self.table is not None:
-            self.at = {eid: i for i, eid in enumerate(self.table.column("episode_id").to_pylist())}
-            if "judge" in self.table.column_names and self.table.num_rows:
-                names = pc.list_flatten(self.table.column("judge")).combine_chunks().field("name")
-                judges = sorted(n for n in pc.unique(names).to_pylist() if n)
-        self.names = episodes.score_names(judges)
+        self.paths = {sp: [p for f in (view.get("files") or {}).get(sp, [])
+                           if os.path.isfile(p := os.path.join(folder, "data", "scores", sp, f))] for sp in SPLITS}
+        self.present = any(self.paths.values())
+        judges: set[str] = set()
+        for p in (p for paths in self.paths.values() for p in paths):
+            for batch in _batches(p, "judge"):
+                names = pc.list_flatten(batch.column(0)).field("name")
+                judges.update(n for n in pc.unique(names).to_pylist() if n)
+        self.names = episodes.score_names(sorted(judges))
 
-    def rows(self, ids: list[str]) -> list[dict | None]:
-        if self.table is None:
-            return [None] * len(ids)
-        found = [self.at.get(i) for i in ids]
-        taken = self.table.take([i for i in found if i is not None]).to_pylist()
-        it = iter(taken)
-        return [next(it) if i is not None else None for i in found]
+    def of(self, split: str, ids: pa.Array) -> dict[str, dict]:
+        """Episode id -> its `scores` row, for the episodes `ids` of `split`: the config's files are read a batch
+        at a time and only these episodes' rows kept, so memory holds a block's scores whatever the folder's size."""
+        found: dict[str, dict] = {}
+        for p in self.paths[split]:
+            for batch in _batches(p):
+                hit = batch.filter(pc.is_in(batch.column("episode_id"), value_set=ids))
+                if hit.num_rows:
+                    hit = hit.select([c for c in _SCORE_READ if c in hit.schema.names])
+                    found.update((row["episode_id"], row) for row in hit.to_pylist())
+        return found
+
+
+def _batches(path: str, column: str | None = None) -> Iterator[pa.RecordBatch]:
+    """A shard's record batches (only `column`, when given: none when the shard has no such column), read from the
+    file a batch at a time: not memory-mapped, so the pages of a large shard read so far are not held (and counted)
+    as the process's memory."""
+    try:
+        with pa.OSFile(path) as src:
+            reader = pa.ipc.open_file(src)
+            if column is not None:
+                if column not in reader.schema.names:
+                    return
+                options = pa.ipc.IpcReadOptions(included_fields=[reader.schema.get_field_index(column)])
+                reader = pa.ipc.open_file(src, options=options)
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise CorruptShardError(f"{path}: cannot read shard ({e}); it is corrupt or truncated") from None
+
+
+def _id_blocks(path: str) -> Iterator[pa.Array]:
+    """A shard's episode ids, `SCORES_BLOCK` at a time, read without the other columns."""
+    parts: list[pa.Array] = []
+    held = 0
+    for batch in _batches(path, "episode_id"):
+        ids = batch.column(0)
+        while len(ids):
+            take = ids.slice(0, SCORES_BLOCK - held)
+            parts.append(take)
+            held += len(take)
+            ids = ids.slice(len(take))
+            if held == SCORES_BLOCK:
+                yield pa.concat_arrays(parts)
+                parts, held = [], 0
+    if held:
+        yield pa.concat_arrays(parts)
 
 
 def _slices(path: str) -> Iterator[list[dict]]:
-    for batch in shards.iter_shard_batches(path):
+    for batch in _batches(path):
         for at in range(0, batch.num_rows, SLICE):
             yield batch.slice(at, SLICE).to_pylist()
 
@@ -131,16 +171,22 @@ class _Episodes:
             for name, meta in sorted(self.s.raw.get(split, {}).items()):
                 if not meta.get("rows"):
                     continue
+                path = layout.shard_path(self.folder, "raw", split, name)
+                blocks = _id_blocks(path) if self.scores.present else None
                 sft = _sft_rows(self.folder, self.s, split, name)
                 pending = next(sft, None)
-                for rows in _slices(layout.shard_path(self.folder, "raw", split, name)):
+                at, scores = 0, {}
+                for rows in _slices(path):
                     out = []
-                    for row, score in zip(rows, self.scores.rows([r["episode_id"] for r in rows])):
+                    for row in rows:
+                        if blocks is not None and at % SCORES_BLOCK == 0:
+                            scores = self.scores.of(split, next(blocks))
+                        at += 1
                         mine = []
                         while pending is not None and pending["episode_id"] == row["episode_id"]:
                             mine.append(pending)
                             pending = next(sft, None)
-                        out.append((row, mine, score))
+                        out.append((row, mine, scores.get(row["episode_id"])))
                     yield out
 
 
@@ -196,7 +242,7 @@ def _meta(folder: str, source: str, info: dict, s: layout.Scan, scores: _Scores,
         "written_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "episodes": n, "chunks": chunks, "chunk_size": chunk,
         "fields": list(episodes.INDEX_FIELDS), "score_names": scores.names,
-        "has_scores": scores.table is not None, "has_sft": any(s.sft.get(sp) for sp in SPLITS),
+        "has_scores": scores.present, "has_sft": any(s.sft.get(sp) for sp in SPLITS),
         "build": {"style": build.get("style"), "filters": build.get("filters") or {}},
         "views": sorted(s.views),
     }
@@ -245,7 +291,7 @@ def write_viewer(folder: str, out: str, *, chunk: int = CHUNK, source: str | Non
             fh.write(_js("meta", meta))
         for f in PAGE_FILES:
             shutil.copyfile(ASSETS / f, os.path.join(tmp, f))
-        with open(os.path.join(tmp, MARKER), "w") as fh:
+        with open(os.path.join(tmp, MARKER), "w", encoding="utf-8") as fh:
             json.dump({"agent_sft_viewer": 1, "source": source or folder, "episodes": w.n}, fh)
         size = sum(e.stat().st_size for e in _walk(tmp))
         if os.path.isdir(out):

@@ -9,6 +9,7 @@ from agent_sft.envs import alfworld
 from agent_sft.envs import babyai as babyai_env
 from agent_sft.envs import gym as gym_env
 from agent_sft.envs import http as http_env
+from agent_sft.envs import openenv as openenv_env
 from agent_sft.envs import textarena as textarena_env
 from agent_sft.envs import textworld as textworld_env
 from agent_sft.envs import webshop as webshop_env
@@ -29,6 +30,7 @@ register(alfworld.SPEC)
 register(babyai_env.SPEC)
 list(map(register, gym_env.SPECS))
 register(http_env.SPEC)
+register(openenv_env.SPEC)
 register(textarena_env.SPEC)
 register(textworld_env.SPEC)
 register(webshop_env.SPEC)

@@ -11,18 +11,18 @@ the server gives them, so an episode played through an agent-sft server equals t
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 from agent_sft.envs.base import TaskSpec
 from agent_sft.envs.http.client import JsonClient, ServerError
 from agent_sft.envs.http.leases import close_session, open_session
 from agent_sft.envs.http.protocol import PROTOCOL, task_from_json
+from agent_sft.envs.remote import RemoteEnv
 
 logger = logging.getLogger(__name__)
 
 
-class HttpEnv:
+class HttpEnv(RemoteEnv):
     """Play tasks on env servers.
 
     Args:
@@ -56,99 +56,13 @@ class HttpEnv:
         self.protocol = protocol
         self.served_env = served_env
         self.max_steps = int(max_steps)
-        self.clients = [JsonClient(u, timeout_s, retries, token_env) for u in urls]
         if protocol == "agent-sft":
-            self.adapter: Any = AgentSftAdapter(seed=seed, max_steps=max_steps, expert=expert, lease_s=lease_s)
+            adapter: Any = AgentSftAdapter(seed=seed, max_steps=max_steps, expert=expert, lease_s=lease_s)
         else:
             from agent_sft.envs.http.agentgym import make_adapter
 
-            self.adapter = make_adapter(protocol, data_indices=data_indices, max_steps=max_steps)
-        self._client: JsonClient | None = None
-        self._session: Any = None
-        self._tie = random.Random()
-        self._tasks: list[TaskSpec] | None = None
-        try:  # open the session now: a server builds its env meanwhile, while the pool starts its envs
-            self._open()
-        except ServerError as e:
-            logger.info("no env session opened yet (%s); the first reset tries again", e)
-
-    # --- TextEnv --------------------------------------------------------------------------------------
-
-    def tasks(self) -> list[TaskSpec]:
-        if self._tasks is None:
-            errors = []
-            for c in self.clients:
-                try:
-                    self._tasks = self.adapter.tasks(c)
-                    break
-                except ServerError as e:
-                    errors.append(str(e))
-            else:
-                raise ServerError("no env server listed its tasks: " + "; ".join(errors))
-        return list(self._tasks)
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
-        task_id = (options or {}).get("task_id")
-        try:
-            if self._session is None:
-                self._open()
-            return self.adapter.reset(self._client, self._session, seed, task_id)
-        except Exception:
-            self._drop()
-            raise
-
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
-        if self._session is None:
-            raise RuntimeError("the episode is over (or never started); call reset() first")
-        try:
-            return self.adapter.step(self._client, self._session, action)
-        except Exception:
-            self._drop()  # a session in an unknown state is closed; the next reset opens another
-            raise
-
-    def close(self) -> None:
-        self._drop()
-        for c in self.clients:
-            c.close()
-
-    # --- sessions -------------------------------------------------------------------------------------
-
-    def _open(self) -> None:
-        """Open a session on the least busy server that answers."""
-        order = self._by_load()
-        errors = []
-        for c in order:
-            try:
-                self._session = self.adapter.create(c)
-                self._client = c
-                return
-            except ServerError as e:
-                errors.append(str(e))
-        raise ServerError("no env server opened a session: " + "; ".join(errors))
-
-    def _by_load(self) -> list[JsonClient]:
-        if len(self.clients) == 1:
-            return list(self.clients)
-        loads = []
-        for i, c in enumerate(self.clients):
-            try:
-                load = self.adapter.load(c)
-            except ServerError:
-                load = float("inf")
-            # Ties (sessions opened at the same moment see the same loads) are broken at random, so
-            # they spread; which server plays an episode never changes what it plays.
-            loads.append((load, self._tie.random(), i))
-        return [self.clients[i] for _, _, i in sorted(loads)]
-
-    def _drop(self) -> None:
-        """Close the session, quietly (one whose close does not get through ends when its lease runs out)."""
-        if self._session is not None and self._client is not None:
-            try:
-                self.adapter.close(self._client, self._session)
-            except Exception as e:  # noqa: BLE001 - retried already; its lease (or the server's idle timeout) ends it
-                logger.info("could not close env session %s on %s: %s", self._session, self._client.base_url, e)
-        self._session = None
-        self._client = None
+            adapter = make_adapter(protocol, data_indices=data_indices, max_steps=max_steps)
+        super().__init__([JsonClient(u, timeout_s, retries, token_env) for u in urls], adapter)
 
     def __repr__(self) -> str:
         return f"HttpEnv(protocol={self.protocol!r}, servers={[c.base_url for c in self.clients]!r})"

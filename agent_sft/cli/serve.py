@@ -3,10 +3,12 @@
     agent-sft serve-env alfworld                                  # built-in ALFWorld games on 127.0.0.1:8100
     agent-sft serve-env alfworld env.alfworld.data_path=builtin --port 8200
     AGENT_SFT_ENV_TOKEN=secret agent-sft serve-env textworld --host 0.0.0.0
+    agent-sft serve-env alfworld --protocol openenv               # for OpenEnv clients and TRL
 
 The env's options come after its name, as `agent-sft collect` takes them (`option=value`,
 `env.<option>=value` or `env.<name>.<option>=value`); each session's client sets the seed, step budget,
-task types and expert. The `http` env is its client (`agent-sft envs http`).
+task types and expert. The `http` env is its client (`agent-sft envs http`). With `--protocol openenv`
+it speaks OpenEnv's protocol instead (/ws, /schema, /mcp, the Task API), for OpenEnv's own clients.
 Every session's env runs in its own process: one that crashes or hangs fails only its session.
 With a token (read from the variable --token-env names), requests need `Authorization: Bearer <token>`.
 Ctrl-C or SIGTERM closes every session's env and exits.
@@ -27,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("options", nargs="*", metavar="key=value", help="the env's options, e.g. data_path=builtin")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8100, help="port to listen on; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--protocol", default="agent-sft", choices=["agent-sft", "openenv"],
+                        help="the wire protocol: agent-sft's (the `http` env's) or OpenEnv's (default: %(default)s)")
+    parser.add_argument("--actions", default="text", choices=["text", "tools"],
+                        help="with --protocol openenv: the action /schema shows, a text command or a call of the "
+                             "env's tools (both are played either way; default: %(default)s)")
     parser.add_argument("--max-sessions", type=int, default=64, help="sessions open at once; more get 503 (default: %(default)s)")
     parser.add_argument("--idle-timeout-s", type=float, default=600.0,
                         help="close a session unused this long; a client may ask for a shorter lease, which it "
@@ -66,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         serve(env.name, options, args.host, args.port, token=token, max_sessions=args.max_sessions,
               idle_timeout_s=args.idle_timeout_s, step_timeout_s=args.step_timeout_s,
               start_timeout_s=args.start_timeout_s, exit_after_steps=args.exit_after_steps,
-              log_level=args.log_level)
+              log_level=args.log_level, protocol=args.protocol, actions=args.actions)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (the CLI's `Terminated`)
         raise type(e)("every session's env was closed") from None
     return 0

@@ -102,6 +102,8 @@ def serve(
     start_timeout_s: float = 300.0,
     exit_after_steps: int | None = None,
     log_level: str = "warning",
+    protocol: str = "agent-sft",
+    actions: str = "text",
 ) -> None:
     """Serve env `env_name` until Ctrl-C or SIGTERM; then every session's env is closed.
 
@@ -110,6 +112,8 @@ def serve(
     tasks (so bad options or missing data fail here), and only then are connections accepted.
     Prints `serving <env> on http://HOST:PORT (N tasks)` once it accepts connections (`port=0` picks a
     free port, and the line says which). Without a token on a host other than loopback, warns first.
+    `protocol`: "agent-sft" (`envs.http.protocol`) or "openenv" (OpenEnv's routes, `serve.openenv_app`,
+    whose /schema shows the text action or, with `actions="tools"`, the tool call).
 
     Raises:
         ConfigError: bad options or an address it cannot listen on.
@@ -121,12 +125,17 @@ def serve(
         import uvicorn
 
         from agent_sft.serve.app import make_app
+        from agent_sft.serve.openenv_app import make_openenv_app
     except ImportError as e:
         raise ConfigError(f"serving an env needs fastapi and uvicorn ({e}): pip install 'agent-sft[serve]'") from None
 
     env = find(env_name)
     if options is None or isinstance(options, (Mapping, list, tuple)):
         options = env_options(env, options)
+    if protocol not in ("agent-sft", "openenv"):
+        raise ConfigError(f"protocol must be 'agent-sft' or 'openenv', got {protocol!r}")
+    if actions not in ("text", "tools"):
+        raise ConfigError(f"actions must be 'text' or 'tools', got {actions!r}")
     if max_sessions < 1:
         raise ConfigError(f"max_sessions must be at least 1, got {max_sessions}")
     if not token and not is_loopback(host):
@@ -142,13 +151,14 @@ def serve(
         raise
     try:
         sock.listen(2048)
-        app = make_app(manager, token)
+        app = make_openenv_app(manager, token, actions) if protocol == "openenv" else make_app(manager, token)
         config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=5,
                                 lifespan="off")
         server = uvicorn.Server(config)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
-        print(f"serving {env.name} on http://{shown}:{bound} ({len(manager.tasks)} tasks)", flush=True)
+        spoken = ", OpenEnv protocol" if protocol == "openenv" else ""
+        print(f"serving {env.name} on http://{shown}:{bound} ({len(manager.tasks)} tasks{spoken})", flush=True)
         server.run(sockets=[sock])
     finally:
         manager.close()

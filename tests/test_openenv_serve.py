@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import threading
+from importlib.metadata import version
 
 import crash_env  # noqa: F401 - registers crash-test here too
 import pytest
@@ -168,9 +169,10 @@ def test_faults_are_answered_in_openenvs_shapes(crash):
 
 
 def test_idle_sessions_are_closed(tmp_path):
-    s = Server(tmp_path, "crash-test", "--protocol", "openenv", "--idle-timeout-s", "1")
+    s = Server(tmp_path, "crash-test", "--protocol", "openenv", "--idle-timeout-s", "1", "--actions", "tools")
     try:
         with s.client() as c, ws(s) as conn:
+            assert c.get("/schema").json()["action"]["title"] == "CallToolAction"
             sid = rpc(c, "openenv/session/create")["result"]["session_id"]
             ask(conn, {"type": "reset", "data": {"seed": 1}})
             no_sessions(s)  # both closed while unused, the socket still open
@@ -249,6 +251,9 @@ def test_alfworld_and_textworld_played_by_openenvs_clients_are_the_envs_in_proce
         for t in starting:
             t.join(120)
         assert set(servers) == set(envs), "a server did not start"
+        with servers["alfworld"].client() as c:
+            meta = c.get("/metadata").json()
+        assert meta["name"] == "alfworld" and f"; alfworld {version('alfworld')}" in meta["version"], meta
         episodes = []
         for name, (task, index, actions, _) in played.items():
             episodes += [{"url": servers[name].url, "client": "generic", "actions": actions,

@@ -55,11 +55,13 @@ def free_port() -> int:
 
 class OpenEnvServer:
     """`python -m MODULE --port PORT ARGS` from the OpenEnv virtualenv, on 127.0.0.1; up once GET /health
-    answers. MODULE is importable from tests/ (as `openenv_envs.guess`) or from `pythonpath`."""
+    answers (asked with `token` as a bearer token when given). MODULE is importable from tests/ (as
+    `openenv_envs.guess`) or from `pythonpath`."""
 
     def __init__(self, module: str, *args: str, log_dir: str | Path, env: dict | None = None,
-                 pythonpath: list[str] | None = None, timeout_s: float = 60.0):
+                 pythonpath: list[str] | None = None, timeout_s: float = 60.0, token: str | None = None):
         self.module, self.args, self.timeout_s = module, args, timeout_s
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.log_path = Path(log_dir) / f"{module.rsplit('.', 1)[-1]}-server.log"
         self.env = {**os.environ, **(env or {}),
                     "PYTHONPATH": os.pathsep.join([*(pythonpath or []), TESTS])}
@@ -94,7 +96,7 @@ class OpenEnvServer:
             if self.proc.poll() is not None:
                 return False
             try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                if httpx.get(self.url + "/health", headers=self.headers, timeout=2).status_code == 200:
                     return True
             except httpx.HTTPError:
                 pass

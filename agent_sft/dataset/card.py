@@ -210,6 +210,8 @@ def render_body(info: dict, stats: dict, sample: dict | None, plots: list[str], 
                                for g in sorted(games) if g in s.card.split_notes))
     if notes:
         game_desc += f" ({'; '.join(notes)})"
+    served = [s.card.served_text(entry if mixed else env_cfg.get(s.name) or {}) for (_, _, entry), s in zip(entries, specs) if s]
+    game_desc += "".join(f"; {line}" for line in dict.fromkeys(served) if line)
     warnings = []
     for spec in {s.name: s for s in specs if s}.values():
         evals = [g for g in games if g in spec.eval_splits]

@@ -145,6 +145,9 @@ class EnvCard:
         replays: whether an episode plays again the same from its seed, task id and actions (`agent-sft
             verify` replays it); False for an env whose episodes depend on more (a clock, a live site), whose
             episodes verify then counts as not replayable.
+        served: for an env played on servers, `"module:function"` or a callable given the env's options as
+            the folder's config recorded them (a dict) and returning what the dataset card says was played
+            there ("" for nothing).
     """
 
     title: str = ""
@@ -154,9 +157,14 @@ class EnvCard:
     run_notes: Mapping[str, str] = field(default_factory=dict)
     expert_source: str = ""
     replays: bool = True
+    served: str | Callable[[dict], str] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "task_types", tuple(self.task_types))
+
+    def served_text(self, options: Mapping[str, Any]) -> str:
+        """What the card says was played on the servers, given the recorded options ("" when nothing)."""
+        return str(load_entry_point(self.served)(dict(options or {})) or "") if self.served else ""
 
 
 @dataclass(frozen=True)

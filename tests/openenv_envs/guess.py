@@ -1,10 +1,11 @@
 """A number-guessing text game on OpenEnv's server classes, with a Task API (splits train and test).
 
-    python -m openenv_envs.guess --port 8000 [--max-sessions 4] [--hang-on 7] [--garbage-on 8]
+    python -m openenv_envs.guess --port 8000 [--max-sessions 8] [--hang-on 7] [--garbage-on 8] [--token T]
 
 The target is the task's (split and index) or, reset without one, drawn from the seed. A guess of 6 makes
-the env raise; `--hang-on N` makes a guess of N hang for a minute; `--garbage-on N` makes the server answer a
-guess of N with a frame that is not JSON (faults for the tests).
+the env raise; `--hang-on N` makes a guess of N hang for 5 s; `--garbage-on N` makes the server answer a
+guess of N with a frame that is not JSON (faults for the tests); `--token T` refuses every request without
+`Authorization: Bearer T` (as a private Space does; OpenEnv's server itself checks none).
 """
 
 import argparse
@@ -69,7 +70,7 @@ class GuessEnv(Environment[GuessAction, GuessObservation, GuessState]):
         if action.guess == 6:
             raise ValueError("six is cursed")
         if action.guess == self.HANG_ON:
-            time.sleep(60)
+            time.sleep(5)
         self._state.step_count += 1
         n, target = self._state.step_count, self._state.target
         if action.guess == target:
@@ -88,12 +89,29 @@ class GuessEnv(Environment[GuessAction, GuessObservation, GuessState]):
                                    author="agent-sft tests")
 
 
-def app(max_sessions: int = 4, garbage_on: int | None = None):
+def app(max_sessions: int = 8, garbage_on: int | None = None, token: str | None = None):
     made = create_app(GuessEnv, GuessAction, GuessObservation, env_name="guess", max_concurrent_envs=max_sessions,
                       state_cls=GuessState)
     if garbage_on is not None:
         made.add_middleware(GarbageOn, guess=garbage_on)
+    if token:
+        made.add_middleware(BearerOnly, token=token)
     return made
+
+
+class BearerOnly:
+    """ASGI middleware: a request or WebSocket handshake without `Authorization: Bearer <token>` is refused."""
+
+    def __init__(self, app, token):
+        self.app, self.want = app, f"Bearer {token}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket") or dict(scope["headers"]).get(b"authorization") == self.want:
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        await send({"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"detail": "a bearer token is required"}'})
 
 
 class GarbageOn:
@@ -131,9 +149,10 @@ class GarbageOn:
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--max-sessions", type=int, default=4)
+    p.add_argument("--max-sessions", type=int, default=8)
     p.add_argument("--hang-on", type=int, default=None)
     p.add_argument("--garbage-on", type=int, default=None)
+    p.add_argument("--token", default=None)
     a = p.parse_args()
     GuessEnv.HANG_ON = a.hang_on
-    uvicorn.run(app(a.max_sessions, a.garbage_on), host="127.0.0.1", port=a.port, log_level="warning")
+    uvicorn.run(app(a.max_sessions, a.garbage_on, a.token), host="127.0.0.1", port=a.port, log_level="warning")

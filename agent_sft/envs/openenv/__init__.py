@@ -50,7 +50,7 @@ def prepare(options: OpenEnvOptions) -> dict[str, Any]:
 
 def card_line(options: dict[str, Any]) -> str:
     """What the dataset card says of the servers played, from the folder's recorded `env.openenv` options."""
-    s = options.get("served") or {}
+    s = options.get("served") or (options.get("options") or {}).get("served") or {}
     if not s:
         return ""
     tasks = (f"Task API split(s) {', '.join(s.get('splits') or [])}, {s.get('tasks')} tasks (fingerprint "
@@ -73,7 +73,7 @@ SPEC = EnvSpec(
     card=EnvCard(
         title="OpenEnv",
         description="Episodes played on OpenEnv servers (Hub Spaces, containers), through OpenEnv's own protocol.",
-        expert_source="",
+        served="agent_sft.envs.openenv:card_line",
     ),
 )
 

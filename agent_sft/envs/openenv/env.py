@@ -102,6 +102,8 @@ class OpenEnvAdapter:
         return list(self._tasks.tasks)
 
     def goal(self, task: TaskSpec) -> str:
+        """The task's goal as the Task API lists it (a `goal`, `instruction`, `prompt`, ... field), else the
+        env's description from /metadata."""
         served = self._served or {}
         found = None
         if "tasks" in served:
@@ -109,7 +111,7 @@ class OpenEnvAdapter:
             if isinstance(t, dict):
                 found = next((t[k] for k in ("goal", "instruction", "prompt", "question", "description")
                               if isinstance(t.get(k), str) and t[k].strip()), None)
-        return " ".join(str(found).split()) if found else ""
+        return " ".join(str(found or served.get("description") or "").split())
 
     # --- sessions -----------------------------------------------------------------------------------
 
@@ -125,8 +127,7 @@ class OpenEnvAdapter:
         server answers it with CAPACITY_REACHED, and is then offered no session for `capacity_wait_s`."""
         wait = BOARD.full_for(c.base_url)
         if wait > 0:
-            raise ServerError(f"{c.base_url} was at its session limit; offered no session for {wait:.0f} s more",
-                              kind=BUSY)
+            raise ServerError(f"{BOARD.why_full(c.base_url)} (offered no session for {wait:.1f} s more)", kind=BUSY)
         mcp = self.served(c)["mcp"]
         socket = Socket(c.base_url, self._headers(), self.timeout_s, min(self.timeout_s, 10.0))
         try:
@@ -139,7 +140,7 @@ class OpenEnvAdapter:
         except WireError as err:
             if err.code == "CAPACITY_REACHED":
                 socket.close()
-                BOARD.mark_full(c.base_url, self.capacity_wait_s)
+                BOARD.mark_full(c.base_url, self.capacity_wait_s, str(err))
                 raise ServerError(str(err), kind=BUSY) from None
             # A state asked before any reset may fail in the env: the connection stays usable.
         except ServerError:

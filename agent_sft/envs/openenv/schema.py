@@ -3,8 +3,9 @@
 Observations (the default rendering; `env.openenv.obs_to_text` replaces it):
 - an MCP tool call's observation is the tool's text content (its error, as `Error: ...`, when it failed);
 - any other observation shows its fields in the schema's order, leaving out `done`, `reward` and
-  `metadata`: the first text field as it is, each other field that has a value as `name: value` (JSON for
-  what is not text); an observation with no such field shows its `metadata` that way instead.
+  `metadata`: the first text field as it is, each other field that has a value other than its default as
+  `name: value` (JSON for what is not text); an observation with no such field shows its `metadata` that
+  way instead.
 
 Actions (for an env that is not an MCP env):
 - an action schema with one field (besides `metadata`) takes the model's action as that field: as it is
@@ -103,6 +104,8 @@ def render(observation: dict, schema: dict | None = None) -> str:
     for name in order:
         if name in HIDDEN or name not in observation or _empty(observation[name]):
             continue
+        if "default" in props.get(name, {}) and observation[name] == props[name]["default"] and lines:
+            continue
         v = observation[name]
         text_field = json_type(props.get(name, {})) == "string" or (not props and isinstance(v, str))
         if not bare and not lines and text_field and isinstance(v, str):
@@ -161,7 +164,7 @@ def _typed(text: str, sub: dict, what: str) -> Any:
     try:
         return json.loads(text.strip())
     except ValueError:
-        raise ActionError(f"{what}: {text.strip()[:80]!r} is not a {kind}") from None
+        raise ActionError(f"{what}: {text.strip()[:80]!r} is not of type {kind}") from None
 
 
 def action_payload(text: str, schema: dict | None) -> dict:

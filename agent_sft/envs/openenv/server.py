@@ -13,14 +13,9 @@ from agent_sft.envs.base import task_hash
 from agent_sft.envs.http.client import JsonClient, ServerError
 
 
-def headers_for(token_env: str | None) -> str | None:
-    """The environment variable `JsonClient` reads the bearer token from (None: none)."""
-    return token_env or None
-
-
 def probe_health(url: str, timeout_s: float = 5.0, token_env: str | None = None) -> str:
     """"" when the OpenEnv server at `url` answers GET /health, else why not (one retry, at most 5 s a try)."""
-    c = JsonClient(url, min(float(timeout_s), 5.0), retries=1, token_env=headers_for(token_env))
+    c = JsonClient(url, min(float(timeout_s), 5.0), retries=1, token_env=token_env or None)
     try:
         c.call("GET", "/health")
     except ServerError as err:
@@ -65,7 +60,7 @@ def tasks_of(c: JsonClient, name: str, split: str) -> list[Any]:
 
 
 def describe(c: JsonClient, split: str | None = None) -> dict[str, Any]:
-    """What a server plays: `{"name", "version"}` from /metadata, `schema` (/schema), `mcp`, and with a Task API
+    """What a server plays: `{"name", "version", "description"}` from /metadata, `schema` (/schema), `mcp`, and with a Task API
     `task_env` (its route name), `splits` and `tasks` (split -> the listed tasks), `tasks_hash` (their
     fingerprint).
 
@@ -80,7 +75,8 @@ def describe(c: JsonClient, split: str | None = None) -> dict[str, Any]:
         raise ServerError(f"{c.base_url} is not an OpenEnv server: /metadata gave {str(meta)[:100]}, /schema gave "
                           f"{str(schema)[:100]}")
     out: dict[str, Any] = {"name": str(meta.get("name") or ""), "version": str(meta.get("version") or ""),
-                           "schema": schema, "mcp": is_mcp(schema.get("action"))}
+                           "description": str(meta.get("description") or ""), "schema": schema,
+                           "mcp": is_mcp(schema.get("action"))}
     name = env_name(c)
     listed = splits(c, name)
     if listed is None:
@@ -105,6 +101,7 @@ class Board:
         self._lock = threading.Lock()
         self._held: dict[str, int] = {}
         self._full_until: dict[str, float] = {}
+        self._why: dict[str, str] = {}
 
     def load(self, url: str) -> float:
         with self._lock:
@@ -117,9 +114,15 @@ class Board:
         with self._lock:
             return max(0.0, self._full_until.get(url, 0.0) - time.monotonic())
 
-    def mark_full(self, url: str, wait_s: float) -> None:
+    def why_full(self, url: str) -> str:
+        """What `url` answered when it was found full."""
+        with self._lock:
+            return self._why.get(url, "")
+
+    def mark_full(self, url: str, wait_s: float, why: str = "") -> None:
         with self._lock:
             self._full_until[url] = time.monotonic() + wait_s
+            self._why[url] = why
 
     def opened(self, url: str) -> None:
         with self._lock:

@@ -57,8 +57,10 @@ class Socket:
         self.timeout_s = float(timeout_s)
         self.url = ws_url(base_url)
         try:
+            # Entered as a context manager would be (websockets 17 warns of a connection used otherwise); `close`
+            # ends it.
             self._ws = connect(self.url, additional_headers=headers or None, open_timeout=connect_timeout_s,
-                               close_timeout=1.0, max_size=MAX_MESSAGE, ping_interval=None)
+                               close_timeout=1.0, max_size=MAX_MESSAGE, ping_interval=None).__enter__()
         except Exception as err:  # noqa: BLE001 - refused, a DNS failure, a handshake answered with an HTTP error
             raise ServerError(f"{self.url}: cannot connect ({type(err).__name__}: {err})") from None
         self.closed = False
@@ -77,6 +79,9 @@ class Socket:
             msg["data"] = data
         try:
             self._ws.send(json.dumps(msg))
+        except Exception as err:  # noqa: BLE001 - closed already: an error the server sent before closing is kept
+            self._closed_with(kind, err)
+        try:
             raw = self._ws.recv(timeout=self.timeout_s if timeout_s is None else timeout_s)
         except TimeoutError:
             self.close()
@@ -93,14 +98,33 @@ class Socket:
             self.close()
             raise ServerError(f"{self.url}: malformed reply to {kind}: {str(reply)[:200]}")
         if reply.get("type") == "error":
-            err = reply["data"]
-            code = str(err.get("code") or "")
-            message = str(err.get("message") or "error")
-            details = err.get("errors")
-            if details:
-                message += ": " + "; ".join(_pydantic_error(e) for e in details[:5])
-            raise WireError(f"{self.url}: {code or 'error'}: {message}", code, err)
+            raise self._error(reply["data"])
         return reply["data"]
+
+    def _closed_with(self, kind: str, err: Exception) -> None:
+        """The connection closed before `kind` went out: raise the error the server sent before closing (a full
+        server's CAPACITY_REACHED), else that it closed."""
+        try:
+            raw = self._ws.recv(timeout=0.5)
+            reply = json.loads(raw)
+            if isinstance(reply, dict) and reply.get("type") == "error" and isinstance(reply.get("data"), dict):
+                raise self._error(reply["data"])
+        except (WireError, KeyboardInterrupt):
+            self.close()
+            raise
+        except Exception:  # noqa: BLE001, S110 - nothing left to read: the closing is the answer
+            pass
+        self.close()
+        raise ServerError(f"{self.url}: the connection closed before {kind} was sent ({type(err).__name__}: {err})")
+
+    def _error(self, err: dict) -> WireError:
+        """An `error` reply's data as the exception to raise, the validation errors it lists in its message."""
+        code = str(err.get("code") or "")
+        message = str(err.get("message") or "error")
+        details = err.get("errors")
+        if details:
+            message += ": " + "; ".join(_pydantic_error(e) for e in details[:5])
+        return WireError(f"{self.url}: {code or 'error'}: {message}", code, err)
 
     def close(self) -> None:
         """Close (sending OpenEnv's `close` first while the connection is up), quietly."""

@@ -1,0 +1,261 @@
+"""The `openenv` env: OpenEnv environments written with OpenEnv's own server classes (tests/openenv_envs),
+served by OpenEnv's own server code from its virtualenv (tests/fixtures_openenv.py), collected by agent-sft
+speaking OpenEnv's protocol itself: the rows, the provenance, the faults a user meets."""
+
+import json
+import re
+import threading
+
+import pytest
+from fixtures_openenv import OpenEnvServer
+
+import agent_sft
+from agent_sft.config import ConfigError
+from agent_sft.envs.http.client import ServerError
+from agent_sft.envs.openenv.env import OpenEnvEnv
+from agent_sft.envs.openenv.server import BOARD
+from agent_sft.policies.base import Completion
+from agent_sft.records import PolicyInfo
+from agent_sft.rollout import policy as run_policy
+
+TOKEN = "hf_openenv_test_secret_4242"
+TARGETS = {"train": [3, 7, 1, 9, 5], "test": [2, 8, 4]}  # tests/openenv_envs/guess.py's tasks
+TIMING = {"started_at", "duration_s"}
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """The guessing game (a bearer token required; a guess of 0 hangs, of 10 gets garbage) and the MCP room
+    (3 sessions at most), started together, once for the module."""
+    logs = tmp_path_factory.mktemp("openenv")
+    made: dict = {}
+    specs = {"guess": ("openenv_envs.guess", "--hang-on", "0", "--garbage-on", "10", "--token", TOKEN),
+             "room": ("openenv_envs.room", "--max-sessions", "3")}
+
+    def start(name):
+        made[name] = OpenEnvServer(*specs[name], log_dir=logs, token=TOKEN if name == "guess" else None)
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in specs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert set(made) == set(specs), f"an OpenEnv server did not start; logs in {logs}"
+        yield made
+    finally:
+        for s in made.values():
+            s.stop()
+
+
+class Scripted:
+    """Plays each task's script (actions by step; `kill` at a step runs it first), then the right answer:
+    the guess of the game's target, or taking the key. With `tools`, answers with tool calls."""
+
+    def __init__(self, script=None, tools=False, hooks=None):
+        self.script, self.tools, self.hooks = script or {}, tools, hooks or {}
+
+    def act(self, conversations, seeds, infos=None):
+        out = []
+        for info in infos:
+            task, step = info["task_id"], int(info.get("step") or 0)
+            hook = self.hooks.pop((task, step), None)
+            if hook:
+                hook()
+            split, _, n = task.partition("/")
+            actions = self.script.get(task, [])
+            action = actions[step] if step < len(actions) else (
+                str(TARGETS[split][int(n)]) if split in TARGETS else "take key")
+            if self.tools:
+                name, _, arg = action.partition(" ")
+                args = json.dumps({"obj": arg} if arg else {})
+                out.append(Completion("", 5, 3, "stop", tool_calls=[
+                    {"type": "function", "function": {"name": name, "arguments": args}}], content="<think>go</think>"))
+            else:
+                out.append(Completion(f"<think>play</think><action>{action}</action>", 5, 3, "stop"))
+        return out
+
+    def describe(self):
+        return PolicyInfo("scripted", "openenv-script")
+
+    def close(self):
+        pass
+
+
+def collect(monkeypatch, out, url, policy, *extra):
+    """`agent_sft.collect` into `out` with `policy`, HF_TOKEN set; the raw rows by task id."""
+    monkeypatch.setattr(run_policy, "make_run_policy", lambda run: policy)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    result = agent_sft.collect([
+        "env.env_name=openenv", f"env.openenv.url={url}", "env.backend=thread", "env.max_steps=6", "env.seed=5",
+        "data.val_batch_size=2", f"output.dir={out}", "policy.type=hf", "policy.model=scripted-test-policy", *extra])
+    raw = agent_sft.load(str(out), "raw")
+    return result, {row["task_id"]: row for split in raw.values() for row in split}
+
+
+def stable(rows):
+    return {k: {**{f: v for f, v in r.items() if f not in TIMING},
+                "steps": [{f: v for f, v in s.items() if f != "latency_s"} for s in r["steps"]]} for k, r in rows.items()}
+
+
+def folder_text(folder) -> bytes:
+    return b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
+
+
+# --- the text game with a Task API --------------------------------------------------------------------
+
+GUESS_SCRIPT = {
+    "train/0": ["5"],  # wrong: "lower", then right
+    "train/1": ["11"],  # out of the schema's range: the server's VALIDATION_ERROR, an invalid action
+    "train/2": ['{"guess": 1}'],  # the action as a JSON object is right at once
+    "train/3": ["nine"],  # not an integer: invalid, never sent
+}
+
+
+def test_a_text_game_is_collected_from_its_task_api_with_provenance_and_no_token(servers, monkeypatch, tmp_path):
+    url = servers["guess"].url
+    result, rows = collect(monkeypatch, tmp_path / "a", url, Scripted(GUESS_SCRIPT), "env.openenv.split=train")
+    assert result.run["episodes"] == 5 and result.run["errors"] == 0
+    assert sorted(rows) == [f"train/{i}" for i in range(5)]
+    for task, row in rows.items():
+        assert row["success"] and row["end_reason"] == "success", (task, row["error"], row["steps"])
+        assert row["env"] == "openenv" and row["game_split"] == "train"
+        assert row["goal"] == "Guess the number between 0 and 10."
+        extra = json.loads(row["extra"])
+        assert (extra["openenv_env"], extra["openenv_version"], extra["split"]) == ("guess", "0.3.1", "train")
+        assert extra["index"] == int(task.split("/")[1]) and len(extra["openenv_tasks_hash"]) == 16
+        assert row["steps"][0]["observation"] == "Guess a number from 0 to 10."
+        assert [s["reward"] for s in row["steps"]][-1] == 1.0
+    assert len({json.loads(r["extra"])["openenv_tasks_hash"] for r in rows.values()}) == 1
+    first = rows["train/0"]["steps"]
+    assert [s["action"] for s in first] == ["5", "3"] and first[1]["observation"] == "5 is wrong: guess lower.\nattempts: 1"
+    bad = rows["train/1"]["steps"][0]
+    assert not bad["valid"] and "guess: Input should be less than or equal to 10" in bad["invalid_reason"]
+    assert rows["train/1"]["steps"][1]["valid"] and len(rows["train/1"]["steps"]) == 2
+    assert len(rows["train/2"]["steps"]) == 1 and rows["train/2"]["steps"][0]["valid"]
+    unread = rows["train/3"]["steps"][0]
+    assert not unread["valid"] and "'nine' is not of type integer" in unread["invalid_reason"]
+    info = json.loads((tmp_path / "a" / "meta" / "info.json").read_text())
+    served = info["config"]["env"]["openenv"]["served"]
+    assert served["env"] == "guess" and served["version"] == "0.3.1" and served["tasks"] == 5
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert "OpenEnv env `guess` version 0.3.1" in card and served["tasks_hash"] in card
+    assert TOKEN.encode() not in folder_text(tmp_path / "a")
+    # The same run again: the same rows.
+    _, again = collect(monkeypatch, tmp_path / "b", url, Scripted(GUESS_SCRIPT), "env.openenv.split=train")
+    assert stable(again) == stable(rows)
+
+
+def test_a_server_that_is_not_there_or_a_split_it_lacks_stops_the_run_before_anything(servers, monkeypatch, tmp_path):
+    with pytest.raises(ConfigError, match=r"env.openenv.url: .*cannot connect.*Nothing was played"):
+        collect(monkeypatch, tmp_path / "down", "http://127.0.0.1:9", Scripted())
+    with pytest.raises(ConfigError, match=r"has no split 'dev' \(its splits: train, test\)"):
+        collect(monkeypatch, tmp_path / "dev", servers["guess"].url, Scripted(), "env.openenv.split=dev")
+    assert not (tmp_path / "down").exists() and not (tmp_path / "dev").exists()
+
+
+def test_an_env_error_a_hang_and_garbage_end_only_their_episode(servers, monkeypatch, tmp_path):
+    url = servers["guess"].url
+    script = {"test/0": ["6"], "test/1": ["0"], "test/2": ["10"]}  # raises, hangs, answered with garbage
+    result, rows = collect(monkeypatch, tmp_path / "a", url, Scripted(script), "env.openenv.split=test",
+                           "env.openenv.timeout_s=1.5", "env.openenv.success_field=state.solved")
+    assert result.run["episodes"] == 3 and result.run["errors"] == 3
+    assert all(r["end_reason"] == "error" and len(r["steps"]) == 1 for r in rows.values())
+    assert "EXECUTION_ERROR: six is cursed" in rows["test/0"]["error"]
+    assert "no reply to step within 1.5 s" in rows["test/1"]["error"]
+    assert "the reply to step is not JSON: '<html>502 Bad Gateway</html>'" in rows["test/2"]["error"]
+    # A resume plays the error episodes again (on fresh connections) and keeps the rest.
+    result, rows = collect(monkeypatch, tmp_path / "a", url, Scripted(), "env.openenv.split=test",
+                           "env.openenv.timeout_s=1.5", "env.openenv.success_field=state.solved")
+    assert result.run["episodes"] == 3 and result.run["errors"] == 0
+    assert all(r["success"] and r["steps"][0]["action"] == str(TARGETS["test"][int(t[-1])]) for t, r in rows.items())
+
+
+def test_a_server_killed_mid_run_ends_its_episodes_and_a_resume_completes(servers, monkeypatch, tmp_path):
+    server = servers["guess"]
+    common = ("env.openenv.split=train", "env.openenv.retries=1", "data.val_batch_size=1")
+    policy = Scripted(hooks={("train/2", 0): server.kill})
+    try:
+        first, rows = collect(monkeypatch, tmp_path / "a", server.url, policy, *common)
+    finally:
+        server.restart()
+    # One episode at a time: those played before the kill are won, the one it hit and those after are errors.
+    assert first.run["episodes"] == 5 and first.run["errors"] == 3
+    assert sum(r["success"] for r in rows.values()) == 2 and rows["train/2"]["end_reason"] == "error"
+    assert re.search(r"the connection closed (during|before) step", rows["train/2"]["error"])  # not sent again
+    assert len(rows["train/2"]["steps"]) == 1
+    second, rows = collect(monkeypatch, tmp_path / "a", server.url, Scripted(), *common)
+    assert second.run["episodes"] == 3 and second.run["errors"] == 0
+    assert sorted(rows) == [f"train/{i}" for i in range(5)] and all(r["success"] for r in rows.values())
+
+
+# --- the MCP-tool env -----------------------------------------------------------------------------------
+
+
+def test_an_mcp_env_is_played_with_text_actions_and_with_tool_calls(servers, monkeypatch, tmp_path):
+    url = servers["room"].url
+    script = {"seeds/0": ["look", "take sofa", "fly away"]}
+    result, rows = collect(monkeypatch, tmp_path / "text", url, Scripted(script), "env.openenv.seeds=2")
+    assert result.run["episodes"] == 2 and result.run["errors"] == 0
+    row = rows["seeds/0"]
+    assert row["success"] and json.loads(row["extra"])["openenv_env"] == "room" and row["goal"] == "Take the key."
+    assert row["steps"][0]["observation"] == "intro: A small room. Find the way out."
+    steps = row["steps"]
+    assert [s["action"] for s in steps] == ["look", "take sofa", "fly away", "take key"]
+    assert [s["valid"] for s in steps] == [True, True, False, True]
+    assert steps[1]["observation"] == "You see a key and a lamp."
+    assert steps[2]["observation"] == "Error: Error calling tool 'take': there is no sofa here"
+    assert "unknown tool 'fly' (tools: look, take)" in steps[2]["invalid_reason"]
+    assert [s["reward"] for s in steps] == [0.0, 0.0, 0.0, 1.0]
+    result, rows = collect(monkeypatch, tmp_path / "tools", url, Scripted(script, tools=True),
+                           "env.openenv.seeds=2", "prompt.actions=tools", "prompt.style=chat")
+    assert result.run["episodes"] == 2 and result.run["errors"] == 0 and all(r["success"] for r in rows.values())
+    offered = {t["function"]["name"]: t["function"] for t in json.loads(rows["seeds/1"]["tools"])}
+    assert set(offered) == {"look", "take"} and offered["take"]["parameters"]["required"] == ["obj"]
+    actions = [s["action"] for s in rows["seeds/0"]["steps"]]
+    assert actions[:2] == ["look", "take sofa"] and actions[-1] == "take key" and not rows["seeds/0"]["steps"][2]["valid"]
+
+
+def test_a_full_server_is_offered_no_session_until_its_wait_is_over(servers):
+    url = servers["room"].url
+    held = [OpenEnvEnv(url, seeds=1) for _ in range(3)]
+    waiting = OpenEnvEnv(url, seeds=1, capacity_wait_s=0.5, timeout_s=1.0)
+    try:
+        for env in held:
+            env.reset(options={"task_id": "seeds/0"})
+        with pytest.raises(ServerError, match=r"CAPACITY_REACHED: Server at capacity: 3/3"):
+            waiting.reset(options={"task_id": "seeds/0"})  # after waiting its timeout_s for a slot
+        assert BOARD.load(url) == float("inf")  # offered no session meanwhile
+        held.pop().close()  # a slot frees: once the wait is over, the server is offered sessions again
+        obs, info = waiting.reset(options={"task_id": "seeds/0"})
+        assert obs == "intro: A small room. Find the way out." and [t["name"] for t in info["mcp_tools"]] == ["look", "take"]
+    finally:
+        for env in [*held, waiting]:
+            env.close()
+
+
+# --- the tiny model -----------------------------------------------------------------------------------
+
+
+@pytest.mark.hf
+@pytest.mark.extended
+def test_the_tiny_model_plays_the_text_game_reproducibly_by_seed(servers, tiny_model_dir, monkeypatch, tmp_path):
+    """A random model writes no number: every step is an invalid action with its reason, never sent, and the
+    same seed gives the same rows."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+
+    def run(name):
+        result = agent_sft.collect([
+            "env.env_name=openenv", f"env.openenv.url={servers['guess'].url}", "env.openenv.split=test",
+            "env.max_steps=3", "env.seed=5", "data.val_batch_size=3", "policy.type=hf", f"policy.model={tiny_model_dir}",
+            "policy.max_tokens=24", "policy.temperature=1.0", "policy.max_model_len=2048", f"output.dir={tmp_path / name}"])
+        raw = agent_sft.load(str(tmp_path / name), "raw")
+        return result, {row["task_id"]: row for split in raw.values() for row in split}
+
+    result, rows = run("a")
+    assert result.run["episodes"] == 3 and result.run["errors"] == 0 and sorted(rows) == ["test/0", "test/1", "test/2"]
+    for row in rows.values():
+        assert row["end_reason"] in ("step_limit", "success", "failure") and json.loads(row["extra"])["openenv_env"] == "guess"
+        assert all(s["valid"] or s["invalid_reason"] for s in row["steps"])
+    _, again = run("b")
+    assert stable(again) == stable(rows)

@@ -207,9 +207,17 @@ def test_an_mcp_env_is_played_with_text_actions_and_with_tool_calls(servers, mon
     assert steps[2]["observation"] == "Error: Error calling tool 'take': there is no sofa here"
     assert "unknown tool 'fly' (tools: look, take)" in steps[2]["invalid_reason"]
     assert [s["reward"] for s in steps] == [0.0, 0.0, 0.0, 1.0]
+    # With tool calls, and the user's hooks: the observation's text, and the success rule.
+    hooks = tmp_path / "hooks.py"
+    hooks.write_text("def text(observation):\n    return 'seen: ' + (observation.get('tool_name') or 'the room')\n\n"
+                     "def won(step):\n    return step['observation'].get('tool_name') == 'take' and step['reward'] == 1\n")
     result, rows = collect(monkeypatch, tmp_path / "tools", url, Scripted(script, tools=True),
-                           "env.openenv.seeds=2", "prompt.actions=tools", "prompt.style=chat")
+                           "env.openenv.seeds=2", "prompt.actions=tools", "prompt.style=chat",
+                           f"env.openenv.obs_to_text={hooks}:text", f"env.openenv.success_fn={hooks}:won")
     assert result.run["episodes"] == 2 and result.run["errors"] == 0 and all(r["success"] for r in rows.values())
+    assert [s["observation"] for s in rows["seeds/1"]["steps"]] == ["seen: the room"]
+    assert rows["seeds/0"]["steps"][2]["observation"] == "seen: take"
+    assert "OpenEnv MCP-tool env `room` version 1.2.0, seeded resets, no Task API; success: hooks.py:won says so" in (tmp_path / "tools" / "README.md").read_text()
     offered = {t["function"]["name"]: t["function"] for t in json.loads(rows["seeds/1"]["tools"])}
     assert set(offered) == {"look", "take"} and offered["take"]["parameters"]["required"] == ["obj"]
     actions = [s["action"] for s in rows["seeds/0"]["steps"]]

@@ -37,7 +37,7 @@ def load_websockets():
     try:
         from websockets.sync.client import connect
     except ImportError as err:
-        raise ImportError(f"the openenv env needs websockets: pip install 'agent-sft[openai]' websockets ({err})") from err
+        raise ImportError(f"the openenv env needs websockets: pip install 'agent-sft[openenv]' ({err})") from err
     return connect
 
 

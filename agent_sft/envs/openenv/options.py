@@ -94,11 +94,6 @@ class OpenEnvOptions(EnvOptions):
                 "timeout_s": self.timeout_s, "retries": self.retries, "capacity_wait_s": self.capacity_wait_s,
                 "served": dict(self.served)}
 
-    def replays(self) -> str:
-        """An OpenEnv episode replays from its task (split and index, or seed) when the server's env is
-        deterministic; nothing here can tell, so it is assumed as for any env."""
-        return ""
-
     def probe_servers(self) -> dict[str, str]:
         from concurrent.futures import ThreadPoolExecutor
 

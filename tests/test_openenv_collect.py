@@ -14,6 +14,7 @@ from agent_sft.config import ConfigError
 from agent_sft.envs.http.client import ServerError
 from agent_sft.envs.openenv.env import OpenEnvEnv
 from agent_sft.envs.openenv.server import BOARD
+from agent_sft.errors import RunFailedError
 from agent_sft.policies.base import Completion
 from agent_sft.records import PolicyInfo
 from agent_sft.rollout import policy as run_policy
@@ -171,21 +172,25 @@ def test_an_env_error_a_hang_and_garbage_end_only_their_episode(servers, monkeyp
     assert all(r["success"] and r["steps"][0]["action"] == str(TARGETS["test"][int(t[-1])]) for t, r in rows.items())
 
 
-def test_a_server_killed_mid_run_ends_its_episodes_and_a_resume_completes(servers, monkeypatch, tmp_path):
+def test_a_server_killed_mid_run_ends_its_episodes_stops_the_run_and_a_resume_completes(servers, monkeypatch,
+                                                                                       tmp_path):
     server = servers["guess"]
-    common = ("env.openenv.split=train", "env.openenv.retries=1", "data.val_batch_size=1")
+    common = ("env.openenv.split=train", "env.openenv.retries=1", "data.val_batch_size=1",
+              "env.max_consecutive_errors=2")
     policy = Scripted(hooks={("train/2", 0): server.kill})
     try:
-        first, rows = collect(monkeypatch, tmp_path / "a", server.url, policy, *common)
+        with pytest.raises(RunFailedError, match=r"2 episodes in a row ended in an env error and none of its "
+                                                 r"servers answers \(http://127.0.0.1:\d+: GET .*/health: cannot connect"):
+            collect(monkeypatch, tmp_path / "a", server.url, policy, *common)
     finally:
         server.restart()
-    # One episode at a time: those played before the kill are won, the one it hit and those after are errors.
-    assert first.run["episodes"] == 5 and first.run["errors"] == 3
-    assert sum(r["success"] for r in rows.values()) == 2 and rows["train/2"]["end_reason"] == "error"
-    assert re.search(r"the connection closed (during|before) step", rows["train/2"]["error"])  # not sent again
-    assert len(rows["train/2"]["steps"]) == 1
+    rows = {r["task_id"]: r for split in agent_sft.load(str(tmp_path / "a"), "raw").values() for r in split}
+    # One episode at a time: those played before the kill are won; the one it hit is an error, its step sent once.
+    assert rows["train/2"]["end_reason"] == "error" and len(rows["train/2"]["steps"]) == 1
+    assert re.search(r"the connection closed (during|before) step", rows["train/2"]["error"])
+    assert sum(r["success"] for r in rows.values()) == 2
     second, rows = collect(monkeypatch, tmp_path / "a", server.url, Scripted(), *common)
-    assert second.run["episodes"] == 3 and second.run["errors"] == 0
+    assert second.run["errors"] == 0
     assert sorted(rows) == [f"train/{i}" for i in range(5)] and all(r["success"] for r in rows.values())
 
 

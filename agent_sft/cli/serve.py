@@ -4,6 +4,7 @@
     agent-sft serve-env alfworld env.alfworld.data_path=builtin --port 8200
     AGENT_SFT_ENV_TOKEN=secret agent-sft serve-env textworld --host 0.0.0.0
     agent-sft serve-env alfworld --protocol openenv               # for OpenEnv clients and TRL
+    agent-sft serve-env alfworld --protocol openenv --expert planner   # its info carries the expert's plan
 
 The env's options come after its name, as `agent-sft collect` takes them (`option=value`,
 `env.<option>=value` or `env.<name>.<option>=value`); each session's client sets the seed, step budget,
@@ -34,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--actions", default="text", choices=["text", "tools"],
                         help="with --protocol openenv: the action /schema shows, a text command or a call of the "
                              "env's tools (both are played either way; default: %(default)s)")
+    parser.add_argument("--expert", default=None, metavar="NAME",
+                        help="with --protocol openenv: the expert every session's env plans with (its info then "
+                             "carries expert_plan, which agent-sft's expert policy replays); default: none")
     parser.add_argument("--max-sessions", type=int, default=64, help="sessions open at once; more get 503 (default: %(default)s)")
     parser.add_argument("--idle-timeout-s", type=float, default=600.0,
                         help="close a session unused this long; a client may ask for a shorter lease, which it "
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         serve(env.name, options, args.host, args.port, token=token, max_sessions=args.max_sessions,
               idle_timeout_s=args.idle_timeout_s, step_timeout_s=args.step_timeout_s,
               start_timeout_s=args.start_timeout_s, exit_after_steps=args.exit_after_steps,
-              log_level=args.log_level, protocol=args.protocol, actions=args.actions)
+              log_level=args.log_level, protocol=args.protocol, actions=args.actions, expert=args.expert)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (the CLI's `Terminated`)
         raise type(e)("every session's env was closed") from None
     return 0

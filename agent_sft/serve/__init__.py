@@ -104,6 +104,7 @@ def serve(
     log_level: str = "warning",
     protocol: str = "agent-sft",
     actions: str = "text",
+    expert: str | None = None,
 ) -> None:
     """Serve env `env_name` until Ctrl-C or SIGTERM; then every session's env is closed.
 
@@ -113,7 +114,8 @@ def serve(
     Prints `serving <env> on http://HOST:PORT (N tasks)` once it accepts connections (`port=0` picks a
     free port, and the line says which). Without a token on a host other than loopback, warns first.
     `protocol`: "agent-sft" (`envs.http.protocol`) or "openenv" (OpenEnv's routes, `serve.openenv_app`,
-    whose /schema shows the text action or, with `actions="tools"`, the tool call).
+    whose /schema shows the text action or, with `actions="tools"`, the tool call). `expert`: with
+    "openenv", the expert every session's env plans with (agent-sft's own clients name theirs per session).
 
     Raises:
         ConfigError: bad options or an address it cannot listen on.
@@ -138,6 +140,14 @@ def serve(
         raise ConfigError(f"actions must be 'text' or 'tools', got {actions!r}")
     if max_sessions < 1:
         raise ConfigError(f"max_sessions must be at least 1, got {max_sessions}")
+    if expert is not None:
+        if protocol != "openenv":
+            raise ConfigError("expert: a server of agent-sft's protocol takes each session's expert from its client; "
+                              "serve one expert with --protocol openenv")
+        if not env.expert_kwarg:
+            raise ConfigError(f"expert: environment {env.name!r} has no expert")
+        if env.experts and expert not in env.experts:
+            raise ConfigError(f"expert: {expert!r} is not an expert of {env.name} (one of {', '.join(env.experts)})")
     if not token and not is_loopback(host):
         print(f"warning: serving {env.name} on {host} without a token: anyone who can reach this address can run "
               "the env; set a token (--token-env)", file=sys.stderr, flush=True)
@@ -151,7 +161,7 @@ def serve(
         raise
     try:
         sock.listen(2048)
-        app = make_openenv_app(manager, token, actions) if protocol == "openenv" else make_app(manager, token)
+        app = make_openenv_app(manager, token, actions, expert) if protocol == "openenv" else make_app(manager, token)
         config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=5,
                                 lifespan="off")
         server = uvicorn.Server(config)

@@ -48,30 +48,38 @@ class _RangeRequest(_SplitRequest):
     stop: int | None = None
 
 
-def metadata(manager: SessionManager) -> dict[str, Any]:
-    """`GET /metadata`: the env's registered name, and as its version agent-sft's and its engine's."""
+def metadata(manager: SessionManager, expert: str | None = None) -> dict[str, Any]:
+    """`GET /metadata`: the env's registered name, and as its version agent-sft's and its engine's; under
+    `agent_sft`, what agent-sft's own protocol describes (`/info`: the options that decide its episodes,
+    package versions, the info keys kept once per episode) and the expert served (`expert`, or none), so
+    agent-sft's `openenv` env plays it as the env itself."""
     info = manager.info()
     packages = info["packages"]
     engines = "".join(f"; {k} {v}" for k, v in sorted(packages.items()) if k not in ("python", "agent_sft"))
+    served = {"env": manager.spec.name, "fingerprint": info["fingerprint"], "packages": packages,
+              "episode_keys": info["episode_keys"], "experts": [expert] if expert else [],
+              "default_expert": expert, "has_expert": expert is not None}
     return {"name": manager.spec.name, "description": info["description"] or info["title"], "readme_content": None,
             "version": f"agent-sft {packages.get('agent_sft', '?')}{engines}", "author": "agent-sft",
-            "documentation_url": None, "packages": packages, "fingerprint": info["fingerprint"]}
+            "documentation_url": None, "agent_sft": served}
 
 
-def make_openenv_app(manager: SessionManager, token: str | None = None, actions: str = "text") -> Any:
+def make_openenv_app(manager: SessionManager, token: str | None = None, actions: str = "text",
+                     expert: str | None = None) -> Any:
     """The FastAPI app serving `manager`'s env through OpenEnv's protocol; /schema shows the text action,
-    or the tool call when `actions == "tools"` (both are played either way)."""
+    or the tool call when `actions == "tools"` (both are played either way). With `expert`, every
+    session's env plans with that expert (its info carries `expert_plan`)."""
     import anyio
     from fastapi import Depends, FastAPI, WebSocket, WebSocketException
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
     from starlette.requests import HTTPConnection, Request
 
-    sessions = OpenEnvSessions(manager)
+    sessions = OpenEnvSessions(manager, expert)
     limiter = anyio.CapacityLimiter(2 * manager.max_sessions + 8)
     expected = f"Bearer {token}".encode() if token else None
     name = manager.spec.name
-    about, schemas = metadata(manager), wire.schema(actions)
+    about, schemas = metadata(manager, expert), wire.schema(actions)
 
     async def authorize(conn: HTTPConnection) -> None:
         if expected is None or hmac.compare_digest(conn.headers.get("authorization", "").encode(), expected):

@@ -43,10 +43,12 @@ class _Episode:
 
 
 class OpenEnvSessions:
-    """OpenEnv sessions of `manager`'s env: text actions and tool calls both played."""
+    """OpenEnv sessions of `manager`'s env: text actions and tool calls both played; each session's env
+    plans with `expert` when one is given."""
 
-    def __init__(self, manager: SessionManager):
+    def __init__(self, manager: SessionManager, expert: str | None = None):
         self.manager = manager
+        self.expert = expert
         self.tasks: list[TaskSpec] = [task_from_json(t) for t in manager.tasks]
         self._episodes: dict[str, _Episode] = {}
         self._lock = threading.Lock()
@@ -63,7 +65,7 @@ class OpenEnvSessions:
         """
         self._forget_expired()
         try:
-            sid = self.manager.create({})["session_id"]
+            sid = self.manager.create({"expert": self.expert} if self.expert else {})["session_id"]
         except ServeError as err:
             if err.kind == "busy":
                 raise CapacityError(len(self.manager), self.manager.max_sessions) from None

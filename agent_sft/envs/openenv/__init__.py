@@ -6,7 +6,9 @@ OpenEnv's protocol itself (`/ws`, `/schema`, the Task API; no `openenv` package 
 Before a run, every server is described (`prepare`): one that does not answer, or that plays another env,
 version or task set than the first, stops the run before any episode. What they play (name and version
 from /metadata, the Task API's splits and a fingerprint of their tasks) is recorded in the folder's config
-(`env.openenv.served`), in every episode's `extra`, and on the dataset card.
+(`env.openenv.served`), in every episode's `extra`, and on the dataset card. A server that is agent-sft's
+(`agent-sft serve-env NAME --protocol openenv`) is played as its env: the episodes record that env's name
+(as the `http` env's do), so its prompt template, action handling, per-episode info keys and expert apply.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def prepare(options: OpenEnvOptions) -> dict[str, Any]:
         served = {"env": d["name"], "version": d["version"], "mcp": d["mcp"], "splits": d.get("splits"),
                   "tasks": sum(map(len, d["tasks"].values())) if "tasks" in d else None,
                   "tasks_hash": d.get("tasks_hash"), "success": options.success_rule()}
+        if d.get("agent_sft"):
+            served["agent_sft"] = d["agent_sft"]
         if seen and served != seen:
             raise ConfigError(f"env.openenv.url: {u} serves {served}, but {options.url[0]} serves {seen}; give "
                               "servers of one env, version and task set")
@@ -56,7 +60,8 @@ def card_line(options: dict[str, Any]) -> str:
     tasks = (f"Task API split(s) {', '.join(s.get('splits') or [])}, {s.get('tasks')} tasks (fingerprint "
              f"`{s.get('tasks_hash')}`)" if s.get("tasks_hash") else "seeded resets, no Task API")
     kind = "MCP-tool env" if s.get("mcp") else "env"
-    return (f"OpenEnv {kind} `{s.get('env')}` version {s.get('version')}, {tasks}; success: {s.get('success')}.")
+    own = f" (agent-sft's `{s['agent_sft'].get('env')}`)" if isinstance(s.get("agent_sft"), dict) else ""
+    return (f"OpenEnv {kind} `{s.get('env')}`{own} version {s.get('version')}, {tasks}; success: {s.get('success')}.")
 
 
 SPEC = EnvSpec(
@@ -64,7 +69,7 @@ SPEC = EnvSpec(
     entry_point="agent_sft.envs.openenv.env:OpenEnvEnv",
     options=OpenEnvOptions,
     packages=("httpx", "websockets"),
-    expert_kwarg=None,
+    expert_kwarg="expert",  # an agent-sft server's (`--expert`); other OpenEnv servers give no plan
     shared_process=True,  # connections wait on the network: many run as threads of one process
     prepare=prepare,
     extra="openenv",
@@ -73,6 +78,7 @@ SPEC = EnvSpec(
     card=EnvCard(
         title="OpenEnv",
         description="Episodes played on OpenEnv servers (Hub Spaces, containers), through OpenEnv's own protocol.",
+        expert_source="the served env, on agent-sft's servers started with --expert",
         served="agent_sft.envs.openenv:card_line",
     ),
 )

@@ -4,7 +4,9 @@ Each instance holds one `/ws` connection (one env on a server) at a time, on the
 holds the fewest, kept across episodes; a reset that finds it gone opens another (a reset is safe to send
 again), while a step is sent once: a connection that closes or a reply that does not come ends the
 episode as an error. Tasks are the Task API's (`<split>/<index>`, reset with that split and index and the
-episode's seed) or, without one, seeds (`seed/<n>`, reset with seed n).
+episode's seed) or, without one, seeds (`seed/<n>`, reset with seed n). A server that is agent-sft's
+(`serve-env NAME --protocol openenv`) is played as the env it serves (`envs.openenv.own`): its tasks, text,
+actions and infos are the env's.
 
     env = OpenEnvEnv(url=["http://127.0.0.1:8000"])
     obs, info = env.reset(seed=3, options={"task_id": env.tasks()[0].task_id})
@@ -22,6 +24,7 @@ from typing import Any
 
 from agent_sft.envs.base import TaskList, TaskSpec, task_hash
 from agent_sft.envs.http.client import JsonClient, ServerError
+from agent_sft.envs.openenv import own
 from agent_sft.envs.openenv import schema as sch
 from agent_sft.envs.openenv.server import BOARD, describe
 from agent_sft.envs.openenv.wire import Socket, WireError
@@ -58,7 +61,7 @@ class OpenEnvAdapter:
     def __init__(self, split: str | None = None, seeds: int = 100, seed_offset: int = 0,
                  success_reward: float | None = None, success_field: str | None = None, success_fn: str | None = None,
                  obs_to_text: str | None = None, token_env: str | None = "HF_TOKEN", timeout_s: float = 60.0,
-                 retries: int = 3, capacity_wait_s: float = 30.0):
+                 retries: int = 3, capacity_wait_s: float = 30.0, expert: str | None = None):
         from agent_sft.envs.gym.text import load_function
 
         self.split, self.seeds, self.seed_offset = split, int(seeds), int(seed_offset)
@@ -68,6 +71,7 @@ class OpenEnvAdapter:
         self.obs_to_text, self._to_text = obs_to_text, load_function(obs_to_text) if obs_to_text else None
         self.token_env, self.timeout_s, self.retries = token_env, float(timeout_s), int(retries)
         self.capacity_wait_s = float(capacity_wait_s)
+        self.expert = expert
         self._served: dict[str, Any] | None = None
         self._tasks: TaskList | None = None
 
@@ -79,6 +83,11 @@ class OpenEnvAdapter:
             self._served = describe(c, self.split)
         return self._served
 
+    @property
+    def own(self) -> bool:
+        """Whether the server is agent-sft's, played as the env it serves (`envs.openenv.own`)."""
+        return bool((self._served or {}).get("agent_sft"))
+
     def _provenance(self) -> dict[str, Any]:
         s = self._served or {}
         return {"openenv_env": s.get("name"), "openenv_version": s.get("version"),
@@ -88,7 +97,12 @@ class OpenEnvAdapter:
         if self._tasks is None:
             served = self.served(c)
             out = []
-            if "tasks" in served:
+            if self.own and "tasks" in served:
+                try:
+                    out = own.tasks(served, self._provenance())
+                except ValueError as err:
+                    raise ServerError(f"{c.base_url}: {err}") from None
+            elif "tasks" in served:
                 for split in served["splits"]:
                     for i, task in enumerate(served["tasks"][split]):
                         kind = task.get("type") or task.get("task_type") if isinstance(task, dict) else None
@@ -164,8 +178,10 @@ class OpenEnvAdapter:
     def reset(self, c: JsonClient, s: _Session, seed: int | None, task_id: str | None) -> tuple[str, dict]:
         self.tasks(c)
         task = self._tasks.choose(task_id, seed)
-        if task.game_split == SEED_SPLIT:
-            data: dict[str, Any] = {"seed": task.extra["seed"]}
+        if self.own:
+            data = own.reset_data(task, seed)
+        elif task.game_split == SEED_SPLIT:
+            data = {"seed": task.extra["seed"]}
         else:
             data = {"split": task.game_split, "index": task.extra["index"]}
             if seed is not None:
@@ -185,6 +201,12 @@ class OpenEnvAdapter:
                 time.sleep(min(2.0, 0.1 * 2**attempt) * (0.5 + random.random()))
         observation = self._observation(c, reply)
         s.task, s.steps = task, 0
+        if self.own:
+            try:
+                s.last_text = own.text_of(observation)
+                return s.last_text, own.info_of(observation, self.expert)
+            except ValueError as err:
+                raise ServerError(f"{c.base_url}: {err}") from None
         s.last_text = self._text(c, observation)
         info = {"task_id": task.task_id, "task_type": task.task_type, "game_split": task.game_split,
                 "goal": self.goal(task), "step": 0, "won": False}
@@ -209,6 +231,13 @@ class OpenEnvAdapter:
                 return self._invalid(s, str(err).split(": ", 1)[-1])
             raise
         observation = self._observation(c, reply)
+        if self.own:
+            try:
+                answer = own.step_of(reply, self.expert)
+            except ValueError as err:
+                raise ServerError(f"{c.base_url}: {err}") from None
+            s.last_text = answer[0]
+            return answer
         refused = sch.tool_error(observation) if s.tools is not None else ""
         if refused:
             return self._invalid(s, refused, self._text(c, observation))
@@ -228,6 +257,8 @@ class OpenEnvAdapter:
         return text if text is not None else f"Invalid action: {reason}", 0.0, False, False, info
 
     def _payload(self, s: _Session, action: str) -> dict:
+        if self.own:
+            return {"action": action}
         if s.tools is not None:
             name, arguments = sch.tool_call(action, s.tools)
             return {"type": "call_tool", "tool_name": name, "arguments": arguments}
@@ -267,19 +298,22 @@ class OpenEnvEnv(RemoteEnv):
             timeout_s, retries, capacity_wait_s: as `OpenEnvOptions` says.
         served: what `prepare` found (unused here: each env asks its server again, the same answer).
         seed, max_steps: the generic env arguments (the step budget is `TimeLimit`'s).
+        expert: the expert policy's expert (None for any other policy): an agent-sft server plans with the
+            one it serves (`--expert`); the run checked it is this one. Without it, the plan is left out of
+            the infos, as the env in process gives none.
     """
 
     def __init__(self, url: list[str] | str, split: str | None = None, seeds: int = 100, seed_offset: int = 0,
                  success_reward: float | None = None, success_field: str | None = None,
                  success_fn: str | None = None, obs_to_text: str | None = None, token_env: str | None = "HF_TOKEN",
                  timeout_s: float = 60.0, retries: int = 3, capacity_wait_s: float = 30.0,
-                 served: dict | None = None, seed: int = 0, max_steps: int = 50) -> None:
+                 served: dict | None = None, seed: int = 0, max_steps: int = 50, expert: str | None = None) -> None:
         urls = [url] if isinstance(url, str) else list(url)
         if not urls:
             raise ValueError("the openenv env needs at least one server URL (env.openenv.url)")
         self.timeout_s = float(timeout_s)
         adapter = OpenEnvAdapter(split, seeds, seed_offset, success_reward, success_field, success_fn, obs_to_text,
-                                 token_env, timeout_s, retries, capacity_wait_s)
+                                 token_env, timeout_s, retries, capacity_wait_s, expert)
         super().__init__([JsonClient(u, timeout_s, retries, token_env) for u in urls], adapter, open_now=False)
 
     def _open(self) -> None:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from agent_sft.envs.specs import EnvOptions, OptionError, option
+from agent_sft.envs.specs import EnvOptions, OptionError, PlayedEnv, option
 
 
 def _check_function(name: str, ref: str | None) -> None:
@@ -93,6 +93,20 @@ class OpenEnvOptions(EnvOptions):
                 "success_fn": self.success_fn, "obs_to_text": self.obs_to_text, "token_env": self.token_env,
                 "timeout_s": self.timeout_s, "retries": self.retries, "capacity_wait_s": self.capacity_wait_s,
                 "served": dict(self.served)}
+
+    def played_env(self) -> PlayedEnv:
+        """An agent-sft server's env, as its /metadata describes it (`served["agent_sft"]`): episodes record
+        its name, experts, packages and per-episode info keys. Any other server gives no expert's plan."""
+        from agent_sft.envs.registry import find_spec
+
+        own = (self.served or {}).get("agent_sft")
+        if not isinstance(own, dict) or not own.get("env"):
+            return PlayedEnv("openenv", has_expert=False)
+        local = find_spec(own["env"])  # its expert is labelled as the same env played here labels it
+        label = local.as_played().expert_label if local is not None else "{name}-{expert}"
+        return PlayedEnv(str(own["env"]), tuple(own.get("experts") or ()), own.get("default_expert"), label,
+                         packages=dict(own.get("packages") or {}), episode_keys=tuple(own.get("episode_keys") or ()),
+                         has_expert=bool(own.get("has_expert")))
 
     def probe_servers(self) -> dict[str, str]:
         from concurrent.futures import ThreadPoolExecutor

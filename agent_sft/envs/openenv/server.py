@@ -59,10 +59,24 @@ def tasks_of(c: JsonClient, name: str, split: str) -> list[Any]:
     return r["tasks"]
 
 
+def agent_sft_env(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """What an agent-sft server (`agent-sft serve-env NAME --protocol openenv`) says of the env it serves in its
+    /metadata (`env`, `fingerprint`, `packages`, `episode_keys`, `experts`, `default_expert`, `has_expert`); None
+    for any other server."""
+    own = meta.get("agent_sft")
+    if not isinstance(own, dict) or not isinstance(own.get("env"), str) or not own["env"]:
+        return None
+    return {"env": own["env"], "fingerprint": dict(own.get("fingerprint") or {}),
+            "packages": {str(k): str(v) for k, v in dict(own.get("packages") or {}).items()},
+            "episode_keys": [str(k) for k in own.get("episode_keys") or []],
+            "experts": [str(e) for e in own.get("experts") or []], "default_expert": own.get("default_expert"),
+            "has_expert": bool(own.get("has_expert"))}
+
+
 def describe(c: JsonClient, split: str | None = None) -> dict[str, Any]:
-    """What a server plays: `{"name", "version", "description"}` from /metadata, `schema` (/schema), `mcp`, and with a Task API
-    `task_env` (its route name), `splits` and `tasks` (split -> the listed tasks), `tasks_hash` (their
-    fingerprint).
+    """What a server plays: `{"name", "version", "description"}` from /metadata, `schema` (/schema), `mcp`, for
+    an agent-sft server `agent_sft` (`agent_sft_env`), and with a Task API `task_env` (its route name), `splits`
+    and `tasks` (split -> the listed tasks), `tasks_hash` (their fingerprint).
 
     Raises:
         ServerError: a route that fails, or `split` not among the server's splits.
@@ -77,6 +91,9 @@ def describe(c: JsonClient, split: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"name": str(meta.get("name") or ""), "version": str(meta.get("version") or ""),
                            "description": str(meta.get("description") or ""), "schema": schema,
                            "mcp": is_mcp(schema.get("action"))}
+    own = agent_sft_env(meta)
+    if own is not None:
+        out.update(agent_sft=own, mcp=False)  # its text actions are played, whatever /schema shows
     name = env_name(c)
     listed = splits(c, name)
     if listed is None:

@@ -16,7 +16,10 @@ DIR="$(realpath -m "${1:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-sft/openenv-venv}
 BASE_PYTHON="${AGENT_SFT_BASE_PYTHON:-python3}"
 
 OPENENV_REQ="openenv==0.10.0"
-DEPS=(fastapi pydantic uvicorn websockets httpx requests "fastmcp>=3,<4")
+# The versions OpenEnv 0.10.0's server and clients were checked with here (openenv goes in without its
+# dependencies, so its own limits do not apply: these pins keep a new release from changing the tests' server).
+DEPS=(fastapi==0.165.0 pydantic==2.14.4 uvicorn==0.55.0 websockets==17.4 httpx==0.29.0 requests==2.34.2
+      fastmcp==3.4.11 mcp==1.30.0 starlette==1.10.0)
 PY="$DIR/bin/python"
 
 ready() {

@@ -95,6 +95,19 @@ def test_every_request_needs_the_token_which_is_never_shown(server):
     assert TOKEN not in server.out() + server.err()
 
 
+def test_requests_addressed_elsewhere_are_refused(server):
+    """A page that points a name of its own at 127.0.0.1 (DNS rebinding) sends that name as the Host: 403
+    `forbidden`. With a token a page's Origin needs no check (it cannot send the token)."""
+    port = server.url.rsplit(":", 1)[1]
+    with server.client() as c:
+        for host in (f"rebound.example:{port}", "127.0.0.1:1", ""):
+            assert "127.0.0.1, localhost or [::1]" in error(c.post("/sessions", json={}, headers={"Host": host}),
+                                                            403, "forbidden")
+        for host in (f"localhost:{port}", f"[::1]:{port}"):
+            assert c.get("/health", headers={"Host": host}).status_code == 200
+        assert c.get("/health", headers={"Origin": "https://elsewhere.example"}).status_code == 200
+
+
 def test_an_episode_over_http_is_the_env_in_process(http):
     before = http.get("/health").json()
     sid = session(http, seed=5, max_steps=10, expert="walk")
@@ -277,6 +290,10 @@ def test_exit_after_steps_stops_right_after_the_answer(tmp_path):
 def test_sigterm_closes_every_session(tmp_path):
     s = Server(tmp_path, "crash-test")
     with s.client() as c:
+        # without a token, a page of another site is refused (one of this machine's is answered)
+        assert "another site" in error(c.post("/sessions", json={}, headers={"Origin": "https://elsewhere.example"}),
+                                       403, "forbidden")
+        assert c.get("/health", headers={"Origin": "http://localhost:5173"}).json()["counters"]["sessions_created"] == 0
         pids = [reset(c, session(c))["info"]["pid"] for _ in range(2)]
     for pid in pids:
         os.kill(pid, 0)  # alive

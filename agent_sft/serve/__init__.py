@@ -113,6 +113,8 @@ def serve(
     tasks (so bad options or missing data fail here), and only then are connections accepted.
     Prints `serving <env> on http://HOST:PORT (N tasks)` once it accepts connections (`port=0` picks a
     free port, and the line says which). Without a token on a host other than loopback, warns first.
+    On a loopback host it answers requests addressed to a loopback name only, and without a token no
+    request a web page of another site sent (`serve.guard`: 403, whatever the protocol).
     `protocol`: "agent-sft" (`envs.http.protocol`) or "openenv" (OpenEnv's routes, `serve.openenv_app`,
     whose /schema shows the text action or, with `actions="tools"`, the tool call). `expert`: with
     "openenv", the expert every session's env plans with (agent-sft's own clients name theirs per session).
@@ -127,6 +129,7 @@ def serve(
         import uvicorn
 
         from agent_sft.serve.app import make_app
+        from agent_sft.serve.guard import LocalGuard
         from agent_sft.serve.openenv_app import make_openenv_app
     except ImportError as e:
         raise ConfigError(f"serving an env needs fastapi and uvicorn ({e}): pip install 'agent-sft[serve]'") from None
@@ -162,6 +165,10 @@ def serve(
     try:
         sock.listen(2048)
         app = make_openenv_app(manager, token, actions, expert) if protocol == "openenv" else make_app(manager, token)
+        def refused(why: str) -> dict[str, Any]:
+            return {"detail": why} if protocol == "openenv" else ServeError("forbidden", why).body()
+
+        app = LocalGuard(app, loopback=is_loopback(host), token=token, error_body=refused)
         config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=5,
                                 lifespan="off")
         server = uvicorn.Server(config)

@@ -36,6 +36,7 @@ from agent_sft.errors import AgentSFTError
 # kind -> HTTP status, as agent_sft/envs/http/protocol.py lists them
 STATUS = {
     "unauthorized": 401,
+    "forbidden": 403,
     "unknown_session": 404,
     "conflict": 409,
     "bad_request": 422,
@@ -338,13 +339,17 @@ class SessionManager:
             self.counters.renewals += len(renewed)
         return {"renewed": renewed, "unknown": unknown}
 
-    def close_session(self, session_id: str) -> bool:
-        """Close a session and its env; False when there was none (closing is idempotent)."""
+    def close_session(self, session_id: str, *, now: bool = False) -> bool:
+        """Close a session and its env; False when there was none (closing is idempotent). With `now`, a
+        request in progress on it is not waited for: its env's worker is stopped under it (the request fails)."""
         s = self._drop(session_id)
         if s is None:
             return False
         with self._lock:
             self.counters.sessions_closed += 1
+        if now and (pool := s.pool) is not None:
+            s.closed = True
+            pool.close()
         with s.lock:
             s.close()
         return True

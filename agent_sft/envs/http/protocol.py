@@ -26,7 +26,9 @@
                                         -> {"renewed": [id, ...], "unknown": [id, ...]}
 
 Errors are JSON `{"error": message, "kind": KIND}` with a status code: 401 `unauthorized` (a server
-started with a token and a request without `Authorization: Bearer <token>`), 404 `unknown_session`
+started with a token and a request without `Authorization: Bearer <token>`), 403 `forbidden` (a server
+on the loopback and a Host that is not a loopback name, or a server without a token and a web page of
+another site's Origin), 404 `unknown_session`
 (never made, closed, or expired), 409 `conflict` (a step before any reset, or a
 step index that is neither the next one nor the last one answered), 422 `bad_request`, 500
 `env_error` (the env raised, hung past the step timeout or died: its process is replaced, the session

@@ -15,7 +15,7 @@ import random
 from typing import Any
 
 from agent_sft.envs.base import TaskSpec
-from agent_sft.envs.http.client import JsonClient, ServerError
+from agent_sft.envs.remote_client import JsonClient, ServerError
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from agent_sft.envs.gym.games import (
     task_id,
     task_seeds,
 )
-from agent_sft.envs.gym.text import ansi_text, load_function
+from agent_sft.envs.gym.text import ansi_text
+from agent_sft.envs.hooks import load_function
 
 _PROTOCOL_KEYS = {
     "task_id", "task_type", "goal", "won", "game_split", "step", "admissible_actions", "expert_plan", "expert",

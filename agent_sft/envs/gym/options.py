@@ -62,7 +62,7 @@ class GymnasiumOptions(EnvOptions):
         except GameError as err:
             raise OptionError(err.option, str(err)) from None
         if self.obs_to_text:
-            from agent_sft.envs.gym.text import load_function
+            from agent_sft.envs.hooks import load_function
 
             try:
                 load_function(self.obs_to_text)

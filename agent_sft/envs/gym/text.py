@@ -1,4 +1,4 @@
-"""Gymnasium observations as text: the ansi render made plain, FrozenLake and Taxi described, user functions.
+"""Gymnasium observations as text: the ansi render made plain, FrozenLake and Taxi described.
 
 The FrozenLake and Taxi texts are gymnasium's ansi maps with the agent drawn as a letter (the ansi
 render marks it by color only, which plain text loses), a line saying where everything is, and a line
@@ -7,14 +7,10 @@ saying what the last action did. All of them are pure functions of the engine's 
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import re
-import sys
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+from agent_sft.envs.hooks import load_function as load_function  # user functions: re-exported from here
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -157,46 +153,3 @@ def _taxi_feedback(
         text += f" The passenger changed their mind: they now want to go to {TAXI_STOPS[d1]}."
     return text
 
-
-# --- user functions --------------------------------------------------------------------------------
-
-
-def load_function(ref: str) -> Callable[..., Any]:
-    """The function `ref` names: `package.module:function` or `path/to/file.py:function`.
-
-    Raises:
-        ValueError: `ref` is not of that form, does not import, or names nothing callable.
-    """
-    where, sep, name = str(ref).rpartition(":")
-    if not sep or not where or not name.isidentifier():
-        raise ValueError(f"{ref!r} is not 'module:function' or 'file.py:function'")
-    try:
-        if where.endswith(".py"):
-            module = _load_file(Path(where).expanduser())
-        else:
-            module = importlib.import_module(where)
-    except Exception as err:  # noqa: BLE001 - any failure of user code is reported, with its cause
-        raise ValueError(f"cannot import {where}: {type(err).__name__}: {err}") from None
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        raise ValueError(f"{where} has no function {name!r}")
-    return fn
-
-
-def _load_file(path: Path) -> Any:
-    """A Python file loaded as a module (once per process), named after its absolute path."""
-    path = path.resolve()
-    if not path.is_file():
-        raise FileNotFoundError(f"no file {path}")
-    key = "_agent_sft_gym_" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
-    if key in sys.modules:
-        return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[key] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[key]
-        raise
-    return module

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from agent_sft.envs import remote_client
 from agent_sft.envs.base import TaskSpec
-from agent_sft.envs.http.client import JsonClient, ServerError
 from agent_sft.envs.http.leases import close_session, open_session
 from agent_sft.envs.http.protocol import PROTOCOL, task_from_json
 from agent_sft.envs.remote import RemoteEnv
+from agent_sft.envs.remote_client import JsonClient, ServerError
 
 logger = logging.getLogger(__name__)
 
@@ -138,12 +139,5 @@ def describe_server(url: str, timeout_s: float = 10.0, retries: int = 2, token_e
 
 def probe_health(url: str, protocol: str = "agent-sft", timeout_s: float = 5.0, token_env: str | None = None) -> str:
     """An empty string when the server at `url` answers its health check (agent-sft's GET /health, an AgentGym server's
-    GET /), else why not. One retry, at most 5 s a try: it is asked while a run waits for the verdict."""
-    c = JsonClient(url, min(float(timeout_s), 5.0), retries=1, token_env=token_env)
-    try:
-        c.call("GET", "/health" if protocol == "agent-sft" else "/")
-    except ServerError as err:
-        return str(err)
-    finally:
-        c.close()
-    return ""
+    GET /), else why not (`remote_client.probe_health`)."""
+    return remote_client.probe_health(url, "/health" if protocol == "agent-sft" else "/", timeout_s, token_env)

@@ -25,8 +25,8 @@ def prepare(options: OpenEnvOptions) -> dict[str, Any]:
     Raises:
         ConfigError: no URL, a server that does not answer as an OpenEnv server, or servers that differ.
     """
-    from agent_sft.envs.http.client import JsonClient, ServerError
     from agent_sft.envs.openenv.server import describe
+    from agent_sft.envs.remote_client import JsonClient, ServerError
     from agent_sft.errors import ConfigError
 
     if not options.url:

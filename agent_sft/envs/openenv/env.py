@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent_sft.envs.base import TaskList, TaskSpec, task_hash
-from agent_sft.envs.http.client import JsonClient, ServerError
 from agent_sft.envs.openenv import own
 from agent_sft.envs.openenv import schema as sch
 from agent_sft.envs.openenv.server import BOARD, describe
 from agent_sft.envs.openenv.wire import Socket, WireError
 from agent_sft.envs.remote import RemoteEnv
+from agent_sft.envs.remote_client import JsonClient, ServerError
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class OpenEnvAdapter:
                  success_reward: float | None = None, success_field: str | None = None, success_fn: str | None = None,
                  obs_to_text: str | None = None, token_env: str | None = "HF_TOKEN", timeout_s: float = 60.0,
                  retries: int = 3, capacity_wait_s: float = 30.0, expert: str | None = None):
-        from agent_sft.envs.gym.text import load_function
+        from agent_sft.envs.hooks import load_function
 
         self.split, self.seeds, self.seed_offset = split, int(seeds), int(seed_offset)
         self.success_reward = 1.0 if success_reward is None else float(success_reward)

@@ -12,7 +12,7 @@ from agent_sft.envs.specs import EnvOptions, OptionError, PlayedEnv, option
 def _check_function(name: str, ref: str | None) -> None:
     if not ref:
         return
-    from agent_sft.envs.gym.text import load_function
+    from agent_sft.envs.hooks import load_function
 
     try:
         load_function(ref)
@@ -111,8 +111,8 @@ class OpenEnvOptions(EnvOptions):
     def probe_servers(self) -> dict[str, str]:
         from concurrent.futures import ThreadPoolExecutor
 
-        from agent_sft.envs.openenv.server import probe_health
+        from agent_sft.envs.remote_client import probe_health
 
         with ThreadPoolExecutor(max_workers=min(16, len(self.url)) or 1, thread_name_prefix="agent-sft-probe") as pool:
-            whys = pool.map(lambda u: probe_health(u, self.timeout_s, self.token_env), self.url)
+            whys = pool.map(lambda u: probe_health(u, "/health", self.timeout_s, self.token_env), self.url)
             return dict(zip(self.url, whys))

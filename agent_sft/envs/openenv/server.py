@@ -10,19 +10,7 @@ import time
 from typing import Any
 
 from agent_sft.envs.base import task_hash
-from agent_sft.envs.http.client import JsonClient, ServerError
-
-
-def probe_health(url: str, timeout_s: float = 5.0, token_env: str | None = None) -> str:
-    """"" when the OpenEnv server at `url` answers GET /health, else why not (one retry, at most 5 s a try)."""
-    c = JsonClient(url, min(float(timeout_s), 5.0), retries=1, token_env=token_env or None)
-    try:
-        c.call("GET", "/health")
-    except ServerError as err:
-        return str(err)
-    finally:
-        c.close()
-    return ""
+from agent_sft.envs.remote_client import JsonClient, ServerError
 
 
 def env_name(c: JsonClient) -> str | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agent_sft.envs.http.client import ServerError
+from agent_sft.envs.remote_client import ServerError
 
 MAX_MESSAGE = 64 * 2**20  # an observation may carry a page of text or an image as JSON
 

@@ -6,6 +6,7 @@ import json
 import re
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fixtures_openenv import OpenEnvServer
@@ -14,6 +15,7 @@ import agent_sft
 from agent_sft.config import ConfigError
 from agent_sft.envs.http.client import ServerError
 from agent_sft.envs.openenv.env import OpenEnvEnv
+from agent_sft.envs.openenv.options import token_env_for
 from agent_sft.envs.openenv.server import BOARD
 from agent_sft.errors import RunFailedError
 from agent_sft.policies.base import Completion
@@ -90,7 +92,8 @@ def collect(monkeypatch, out, url, policy, *extra):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     result = agent_sft.collect([
         "env.env_name=openenv", f"env.openenv.url={url}", "env.backend=thread", "env.max_steps=6", "env.seed=5",
-        "data.val_batch_size=2", f"output.dir={out}", "policy.type=hf", "policy.model=scripted-test-policy", *extra])
+        "data.val_batch_size=2", f"output.dir={out}", "policy.type=hf", "policy.model=scripted-test-policy",
+        "env.openenv.token_env=HF_TOKEN", *extra])
     raw = agent_sft.load(str(out), "raw")
     return result, {row["task_id"]: row for split in raw.values() for row in split}
 
@@ -195,6 +198,46 @@ def test_a_server_killed_mid_run_ends_its_episodes_stops_the_run_and_a_resume_co
     assert sorted(rows) == [f"train/{i}" for i in range(5)] and all(r["success"] for r in rows.values())
 
 
+def test_a_hub_token_goes_only_to_hub_spaces_unless_a_token_env_is_set_and_never_over_plain_http(monkeypatch,
+                                                                                                   tmp_path):
+    seen = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"detail": "Not Found"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("MY_ENV_TOKEN", "t0ken")
+    base = ["env.env_name=openenv", f"env.openenv.url={url}", "policy.type=hf", "policy.model=x"]
+    try:
+        with pytest.raises(ConfigError, match="Nothing was played"):
+            agent_sft.collect([*base, f"output.dir={tmp_path / 'a'}"])
+        assert seen and set(seen) == {None}  # HF_TOKEN stays home
+        seen.clear()
+        with pytest.raises(ConfigError, match="Nothing was played"):
+            agent_sft.collect([*base, "env.openenv.token_env=MY_ENV_TOKEN", f"output.dir={tmp_path / 'b'}"])
+        assert seen and set(seen) == {"Bearer t0ken"}
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(ConfigError, match=r"token_env: a token is not sent over plain http to http://10.1.2.3:8000"):
+        agent_sft.collect(["env.env_name=openenv", "env.openenv.url=http://10.1.2.3:8000", "policy.type=hf",
+                           "policy.model=x", "env.openenv.token_env=HF_TOKEN", f"output.dir={tmp_path / 'c'}"])
+    assert token_env_for("https://user-game.hf.space", None) == "HF_TOKEN"
+    assert token_env_for("http://user-game.hf.space", None) is None
+    assert token_env_for("https://example.com", None) is None
+
+
 # --- the MCP-tool env -----------------------------------------------------------------------------------
 
 
@@ -266,7 +309,8 @@ def test_the_tiny_model_plays_the_text_game_reproducibly_by_seed(servers, tiny_m
 
     def run(name):
         result = agent_sft.collect([
-            "env.env_name=openenv", f"env.openenv.url={servers['guess'].url}", "env.openenv.split=test",
+            "env.env_name=openenv", f"env.openenv.url={servers['guess'].url}", "env.openenv.token_env=HF_TOKEN",
+            "env.openenv.split=test",
             "env.max_steps=3", "env.seed=5", "data.val_batch_size=3", "policy.type=hf", f"policy.model={tiny_model_dir}",
             "policy.max_tokens=24", "policy.temperature=1.0", "policy.max_model_len=2048", f"output.dir={tmp_path / name}"])
         raw = agent_sft.load(str(tmp_path / name), "raw")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent_sft.envs.openenv.options import OpenEnvOptions
+from agent_sft.envs.openenv.options import OpenEnvOptions, token_env_for
 from agent_sft.envs.specs import EnvCard, EnvSpec
 
 
@@ -33,7 +33,8 @@ def prepare(options: OpenEnvOptions) -> dict[str, Any]:
         raise ConfigError("env.openenv.url: give the OpenEnv server URL(s), e.g. env.openenv.url=http://127.0.0.1:8000")
     seen: dict[str, Any] = {}
     for u in options.url:
-        c = JsonClient(u, min(options.timeout_s, 10.0), retries=1, token_env=options.token_env or None)
+        c = JsonClient(u, min(options.timeout_s, 10.0), retries=1,
+                       token_env=token_env_for(u, options.token_env))
         try:
             d = describe(c, options.split)
         except ServerError as err:

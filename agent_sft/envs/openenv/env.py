@@ -25,6 +25,7 @@ from typing import Any
 from agent_sft.envs.base import TaskList, TaskSpec, task_hash
 from agent_sft.envs.openenv import own
 from agent_sft.envs.openenv import schema as sch
+from agent_sft.envs.openenv.options import token_env_for
 from agent_sft.envs.openenv.server import BOARD, describe
 from agent_sft.envs.openenv.wire import Socket, WireError
 from agent_sft.envs.remote import RemoteEnv
@@ -60,7 +61,7 @@ class OpenEnvAdapter:
 
     def __init__(self, split: str | None = None, seeds: int = 100, seed_offset: int = 0,
                  success_reward: float | None = None, success_field: str | None = None, success_fn: str | None = None,
-                 obs_to_text: str | None = None, token_env: str | None = "HF_TOKEN", timeout_s: float = 60.0,
+                 obs_to_text: str | None = None, token_env: str | None = None, timeout_s: float = 60.0,
                  retries: int = 3, capacity_wait_s: float = 30.0, expert: str | None = None):
         from agent_sft.envs.hooks import load_function
 
@@ -132,8 +133,9 @@ class OpenEnvAdapter:
     def load(self, c: JsonClient) -> float:
         return BOARD.load(c.base_url)
 
-    def _headers(self) -> dict[str, str]:
-        token = os.environ.get(self.token_env) if self.token_env else None
+    def _headers(self, url: str) -> dict[str, str]:
+        name = token_env_for(url, self.token_env)
+        token = os.environ.get(name) if name else None
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     def _connect(self, c: JsonClient, s: _Session | None = None) -> Socket:
@@ -143,7 +145,7 @@ class OpenEnvAdapter:
         if wait > 0:
             raise ServerError(f"{BOARD.why_full(c.base_url)} (offered no session for {wait:.1f} s more)", kind=BUSY)
         mcp = self.served(c)["mcp"]
-        socket = Socket(c.base_url, self._headers(), self.timeout_s, min(self.timeout_s, 10.0))
+        socket = Socket(c.base_url, self._headers(c.base_url), self.timeout_s, min(self.timeout_s, 10.0))
         try:
             if mcp:
                 tools = socket.request("step", {"type": "list_tools"}).get("observation", {}).get("tools")
@@ -305,7 +307,7 @@ class OpenEnvEnv(RemoteEnv):
 
     def __init__(self, url: list[str] | str, split: str | None = None, seeds: int = 100, seed_offset: int = 0,
                  success_reward: float | None = None, success_field: str | None = None,
-                 success_fn: str | None = None, obs_to_text: str | None = None, token_env: str | None = "HF_TOKEN",
+                 success_fn: str | None = None, obs_to_text: str | None = None, token_env: str | None = None,
                  timeout_s: float = 60.0, retries: int = 3, capacity_wait_s: float = 30.0,
                  served: dict | None = None, seed: int = 0, max_steps: int = 50, expert: str | None = None) -> None:
         urls = [url] if isinstance(url, str) else list(url)
@@ -314,7 +316,8 @@ class OpenEnvEnv(RemoteEnv):
         self.timeout_s = float(timeout_s)
         adapter = OpenEnvAdapter(split, seeds, seed_offset, success_reward, success_field, success_fn, obs_to_text,
                                  token_env, timeout_s, retries, capacity_wait_s, expert)
-        super().__init__([JsonClient(u, timeout_s, retries, token_env) for u in urls], adapter, open_now=False)
+        super().__init__([JsonClient(u, timeout_s, retries, token_env_for(u, token_env)) for u in urls], adapter,
+                         open_now=False)
 
     def _open(self) -> None:
         """Open a connection; while every server is at its session limit, wait (at most `timeout_s`)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from agent_sft.envs.specs import EnvOptions, OptionError, PlayedEnv, option
 
@@ -18,6 +20,30 @@ def _check_function(name: str, ref: str | None) -> None:
         load_function(ref)
     except ValueError as err:
         raise OptionError(name, str(err)) from None
+
+
+SPACE_TOKEN_ENV = "HF_TOKEN"
+
+
+def is_loopback(url: str) -> bool:
+    """Whether `url`'s host is this machine (localhost, 127.0.0.0/8, ::1)."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def token_env_for(url: str, token_env: str | None) -> str | None:
+    """The environment variable whose token goes to `url`: `token_env` when set; else `HF_TOKEN` for a Hub
+    Space (https://*.hf.space) and none for any other server, so a Hub token reaches only the Hub."""
+    if token_env:
+        return token_env
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    return SPACE_TOKEN_ENV if parts.scheme == "https" and host.endswith(".hf.space") else None
 
 
 @dataclass
@@ -44,8 +70,9 @@ class OpenEnvOptions(EnvOptions):
         None, "`module:function` (or `file.py:function`) turning an observation (a dict, as the server sent it) into "
         "the text the model reads; default: the rendering the README describes.")
     token_env: str = option(
-        "HF_TOKEN", "Environment variable holding a bearer token for the servers (a private Space): sent as "
-        "Authorization: Bearer when set, never stored.", fingerprint=False)
+        "", "Environment variable holding a bearer token, sent as Authorization: Bearer to every server (never "
+        "stored); over plain http only to loopback servers. Unset: HF_TOKEN, sent only to Hub Spaces "
+        "(https://*.hf.space).", fingerprint=False)
     timeout_s: float = option(60.0, "Seconds a reply (a step of the env included) may take.", fingerprint=False)
     retries: int = option(3, "Retries (with backoff) of what is safe to repeat (the server's routes, a reset); a "
                              "step is never sent twice.", fingerprint=False)
@@ -61,6 +88,11 @@ class OpenEnvOptions(EnvOptions):
             if not re.match(r"^https?://[^/\s]+", str(u)):
                 raise OptionError("url", f"{u!r} is not an http(s) URL such as http://127.0.0.1:8000")
         self.url = [str(u).rstrip("/") for u in self.url]
+        if self.token_env:
+            bare = [u for u in self.url if u.startswith("http://") and not is_loopback(u)]
+            if bare:
+                raise OptionError("token_env", f"a token is not sent over plain http to {bare[0]}: use its https "
+                                               "URL, or leave token_env unset")
         if self.timeout_s <= 0:
             raise OptionError("timeout_s", f"must be > 0 (got {self.timeout_s})")
         if self.retries < 0:
@@ -114,5 +146,5 @@ class OpenEnvOptions(EnvOptions):
         from agent_sft.envs.remote_client import probe_health
 
         with ThreadPoolExecutor(max_workers=min(16, len(self.url)) or 1, thread_name_prefix="agent-sft-probe") as pool:
-            whys = pool.map(lambda u: probe_health(u, "/health", self.timeout_s, self.token_env), self.url)
+            whys = pool.map(lambda u: probe_health(u, "/health", self.timeout_s, token_env_for(u, self.token_env)), self.url)
             return dict(zip(self.url, whys))

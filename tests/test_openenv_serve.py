@@ -17,7 +17,7 @@ from importlib.metadata import version
 import crash_env  # noqa: F401 - registers crash-test here too
 import pytest
 from fixtures_openenv import openenv_python
-from serve_helpers import TESTS, Server, wait_for
+from serve_helpers import TESTS, Server, wait_for, worker_pids
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -28,12 +28,23 @@ from agent_sft.serve import env_options
 
 TOKEN = "oe-Tok-5150"
 ROOMS = [f"crash-test/room-{k}" for k in range(4)]
+# a WebSocket handshake sent with httpx: refused, it is answered 403 before any upgrade
+UPGRADE = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
 
 
 @pytest.fixture(scope="module")
 def crash(tmp_path_factory):
     s = Server(tmp_path_factory.mktemp("openenv-serve"), "crash-test", "rooms=4", "--protocol", "openenv",
                "--max-sessions", "2", token=TOKEN)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def tokenless(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("openenv-serve-open"), "crash-test", "--protocol", "openenv",
+               "--idle-timeout-s", "1", "--actions", "tools")
     yield s
     s.stop()
 
@@ -168,18 +179,92 @@ def test_faults_are_answered_in_openenvs_shapes(crash):
     assert TOKEN not in crash.out() + crash.err()
 
 
-def test_idle_sessions_are_closed(tmp_path):
-    s = Server(tmp_path, "crash-test", "--protocol", "openenv", "--idle-timeout-s", "1", "--actions", "tools")
-    try:
-        with s.client() as c, ws(s) as conn:
-            assert c.get("/schema").json()["action"]["title"] == "CallToolAction"
-            sid = rpc(c, "openenv/session/create")["result"]["session_id"]
+def test_a_client_gone_in_the_middle_of_a_step_frees_its_session_at_once(crash):
+    """A client that hangs up while its env steps (`hang` sleeps a minute) loses its session and the env's
+    worker at once, not when the step ends."""
+    with crash.client() as c:
+        before = no_sessions(crash)["counters"]
+        with ws(crash) as conn:
             ask(conn, {"type": "reset", "data": {"seed": 1}})
-            no_sessions(s)  # both closed while unused, the socket still open
-            assert "expired" in ask(conn, {"type": "step", "data": {"action": "go"}})["data"]["message"]
-            assert "expired" in rpc(c, "tools/call", name="act", arguments={"command": "go"}, session_id=sid)["error"]["message"]
-    finally:
-        s.stop()
+            conn.send(json.dumps({"type": "step", "data": {"action": "hang"}}))
+        after = wait_for(lambda: (h := c.get("/health").json())["active_sessions"] == 0 and h, 10,
+                         "the gone client's session is closed")["counters"]
+        assert after["sessions_closed"] == before["sessions_closed"] + 1
+        assert after["sessions_expired"] == before["sessions_expired"]
+        wait_for(lambda: not worker_pids(crash.proc.pid), 10, "the gone client's env worker stops")
+        with ws(crash) as again:  # serving on
+            assert ask(again, {"type": "reset", "data": {"seed": 2}})["type"] == "observation"
+
+
+def test_requests_addressed_elsewhere_are_refused(crash):
+    """A page that points a name of its own at 127.0.0.1 (DNS rebinding) sends that name as the Host: refused
+    on every route and on /ws. With a token a page's Origin needs no check (it cannot send the token)."""
+    port = crash.url.rsplit(":", 1)[1]
+    with crash.client() as c:
+        for host in (f"rebound.example:{port}", f"localhost.example:{port}", "127.0.0.1:1", ""):
+            refused = c.get("/health", headers={"Host": host})
+            assert refused.status_code == 403 and "127.0.0.1, localhost or [::1]" in refused.json()["detail"], host
+            assert c.post("/mcp", json={}, headers={"Host": host}).status_code == 403
+            assert c.get("/ws", headers={**UPGRADE, "Host": host}).status_code == 403
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"):
+            assert c.get("/health", headers={"Host": host}).status_code == 200
+        assert c.get("/health", headers={"Origin": "https://elsewhere.example"}).status_code == 200
+
+
+def test_without_a_token_pages_of_other_sites_are_refused(tokenless):
+    with tokenless.client() as c:
+        for origin in ("https://elsewhere.example", "http://127.0.0.1.elsewhere.example", "null"):
+            refused = c.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "openenv/session/create"},
+                             headers={"Origin": origin})
+            assert refused.status_code == 403 and "another site" in refused.json()["detail"], origin
+            assert c.get("/ws", headers={**UPGRADE, "Origin": origin}).status_code == 403
+        with pytest.raises(InvalidStatus) as ws_refused:
+            connect(tokenless.url.replace("http://", "ws://", 1) + "/ws", origin="https://elsewhere.example",
+                    open_timeout=30)
+        assert ws_refused.value.response.status_code == 403
+        for origin in ("http://localhost:3000", "http://127.0.0.1:8888", "https://[::1]"):
+            assert c.get("/health", headers={"Origin": origin}).status_code == 200
+        assert c.get("/health").json()["counters"]["sessions_created"] == 0
+
+
+def test_openenvs_own_validator_passes(tokenless):
+    """`openenv validate --url`'s checks: the routes, /openapi.json (its version, and the mode its routes
+    make) and /mcp. The function its command runs is called as it calls it (the command line imports all of
+    OpenEnv's commands first: seconds more)."""
+    code = ("import json, sys; from openenv.cli._validation import validate_running_environment as v; "
+            "print(json.dumps(v(sys.argv[1], timeout_s=30.0)))")
+    out = subprocess.run([openenv_python(), "-c", code, tokenless.url], capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["passed"] is True, report["summary"]
+    assert report["mode"] == "simulation" and report["standard_profile"] == "openenv-http/1.x"
+
+
+def test_options_that_cannot_apply_are_usage_errors(monkeypatch, capsys):
+    import agent_sft.serve as serve_mod
+    from agent_sft.cli import main
+
+    monkeypatch.setattr(serve_mod, "serve", lambda *a, **k: pytest.fail("served"))
+    for args, says in ((["--actions", "tools"], "--actions tools: only with --protocol openenv"),
+                       (["--protocol", "agent-sft", "--actions", "text"], "--actions text: only with --protocol openenv"),
+                       (["--protocol", "openenv", "--exit-after-steps", "3"], "--exit-after-steps: only with --protocol agent-sft")):
+        assert main(["serve-env", "crash-test", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_idle_sessions_are_closed(tokenless):
+    before = no_sessions(tokenless)["counters"]
+    with tokenless.client() as c, ws(tokenless) as conn:
+        assert c.get("/schema").json()["action"]["title"] == "CallToolAction"
+        sid = rpc(c, "openenv/session/create")["result"]["session_id"]
+        ask(conn, {"type": "reset", "data": {"seed": 1}})
+        after = no_sessions(tokenless)["counters"]  # both closed while unused, the socket still open
+        assert after["sessions_expired"] - before["sessions_expired"] == 2
+        assert after["sessions_closed"] == before["sessions_closed"]
+        assert ask(conn, {"type": "step", "data": {"action": "go"}})["data"]["code"] == "EXECUTION_ERROR"
+        assert rpc(c, "tools/call", name="act", arguments={"command": "go"}, session_id=sid)["error"]["code"] == -32603
 
 
 # --- the real engines, played by OpenEnv's own clients ------------------------------------------------
@@ -240,8 +325,15 @@ def test_alfworld_and_textworld_played_by_openenvs_clients_are_the_envs_in_proce
     monkeypatch.setenv("AGENT_SFT_CACHE", str(tmp_path / "cache"))  # the servers' and this process's
     envs = {"alfworld": (["data_path=builtin"], "planner"), "textworld": (["task_types=tw-simple"], "walkthrough")}
     servers: dict[str, Server] = {}
-    starting = [threading.Thread(target=lambda n=n, o=o: servers.update({n: Server(
-        tmp_path / n, n, *o, "--protocol", "openenv", token=TOKEN)})) for n, (o, _) in envs.items()]
+    failed: dict[str, str] = {}
+
+    def start(name: str, options: list[str]) -> None:
+        try:
+            servers[name] = Server(tmp_path / name, name, *options, "--protocol", "openenv", token=TOKEN)
+        except BaseException as e:  # noqa: BLE001 - reported by the test, the server's stderr in it
+            failed[name] = str(e)
+
+    starting = [threading.Thread(target=start, args=(n, o)) for n, (o, _) in envs.items()]
     for name in envs:
         (tmp_path / name).mkdir()
     try:
@@ -250,7 +342,9 @@ def test_alfworld_and_textworld_played_by_openenvs_clients_are_the_envs_in_proce
         played = {n: in_process(n, dict(x.split("=", 1) for x in o), expert, seed=3) for n, (o, expert) in envs.items()}
         for t in starting:
             t.join(120)
-        assert set(servers) == set(envs), "a server did not start"
+        for name in set(envs) - set(servers) - set(failed):
+            failed[name] = f"not serving after 120 s; its stderr: {(tmp_path / name / 'server.err').read_text()}"
+        assert not failed, f"a server did not start: {failed}"
         with servers["alfworld"].client() as c:
             meta = c.get("/metadata").json()
         assert meta["name"] == "alfworld" and f"; alfworld {version('alfworld')}" in meta["version"], meta

@@ -32,13 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--port", type=int, default=8100, help="port to listen on; 0 picks a free one (default: %(default)s)")
     parser.add_argument("--protocol", default="agent-sft", choices=["agent-sft", "openenv"],
                         help="the wire protocol: agent-sft's (the `http` env's) or OpenEnv's (default: %(default)s)")
-    parser.add_argument("--actions", default="text", choices=["text", "tools"],
+    parser.add_argument("--actions", default=None, choices=["text", "tools"],
                         help="with --protocol openenv: the action /schema shows, a text command or a call of the "
-                             "env's tools (both are played either way; default: %(default)s)")
+                             "env's tools (both are played either way; default: text)")
     parser.add_argument("--expert", default=None, metavar="NAME",
                         help="with --protocol openenv: the expert every session's env plans with (its info then "
                              "carries expert_plan, which agent-sft's expert policy replays); default: none")
-    parser.add_argument("--max-sessions", type=int, default=64, help="sessions open at once; more get 503 (default: %(default)s)")
+    parser.add_argument("--max-sessions", type=int, default=64,
+                        help="sessions open at once; a session asked for past it gets 503 busy, or with --protocol "
+                             "openenv a /ws connection gets CAPACITY_REACHED and is closed (default: %(default)s)")
     parser.add_argument("--idle-timeout-s", type=float, default=600.0,
                         help="close a session unused this long; a client may ask for a shorter lease, which it "
                              "renews (default: %(default)s)")
@@ -58,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
     from agent_sft.envs import UnknownEnvError, spec
     from agent_sft.serve import env_options, serve
 
+    if args.actions is not None and args.protocol != "openenv":
+        raise CLIError(f"--actions {args.actions}: only with --protocol openenv (it picks the action OpenEnv's "
+                       "/schema shows)")
+    if args.exit_after_steps is not None and args.protocol != "agent-sft":
+        raise CLIError("--exit-after-steps: only with --protocol agent-sft")
     try:
         env = spec(args.env)
     except UnknownEnvError as err:
@@ -77,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         serve(env.name, options, args.host, args.port, token=token, max_sessions=args.max_sessions,
               idle_timeout_s=args.idle_timeout_s, step_timeout_s=args.step_timeout_s,
               start_timeout_s=args.start_timeout_s, exit_after_steps=args.exit_after_steps,
-              log_level=args.log_level, protocol=args.protocol, actions=args.actions, expert=args.expert)
+              log_level=args.log_level, protocol=args.protocol, actions=args.actions or "text", expert=args.expert)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (the CLI's `Terminated`)
         raise type(e)("every session's env was closed") from None
     return 0

@@ -20,6 +20,7 @@ when unused past the idle timeout.
 (No `from __future__ import annotations` here: FastAPI reads the routes' annotations.)
 """
 
+import asyncio
 import functools
 import hmac
 import json
@@ -32,6 +33,8 @@ from agent_sft.envs.http.protocol import jsonable
 from agent_sft.serve import openenv_wire as wire
 from agent_sft.serve.openenv_sessions import CapacityError, OpenEnvSessions
 from agent_sft.serve.sessions import ServeError, SessionManager
+
+OPENENV_HTTP_VERSION = "1.0.0"  # the version of OpenEnv's HTTP API these routes are, as its own server says it
 
 
 class _SplitRequest(BaseModel):
@@ -95,12 +98,16 @@ def make_openenv_app(manager: SessionManager, token: str | None = None, actions:
     def detail(status: int, message: Any) -> JSONResponse:
         return JSONResponse({"detail": jsonable(message)}, status_code=status)
 
-    app = FastAPI(title=f"agent-sft env server (OpenEnv): {name}", docs_url=None, redoc_url=None, openapi_url=None,
-                  dependencies=[Depends(authorize)])
+    # /openapi.json lists the routes, as OpenEnv's own server does: `openenv validate` reads the protocol's
+    # version and the mode (these stateless /reset, /step and /state: simulation) from it.
+    app = FastAPI(title=f"agent-sft env server (OpenEnv): {name}", version=OPENENV_HTTP_VERSION, docs_url=None,
+                  redoc_url=None, dependencies=[Depends(authorize)])
 
     @app.get("/health")
     async def health() -> Any:
-        return {"status": "healthy", "active_sessions": len(manager), "max_sessions": manager.max_sessions}
+        counts = manager.health()
+        return {"status": "healthy", "active_sessions": counts["sessions"], "max_sessions": manager.max_sessions,
+                "counters": counts["counters"]}
 
     @app.get("/metadata")
     async def get_metadata() -> Any:
@@ -291,6 +298,45 @@ def make_openenv_app(manager: SessionManager, token: str | None = None, actions:
         except Exception as e:  # noqa: BLE001 - the env's failure is this message's answer; the session lives on
             return wire.ws_error(str(e), "EXECUTION_ERROR")
 
+    async def until_gone(websocket: WebSocket, sid: str, owned: bool) -> None:
+        """Answer the connection's messages until the client hangs up or closes. They are read while one is
+        answered: a client that hangs up in the middle of a step has its session ended at once, the env's
+        worker stopped under the step (a session attached to is left to its HTTP owner)."""
+        inbox: asyncio.Queue = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                while True:
+                    message = await websocket.receive()
+                    inbox.put_nowait(message)
+                    if message["type"] == "websocket.disconnect":
+                        return
+            finally:  # whatever ended the reading, the connection is over
+                inbox.put_nowait({"type": "websocket.disconnect"})
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while True:
+                message = await inbox.get()
+                if message["type"] == "websocket.disconnect":
+                    return
+                raw = message.get("text")
+                if raw is None:
+                    raw = (message.get("bytes") or b"").decode("utf-8", "replace")
+                work = asyncio.ensure_future(answer(sid, raw))
+                await asyncio.wait({work, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if not work.done():  # gone while the env works
+                    if owned:
+                        await in_thread(functools.partial(manager.close_session, sid, now=True))
+                    await work
+                    return
+                reply = work.result()
+                if reply is None:
+                    return
+                await websocket.send_text(json.dumps(jsonable(reply)))
+        finally:
+            reader.cancel()
+
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
         from starlette.websockets import WebSocketDisconnect
@@ -315,17 +361,7 @@ def make_openenv_app(manager: SessionManager, token: str | None = None, actions:
             except ServeError as e:
                 await websocket.send_text(json.dumps(wire.ws_error(e.message, "FACTORY_ERROR", factory_name=name)))
                 return
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                raw = message.get("text")
-                if raw is None:
-                    raw = (message.get("bytes") or b"").decode("utf-8", "replace")
-                reply = await answer(sid, raw)
-                if reply is None:
-                    break
-                await websocket.send_text(json.dumps(jsonable(reply)))
+            await until_gone(websocket, sid, owned)
         except WebSocketDisconnect:
             pass
         finally:

@@ -119,7 +119,7 @@ GUESS_SCRIPT = {
 
 def test_a_text_game_is_collected_from_its_task_api_with_provenance_and_no_token(servers, monkeypatch, tmp_path):
     url = servers["guess"].url
-    result, rows = collect(monkeypatch, tmp_path / "a", url, Scripted(GUESS_SCRIPT), "env.openenv.split=train")
+    result, rows = collect(monkeypatch, tmp_path / "a", url, Scripted(GUESS_SCRIPT))  # the train split by default
     assert result.run["episodes"] == 5 and result.run["errors"] == 0
     assert sorted(rows) == [f"train/{i}" for i in range(5)]
     for task, row in rows.items():
@@ -129,6 +129,7 @@ def test_a_text_game_is_collected_from_its_task_api_with_provenance_and_no_token
         extra = json.loads(row["extra"])
         assert (extra["openenv_env"], extra["openenv_version"], extra["split"]) == ("guess", "0.3.1", "train")
         assert extra["index"] == int(task.split("/")[1]) and len(extra["openenv_tasks_hash"]) == 16
+        assert (extra["split_type"], extra["openenv_task_id"]) == ("train", f"train-{extra['index']}")
         assert row["steps"][0]["observation"] == "Guess a number from 0 to 10."
         assert [s["reward"] for s in row["steps"]][-1] == 1.0
     assert len({json.loads(r["extra"])["openenv_tasks_hash"] for r in rows.values()}) == 1
@@ -144,17 +145,18 @@ def test_a_text_game_is_collected_from_its_task_api_with_provenance_and_no_token
     served = info["config"]["env"]["openenv"]["served"]
     assert served["env"] == "guess" and served["version"] == "0.3.1" and served["tasks"] == 5
     card = (tmp_path / "a" / "README.md").read_text()
-    assert "OpenEnv env `guess` version 0.3.1" in card and served["tasks_hash"] in card
+    assert "OpenEnv env `guess` version 0.3.1, Task API split(s) played train (train), 5 tasks" in card
+    assert served["tasks_hash"] in card
     assert TOKEN.encode() not in folder_text(tmp_path / "a")
     # The same run again: the same rows.
-    _, again = collect(monkeypatch, tmp_path / "b", url, Scripted(GUESS_SCRIPT), "env.openenv.split=train")
+    _, again = collect(monkeypatch, tmp_path / "b", url, Scripted(GUESS_SCRIPT))
     assert stable(again) == stable(rows)
 
 
 def test_a_server_that_is_not_there_or_a_split_it_lacks_stops_the_run_before_anything(servers, monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match=r"env.openenv.url: .*cannot connect.*Nothing was played"):
         collect(monkeypatch, tmp_path / "down", "http://127.0.0.1:9", Scripted())
-    with pytest.raises(ConfigError, match=r"has no split 'dev' \(its splits: train, test\)"):
+    with pytest.raises(ConfigError, match=r"has no split 'dev' \(its splits: train \(train\), test \(test\)\)"):
         collect(monkeypatch, tmp_path / "dev", servers["guess"].url, Scripted(), "env.openenv.split=dev")
     assert not (tmp_path / "down").exists() and not (tmp_path / "dev").exists()
 
@@ -267,6 +269,8 @@ def test_an_mcp_env_is_played_with_text_actions_and_with_tool_calls(servers, mon
     assert [s["observation"] for s in rows["seeds/1"]["steps"]] == ["seen: the room"]
     assert rows["seeds/0"]["steps"][2]["observation"] == "seen: take"
     assert "OpenEnv MCP-tool env `room` version 1.2.0, seeded resets, no Task API; success: hooks.py:won says so" in (tmp_path / "tools" / "README.md").read_text()
+    recorded = json.loads((tmp_path / "tools" / "meta" / "info.json").read_text())["config"]["env"]["openenv"]
+    assert recorded["served"]["success"] == "hooks.py:won says so"  # no local path
     offered = {t["function"]["name"]: t["function"] for t in json.loads(rows["seeds/1"]["tools"])}
     assert set(offered) == {"look", "take"} and offered["take"]["parameters"]["required"] == ["obj"]
     actions = [s["action"] for s in rows["seeds/0"]["steps"]]

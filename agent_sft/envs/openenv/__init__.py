@@ -42,6 +42,7 @@ def prepare(options: OpenEnvOptions) -> dict[str, Any]:
         finally:
             c.close()
         served = {"env": d["name"], "version": d["version"], "mcp": d["mcp"], "splits": d.get("splits"),
+                  "split_types": d.get("split_types"),
                   "tasks": sum(map(len, d["tasks"].values())) if "tasks" in d else None,
                   "tasks_hash": d.get("tasks_hash"), "success": options.success_rule()}
         if d.get("agent_sft"):
@@ -58,7 +59,9 @@ def card_line(options: dict[str, Any]) -> str:
     s = options.get("served") or (options.get("options") or {}).get("served") or {}
     if not s:
         return ""
-    tasks = (f"Task API split(s) {', '.join(s.get('splits') or [])}, {s.get('tasks')} tasks (fingerprint "
+    types = s.get("split_types") or {}
+    played = ", ".join(f"{n} ({types[n]})" if n in types else n for n in s.get("splits") or [])
+    tasks = (f"Task API split(s) played {played}, {s.get('tasks')} tasks (fingerprint "
              f"`{s.get('tasks_hash')}`)" if s.get("tasks_hash") else "seeded resets, no Task API")
     kind = "MCP-tool env" if s.get("mcp") else "env"
     own = f" (agent-sft's `{s['agent_sft'].get('env')}`)" if isinstance(s.get("agent_sft"), dict) else ""

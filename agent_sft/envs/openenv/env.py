@@ -62,7 +62,8 @@ class OpenEnvAdapter:
     def __init__(self, split: str | None = None, seeds: int = 100, seed_offset: int = 0,
                  success_reward: float | None = None, success_field: str | None = None, success_fn: str | None = None,
                  obs_to_text: str | None = None, token_env: str | None = None, timeout_s: float = 60.0,
-                 retries: int = 3, capacity_wait_s: float = 30.0, expert: str | None = None):
+                 retries: int = 3, capacity_wait_s: float = 30.0, expert: str | None = None, max_steps: int = 50,
+                 env_seed: int = 0):
         from agent_sft.envs.hooks import load_function
 
         self.split, self.seeds, self.seed_offset = split, int(seeds), int(seed_offset)
@@ -73,6 +74,7 @@ class OpenEnvAdapter:
         self.token_env, self.timeout_s, self.retries = token_env, float(timeout_s), int(retries)
         self.capacity_wait_s = float(capacity_wait_s)
         self.expert = expert
+        self.max_steps, self.env_seed = int(max_steps), int(env_seed)  # an agent-sft server's env is built so
         self._served: dict[str, Any] | None = None
         self._tasks: TaskList | None = None
 
@@ -104,12 +106,17 @@ class OpenEnvAdapter:
                 except ValueError as err:
                     raise ServerError(f"{c.base_url}: {err}") from None
             elif "tasks" in served:
+                types = served.get("split_types") or {}
                 for split in served["splits"]:
                     for i, task in enumerate(served["tasks"][split]):
                         kind = task.get("type") or task.get("task_type") if isinstance(task, dict) else None
-                        out.append(TaskSpec(f"{split}/{i}", str(kind or ""), split,
-                                            {**self._provenance(), "split": split, "index": i,
-                                             "openenv_task_hash": task_hash(task)}))
+                        extra = {**self._provenance(), "split": split, "split_type": types.get(split), "index": i,
+                                 "openenv_task_hash": task_hash(task)}
+                        listed_id = next((task[k] for k in ("id", "task_id") if isinstance(task, dict)
+                                          and isinstance(task.get(k), (str, int)) and task[k] != ""), None)
+                        if listed_id is not None:
+                            extra["openenv_task_id"] = listed_id  # the Task API's own name for it
+                        out.append(TaskSpec(f"{split}/{i}", str(kind or ""), split, extra))
             else:
                 for n in range(self.seed_offset, self.seed_offset + self.seeds):
                     out.append(TaskSpec(f"{SEED_SPLIT}/{n}", "", SEED_SPLIT, {**self._provenance(), "seed": n}))
@@ -181,7 +188,7 @@ class OpenEnvAdapter:
         self.tasks(c)
         task = self._tasks.choose(task_id, seed)
         if self.own:
-            data = own.reset_data(task, seed)
+            data = own.reset_data(task, seed, self.max_steps, self.env_seed)
         elif task.game_split == SEED_SPLIT:
             data = {"seed": task.extra["seed"]}
         else:
@@ -299,7 +306,8 @@ class OpenEnvEnv(RemoteEnv):
         split, seeds, seed_offset, success_reward, success_field, success_fn, obs_to_text, token_env,
             timeout_s, retries, capacity_wait_s: as `OpenEnvOptions` says.
         served: what `prepare` found (unused here: each env asks its server again, the same answer).
-        seed, max_steps: the generic env arguments (the step budget is `TimeLimit`'s).
+        seed, max_steps: the generic env arguments (the step budget is `TimeLimit`'s; an agent-sft server's
+            env is built with both, as the env in process is).
         expert: the expert policy's expert (None for any other policy): an agent-sft server plans with the
             one it serves (`--expert`); the run checked it is this one. Without it, the plan is left out of
             the infos, as the env in process gives none.
@@ -315,7 +323,7 @@ class OpenEnvEnv(RemoteEnv):
             raise ValueError("the openenv env needs at least one server URL (env.openenv.url)")
         self.timeout_s = float(timeout_s)
         adapter = OpenEnvAdapter(split, seeds, seed_offset, success_reward, success_field, success_fn, obs_to_text,
-                                 token_env, timeout_s, retries, capacity_wait_s, expert)
+                                 token_env, timeout_s, retries, capacity_wait_s, expert, max_steps, seed)
         super().__init__([JsonClient(u, timeout_s, retries, token_env_for(u, token_env)) for u in urls], adapter,
                          open_now=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -52,8 +53,8 @@ class OpenEnvOptions(EnvOptions):
         [], "OpenEnv server URLs (one or more, e.g. http://127.0.0.1:8000 or a Space's https://<user>-<space>.hf.space): "
         "each session goes to the one with the fewest sessions of this process.", fingerprint=False)
     split: str | None = option(
-        None, "The Task API split to play (default: every split the server lists); a server without a Task API "
-        "plays seeds instead.")
+        None, "The Task API split to play, of any type (default: the splits the server types train; an agent-sft "
+        "server's env: all its splits); a server without a Task API plays seeds instead.")
     seeds: int = option(100, "Servers without a Task API: how many tasks, one per reset seed, the seeds seed_offset, "
                              "seed_offset + 1, ...")
     seed_offset: int = option(0, "Servers without a Task API: the first task seed.")
@@ -116,7 +117,9 @@ class OpenEnvOptions(EnvOptions):
         if self.success_field:
             return f"{self.success_field} is true at the end"
         if self.success_fn:
-            return f"{self.success_fn} says so"
+            where, _, name = self.success_fn.rpartition(":")
+            short = os.path.basename(where) if where.endswith(".py") else where  # no local path on the card
+            return f"{short}:{name} says so"
         return f"the episode ends on a step rewarded at least {1.0 if self.success_reward is None else self.success_reward:g}"
 
     def kwargs(self) -> dict[str, Any]:

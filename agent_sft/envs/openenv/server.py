@@ -24,8 +24,13 @@ def env_name(c: JsonClient) -> str | None:
     return str(names[0]) if isinstance(names, list) and names else None
 
 
-def splits(c: JsonClient, name: str | None) -> list[str] | None:
-    """The Task API's split names, in the server's order; None when the server has no Task API."""
+SPLIT_TYPES = ("train", "validation", "test")
+
+
+def splits(c: JsonClient, name: str | None) -> list[tuple[str, str]] | None:
+    """The Task API's splits as `(name, type)`, in the server's order; None when the server has no Task API. A
+    split listed by name alone is typed as OpenEnv types it (train, validation and test keep theirs, any other
+    name is validation)."""
     if not name:
         return None
     try:
@@ -36,7 +41,12 @@ def splits(c: JsonClient, name: str | None) -> list[str] | None:
         raise
     if not isinstance(listed, list):
         raise ServerError(f"GET {c.base_url}/{name}/splits: malformed reply: {str(listed)[:200]}")
-    return [str(s.get("name") if isinstance(s, dict) else s) for s in listed]
+    out = []
+    for s in listed:
+        split = str(s.get("name") if isinstance(s, dict) else s)
+        kind = str(s.get("type") or "") if isinstance(s, dict) else ""
+        out.append((split, kind or (split if split in SPLIT_TYPES else "validation")))
+    return out
 
 
 def tasks_of(c: JsonClient, name: str, split: str) -> list[Any]:
@@ -63,11 +73,12 @@ def agent_sft_env(meta: dict[str, Any]) -> dict[str, Any] | None:
 
 def describe(c: JsonClient, split: str | None = None) -> dict[str, Any]:
     """What a server plays: `{"name", "version", "description"}` from /metadata, `schema` (/schema), `mcp`, for
-    an agent-sft server `agent_sft` (`agent_sft_env`), and with a Task API `task_env` (its route name), `splits`
-    and `tasks` (split -> the listed tasks), `tasks_hash` (their fingerprint).
+    an agent-sft server `agent_sft` (`agent_sft_env`), and with a Task API `task_env` (its route name), `splits` (the
+    ones played: `split`, else those of type train, else for an agent-sft server all), `split_types` (split -> its
+    type), `tasks` (split -> the listed tasks) and `tasks_hash` (their fingerprint).
 
     Raises:
-        ServerError: a route that fails, or `split` not among the server's splits.
+        ServerError: a route that fails, `split` not among the server's splits, or none to play by default.
     """
     from agent_sft.envs.openenv.schema import is_mcp
 
@@ -89,11 +100,22 @@ def describe(c: JsonClient, split: str | None = None) -> dict[str, Any]:
             raise ServerError(f"{c.base_url} has no Task API, so env.openenv.split={split} names nothing; leave it "
                               "unset to play seeds")
         return out
-    if split and split not in listed:
-        raise ServerError(f"{c.base_url} has no split {split!r} (its splits: {', '.join(listed)})")
-    chosen = [split] if split else listed
+    types = dict(listed)
+    named = ", ".join(f"{n} ({t})" for n, t in listed)
+    if split and split not in types:
+        raise ServerError(f"{c.base_url} has no split {split!r} (its splits: {named})")
+    if split:
+        chosen = [split]
+    elif own is not None:
+        chosen = list(types)  # the env's own tasks, every split as played in process (each episode records its split)
+    else:
+        chosen = [n for n, t in listed if t == "train"]
+        if not chosen:
+            raise ServerError(f"{c.base_url} lists no split of type train (its splits: {named}); choose one with "
+                              "env.openenv.split")
     tasks = {s: tasks_of(c, name, s) for s in chosen}
-    out.update(task_env=name, splits=chosen, tasks=tasks, tasks_hash=task_hash(*[[s, tasks[s]] for s in chosen]))
+    out.update(task_env=name, splits=chosen, split_types={s: types[s] for s in chosen}, tasks=tasks,
+               tasks_hash=task_hash(*[[s, tasks[s]] for s in chosen]))
     return out
 
 

@@ -153,6 +153,20 @@ def test_a_text_game_is_collected_from_its_task_api_with_provenance_and_no_token
     assert stable(again) == stable(rows)
 
 
+def test_a_success_function_is_given_the_state_and_a_state_that_fails_scores_the_episode_not_won(servers, monkeypatch,
+                                                                                                 tmp_path):
+    hooks = tmp_path / "won.py"
+    hooks.write_text("def won(step, state):\n    return state['solved'] and step['state'] == state\n")
+    result, rows = collect(monkeypatch, tmp_path / "a", servers["guess"].url, Scripted(),
+                           f"env.openenv.success_fn={hooks}:won")
+    assert result.run["episodes"] == 5 and result.run["errors"] == 0
+    assert sorted(t for t, r in rows.items() if r["success"]) == [f"train/{i}" for i in range(4)]
+    sealed = rows["train/4"]  # the target 5, whose state raises once solved
+    assert not sealed["success"] and sealed["end_reason"] != "error" and not sealed["error"]
+    why = json.loads(sealed["steps"][-1]["info"])["success_error"]
+    assert "could not be read" in why and "EXECUTION_ERROR: the state of a solved five is sealed" in why
+
+
 def test_a_server_that_is_not_there_or_a_split_it_lacks_stops_the_run_before_anything(servers, monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match=r"env.openenv.url: .*cannot connect.*Nothing was played"):
         collect(monkeypatch, tmp_path / "down", "http://127.0.0.1:9", Scripted())

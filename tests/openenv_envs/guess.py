@@ -3,8 +3,9 @@
     python -m openenv_envs.guess --port 8000 [--max-sessions 8] [--hang-on 7] [--garbage-on 8] [--token T]
 
 The target is the task's (split and index) or, reset without one, drawn from the seed. A guess of 6 makes
-the env raise; `--hang-on N` makes a guess of N hang for 5 s; `--garbage-on N` makes the server answer a
-guess of N with a frame that is not JSON (faults for the tests); `--token T` refuses every request without
+the env raise, and so does asking the state of a solved game whose target is 5; `--hang-on N` makes a guess
+of N hang for 5 s; `--garbage-on N` makes the server answer a guess of N with a frame that is not JSON (faults
+for the tests); `--token T` refuses every request without
 `Authorization: Bearer T` (as a private Space does; OpenEnv's server itself checks none).
 """
 
@@ -82,6 +83,8 @@ class GuessEnv(Environment[GuessAction, GuessObservation, GuessState]):
 
     @property
     def state(self):
+        if self._state.solved and self._state.target == 5:
+            raise RuntimeError("the state of a solved five is sealed")
         return self._state
 
     def get_metadata(self):

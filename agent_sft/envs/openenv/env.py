@@ -14,6 +14,7 @@ actions and infos are the env's.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -50,6 +51,18 @@ class _Session:
     extra: dict = field(default_factory=dict)
 
 
+def wants_state(fn: Any) -> bool:
+    """Whether the success function `fn` takes the env's state: a second parameter (`def won(step, state)`)."""
+    if fn is None:
+        return False
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in positional)
+
+
 def _field(value: Any, path: str) -> Any:
     for part in path.split("."):
         value = value.get(part) if isinstance(value, dict) else None
@@ -70,6 +83,7 @@ class OpenEnvAdapter:
         self.success_reward = 1.0 if success_reward is None else float(success_reward)
         self.success_field = success_field
         self.success_fn = load_function(success_fn) if success_fn else None
+        self._wants_state = bool(success_field and success_field.startswith("state.")) or wants_state(self.success_fn)
         self.obs_to_text, self._to_text = obs_to_text, load_function(obs_to_text) if obs_to_text else None
         self.token_env, self.timeout_s, self.retries = token_env, float(timeout_s), int(retries)
         self.capacity_wait_s = float(capacity_wait_s)
@@ -253,9 +267,11 @@ class OpenEnvAdapter:
         reward = reply.get("reward")
         done = bool(reply.get("done"))
         s.last_text = self._text(c, observation)
+        won, unknown = self._won(s, observation, reward) if done else (False, "")
         info: dict[str, Any] = {"task_id": s.task.task_id, "task_type": s.task.task_type,
-                                "game_split": s.task.game_split, "step": s.steps,
-                                "won": done and self._won(s, observation, reward)}
+                                "game_split": s.task.game_split, "step": s.steps, "won": won}
+        if unknown:
+            info["success_error"] = unknown
         if reply.get("metadata"):
             info["openenv_metadata"] = reply["metadata"]
         return s.last_text, float(reward or 0.0), done, False, info
@@ -287,15 +303,24 @@ class OpenEnvAdapter:
         except Exception as err:  # noqa: BLE001 - the user's function: its error ends the episode, named
             raise RuntimeError(f"obs_to_text {self.obs_to_text} failed: {type(err).__name__}: {err}") from err
 
-    def _won(self, s: _Session, observation: dict, reward: Any) -> bool:
-        """The success rule, asked on the step that ends the episode."""
+    def _won(self, s: _Session, observation: dict, reward: Any) -> tuple[bool, str]:
+        """The success rule, asked on the step that ends the episode: (won, why it could not be told). A state
+        that cannot be read scores the episode not won, the episode itself finished."""
+        state = None
+        if self._wants_state:
+            try:
+                state = s.socket.request("state")
+            except ServerError as err:  # answered with an error, or the connection went: the next reset reconnects
+                return False, f"the state, which the success rule reads, could not be read: {err}"
         if self.success_field:
             where, _, path = self.success_field.partition(".")
-            source = s.socket.request("state") if where == "state" else observation
-            return bool(_field(source, path))
+            return bool(_field(state if where == "state" else observation, path)), ""
         if self.success_fn is not None:
-            return bool(self.success_fn({"observation": observation, "reward": reward, "done": True}))
-        return reward is not None and float(reward) >= self.success_reward
+            step = {"observation": observation, "reward": reward, "done": True}
+            if self._wants_state:
+                return bool(self.success_fn({**step, "state": state}, state)), ""
+            return bool(self.success_fn(step)), ""
+        return reward is not None and float(reward) >= self.success_reward, ""
 
 
 class OpenEnvEnv(RemoteEnv):

@@ -63,10 +63,12 @@ class OpenEnvOptions(EnvOptions):
         "no rule is set).")
     success_field: str | None = option(
         None, "Won when this field is true at the end of the episode: `observation.<name>` (the last observation) "
-        "or `state.<name>` (the env's state, asked once the episode is done).")
+        "or `state.<name>` (the env's state, asked once the episode is done; one that cannot be read scores the "
+        "episode not won, the reason in its info).")
     success_fn: str | None = option(
-        None, "`module:function` (or `file.py:function`) given the last step as a dict (observation, reward, done, "
-        "and state when asked) and answering whether the episode was won.")
+        None, "`module:function` (or `file.py:function`) given the last step as a dict (observation, reward, done) "
+        "and answering whether the episode was won; `def won(step, state)` is also given the env's state (asked "
+        "once the episode is done; one that cannot be read scores the episode not won, the reason in its info).")
     obs_to_text: str | None = option(
         None, "`module:function` (or `file.py:function`) turning an observation (a dict, as the server sent it) into "
         "the text the model reads; default: the rendering the README describes.")

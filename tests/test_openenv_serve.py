@@ -263,8 +263,9 @@ def test_idle_sessions_are_closed(tokenless):
         after = no_sessions(tokenless)["counters"]  # both closed while unused, the socket still open
         assert after["sessions_expired"] - before["sessions_expired"] == 2
         assert after["sessions_closed"] == before["sessions_closed"]
-        assert ask(conn, {"type": "step", "data": {"action": "go"}})["data"]["code"] == "EXECUTION_ERROR"
-        assert rpc(c, "tools/call", name="act", arguments={"command": "go"}, session_id=sid)["error"]["code"] == -32603
+        assert ask(conn, {"type": "step", "data": {"action": "go"}})["type"] == "error"
+        assert rpc(c, "tools/call", name="act", arguments={"command": "go"}, session_id=sid)["error"]
+        assert c.get("/health").json()["counters"]["steps"] == after["steps"]  # neither was played
 
 
 # --- the real engines, played by OpenEnv's own clients ------------------------------------------------

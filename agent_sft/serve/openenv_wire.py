@@ -20,8 +20,8 @@ from agent_sft.envs.base import TaskSpec
 from agent_sft.envs.http.protocol import jsonable, task_to_json
 from agent_sft.envs.tools import Toolset
 
-__all__ = ["CallToolAction", "EnvState", "TextAction", "TextObservation", "ValidationError", "action_of",
-           "capacity_message", "observation", "rpc_error", "rpc_result", "schema", "split_of", "splits",
+__all__ = ["CallToolAction", "EnvState", "TextAction", "TextObservation", "ToolObservation", "ValidationError",
+           "action_of", "capacity_message", "observation", "rpc_error", "rpc_result", "schema", "split_of", "splits",
            "tool_observation", "tools_list", "ws_error"]
 
 # JSON-RPC 2.0 error codes, as OpenEnv's /mcp answers them
@@ -63,6 +63,28 @@ class TextObservation(BaseModel):
     truncated: bool = Field(default=False, description="Whether the step budget ended the episode")
 
 
+class ToolError(BaseModel):
+    """Why a tool call played nothing (OpenEnv's `ToolError`)."""
+
+    model_config = ConfigDict(extra="forbid", title="ToolError")
+    error_type: str = Field(description="tool_not_found or invalid_args")
+    message: str = Field(description="What was wrong")
+
+
+class ToolObservation(TextObservation):
+    """What a `call_tool` step shows (OpenEnv's `CallToolObservation`: `tool_name`, `result`, `error`, with
+    the step's observation fields) or a `list_tools` step (`tools`)."""
+
+    model_config = ConfigDict(extra="forbid", title="CallToolObservation")
+    tool_name: str | None = Field(default=None, description="The tool called")
+    result: dict[str, Any] | None = Field(
+        default=None, description="The call's result as an MCP server returns it: content and data (the observation "
+                                  "text), structured_content (the observation's fields, reward and done), is_error")
+    error: ToolError | None = Field(default=None, description="Why the call played nothing, if it did not")
+    tools: list[dict[str, Any]] = Field(default_factory=list, description="The tools (a list_tools step): name, "
+                                                                          "description, input_schema")
+
+
 class EnvState(BaseModel):
     """The episode's state."""
 
@@ -73,12 +95,13 @@ class EnvState(BaseModel):
 
 
 def schema(actions: str) -> dict[str, Any]:
-    """`GET /schema`: the action (`TextAction`, or `CallToolAction` when `actions == "tools"`), observation,
-    state and reset observation schemas."""
-    action = CallToolAction if actions == "tools" else TextAction
-    obs = TextObservation.model_json_schema()
-    return {"action": action.model_json_schema(), "observation": obs, "state": EnvState.model_json_schema(),
-            "reset_observation": obs}
+    """`GET /schema`: the action and the observation a step answers (`TextAction` and `TextObservation`, or
+    with `actions == "tools"` `CallToolAction` and `CallToolObservation`), the state, and the reset's
+    observation (`TextObservation`)."""
+    tools = actions == "tools"
+    action, obs = (CallToolAction, ToolObservation) if tools else (TextAction, TextObservation)
+    return {"action": action.model_json_schema(), "observation": obs.model_json_schema(),
+            "state": EnvState.model_json_schema(), "reset_observation": TextObservation.model_json_schema()}
 
 
 def observation(text: str, info: dict[str, Any], reward: float | None = None, terminated: bool = False,

@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--max-sessions", type=int, default=64,
                         help="sessions open at once; a session asked for past it gets 503 busy, or with --protocol "
                              "openenv a /ws connection gets CAPACITY_REACHED and is closed (default: %(default)s)")
+    parser.add_argument("--max-steps", type=int, default=50,
+                        help="the step budget of a session whose client names none (agent-sft's clients send "
+                             "env.max_steps; with --protocol openenv a reset may send max_steps) (default: %(default)s)")
     parser.add_argument("--idle-timeout-s", type=float, default=600.0,
                         help="close a session unused this long; a client may ask for a shorter lease, which it "
                              "renews (default: %(default)s)")
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     token = os.environ.get(args.token_env) or None
     try:
         serve(env.name, options, args.host, args.port, token=token, max_sessions=args.max_sessions,
-              idle_timeout_s=args.idle_timeout_s, step_timeout_s=args.step_timeout_s,
+              max_steps=args.max_steps, idle_timeout_s=args.idle_timeout_s, step_timeout_s=args.step_timeout_s,
               start_timeout_s=args.start_timeout_s, exit_after_steps=args.exit_after_steps,
               log_level=args.log_level, protocol=args.protocol, actions=args.actions or "text", expert=args.expert)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (the CLI's `Terminated`)

@@ -97,6 +97,7 @@ def serve(
     *,
     token: str | None = None,
     max_sessions: int = 64,
+    max_steps: int = 50,
     idle_timeout_s: float = 600.0,
     step_timeout_s: float = 120.0,
     start_timeout_s: float = 300.0,
@@ -115,6 +116,7 @@ def serve(
     free port, and the line says which). Without a token on a host other than loopback, warns first.
     On a loopback host it answers requests addressed to a loopback name only, and without a token no
     request a web page of another site sent (`serve.guard`: 403, whatever the protocol).
+    `max_steps`: the step budget of a session whose client names none.
     `protocol`: "agent-sft" (`envs.http.protocol`) or "openenv" (OpenEnv's routes, `serve.openenv_app`,
     whose /schema shows the text action or, with `actions="tools"`, the tool call). `expert`: with
     "openenv", the expert every session's env plans with (agent-sft's own clients name theirs per session).
@@ -143,6 +145,8 @@ def serve(
         raise ConfigError(f"actions must be 'text' or 'tools', got {actions!r}")
     if max_sessions < 1:
         raise ConfigError(f"max_sessions must be at least 1, got {max_sessions}")
+    if max_steps < 1:
+        raise ConfigError(f"max_steps must be at least 1, got {max_steps}")
     if expert is not None:
         if protocol != "openenv":
             raise ConfigError("expert: a server of agent-sft's protocol takes each session's expert from its client; "
@@ -156,7 +160,8 @@ def serve(
               "the env; set a token (--token-env)", file=sys.stderr, flush=True)
     sock = _bind(host, port)
     try:
-        manager = SessionManager(env, options, max_sessions=max_sessions, idle_timeout_s=idle_timeout_s,
+        manager = SessionManager(env, options, max_sessions=max_sessions, max_steps=max_steps,
+                                 idle_timeout_s=idle_timeout_s,
                                  step_timeout_s=step_timeout_s, start_timeout_s=start_timeout_s,
                                  exit_after_steps=exit_after_steps)
     except BaseException:

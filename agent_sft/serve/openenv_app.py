@@ -227,8 +227,7 @@ def make_openenv_app(manager: SessionManager, token: str | None = None, actions:
                                                                 "via MCP method", rid)
                 if not sessions.known(target):
                     return wire.rpc_error(wire.INVALID_PARAMS, f"Unknown session_id: {target}", rid)
-                await in_thread(sessions.close, target)
-                return wire.rpc_result({"session_id": target, "closed": True}, rid)
+                return wire.rpc_result(await in_thread(sessions.close_request, target), rid)
             sid = ws_session or params.get("session_id")
             if sid is not None and not sessions.known(sid):
                 return wire.rpc_error(wire.INVALID_PARAMS, f"Unknown session_id: {sid}", rid)

@@ -4,22 +4,27 @@ Each OpenEnv session is one of the manager's sessions, so its env runs in its ow
 against `--max-sessions` and closes when unused past the idle timeout, as the agent-sft protocol's do.
 A /ws connection opens one and closes it when it ends; `openenv/session/create` over /mcp opens one that
 lives until `openenv/session/close` or the idle timeout, and a /ws connection may attach to it
-(`/ws?session_id=ID`, one at a time). This table keeps what OpenEnv adds: the episode id, the step
-count, the task played and the episode's tools. Every method blocks (the env is asked in its worker):
-the app calls them in threads.
+(`/ws?session_id=ID`, one at a time): while one is attached the session is kept alive, and a close asked
+for meanwhile waits for it to detach (OpenEnv 0.10's rules). This table keeps what OpenEnv adds: the
+episode id, the step count, the task played and the episode's tools. Every method blocks (the env is
+asked in its worker): the app calls them in threads.
+
+A reset may also set what agent-sft's own protocol sets when it opens a session: the step budget
+(`max_steps`, by default the server's), the env's seed (`env_seed`) and, for an env that filters its
+tasks by type, `task_types`; the session's env is built again when they change. A reset key the server
+cannot honour is refused, named.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from agent_sft.envs.base import TaskSpec
 from agent_sft.envs.http.protocol import task_from_json
-from agent_sft.envs.tools import ToolCallError, Toolset, toolset_for
+from agent_sft.envs.tools import Tool, ToolCallError, Toolset, act_tool, toolset_for
 from agent_sft.serve import openenv_wire as wire
 from agent_sft.serve.sessions import ServeError, SessionManager
 
@@ -39,20 +44,27 @@ class _Episode:
     task_id: str | None = None
     tools: Toolset | None = None
     attached: bool = False  # a /ws connection speaks for this session now
-    last_used: float = field(default_factory=time.monotonic)
+    closing: bool = False  # closed when its /ws connection detaches
 
 
 class OpenEnvSessions:
     """OpenEnv sessions of `manager`'s env: text actions and tool calls both played; each session's env
     plans with `expert` when one is given."""
 
+    RESET_KEYS = ("seed", "episode_id", "task_id", "split", "index", "max_steps", "env_seed")
+
     def __init__(self, manager: SessionManager, expert: str | None = None):
         self.manager = manager
         self.expert = expert
         self.tasks: list[TaskSpec] = [task_from_json(t) for t in manager.tasks]
+        self.reset_keys = self.RESET_KEYS + (("task_types",) if manager.spec.filters_tasks else ())
         self._episodes: dict[str, _Episode] = {}
         self._lock = threading.Lock()
-        self._default_tools = toolset_for(manager.spec, {})
+        self._default_tools = self._offered({})
+        self._stop = threading.Event()
+        # renewed well within the idle timeout, so no expiry check can find an attached session idle
+        self._every = max(0.05, min(5.0, manager.idle_timeout_s / 4))
+        threading.Thread(target=self._keep_attached, name="openenv-attached-renewal", daemon=True).start()
 
     # --- the table ----------------------------------------------------------------------------------
 
@@ -78,21 +90,28 @@ class OpenEnvSessions:
         """Let a /ws connection speak for the HTTP-created session `sid`.
 
         Raises:
-            KeyError: no such session, or one a connection already speaks for.
+            KeyError: no such session (or one closed or expired), or one a connection already speaks for.
         """
         with self._lock:
             ep = self._episodes.get(sid)
-            if ep is None:
+            if ep is None or ep.closing or sid not in self.manager:
                 raise KeyError(f"Unknown session_id: {sid}")
             if ep.attached:
                 raise KeyError(f"Session {sid} already has an attached WebSocket")
             ep.attached = True
+        self.manager.renew({"session_ids": [sid]})
 
     def detach(self, sid: str) -> None:
+        """The /ws connection attached to `sid` is gone: the session closes if its close was asked for."""
         with self._lock:
             ep = self._episodes.get(sid)
             if ep is not None:
                 ep.attached = False
+            closing = ep is not None and ep.closing
+        if closing:
+            self.close(sid)
+        else:
+            self.manager.renew({"session_ids": [sid]})  # its idle time starts now
 
     def close(self, sid: str) -> bool:
         """Close session `sid` and its env; False when there was none."""
@@ -100,25 +119,47 @@ class OpenEnvSessions:
             known = self._episodes.pop(sid, None) is not None
         return self.manager.close_session(sid) or known
 
-    def known(self, sid: str) -> bool:
+    def close_request(self, sid: str) -> dict[str, Any]:
+        """`openenv/session/close`: the session closed, or, while a /ws connection is attached, closed when
+        it detaches (`closing`)."""
         with self._lock:
-            return sid in self._episodes
+            ep = self._episodes.get(sid)
+            if ep is not None and ep.attached:
+                ep.closing = True
+                return {"session_id": sid, "closed": False, "closing": True}
+        self.close(sid)
+        return {"session_id": sid, "closed": True}
+
+    def known(self, sid: str) -> bool:
+        """Whether `sid` is an open session (one closed or expired is not)."""
+        with self._lock:
+            if sid not in self._episodes:
+                return False
+        if sid in self.manager:
+            return True
+        with self._lock:
+            self._episodes.pop(sid, None)
+        return False
 
     def _episode(self, sid: str) -> _Episode:
         with self._lock:
             ep = self._episodes.get(sid)
         if ep is None:
             raise ServeError("unknown_session", f"Unknown session_id: {sid}")
-        ep.last_used = time.monotonic()
         return ep
 
     def _forget_expired(self) -> None:
-        """Drop the entries of sessions the manager has surely closed for idleness (unused past its idle
-        timeout, the longest a session lives unused)."""
-        limit = time.monotonic() - 2 * self.manager.idle_timeout_s - 1.0
+        """Drop the entries of sessions the manager has closed (for idleness, or a failed env)."""
         with self._lock:
-            for sid in [s for s, ep in self._episodes.items() if ep.last_used < limit and not ep.attached]:
+            for sid in [s for s, ep in self._episodes.items() if not ep.attached and s not in self.manager]:
                 del self._episodes[sid]
+
+    def _keep_attached(self) -> None:
+        while not self._stop.wait(self._every):
+            with self._lock:
+                ids = [sid for sid, ep in self._episodes.items() if ep.attached]
+            if ids:
+                self.manager.renew({"session_ids": ids})
 
     # --- an episode ---------------------------------------------------------------------------------
 
@@ -142,27 +183,68 @@ class OpenEnvSessions:
             raise ValueError(f"Invalid task index {index!r} for split {split!r} ({len(tasks)} tasks)")
         return tasks[index]["task_id"]
 
+    def env_of(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The session's env as a reset's `data` asks for it (the generic env kwargs).
+
+        Raises:
+            ValueError: a key the server cannot honour (named, with the ones it takes), or a bad env_seed.
+        """
+        unknown = sorted(set(data) - set(self.reset_keys))
+        if unknown:
+            why = (" (task_types: this env does not filter its tasks by type)" if "task_types" in unknown else "")
+            raise ValueError(f"reset: this server cannot honour {', '.join(map(repr, unknown))}{why}; "
+                             f"it takes {', '.join(self.reset_keys)}")
+        env_seed = data.get("env_seed")
+        if env_seed is not None and (isinstance(env_seed, bool) or not isinstance(env_seed, int)):
+            raise ValueError(f"env_seed: expected an integer, got {env_seed!r}")
+        body: dict[str, Any] = {"seed": env_seed or 0, "max_steps": data.get("max_steps", self.manager.max_steps)}
+        if data.get("task_types") is not None:
+            body["task_types"] = data["task_types"]
+        if self.expert:
+            body["expert"] = self.expert
+        return body
+
     def reset(self, sid: str, data: dict[str, Any]) -> dict[str, Any]:
         """Start an episode: `data` as OpenEnv's reset sends it (`seed`, `episode_id`, and `task_id` or
-        `split` + `index`; other keys are not the env's and are left out)."""
+        `split` + `index`), with the env's settings (`max_steps`, `env_seed`, `task_types`).
+
+        Raises:
+            ValueError: a key the server cannot honour, an unknown split or an index out of range.
+            ServeError: bad settings, or the env failed.
+        """
         ep = self._episode(sid)
+        body = self.env_of(data)
         task = self.task_of(data)
-        body: dict[str, Any] = {"seed": data.get("seed")}
+        self.manager.rebuild(sid, body)
+        reset: dict[str, Any] = {"seed": data.get("seed")}
         if task is not None:
-            body["options"] = {"task_id": task}
-        answer = self.manager.reset(sid, body)
+            reset["options"] = {"task_id": task}
+        answer = self.manager.reset(sid, reset)
         info = answer["info"]
-        ep.episode_id = str(data.get("episode_id") or uuid.uuid4().hex)
-        ep.step_count, ep.task_id = 0, info.get("task_id", task)
-        ep.tools = toolset_for(self.manager.spec, info)
+        tools = self._offered(info)
+        with self._lock:
+            ep.episode_id = str(data.get("episode_id") or uuid.uuid4().hex)
+            ep.step_count, ep.task_id, ep.tools = 0, info.get("task_id", task), tools
         return wire.observation(answer["observation"], info)
 
     def step(self, sid: str, action: str) -> dict[str, Any]:
         """Play `action` (the env's next step)."""
         ep = self._episode(sid)
         got = self.manager.step(sid, {"action": action}).body
-        ep.step_count += 1
+        with self._lock:  # a /mcp tools/call and a /ws step may play the same session at once
+            ep.step_count += 1
         return wire.observation(got["observation"], got["info"], got["reward"], got["terminated"], got["truncated"])
+
+    def _offered(self, info: dict[str, Any]) -> Toolset:
+        """The tools listed and taken for an episode whose first info is `info`: the env's own, those it
+        offers before any reset, and `act(command)`; so a list a client took before a reset (or in an
+        episode of another task type) holds after it."""
+        candidates = [*toolset_for(self.manager.spec, info).tools, *(self._default_tools.tools if info else ()),
+                      act_tool()]
+        by_name: dict[str, Tool] = {}
+        for t in candidates:  # the episode's own first
+            by_name.setdefault(t.name, t)
+        return Toolset(tuple(by_name.values()))
 
     def toolset(self, sid: str | None) -> Toolset:
         """The tools of session `sid`'s episode (before a reset, or with no session: as the env starts)."""
@@ -183,8 +265,10 @@ class OpenEnvSessions:
     def state(self, sid: str) -> dict[str, Any]:
         ep = self._episode(sid)
         self.manager.renew({"session_ids": [sid]})  # asking for the state is using the session
-        return {"episode_id": ep.episode_id, "step_count": ep.step_count, "task_id": ep.task_id}
+        with self._lock:
+            return {"episode_id": ep.episode_id, "step_count": ep.step_count, "task_id": ep.task_id}
 
     def close_all(self) -> None:
+        self._stop.set()
         with self._lock:
             self._episodes.clear()

@@ -138,11 +138,12 @@ class SessionManager:
     """The server's sessions of env `spec` with the options `options` (an instance of `spec.options`).
 
     Built, it has listed the env's tasks (one env built in a worker and closed), which proves the options
-    work. Args other than the env's: `max_sessions` open at once (`busy` past it), `idle_timeout_s`
-    after which an unused session is closed (and the longest lease granted), `step_timeout_s` for one reset/step (the env is replaced
-    past it), `start_timeout_s` for a worker to build its env, and `exit_after_steps`: the step whose
-    answer is the N-th in total is flagged (`StepResult.exit_after`), for tests that stop the server at
-    an exact point. `pool_factory` builds a session's pool, `WorkerPool` by default.
+    work. Args other than the env's: `max_sessions` open at once (`busy` past it), `max_steps` the step
+    budget of a session whose client names none, `idle_timeout_s` after which an unused session is closed
+    (and the longest lease granted), `step_timeout_s` for one reset/step (the env is replaced past it),
+    `start_timeout_s` for a worker to build its env, and `exit_after_steps`: the step whose answer is the
+    N-th in total is flagged (`StepResult.exit_after`), for tests that stop the server at an exact point.
+    `pool_factory` builds a session's pool, `WorkerPool` by default.
 
     Raises:
         WorkerStartError: the env could not be built (bad options, missing data).
@@ -154,6 +155,7 @@ class SessionManager:
         options: Any = None,
         *,
         max_sessions: int = 64,
+        max_steps: int = DEFAULT_MAX_STEPS,
         idle_timeout_s: float = 600.0,
         step_timeout_s: float = 120.0,
         start_timeout_s: float = 300.0,
@@ -165,6 +167,7 @@ class SessionManager:
         self.spec = spec
         self.options = options
         self.max_sessions = max_sessions
+        self.max_steps = max_steps
         self.idle_timeout_s = idle_timeout_s
         self.step_timeout_s = step_timeout_s
         self.start_timeout_s = start_timeout_s
@@ -241,7 +244,7 @@ class SessionManager:
         """
         body = _check_keys(body, ("seed", "max_steps", "task_types", "expert", "lease_s"), "session")
         seed = _int(body, "seed", 0)
-        max_steps = _int(body, "max_steps", DEFAULT_MAX_STEPS, minimum=1)
+        max_steps = _int(body, "max_steps", self.max_steps, minimum=1)
         task_types = body.get("task_types") or []
         if not isinstance(task_types, list) or not all(isinstance(t, str) for t in task_types):
             raise ServeError("bad_request", f"task_types: expected a list of strings or null, got {task_types!r}")
@@ -302,6 +305,42 @@ class SessionManager:
                 s.close()
             s.last_used = time.monotonic()
         return {"session_id": s.id, "lease_s": s.lease_s}
+
+    def rebuild(self, session_id: str, body: dict) -> bool:
+        """Build session `session_id`'s env again from `body` (the generic env kwargs, as `create` takes
+        them; its lease kept) when they differ from those it was built with; whether it was. The new env is
+        built before the old one is closed: one that does not build leaves the session as it was.
+
+        Raises:
+            ServeError: `bad_request`, `unknown_session`, or `env_error` (the env did not build).
+        """
+        kwargs = self.env_kwargs({k: v for k, v in body.items() if k != "lease_s"})
+        s = self._get(session_id)
+        with s.lock:
+            if s.closed or s.pool is None:
+                raise ServeError("unknown_session", f"session {s.id!r} was closed")
+            if kwargs == s.kwargs:
+                return False
+            try:
+                pool = self.pool_factory(self.spec, 1, kwargs, timeout_s=self.step_timeout_s,
+                                         start_timeout_s=self.start_timeout_s)
+            except Exception as e:
+                with self._lock:
+                    self.counters.env_errors += 1
+                raise ServeError("env_error", f"cannot build the environment: {e}",
+                                 getattr(e, "details", "")) from None
+            old, s.pool, s.kwargs, s.steps, s.last = s.pool, pool, kwargs, None, None
+            s.last_used = time.monotonic()
+        try:
+            old.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+        return True
+
+    def __contains__(self, session_id: object) -> bool:
+        """Whether session `session_id` is open (not closed, not expired)."""
+        with self._lock:
+            return session_id in self._sessions
 
     def _get(self, session_id: str) -> _Session:
         with self._lock:

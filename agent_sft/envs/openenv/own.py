@@ -3,9 +3,10 @@ serve (pure functions).
 
 Such a server says so in its /metadata (`agent_sft`: the env's registered name, options, experts, info keys;
 `server.agent_sft_env`). Its tasks are the env's own (the Task API lists their ids, types, splits and extras),
-a reset names the task by its id, an observation's `text` is the env's observation and its `metadata` the
-env's info, and a step is the env's text action: so an episode played through it has the prompts, actions,
-rewards and infos of the same episode played in process.
+a reset names the task by its id and builds the env as this run's (its step budget and seed), an
+observation's `text` is the env's observation and its `metadata` the env's info, and a step is the env's
+text action: so an episode played through it has the prompts, actions, rewards and infos of the same
+episode played in process.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ def tasks(served: dict[str, Any], provenance: dict[str, Any]) -> list[TaskSpec]:
     return out
 
 
-def reset_data(task: TaskSpec, seed: int | None) -> dict[str, Any]:
-    """The /ws reset of `task` (by its id) with the episode's seed."""
-    data: dict[str, Any] = {"task_id": task.task_id}
+def reset_data(task: TaskSpec, seed: int | None, max_steps: int, env_seed: int) -> dict[str, Any]:
+    """The /ws reset of `task` (by its id) with the episode's seed, on the env this run builds in process:
+    its step budget and seed (the generic env kwargs `max_steps` and `seed`)."""
+    data: dict[str, Any] = {"task_id": task.task_id, "max_steps": int(max_steps), "env_seed": int(env_seed)}
     if seed is not None:
         data["seed"] = int(seed)
     return data

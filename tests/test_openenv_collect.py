@@ -14,8 +14,9 @@ from fixtures_openenv import OpenEnvServer
 import agent_sft
 from agent_sft.config import ConfigError
 from agent_sft.envs.http.client import ServerError
+from agent_sft.envs.openenv import prepare
 from agent_sft.envs.openenv.env import OpenEnvEnv
-from agent_sft.envs.openenv.options import token_env_for
+from agent_sft.envs.openenv.options import OpenEnvOptions, token_env_for
 from agent_sft.envs.openenv.server import BOARD
 from agent_sft.errors import RunFailedError
 from agent_sft.policies.base import Completion
@@ -252,6 +253,25 @@ def test_a_hub_token_goes_only_to_hub_spaces_unless_a_token_env_is_set_and_never
     assert token_env_for("https://user-game.hf.space", None) == "HF_TOKEN"
     assert token_env_for("http://user-game.hf.space", None) is None
     assert token_env_for("https://example.com", None) is None
+
+
+def test_a_server_is_described_once_per_process_and_refused_once_it_plays_another_version(servers, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    url = servers["guess"].url
+    recorded = prepare(OpenEnvOptions(url=[url], token_env="HF_TOKEN"))["served"]
+    older = {**recorded, "version": "0.3.0"}  # what the run recorded before the server was upgraded
+    envs = [OpenEnvEnv(url, token_env="HF_TOKEN", served=served) for served in (recorded, recorded, older)]
+    try:
+        assert envs[0].tasks()[0] is envs[1].tasks()[0]  # one description, one copy of every task
+        assert envs[1].reset(options={"task_id": "train/0"})[0] == "Guess a number from 0 to 10."
+        with pytest.raises(ServerError, match=r"now serves `guess` version 0.3.1 \(tasks fingerprint \w+\), not the "
+                                              r"`guess` version 0.3.0 .* this run recorded; its episodes are not played"):
+            envs[2].reset(options={"task_id": "train/0"})
+        why = OpenEnvOptions(url=[url], token_env="HF_TOKEN", served=older).probe_servers()[url]
+        assert "not the `guess` version 0.3.0" in why  # the run's check of its servers: it stops the run
+    finally:
+        for env in envs:
+            env.close()
 
 
 # --- the MCP-tool env -----------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ def prepare(options: OpenEnvOptions) -> dict[str, Any]:
     Raises:
         ConfigError: no URL, a server that does not answer as an OpenEnv server, or servers that differ.
     """
-    from agent_sft.envs.openenv.server import describe
+    from agent_sft.envs.openenv.server import describe, summary
     from agent_sft.envs.remote_client import JsonClient, ServerError
     from agent_sft.errors import ConfigError
 
@@ -41,12 +41,7 @@ def prepare(options: OpenEnvOptions) -> dict[str, Any]:
             raise ConfigError(f"env.openenv.url: {err}. Nothing was played.") from None
         finally:
             c.close()
-        served = {"env": d["name"], "version": d["version"], "mcp": d["mcp"], "splits": d.get("splits"),
-                  "split_types": d.get("split_types"),
-                  "tasks": sum(map(len, d["tasks"].values())) if "tasks" in d else None,
-                  "tasks_hash": d.get("tasks_hash"), "success": options.success_rule()}
-        if d.get("agent_sft"):
-            served["agent_sft"] = d["agent_sft"]
+        served = {**summary(d), "success": options.success_rule()}
         if seen and served != seen:
             raise ConfigError(f"env.openenv.url: {u} serves {served}, but {options.url[0]} serves {seen}; give "
                               "servers of one env, version and task set")

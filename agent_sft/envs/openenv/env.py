@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from agent_sft.envs.base import TaskList, TaskSpec, task_hash
 from agent_sft.envs.openenv import own
 from agent_sft.envs.openenv import schema as sch
 from agent_sft.envs.openenv.options import token_env_for
-from agent_sft.envs.openenv.server import BOARD, describe
+from agent_sft.envs.openenv.server import BOARD, DESCRIPTIONS, changed
 from agent_sft.envs.openenv.wire import Socket, WireError
 from agent_sft.envs.remote import RemoteEnv
 from agent_sft.envs.remote_client import JsonClient, ServerError
@@ -36,6 +37,13 @@ logger = logging.getLogger(__name__)
 
 SEED_SPLIT = "seeds"
 BUSY = "busy"
+CHANGED = "changed"
+
+
+_LISTS: dict[tuple, tuple[dict, TaskList]] = {}
+"""The task lists built from each shared description (`server.DESCRIPTIONS`), by the options that shape them:
+one copy of every task per process."""
+_LISTS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -76,7 +84,7 @@ class OpenEnvAdapter:
                  success_reward: float | None = None, success_field: str | None = None, success_fn: str | None = None,
                  obs_to_text: str | None = None, token_env: str | None = None, timeout_s: float = 60.0,
                  retries: int = 3, capacity_wait_s: float = 30.0, expert: str | None = None, max_steps: int = 50,
-                 env_seed: int = 0):
+                 env_seed: int = 0, recorded: dict | None = None):
         from agent_sft.envs.hooks import load_function
 
         self.split, self.seeds, self.seed_offset = split, int(seeds), int(seed_offset)
@@ -89,16 +97,29 @@ class OpenEnvAdapter:
         self.capacity_wait_s = float(capacity_wait_s)
         self.expert = expert
         self.max_steps, self.env_seed = int(max_steps), int(env_seed)  # an agent-sft server's env is built so
+        self.recorded = dict(recorded or {})
         self._served: dict[str, Any] | None = None
         self._tasks: TaskList | None = None
 
     # --- what the server plays ----------------------------------------------------------------------
 
     def served(self, c: JsonClient) -> dict[str, Any]:
-        """The server's description (`server.describe`), asked once."""
-        if self._served is None:
-            self._served = describe(c, self.split)
-        return self._served
+        """The server's description, shared by the envs of this process (`server.DESCRIPTIONS`).
+
+        Raises:
+            ServerError: the server does not answer, or plays another env, version or task set than the run
+                recorded (`recorded`, `env.openenv.served`): not one episode is played on it then.
+        """
+        d = DESCRIPTIONS.get(c, self.split)
+        if d is not self._served:
+            why = changed(self.recorded, d)
+            if why:
+                DESCRIPTIONS.forget(c.base_url)  # asked again next time: it may be set right meanwhile
+                raise ServerError(f"{c.base_url} {why}; its episodes are not played", kind=CHANGED)
+            if self._served is not None and self._served.get("tasks_hash") != d.get("tasks_hash"):
+                self._tasks = None
+            self._served = d
+        return d
 
     @property
     def own(self) -> bool:
@@ -111,31 +132,39 @@ class OpenEnvAdapter:
                 "openenv_tasks_hash": s.get("tasks_hash")}
 
     def tasks(self, c: JsonClient) -> list[TaskSpec]:
+        served = self.served(c)
         if self._tasks is None:
-            served = self.served(c)
-            out = []
-            if self.own and "tasks" in served:
-                try:
-                    out = own.tasks(served, self._provenance())
-                except ValueError as err:
-                    raise ServerError(f"{c.base_url}: {err}") from None
-            elif "tasks" in served:
-                types = served.get("split_types") or {}
-                for split in served["splits"]:
-                    for i, task in enumerate(served["tasks"][split]):
-                        kind = task.get("type") or task.get("task_type") if isinstance(task, dict) else None
-                        extra = {**self._provenance(), "split": split, "split_type": types.get(split), "index": i,
-                                 "openenv_task_hash": task_hash(task)}
-                        listed_id = next((task[k] for k in ("id", "task_id") if isinstance(task, dict)
-                                          and isinstance(task.get(k), (str, int)) and task[k] != ""), None)
-                        if listed_id is not None:
-                            extra["openenv_task_id"] = listed_id  # the Task API's own name for it
-                        out.append(TaskSpec(f"{split}/{i}", str(kind or ""), split, extra))
-            else:
-                for n in range(self.seed_offset, self.seed_offset + self.seeds):
-                    out.append(TaskSpec(f"{SEED_SPLIT}/{n}", "", SEED_SPLIT, {**self._provenance(), "seed": n}))
-            self._tasks = TaskList(out, served.get("name") or "OpenEnv", "tasks")
+            key = (id(served), self.seeds, self.seed_offset)
+            with _LISTS_LOCK:
+                known = _LISTS.get(key)
+                if known is None or known[0] is not served:
+                    known = _LISTS[key] = (served, self._task_list(c, served))
+            self._tasks = known[1]
         return list(self._tasks.tasks)
+
+    def _task_list(self, c: JsonClient, served: dict[str, Any]) -> TaskList:
+        out = []
+        if self.own and "tasks" in served:
+            try:
+                out = own.tasks(served, self._provenance())
+            except ValueError as err:
+                raise ServerError(f"{c.base_url}: {err}") from None
+        elif "tasks" in served:
+            types = served.get("split_types") or {}
+            for split in served["splits"]:
+                for i, task in enumerate(served["tasks"][split]):
+                    kind = task.get("type") or task.get("task_type") if isinstance(task, dict) else None
+                    extra = {**self._provenance(), "split": split, "split_type": types.get(split), "index": i,
+                             "openenv_task_hash": task_hash(task)}
+                    listed_id = next((task[k] for k in ("id", "task_id") if isinstance(task, dict)
+                                      and isinstance(task.get(k), (str, int)) and task[k] != ""), None)
+                    if listed_id is not None:
+                        extra["openenv_task_id"] = listed_id  # the Task API's own name for it
+                    out.append(TaskSpec(f"{split}/{i}", str(kind or ""), split, extra))
+        else:
+            for n in range(self.seed_offset, self.seed_offset + self.seeds):
+                out.append(TaskSpec(f"{SEED_SPLIT}/{n}", "", SEED_SPLIT, {**self._provenance(), "seed": n}))
+        return TaskList(out, served.get("name") or "OpenEnv", "tasks")
 
     def goal(self, task: TaskSpec) -> str:
         """The task's goal as the Task API lists it (a `goal`, `instruction`, `prompt`, ... field), else the
@@ -182,6 +211,7 @@ class OpenEnvAdapter:
             # A state asked before any reset may fail in the env: the connection stays usable.
         except ServerError:
             socket.close()
+            DESCRIPTIONS.forget(c.base_url)
             raise
         return socket
 
@@ -193,6 +223,8 @@ class OpenEnvAdapter:
 
     def close(self, c: JsonClient, s: _Session) -> None:
         if s.socket is not None:
+            if s.socket.closed:  # lost: a server started again may play something else, so it is described again
+                DESCRIPTIONS.forget(s.url)
             s.socket.close()
         BOARD.closed(s.url)
 
@@ -330,7 +362,8 @@ class OpenEnvEnv(RemoteEnv):
         url: server URLs; a connection goes to the one where this process holds the fewest.
         split, seeds, seed_offset, success_reward, success_field, success_fn, obs_to_text, token_env,
             timeout_s, retries, capacity_wait_s: as `OpenEnvOptions` says.
-        served: what `prepare` found (unused here: each env asks its server again, the same answer).
+        served: what `prepare` recorded (`env.openenv.served`): a server that plays another env, version or
+            task set is refused.
         seed, max_steps: the generic env arguments (the step budget is `TimeLimit`'s; an agent-sft server's
             env is built with both, as the env in process is).
         expert: the expert policy's expert (None for any other policy): an agent-sft server plans with the
@@ -348,7 +381,7 @@ class OpenEnvEnv(RemoteEnv):
             raise ValueError("the openenv env needs at least one server URL (env.openenv.url)")
         self.timeout_s = float(timeout_s)
         adapter = OpenEnvAdapter(split, seeds, seed_offset, success_reward, success_field, success_fn, obs_to_text,
-                                 token_env, timeout_s, retries, capacity_wait_s, expert, max_steps, seed)
+                                 token_env, timeout_s, retries, capacity_wait_s, expert, max_steps, seed, served)
         super().__init__([JsonClient(u, timeout_s, retries, token_env_for(u, token_env)) for u in urls], adapter,
                          open_now=False)
 

@@ -148,8 +148,22 @@ class OpenEnvOptions(EnvOptions):
     def probe_servers(self) -> dict[str, str]:
         from concurrent.futures import ThreadPoolExecutor
 
-        from agent_sft.envs.remote_client import probe_health
-
         with ThreadPoolExecutor(max_workers=min(16, len(self.url)) or 1, thread_name_prefix="agent-sft-probe") as pool:
-            whys = pool.map(lambda u: probe_health(u, "/health", self.timeout_s, token_env_for(u, self.token_env)), self.url)
-            return dict(zip(self.url, whys))
+            return dict(zip(self.url, pool.map(self._probe, self.url)))
+
+    def _probe(self, url: str) -> str:
+        """"" when `url` answers and still plays what the run recorded (`served`), else why not."""
+        from agent_sft.envs.openenv.server import changed, describe
+        from agent_sft.envs.remote_client import JsonClient, ServerError, probe_health
+
+        token_env = token_env_for(url, self.token_env)
+        why = probe_health(url, "/health", self.timeout_s, token_env)
+        if why or not self.served:
+            return why
+        c = JsonClient(url, min(self.timeout_s, 5.0), retries=1, token_env=token_env)
+        try:
+            return changed(self.served, describe(c, self.split))
+        except ServerError as err:
+            return str(err)
+        finally:
+            c.close()

@@ -1,6 +1,7 @@
 """An OpenEnv server's HTTP routes, as the `openenv` env reads them: `/health`, `/metadata`, `/schema`,
 `/list_environments` and the Task API (`GET /{env}/splits`, `POST /{env}/tasks`), each a call safe to repeat
-(`JsonClient`'s retries), and which servers this process holds sessions on or found full (`Board`).
+(`JsonClient`'s retries), what each plays, asked once per process (`Descriptions`), and which servers this
+process holds sessions on or found full (`Board`).
 """
 
 from __future__ import annotations
@@ -119,6 +120,59 @@ def describe(c: JsonClient, split: str | None = None) -> dict[str, Any]:
     return out
 
 
+def summary(d: dict[str, Any]) -> dict[str, Any]:
+    """What a run records of a server's description (`env.openenv.served`, without the success rule)."""
+    out = {"env": d["name"], "version": d["version"], "mcp": d["mcp"], "splits": d.get("splits"),
+           "split_types": d.get("split_types"),
+           "tasks": sum(map(len, d["tasks"].values())) if "tasks" in d else None, "tasks_hash": d.get("tasks_hash")}
+    if d.get("agent_sft"):
+        out["agent_sft"] = d["agent_sft"]
+    return out
+
+
+IDENTITY = ("env", "version", "tasks_hash", "mcp")
+"""What must stay as the run recorded it for a server to be played: its env, version, task set and kind."""
+
+
+def changed(recorded: dict[str, Any], d: dict[str, Any]) -> str:
+    """"" when the description `d` is what the run `recorded` (`env.openenv.served`), else what differs."""
+    if not recorded:
+        return ""
+    now = summary(d)
+    if all(now.get(k) == recorded.get(k) for k in IDENTITY if k in recorded):
+        return ""
+
+    def said(s: dict) -> str:
+        return f"`{s.get('env')}` version {s.get('version')} (tasks fingerprint {s.get('tasks_hash')})"
+
+    return f"now serves {said(now)}, not the {said(recorded)} this run recorded"
+
+
+class Descriptions:
+    """What each server plays (`describe`), asked once per process and split and shared by every env of the
+    process; forgotten when a connection to the server is lost, as a server started again may play another
+    version."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def get(self, c: JsonClient, split: str | None) -> dict[str, Any]:
+        key = (c.base_url, split or "")
+        with self._lock:
+            found = self._known.get(key)
+        if found is not None:
+            return found
+        d = describe(c, split)  # outside the lock: envs of other servers need not wait
+        with self._lock:
+            return self._known.setdefault(key, d)
+
+    def forget(self, url: str) -> None:
+        with self._lock:
+            for key in [k for k in self._known if k[0] == url]:
+                del self._known[key]
+
+
 class Board:
     """The sessions this process holds on each server, and the servers that said they were full (offered
     no more sessions until their wait is over): how the least busy server is chosen, OpenEnv servers
@@ -161,3 +215,4 @@ class Board:
 
 
 BOARD = Board()
+DESCRIPTIONS = Descriptions()

@@ -86,9 +86,10 @@ def test_textworld_played_through_openenv_is_the_episode_in_process(served, tmp_
     assert all(r["success"] and r["env"] == "textworld" and r["task_id"].startswith("textworld/builtin/")
                and r["extra"]["expert_plan_length"] > 0 for r in expert.values())
     monkeypatch.setattr(run_policy, "make_run_policy", lambda run: Cycling())
+    # a step budget past the served env's default (50): each episode is cut where the one in process is
     scripted = both(tmp_path, served, "scripted", "policy.type=hf", "policy.model=cycling-test-policy",
-                    "env.num_episodes=2", "env.max_steps=3", *common)
-    assert all(len(r["steps"]) == 3 and "expert_plan_length" not in r["extra"] for r in scripted.values())
+                    "env.num_episodes=2", "env.max_steps=53", *common)
+    assert all(len(r["steps"]) == 53 and "expert_plan_length" not in r["extra"] for r in scripted.values())
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -293,44 +293,41 @@ class SessionManager:
             self.counters.sessions_created += 1
         with s.lock:
             try:
-                s.pool = self.pool_factory(self.spec, 1, kwargs, timeout_s=self.step_timeout_s,
-                                           start_timeout_s=self.start_timeout_s)
-            except Exception as e:
+                s.pool = self._pool(kwargs)
+            except ServeError:
                 self._drop(s.id)
-                with self._lock:
-                    self.counters.env_errors += 1
-                raise ServeError("env_error", f"cannot build the environment: {e}",
-                                 getattr(e, "details", "")) from None
+                raise
             if s.closed:  # closed (or expired, or the server stopped) while it was being built
                 s.close()
             s.last_used = time.monotonic()
         return {"session_id": s.id, "lease_s": s.lease_s}
 
+    def _pool(self, kwargs: dict[str, Any]) -> Any:
+        """A session's worker pool, its env built with `kwargs`; `env_error` when it does not build."""
+        try:
+            return self.pool_factory(self.spec, 1, kwargs, timeout_s=self.step_timeout_s,
+                                     start_timeout_s=self.start_timeout_s)
+        except Exception as e:
+            with self._lock:
+                self.counters.env_errors += 1
+            raise ServeError("env_error", f"cannot build the environment: {e}", getattr(e, "details", "")) from None
+
     def rebuild(self, session_id: str, body: dict) -> bool:
-        """Build session `session_id`'s env again from `body` (the generic env kwargs, as `create` takes
-        them; its lease kept) when they differ from those it was built with; whether it was. The new env is
-        built before the old one is closed: one that does not build leaves the session as it was.
+        """Build session `session_id`'s env again with the generic env kwargs `body` (as `create` takes them)
+        when they differ from its env's; whether it did. An env that does not build leaves the old one.
 
         Raises:
-            ServeError: `bad_request`, `unknown_session`, or `env_error` (the env did not build).
+            ServeError: `bad_request`, `unknown_session`, or `env_error`.
         """
-        kwargs = self.env_kwargs({k: v for k, v in body.items() if k != "lease_s"})
+        kwargs = self.env_kwargs(body)
         s = self._get(session_id)
         with s.lock:
             if s.closed or s.pool is None:
                 raise ServeError("unknown_session", f"session {s.id!r} was closed")
             if kwargs == s.kwargs:
                 return False
-            try:
-                pool = self.pool_factory(self.spec, 1, kwargs, timeout_s=self.step_timeout_s,
-                                         start_timeout_s=self.start_timeout_s)
-            except Exception as e:
-                with self._lock:
-                    self.counters.env_errors += 1
-                raise ServeError("env_error", f"cannot build the environment: {e}",
-                                 getattr(e, "details", "")) from None
-            old, s.pool, s.kwargs, s.steps, s.last = s.pool, pool, kwargs, None, None
-            s.last_used = time.monotonic()
+            old, s.pool = s.pool, self._pool(kwargs)
+            s.kwargs, s.steps, s.last, s.last_used = kwargs, None, None, time.monotonic()
         try:
             old.close()
         except Exception:  # noqa: BLE001 - closing is best effort

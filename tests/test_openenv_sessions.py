@@ -8,6 +8,8 @@ WebSocket and HTTP.
 from __future__ import annotations
 
 import json
+import threading
+from importlib.util import find_spec
 
 import crash_env  # noqa: F401 - registers crash-test here too
 import pytest
@@ -18,7 +20,32 @@ ROOM = "crash-test/room-0"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def hanoi(tmp_path_factory):
+    """TextArena's Tower of Hanoi served with --actions tools, started in the background (its engine takes
+    seconds to load) while the crash-test cases run: `hanoi["server"]` once `hanoi["ready"]` is set."""
+    started: dict = {"ready": threading.Event()}
+
+    def start() -> None:
+        try:
+            started["server"] = Server(tmp_path_factory.mktemp("openenv-hanoi"), "textarena", "games=TowerOfHanoi-v0",
+                                       "--protocol", "openenv", "--actions", "tools")
+        except BaseException as e:  # noqa: BLE001 - reported by the test that needs it
+            started["error"] = f"{type(e).__name__}: {e}"
+        finally:
+            started["ready"].set()
+
+    if find_spec("textarena") is not None:
+        threading.Thread(target=start, daemon=True).start()
+    else:
+        started["ready"].set()
+    yield started
+    started["ready"].wait(180)
+    if "server" in started:
+        started["server"].stop()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, hanoi):
     s = Server(tmp_path_factory.mktemp("openenv-sessions"), "crash-test", "--protocol", "openenv", "--actions",
                "tools", "--idle-timeout-s", "1", "--max-steps", "4")
     yield s
@@ -91,25 +118,23 @@ def test_an_attached_session_lives_while_attached_and_closes_when_it_detaches(se
 
 
 @pytest.mark.envs
-def test_textarena_tools_listed_before_a_reset_hold_after_it(tmp_path):
+def test_textarena_tools_listed_before_a_reset_hold_after_it(hanoi):
     """Tower of Hanoi's tool is `move`, known only once a reset says the game: `act(command)` is listed and
     taken throughout, so a client that listed the tools before the reset (verifiers, MCPToolClient) plays."""
     pytest.importorskip("textarena")
-    s = Server(tmp_path, "textarena", "games=TowerOfHanoi-v0", "--protocol", "openenv", "--actions", "tools")
-    try:
-        with ws(s) as conn, s.client() as c:
-            def names() -> list[str]:
-                listed = ask(conn, {"type": "step", "data": {"type": "list_tools"}})["data"]["observation"]["tools"]
-                return [t["name"] for t in listed]
+    assert hanoi["ready"].wait(180) and "server" in hanoi, f"the textarena server did not start: {hanoi.get('error')}"
+    s = hanoi["server"]
+    with ws(s) as conn, s.client() as c:
+        def names() -> list[str]:
+            listed = ask(conn, {"type": "step", "data": {"type": "list_tools"}})["data"]["observation"]["tools"]
+            return [t["name"] for t in listed]
 
-            assert names() == ["act"] and [t["name"] for t in rpc(c, "tools/list")["result"]["tools"]] == ["act"]
-            assert ask(conn, {"type": "reset", "data": {"seed": 1}})["type"] == "observation"
-            assert names() == ["move", "act"]
-            for name, arguments in (("act", {"command": "[A C]"}), ("move", {"source": "A", "target": "B"})):
-                got = ask(conn, {"type": "step", "data": {"type": "call_tool", "tool_name": name,
-                                                          "arguments": arguments}})["data"]["observation"]
-                assert got["error"] is None and got["result"]["data"], got
-            state = ask(conn, {"type": "state"})["data"]
-            assert state["step_count"] == 2
-    finally:
-        s.stop()
+        assert names() == ["act"] and [t["name"] for t in rpc(c, "tools/list")["result"]["tools"]] == ["act"]
+        assert ask(conn, {"type": "reset", "data": {"seed": 1}})["type"] == "observation"
+        assert names() == ["move", "act"]
+        for name, arguments in (("act", {"command": "[A C]"}), ("move", {"source": "A", "target": "B"})):
+            got = ask(conn, {"type": "step", "data": {"type": "call_tool", "tool_name": name,
+                                                      "arguments": arguments}})["data"]["observation"]
+            assert got["error"] is None and got["result"]["data"], got
+        state = ask(conn, {"type": "state"})["data"]
+        assert state["step_count"] == 2

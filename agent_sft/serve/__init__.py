@@ -173,7 +173,7 @@ def serve(
         def refused(why: str) -> dict[str, Any]:
             return {"detail": why} if protocol == "openenv" else ServeError("forbidden", why).body()
 
-        app = LocalGuard(app, loopback=is_loopback(host), token=token, error_body=refused)
+        app = LocalGuard(app, loopback=is_loopback(host), token=token, error_body=refused, host=host)
         config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=5,
                                 lifespan="off")
         server = uvicorn.Server(config)

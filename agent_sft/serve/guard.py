@@ -2,11 +2,13 @@
 
 A web page the user opens elsewhere can reach a server on the user's own machine: by pointing a name of its
 own at 127.0.0.1 (DNS rebinding), which its requests then carry as the Host header, or by sending requests
-to 127.0.0.1 straight away, which carry the page's Origin. So a server bound to the loopback answers only
-requests addressed to a loopback name (127.0.0.1, localhost or [::1], with the server's port), and a server
-without a token answers no request a page on another site sent (an Origin that is not a loopback one). A
-token needs no Origin check: a page cannot send the `Authorization` header to another site without the
-server's consent, which it never gives, and a browser's WebSocket cannot send it at all.
+to 127.0.0.1 straight away, which carry the page's Origin. So a server bound to the loopback and without a
+token answers only requests addressed to a loopback name (127.0.0.1, localhost, [::1]) or to the name it was
+told to listen on (`--host`), on any port (an ssh tunnel or a proxy forwards from another one); and a server
+without a token answers no request a page on another site sent (an Origin that is neither a loopback one nor
+the request's own Host, as a same-origin client sends). A token needs neither check: a page cannot send the
+`Authorization` header to another site without the server's consent, which it never gives, and a browser's
+WebSocket cannot send it at all.
 """
 
 from __future__ import annotations
@@ -30,13 +32,21 @@ def _loopback_name(name: str) -> bool:
         return False
 
 
-def addressed_here(host_header: str, local_ip: str, port: int) -> bool:
-    """Whether a request's Host header names the loopback interface at `port`, the port it came in on
-    (bare on port 80): one of `LOOPBACK_NAMES`, or `local_ip`, the loopback address it came in on."""
-    shown = f"[{local_ip}]" if ":" in local_ip else local_ip
-    names = {n.lower() for n in (*LOOPBACK_NAMES, shown)}
-    allowed = {f"{n}:{port}" for n in names} | (names if port == 80 else set())
-    return host_header.strip().lower() in allowed
+def _host_name(host_header: str) -> str:
+    """The name a Host header gives, without its port (an IPv6 address without its brackets); "" for none."""
+    try:
+        return (urlsplit("//" + host_header.strip()).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def addressed_here(host_header: str, listen_host: str = "") -> bool:
+    """Whether a request's Host header names this machine's loopback (a loopback name or address) or
+    `listen_host`, the name the server listens on, on any port."""
+    name = _host_name(host_header)
+    if not name:
+        return False
+    return _loopback_name(name) or name == listen_host.strip("[]").lower()
 
 
 def loopback_origin(origin: str) -> bool:
@@ -49,6 +59,17 @@ def loopback_origin(origin: str) -> bool:
         return False
 
 
+def same_origin(origin: str, host_header: str) -> bool:
+    """Whether an Origin header names the site the request is addressed to (its host and port are the Host
+    header's), as a client of the server's own pages or a WebSocket client sends."""
+    try:
+        parts = urlsplit(origin.strip())
+    except ValueError:
+        return False
+    host = host_header.strip().lower()
+    return parts.scheme in ("http", "https", "ws", "wss") and bool(host) and parts.netloc.lower() == host
+
+
 class LocalGuard:
     """ASGI middleware refusing, before the app sees them, the requests and WebSocket handshakes that the
     module's rules leave out: HTTP 403 with `error_body(message)` as JSON, a WebSocket closed before it is
@@ -56,27 +77,32 @@ class LocalGuard:
 
     Args:
         app: the app behind the guard.
-        loopback: the server is bound to a loopback address: the Host header must name the loopback.
-        token: the server's token, if any: without one, an Origin that is not a loopback one is refused.
+        loopback: the server is bound to a loopback address: without a token, the Host header must name the
+            loopback or `host`.
+        token: the server's token, if any: without one, an Origin that is neither a loopback one nor the
+            request's Host is refused.
         error_body: the JSON body of a refusal, in the app's protocol.
+        host: the name or address the server listens on (`--host`).
     """
 
-    def __init__(self, app: Any, *, loopback: bool, token: str | None, error_body: Callable[[str], Any]):
+    def __init__(self, app: Any, *, loopback: bool, token: str | None, error_body: Callable[[str], Any],
+                 host: str = ""):
         self.app = app
-        self.loopback = loopback
+        self.check_host = loopback and not token
         self.check_origin = not token
         self.error_body = error_body
+        self.host = host
 
     def refusal(self, scope: dict) -> str | None:
         """Why the request of `scope` is refused; None when it is answered."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
-        if self.loopback:
-            local_ip, port = (scope.get("server") or ("127.0.0.1", 0))[:2]
-            if not addressed_here(headers.get("host", ""), str(local_ip), int(port or 0)):
-                return ("this server answers requests addressed to 127.0.0.1, localhost or [::1] (with its port) "
-                        f"only, not to {headers.get('host', 'no Host')!r}")
+        host = headers.get("host", "")
+        if self.check_host and not addressed_here(host, self.host):
+            named = "" if _loopback_name(self.host) or not self.host else f", {self.host}"
+            return (f"this server answers requests addressed to 127.0.0.1, localhost or [::1]{named} only, not to "
+                    f"{host or 'no Host'!r}; set a token (--token-env) to answer other names")
         origin = headers.get("origin")
-        if self.check_origin and origin is not None and not loopback_origin(origin):
+        if self.check_origin and origin is not None and not (loopback_origin(origin) or same_origin(origin, host)):
             return (f"this server answers no web page of another site (Origin {origin!r}): a server without a "
                     "token answers pages of this machine only; set a token (--token-env) to let other clients in")
         return None

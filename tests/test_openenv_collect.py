@@ -17,7 +17,8 @@ from agent_sft.envs.http.client import ServerError
 from agent_sft.envs.openenv import prepare
 from agent_sft.envs.openenv.env import OpenEnvEnv
 from agent_sft.envs.openenv.options import OpenEnvOptions, token_env_for
-from agent_sft.envs.openenv.server import BOARD
+from agent_sft.envs.openenv.server import BOARD, DESCRIPTIONS
+from agent_sft.envs.remote_client import JsonClient
 from agent_sft.errors import RunFailedError
 from agent_sft.policies.base import Completion
 from agent_sft.records import PolicyInfo
@@ -272,6 +273,23 @@ def test_a_server_is_described_once_per_process_and_refused_once_it_plays_anothe
     finally:
         for env in envs:
             env.close()
+
+
+def test_a_run_plays_what_its_prepare_recorded_not_what_an_earlier_run_of_the_process_saw(servers, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    url = servers["guess"].url
+    c = JsonClient(url, 5.0, token_env="HF_TOKEN")
+    try:
+        DESCRIPTIONS.get(c, None)["version"] = "0.3.0"  # as an earlier run saw the server, before its upgrade
+    finally:
+        c.close()
+    recorded = prepare(OpenEnvOptions(url=[url], token_env="HF_TOKEN"))["served"]
+    assert recorded["version"] == "0.3.1"
+    env = OpenEnvEnv(url, token_env="HF_TOKEN", served=recorded)
+    try:
+        assert env.reset(options={"task_id": "train/0"})[0] == "Guess a number from 0 to 10."
+    finally:
+        env.close()
 
 
 # --- the MCP-tool env -----------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ def prepare(options: OpenEnvOptions) -> dict[str, Any]:
     Raises:
         ConfigError: no URL, a server that does not answer as an OpenEnv server, or servers that differ.
     """
-    from agent_sft.envs.openenv.server import describe, summary
+    from agent_sft.envs.openenv.server import DESCRIPTIONS, describe, summary
     from agent_sft.envs.remote_client import JsonClient, ServerError
     from agent_sft.errors import ConfigError
 
@@ -37,6 +37,7 @@ def prepare(options: OpenEnvOptions) -> dict[str, Any]:
                        token_env=token_env_for(u, options.token_env))
         try:
             d = describe(c, options.split)
+            DESCRIPTIONS.put(c.base_url, options.split, d)  # the run plays what it records, not what an earlier one saw
         except ServerError as err:
             raise ConfigError(f"env.openenv.url: {err}. Nothing was played.") from None
         finally:

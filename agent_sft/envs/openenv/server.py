@@ -150,8 +150,8 @@ def changed(recorded: dict[str, Any], d: dict[str, Any]) -> str:
 
 class Descriptions:
     """What each server plays (`describe`), asked once per process and split and shared by every env of the
-    process; forgotten when a connection to the server is lost, as a server started again may play another
-    version."""
+    process; set anew by each run's `prepare` (what that run recorded), and forgotten when a connection to
+    the server is lost, as a server started again may play another version."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -166,6 +166,13 @@ class Descriptions:
         d = describe(c, split)  # outside the lock: envs of other servers need not wait
         with self._lock:
             return self._known.setdefault(key, d)
+
+    def put(self, url: str, split: str | None, d: dict[str, Any]) -> None:
+        """`d` is what `url` plays now: every description of it known before is forgotten."""
+        with self._lock:
+            for key in [k for k in self._known if k[0] == url]:
+                del self._known[key]
+            self._known[(url, split or "")] = d
 
     def forget(self, url: str) -> None:
         with self._lock:

@@ -47,7 +47,7 @@ def hanoi(tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, hanoi):
     s = Server(tmp_path_factory.mktemp("openenv-sessions"), "crash-test", "--protocol", "openenv", "--actions",
-               "tools", "--idle-timeout-s", "1", "--max-steps", "4")
+               "tools", "--idle-timeout-s", "3", "--max-steps", "4")
     yield s
     s.stop()
 
@@ -115,6 +115,17 @@ def test_an_attached_session_lives_while_attached_and_closes_when_it_detaches(se
         assert rpc(c, "openenv/session/close", session_id=sid)["error"]["code"] == -32602
         with ws(served, f"?session_id={idle}") as gone:
             assert json.loads(gone.recv(timeout=30))["data"]["code"] == "SESSION_ERROR"
+
+
+def test_a_session_a_websocket_opened_is_its_own(served):
+    """Only a session opened over HTTP (`openenv/session/create`) may be attached to, as OpenEnv's rule is."""
+    with ws(served) as owner:
+        mcp = {"jsonrpc": "2.0", "id": 1, "method": "openenv/session/create", "params": {}}
+        sid = ask(owner, {"type": "mcp", "data": mcp})["data"]["result"]["session_id"]
+        with ws(served, f"?session_id={sid}") as intruder:
+            refused = json.loads(intruder.recv(timeout=30))["data"]
+        assert refused["code"] == "SESSION_ERROR" and f"Unknown session_id: {sid}" in refused["message"], refused
+        assert ask(owner, {"type": "reset", "data": {"seed": 1}})["type"] == "observation"
 
 
 @pytest.mark.envs

@@ -214,7 +214,8 @@ def make_openenv_app(manager: SessionManager, token: str | None = None, actions:
                 if ws_session is not None:
                     return wire.rpc_result({"session_id": ws_session}, rid)
                 try:
-                    return wire.rpc_result({"session_id": await in_thread(sessions.create)}, rid)
+                    created = await in_thread(functools.partial(sessions.create, attachable=True))
+                    return wire.rpc_result({"session_id": created}, rid)
                 except CapacityError as e:
                     return wire.rpc_error(wire.SERVER_ERROR, e.message, rid,
                                           {"active_sessions": e.active, "max_sessions": e.most})

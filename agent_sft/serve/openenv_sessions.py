@@ -4,8 +4,9 @@ Each OpenEnv session is one of the manager's sessions, so its env runs in its ow
 against `--max-sessions` and closes when unused past the idle timeout, as the agent-sft protocol's do.
 A /ws connection opens one and closes it when it ends; `openenv/session/create` over /mcp opens one that
 lives until `openenv/session/close` or the idle timeout, and a /ws connection may attach to it
-(`/ws?session_id=ID`, one at a time): while one is attached the session is kept alive, and a close asked
-for meanwhile waits for it to detach (OpenEnv 0.10's rules). This table keeps what OpenEnv adds: the
+(`/ws?session_id=ID`, one at a time; a session a /ws connection opened is its own): while one is attached
+the session is held (`SessionManager.hold`: never idle), and a close asked for meanwhile waits for it to
+detach (OpenEnv 0.10's rules). This table keeps what OpenEnv adds: the
 episode id, the step count, the task played and the episode's tools. Every method blocks (the env is
 asked in its worker): the app calls them in threads.
 
@@ -43,6 +44,7 @@ class _Episode:
     step_count: int = 0
     task_id: str | None = None
     tools: Toolset | None = None
+    attachable: bool = False  # opened over HTTP (`openenv/session/create`): a /ws connection may attach
     attached: bool = False  # a /ws connection speaks for this session now
     closing: bool = False  # closed when its /ws connection detaches
 
@@ -61,15 +63,12 @@ class OpenEnvSessions:
         self._episodes: dict[str, _Episode] = {}
         self._lock = threading.Lock()
         self._default_tools = self._offered({})
-        self._stop = threading.Event()
-        # renewed well within the idle timeout, so no expiry check can find an attached session idle
-        self._every = max(0.05, min(5.0, manager.idle_timeout_s / 4))
-        threading.Thread(target=self._keep_attached, name="openenv-attached-renewal", daemon=True).start()
 
     # --- the table ----------------------------------------------------------------------------------
 
-    def create(self) -> str:
-        """A new session (its env built in its own worker).
+    def create(self, *, attachable: bool = False) -> str:
+        """A new session (its env built in its own worker); `attachable` for one opened over HTTP
+        (`openenv/session/create`), which a /ws connection may attach to.
 
         Raises:
             CapacityError: every slot is taken.
@@ -83,23 +82,26 @@ class OpenEnvSessions:
                 raise CapacityError(len(self.manager), self.manager.max_sessions) from None
             raise
         with self._lock:
-            self._episodes[sid] = _Episode()
+            self._episodes[sid] = _Episode(attachable=attachable)
         return sid
 
     def attach(self, sid: str) -> None:
         """Let a /ws connection speak for the HTTP-created session `sid`.
 
         Raises:
-            KeyError: no such session (or one closed or expired), or one a connection already speaks for.
+            KeyError: no such session (or one closed or expired, or one a /ws connection opened), or one a
+                connection already speaks for.
         """
         with self._lock:
             ep = self._episodes.get(sid)
-            if ep is None or ep.closing or sid not in self.manager:
+            if ep is None or not ep.attachable or ep.closing or sid not in self.manager:
                 raise KeyError(f"Unknown session_id: {sid}")
             if ep.attached:
                 raise KeyError(f"Session {sid} already has an attached WebSocket")
             ep.attached = True
-        self.manager.renew({"session_ids": [sid]})
+            if not self.manager.hold(sid):  # expired meanwhile
+                ep.attached = False
+                raise KeyError(f"Unknown session_id: {sid}")
 
     def detach(self, sid: str) -> None:
         """The /ws connection attached to `sid` is gone: the session closes if its close was asked for."""
@@ -111,7 +113,7 @@ class OpenEnvSessions:
         if closing:
             self.close(sid)
         else:
-            self.manager.renew({"session_ids": [sid]})  # its idle time starts now
+            self.manager.hold(sid, False)  # its idle time starts now
 
     def close(self, sid: str) -> bool:
         """Close session `sid` and its env; False when there was none."""
@@ -153,13 +155,6 @@ class OpenEnvSessions:
         with self._lock:
             for sid in [s for s, ep in self._episodes.items() if not ep.attached and s not in self.manager]:
                 del self._episodes[sid]
-
-    def _keep_attached(self) -> None:
-        while not self._stop.wait(self._every):
-            with self._lock:
-                ids = [sid for sid, ep in self._episodes.items() if ep.attached]
-            if ids:
-                self.manager.renew({"session_ids": ids})
 
     # --- an episode ---------------------------------------------------------------------------------
 
@@ -269,6 +264,5 @@ class OpenEnvSessions:
             return {"episode_id": ep.episode_id, "step_count": ep.step_count, "task_id": ep.task_id}
 
     def close_all(self) -> None:
-        self._stop.set()
         with self._lock:
             self._episodes.clear()

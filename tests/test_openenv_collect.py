@@ -181,15 +181,15 @@ def test_an_env_error_a_hang_and_garbage_end_only_their_episode(servers, monkeyp
     url = servers["guess"].url
     script = {"test/0": ["6"], "test/1": ["0"], "test/2": ["10"]}  # raises, hangs, answered with garbage
     result, rows = collect(monkeypatch, tmp_path / "a", url, Scripted(script), "env.openenv.split=test",
-                           "env.openenv.timeout_s=1.5", "env.openenv.success_field=state.solved")
+                           "env.openenv.timeout_s=3", "env.openenv.success_field=state.solved")
     assert result.run["episodes"] == 3 and result.run["errors"] == 3
     assert all(r["end_reason"] == "error" and len(r["steps"]) == 1 for r in rows.values())
     assert "EXECUTION_ERROR: six is cursed" in rows["test/0"]["error"]
-    assert "no reply to step within 1.5 s" in rows["test/1"]["error"]
+    assert "no reply to step within 3 s" in rows["test/1"]["error"]
     assert "the reply to step is not JSON: '<html>502 Bad Gateway</html>'" in rows["test/2"]["error"]
     # A resume plays the error episodes again (on fresh connections) and keeps the rest.
     result, rows = collect(monkeypatch, tmp_path / "a", url, Scripted(), "env.openenv.split=test",
-                           "env.openenv.timeout_s=1.5", "env.openenv.success_field=state.solved")
+                           "env.openenv.timeout_s=3", "env.openenv.success_field=state.solved")
     assert result.run["episodes"] == 3 and result.run["errors"] == 0
     assert all(r["success"] and r["steps"][0]["action"] == str(TARGETS["test"][int(t[-1])]) for t, r in rows.items())
 
@@ -332,7 +332,7 @@ def test_an_mcp_env_is_played_with_text_actions_and_with_tool_calls(servers, mon
 def test_a_full_server_is_offered_no_session_until_its_wait_is_over(servers):
     url = servers["room"].url
     held = [OpenEnvEnv(url, seeds=1) for _ in range(3)]
-    waiting = OpenEnvEnv(url, seeds=1, capacity_wait_s=2.0, timeout_s=0.3)  # the wait outlasts the timeout
+    waiting = OpenEnvEnv(url, seeds=1, capacity_wait_s=3.0, timeout_s=2.0)  # the wait outlasts the timeout
     try:
         for env in held:
             env.reset(options={"task_id": "seeds/0"})
@@ -347,6 +347,7 @@ def test_a_full_server_is_offered_no_session_until_its_wait_is_over(servers):
                 break
             except ServerError:
                 assert time.monotonic() < deadline, "the freed slot was never offered"
+                time.sleep(0.05)
         assert obs == "intro: A small room. Find the way out." and [t["name"] for t in info["mcp_tools"]] == ["look", "take"]
     finally:
         for env in [*held, waiting]:

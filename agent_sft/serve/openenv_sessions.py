@@ -5,10 +5,10 @@ against `--max-sessions` and closes when unused past the idle timeout, as the ag
 A /ws connection opens one and closes it when it ends; `openenv/session/create` over /mcp opens one that
 lives until `openenv/session/close` or the idle timeout, and a /ws connection may attach to it
 (`/ws?session_id=ID`, one at a time; a session a /ws connection opened is its own): while one is attached
-the session is held (`SessionManager.hold`: never idle), and a close asked for meanwhile waits for it to
-detach (OpenEnv 0.10's rules). This table keeps what OpenEnv adds: the
-episode id, the step count, the task played and the episode's tools. Every method blocks (the env is
-asked in its worker): the app calls them in threads.
+the session is held (`SessionManager.held`: never idle), and a close asked for meanwhile waits for it to
+detach (OpenEnv 0.10's rules). This table keeps what OpenEnv adds: the episode id, the step count, the
+task played and the episode's tools. Every method blocks (the env is asked in its worker): the app calls
+them in threads.
 
 A reset may also set what agent-sft's own protocol sets when it opens a session: the step budget
 (`max_steps`, by default the server's), the env's seed (`env_seed`) and, for an env that filters its
@@ -99,9 +99,10 @@ class OpenEnvSessions:
             if ep.attached:
                 raise KeyError(f"Session {sid} already has an attached WebSocket")
             ep.attached = True
-            if not self.manager.hold(sid):  # expired meanwhile
-                ep.attached = False
-                raise KeyError(f"Unknown session_id: {sid}")
+            self.manager.held.add(sid)
+        if self.manager.renew({"session_ids": [sid]})["unknown"]:  # expired meanwhile
+            self.detach(sid)
+            raise KeyError(f"Unknown session_id: {sid}")
 
     def detach(self, sid: str) -> None:
         """The /ws connection attached to `sid` is gone: the session closes if its close was asked for."""
@@ -109,16 +110,18 @@ class OpenEnvSessions:
             ep = self._episodes.get(sid)
             if ep is not None:
                 ep.attached = False
+            self.manager.held.discard(sid)
             closing = ep is not None and ep.closing
         if closing:
             self.close(sid)
         else:
-            self.manager.hold(sid, False)  # its idle time starts now
+            self.manager.renew({"session_ids": [sid]})  # its idle time starts now
 
     def close(self, sid: str) -> bool:
         """Close session `sid` and its env; False when there was none."""
         with self._lock:
             known = self._episodes.pop(sid, None) is not None
+            self.manager.held.discard(sid)
         return self.manager.close_session(sid) or known
 
     def close_request(self, sid: str) -> dict[str, Any]:

@@ -103,7 +103,6 @@ class _Session:
     steps: int | None = None  # steps applied since the last reset; None before a reset or after an env error
     last: tuple[int, ServeError | dict] | None = None  # (index, answer) of the last step answered
     closed: bool = False
-    held: bool = False  # a connection speaks for it (`SessionManager.hold`): never idle meanwhile
 
     def close(self) -> None:
         self.closed = True
@@ -176,6 +175,7 @@ class SessionManager:
         self.pool_factory = pool_factory or WorkerPool
         self.counters = ServerCounters()
         self._sessions: dict[str, _Session] = {}
+        self.held: set[str] = set()  # sessions a connection speaks for, however seldom: never idle (`expire`)
         self._lock = threading.Lock()  # guards _sessions and counters
         self._stop = threading.Event()
         self.tasks = self._list_tasks()
@@ -376,18 +376,6 @@ class SessionManager:
             self.counters.renewals += len(renewed)
         return {"renewed": renewed, "unknown": unknown}
 
-    def hold(self, session_id: str, held: bool = True) -> bool:
-        """Keep session `session_id` from closing for idleness while a connection speaks for it (held), however
-        long that connection waits between requests; released, its idle time starts then. False when there
-        is no such session."""
-        with self._lock:
-            s = self._sessions.get(session_id)
-            if s is None:
-                return False
-            s.held = held
-            s.last_used = max(s.last_used, time.monotonic())
-            return True
-
     def close_session(self, session_id: str, *, now: bool = False) -> bool:
         """Close a session and its env; False when there was none (closing is idempotent). With `now`, a
         request in progress on it is not waited for: its env's worker is stopped under it (the request fails)."""
@@ -498,15 +486,14 @@ class SessionManager:
         stop their env's worker."""
         now = time.monotonic()
         with self._lock:
-            idle = [s for s in self._sessions.values() if not s.held and now - s.last_used > s.lease_s]
+            idle = [s for s in self._sessions.values() if now - s.last_used > s.lease_s and s.id not in self.held]
         out = []
         for s in idle:
             if not s.lock.acquire(blocking=False):
                 continue  # busy: it is not idle
             try:
                 with self._lock:  # a renewal takes this lock too: checked and dropped at one instant
-                    if (self._sessions.get(s.id) is not s or s.held
-                            or time.monotonic() - s.last_used <= s.lease_s):
+                    if self._sessions.get(s.id) is not s or s.id in self.held or now - s.last_used <= s.lease_s:
                         continue
                     del self._sessions[s.id]
                     self.counters.sessions_expired += 1

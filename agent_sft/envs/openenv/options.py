@@ -74,7 +74,7 @@ class OpenEnvOptions(EnvOptions):
         "the text the model reads; default: the rendering the README describes.")
     token_env: str = option(
         "", "Environment variable holding a bearer token, sent as Authorization: Bearer to every server (never "
-        "stored); over plain http only to loopback servers. Unset: HF_TOKEN, sent only to Hub Spaces "
+        "stored; over plain http only to loopback servers), else HF_TOKEN, sent only to Hub Spaces "
         "(https://*.hf.space).", fingerprint=False)
     timeout_s: float = option(60.0, "Seconds a reply (a step of the env included) may take.", fingerprint=False)
     retries: int = option(3, "Retries (with backoff) of what is safe to repeat (the server's routes, a reset); a "

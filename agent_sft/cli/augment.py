@@ -17,10 +17,11 @@ sealed so far are kept. Another model, template or seed is another set: give it 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 from agent_sft.cli import CLIError
+from agent_sft.cli.model_flags import add_policy_arguments
+from agent_sft.cli.model_flags import policy_config as model_policy_config
 from agent_sft.config import PolicyConfig
 
 PROGRESS_S = 10.0
@@ -45,35 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling (recorded with each rationale)")
     parser.add_argument("--flush-every", type=int, default=32, metavar="N",
                         help="seal the rationales every N steps (a kill loses at most those)")
-    g = parser.add_argument_group("the model (the policy.* keys of `agent-sft collect`)")
-    for f in dataclasses.fields(PolicyConfig):
-        if f.name.startswith("expert"):
-            continue  # the expert plays no model: it writes no reasoning
-        g.add_argument(f"--policy.{f.name}", dest=f"policy.{f.name}", metavar="VALUE",
-                       help=f.metadata.get("help", "").replace("%", "%%"))
+    add_policy_arguments(parser, "the model")
 
 
 def policy_config(a: argparse.Namespace) -> PolicyConfig:
-    """The model's `PolicyConfig`: the `--policy.*` flags, then the `key=value` overrides, read as `collect` reads them.
-
-    Raises:
-        ConfigError: a key that is not a policy key, a bad value, or no model.
-    """
-    from agent_sft.config import ConfigError, load_config
-    from agent_sft.config.dotted import ALIASES
-    from agent_sft.policies.registry import policy_entry
-
-    overrides = [f"{k}={v}" for k, v in vars(a).items() if k.startswith("policy.") and v is not None]
-    for item in a.overrides:
-        key = item.partition("=")[0].strip().lstrip("+")
-        if "=" in item and not ALIASES.get(key, key).startswith("policy."):
-            raise ConfigError(f"{key!r}: agent-sft augment takes the policy.* keys only (the model)")
-        overrides.append(item)
-    cfg = load_config(None, overrides).policy
-    if not policy_entry(cfg.type).needs_model:
-        raise ConfigError(f"policy.type={cfg.type} plays no model, so it cannot write reasoning: give --policy.type "
-                          "openai --policy.base_url URL --policy.model NAME (a server), or --policy.model PATH (vLLM here)")
-    return cfg
+    """The model's `PolicyConfig` (`cli.model_flags.policy_config`)."""
+    return model_policy_config(a, "augment", "the model", "write reasoning")
 
 
 def run(a: argparse.Namespace) -> int:

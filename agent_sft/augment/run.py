@@ -34,11 +34,11 @@ from agent_sft.augment.answer import read_text_answer, read_tools_answer, record
 from agent_sft.augment.template import Template, load_template
 from agent_sft.dataset import layout
 from agent_sft.dataset import rationales as store
-from agent_sft.dataset.shards import iter_shard_batches
+from agent_sft.dataset.live import live_rows
 from agent_sft.errors import ConfigError, RunFailedError
 from agent_sft.policies.common import model_label
 from agent_sft.policies.registry import make_policy, policy_entry, policy_kind, precheck_policy
-from agent_sft.records import END_CONTEXT, END_ERROR, SPLITS, prompt_of
+from agent_sft.records import END_CONTEXT, END_ERROR, prompt_of
 
 if TYPE_CHECKING:
     from agent_sft.config import PolicyConfig
@@ -174,28 +174,6 @@ def augment_folder(
     return run.result
 
 
-def _live_rows(folder: str, columns: list[str]) -> Iterator[dict]:
-    """The live raw rows of `folder` (`columns`), each episode once, shard by shard; a shard a compaction
-    replaced meanwhile makes the folder scanned again for the shards not read yet."""
-    read: set[tuple[str, str]] = set()
-    seen: set[str] = set()
-    while True:
-        s = layout.open_scan(folder, layout.read_info(folder))
-        todo = [(split, n) for split in SPLITS for n in sorted(s.raw[split]) if (split, n) not in read]
-        if not todo:
-            return
-        for split, n in todo:
-            path = layout.shard_path(folder, "raw", split, n)
-            if not os.path.exists(path):
-                break  # scan again
-            read.add((split, n))
-            for batch in iter_shard_batches(path):
-                for row in batch.select(columns).to_pylist():
-                    if row["episode_id"] not in seen:
-                        seen.add(row["episode_id"])
-                        yield row
-
-
 class _Run:
     """One augment run: the steps asked about, their answers checked, the rationales sealed as they come."""
 
@@ -217,7 +195,7 @@ class _Run:
     def jobs(self, finished: set[tuple[str, int]], episodes: str, limit: int | None) -> Iterator[_Job]:
         """The steps to ask about, episode by episode in the folder's order; counts the others."""
         taken = 0
-        for row in _live_rows(self.folder, _COLUMNS + (["tools"] if self.tools else [])):
+        for row in live_rows(self.folder, _COLUMNS + (["tools"] if self.tools else [])):
             if not self._wanted(row, episodes):
                 self.result.not_wanted += 1
                 continue
